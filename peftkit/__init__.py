@@ -1,0 +1,38 @@
+"""peftkit: plugin-based parameter-efficient fine-tuning.
+
+Public API (importing this package does not import torch):
+
+- :data:`hookimpl` — decorator for plugin hook implementations.
+- :class:`Method`, :class:`Task`, :class:`ModelSource`, :class:`Example`, :class:`ApplyContext` — plugin contracts.
+- :func:`load_recipe`, :func:`run`, :func:`load_run` — use peftkit from Python.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+from peftkit.interfaces import ApplyContext, Example, Method, ModelSource, Task
+from peftkit.recipe import Recipe, load_recipe
+
+__version__ = "0.1.0"
+
+hookimpl = pluggy.HookimplMarker("peftkit")
+
+
+def run(recipe: Recipe, **kwargs: Any) -> dict[str, Any]:
+    """Train a validated recipe; see :func:`peftkit.runner.run`."""
+    from peftkit.runner import run as _run
+
+    return _run(recipe, **kwargs)
+
+
+def load_run(run_dir: Any, **kwargs: Any) -> Any:
+    """Load a finished run's ``(setup, model)``; see :func:`peftkit.inference.load_run`."""
+    from peftkit.inference import load_run as _load
+
+    return _load(run_dir, **kwargs)
+
+
+__all__ = ["hookimpl", "Method", "Task", "ModelSource", "Example", "ApplyContext", "Recipe", "load_recipe", "run", "load_run", "__version__"]

@@ -1,0 +1,5 @@
+import sys
+
+from peftkit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,85 @@
+"""From a validated recipe to the objects a run needs: plugins, data, tokenizer, model."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peftkit.data import Encoded, encode
+from peftkit.interfaces import ApplyContext
+from peftkit.loading import load_model, load_tokenizer, resolve_source
+from peftkit.recipe import Recipe, method_params, task_params
+
+log = logging.getLogger("peftkit")
+
+
+@dataclass
+class Setup:
+    """Everything resolved for a recipe, before the model is built."""
+
+    recipe: Recipe
+    registry: Any
+    method: Any
+    task: Any
+    mparams: Any
+    tparams: Any
+    model_path: Path
+    tokenizer: Any
+    labels: list[str]
+    use_token_types: bool
+    data: dict[str, Encoded] = field(default_factory=dict)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+
+def _uses_token_types(path: Path) -> bool:
+    import json
+
+    cfg = json.loads((path / "config.json").read_text())
+    return int(cfg.get("type_vocab_size", 0) or 0) > 1
+
+
+def prepare(recipe: Recipe, registry: Any, splits: tuple[str, ...] = ("train", "dev")) -> Setup:
+    """Resolve plugins, the model folder and tokenizer, and tokenise the requested splits."""
+    method = registry.methods[recipe.method.name]
+    task = registry.tasks[recipe.task.name]
+    mparams, tparams = method_params(recipe, registry), task_params(recipe, registry)
+    path = resolve_source(recipe.model, registry)
+    tok = load_tokenizer(path, recipe.model)
+    labels = list(task.label_names(tparams))
+    s = Setup(recipe, registry, method, task, mparams, tparams, path, tok, labels, _uses_token_types(path))
+    for split in splits:
+        if split in task.splits:
+            load_split(s, split)
+    return s
+
+
+def load_split(s: Setup, split: str) -> Encoded:
+    from peftkit.errors import DataError
+
+    examples = s.task.load_split(s.tparams, split)
+    bad = [e for e in examples if e.label is not None and not (0 <= e.label < len(s.labels))]
+    if bad:
+        raise DataError(f"{split} split: label id {bad[0].label} (row id {bad[0].id!r}) is outside the task's {len(s.labels)} labels")
+    enc = encode(examples, s.tokenizer, s.recipe.data.max_length, use_token_types=s.use_token_types, split=split)
+    if enc.truncated and s.recipe.data.truncation_warning:
+        log.info("%s: %d of %d examples truncated to data.max_length=%d", split, enc.truncated, len(enc), s.recipe.data.max_length)
+    s.data[split] = enc
+    return enc
+
+
+def build_model(s: Setup, total_steps: int = 0, *, trained: Path | None = None) -> tuple[Any, ApplyContext]:
+    """Load the base (seeded by the caller) and apply the method, or load a trained one from ``trained``."""
+    model, heads = load_model(
+        s.model_path, s.recipe.model, s.labels, s.tokenizer, gradient_checkpointing=s.recipe.train.gradient_checkpointing
+    )
+    q = s.recipe.model.quantization
+    ctx = ApplyContext(head_modules=heads, model_type=model.config.model_type, total_steps=total_steps,
+                       quantization_bits=q.bits if q else None)
+    if trained is not None:
+        return s.method.load(model, trained), ctx
+    return s.method.apply(model, s.mparams, ctx), ctx

@@ -1,0 +1,70 @@
+"""Reading labelled rows from jsonl / json / csv / tsv files, with file:line in every error."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from peftkit.errors import DataError
+
+FORMATS = ("auto", "jsonl", "csv", "tsv")
+
+
+def detect_format(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in {".jsonl", ".json", ".ndjson"}:
+        return "jsonl"
+    if suffix in {".tsv", ".txt"}:
+        return "tsv"
+    if suffix == ".csv":
+        return "csv"
+    raise DataError(f"{path}: cannot tell the format from the extension; set the task's `format` param (jsonl, csv or tsv)")
+
+
+def read_rows(path: str | Path, fmt: str = "auto", *, limit: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield ``(line_number, row)``; jsonl rows are objects, csv/tsv rows use the header line."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data file {path} does not exist; check the task's data path (or its environment variable)")
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    count = 0
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        if fmt == "jsonl":
+            rows: Iterator[tuple[int, dict[str, Any]]] = _jsonl(f, path)
+        else:
+            rows = _delimited(f, "\t" if fmt == "tsv" else ",")
+        for line, row in rows:
+            if limit is not None and count >= limit:
+                return
+            count += 1
+            yield line, row
+
+
+def _jsonl(f: Any, path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    for i, raw in enumerate(f, 1):
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{i}: not valid JSON ({exc.msg}); each line must be one JSON object") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
+        yield i, row
+
+
+def _delimited(f: Any, delimiter: str) -> Iterator[tuple[int, dict[str, Any]]]:
+    reader = csv.DictReader(f, delimiter=delimiter, quoting=csv.QUOTE_MINIMAL if delimiter == "," else csv.QUOTE_NONE)
+    for row in reader:
+        if not any((v or "").strip() for v in row.values() if isinstance(v, str)):
+            continue
+        yield reader.line_num, row
+
+
+def field(row: dict[str, Any], name: str, path: Path | str, line: int) -> Any:
+    """``row[name]``, or a DataError that names the file, line and the fields that do exist."""
+    if name not in row or row[name] is None:
+        raise DataError(f"{path}:{line}: row has no field {name!r} (fields: {', '.join(map(str, row))})")
+    return row[name]

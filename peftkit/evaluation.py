@@ -1,0 +1,42 @@
+"""Batched, gradient-free evaluation and prediction (length-sorted batches, original order restored)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from peftkit.data import Encoded, collate, eval_batches
+
+
+def predict_logits(model: Any, data: Encoded, batch_size: int, pad_id: int, device: Any) -> tuple[np.ndarray, float | None]:
+    """Logits for every example in ``data`` order, and the mean loss when all rows are labelled."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    out: np.ndarray | None = None
+    loss_sum, n_loss = 0.0, 0
+    with torch.inference_mode():
+        for idx in eval_batches(data.lengths, batch_size):
+            batch = {k: v.to(device) for k, v in collate(data, idx, pad_id).items()}
+            labels = batch.pop("labels", None)
+            logits = model(**batch).logits.float()
+            if labels is not None:
+                loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+                n_loss += len(idx)
+            if out is None:
+                out = np.zeros((len(data), logits.shape[-1]), dtype=np.float32)
+            out[idx] = logits.cpu().numpy()
+    model.train(was_training)
+    return out, (loss_sum / n_loss if n_loss == len(data) else None)
+
+
+def evaluate(model: Any, data: Encoded, task: Any, batch_size: int, pad_id: int, device: Any) -> tuple[dict[str, float], np.ndarray]:
+    """The task's metrics (plus ``eval_loss``) on a labelled split, and the predicted label ids."""
+    logits, loss = predict_logits(model, data, batch_size, pad_id, device)
+    preds = logits.argmax(-1)
+    metrics = dict(task.compute_metrics(preds, data.labels))
+    if loss is not None:
+        metrics["eval_loss"] = loss
+    return metrics, preds

@@ -1,0 +1,73 @@
+"""Loading a finished run and using it: final evaluation from disk, test-split predictions."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from peftkit import outputs
+from peftkit.components import Setup, build_model, load_split, prepare
+from peftkit.errors import PeftkitError
+from peftkit.evaluation import evaluate, predict_logits
+
+log = logging.getLogger("peftkit")
+
+
+def final_evaluation(s: Setup, state: Any, device: Any) -> dict[str, Any]:
+    """Evaluate the model *as saved* (fresh base + saved method), so the reported number is the artifact's."""
+    model_dir = state.output_dir / "model"
+    model, _ = build_model(s, trained=model_dir)
+    model.to(device)
+    out: dict[str, Any] = {}
+    bs = s.recipe.eval.batch_size or 2 * s.recipe.train.batch_size
+    if "dev" in s.data:
+        metrics, _ = evaluate(model, s.data["dev"], s.task, bs, s.pad_id, device)
+        out["final"] = metrics
+        key = s.recipe.eval.metric or s.task.metric
+        if state.best is not None and abs(metrics[key] - state.best[key]) > 1e-9:
+            log.warning("reloaded model gives %s=%.6f but %.6f was measured in training", key, metrics[key], state.best[key])
+    if s.recipe.eval.predict:
+        out["predictions"] = str(write_test_predictions(s, model, state.output_dir, device))
+    return out
+
+
+def write_test_predictions(s: Setup, model: Any, out_dir: Path, device: Any) -> Path:
+    """Predict the task's test split and write its submission file (e.g. ``afqmc_predict.json``)."""
+    if "test" not in s.task.splits:
+        raise PeftkitError(f"task {s.task.name!r} has no test split to predict")
+    data = s.data.get("test") or load_split(s, "test")
+    bs = s.recipe.eval.batch_size or 2 * s.recipe.train.batch_size
+    logits, _ = predict_logits(model, data, bs, s.pad_id, device)
+    preds = logits.argmax(-1)
+    rows = [s.task.format_prediction(ex, int(p), s.tparams) for ex, p in zip(data.examples, preds)]
+    path = out_dir / s.task.prediction_file(s.tparams)
+    outputs.write_predictions(path, rows)
+    log.info("wrote %d predictions to %s", len(rows), path)
+    return path
+
+
+def load_run(run_dir: str | Path, *, registry: Any = None, splits: tuple[str, ...] = ()) -> tuple[Setup, Any]:
+    """Rebuild a finished run's model: ``(setup, model)`` in eval mode.
+
+    Example:
+        >>> setup, model = load_run("runs/afqmc-lora")          # doctest: +SKIP
+    """
+    from peftkit.plugins import get_registry
+    from peftkit.recipe import load_recipe
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "model").is_dir():
+        raise PeftkitError(f"{run_dir} is not a finished peftkit run (needs recipe.yaml and model/)")
+    reg = registry or get_registry()
+    recipe = load_recipe(run_dir / "recipe.yaml", [f"output_dir={run_dir}"], registry=reg)
+    s = prepare(recipe, reg, splits=splits)
+    model, _ = build_model(s, trained=run_dir / "model")
+    model.eval()
+    return s, model
+
+
+def predict_run(run_dir: str | Path, *, registry: Any = None) -> Path:
+    """``peftkit predict RUN_DIR``: the test-split submission file of a finished run."""
+    s, model = load_run(run_dir, registry=registry)
+    return write_test_predictions(s, model, Path(run_dir), "cpu")

@@ -1,0 +1,142 @@
+"""The three kinds of object plugins register: Method, Task and ModelSource.
+
+They are :class:`typing.Protocol` s: a plugin provides any object with these attributes; there is no
+base class to inherit. Heavy libraries (torch, transformers, peft) must only be imported *inside*
+methods, so that ``peftkit validate`` and ``peftkit plugins`` stay fast.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import numpy as np
+    import torch
+
+
+@dataclass
+class Example:
+    """One raw example as a task yields it; the core tokenises it.
+
+    Attributes:
+        text: first (or only) text.
+        text_pair: second text for pair tasks (AFQMC, NLI), else None.
+        label: index into the task's label space, or None for unlabelled rows (test splits).
+        id: the row's id as the task's submission format wants it back.
+    """
+
+    text: str
+    text_pair: str | None = None
+    label: int | None = None
+    id: Any = None
+
+
+@dataclass
+class ApplyContext:
+    """What a method needs to know about the model and run it is applied to.
+
+    Attributes:
+        head_modules: names of task-head modules that must train and be saved with the method
+            (``classifier``/``score``; the ``pooler`` when the checkpoint had none).
+        model_type: ``config.model_type`` of the base model (``bert``, ``llama``, ...).
+        total_steps: the run's number of optimizer steps (0 when unknown, e.g. in tests).
+        quantization_bits: 4 or 8 when the base is bitsandbytes-quantized, else None.
+    """
+
+    head_modules: list[str] = field(default_factory=list)
+    model_type: str = ""
+    total_steps: int = 0
+    quantization_bits: int | None = None
+
+
+@runtime_checkable
+class Method(Protocol):
+    """A way to make a base model trainable (LoRA, adapters, full fine-tuning, ...).
+
+    Attributes:
+        name: the name recipes use (``method.name``).
+        summary: one line for ``peftkit plugins`` and the docs.
+        params_model: pydantic model validating ``method.params`` (use ``extra="forbid"``).
+        default_lr: learning rate used when ``train.lr`` is not set.
+        can_merge: whether :meth:`merge` folds the method into the base weights.
+        quantized_bits: base-model bit widths this method trains on (``{4, 8}``, or empty).
+    """
+
+    name: str
+    summary: str
+    params_model: type[BaseModel]
+    default_lr: float
+    can_merge: bool
+    quantized_bits: frozenset[int]
+
+    def apply(self, model: torch.nn.Module, params: BaseModel, ctx: ApplyContext) -> torch.nn.Module:
+        """Return the trainable model; only intended parameters have ``requires_grad``."""
+
+    def save(self, model: torch.nn.Module, directory: Path) -> None:
+        """Write what was trained (and the head) to ``directory``."""
+
+    def load(self, base: torch.nn.Module, directory: Path) -> torch.nn.Module:
+        """Rebuild the trained model from a fresh base and :meth:`save`'s output."""
+
+    def merge(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Return a plain model with the method folded in; raise PeftkitError if impossible."""
+
+    def facts(self, model: torch.nn.Module) -> dict[str, Any]:
+        """Method facts for logs and metrics.json (final AdaLoRA ranks, bottleneck size ...)."""
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A dataset with a fixed label space, metrics and a submission format.
+
+    Attributes:
+        name: the name recipes use (``task.name``), e.g. ``clue/afqmc``.
+        summary: one line for ``peftkit plugins`` and the docs.
+        params_model: pydantic model validating ``task.params``.
+        metric: the main metric (higher is better) used to keep the best checkpoint.
+        splits: which of ``train``/``dev``/``test`` the task can load.
+    """
+
+    name: str
+    summary: str
+    params_model: type[BaseModel]
+    metric: str
+    splits: ClassVar[tuple[str, ...]] | tuple[str, ...]
+
+    def label_names(self, params: BaseModel) -> list[str]:
+        """The fixed label space, in label-id order (never inferred from a subset)."""
+
+    def load_split(self, params: BaseModel, split: str) -> list[Example]:
+        """Read one split; raise DataError naming the file and line on bad rows."""
+
+    def compute_metrics(self, predictions: np.ndarray, references: np.ndarray) -> dict[str, float]:
+        """Metrics from predicted and gold label ids; must include :attr:`metric`."""
+
+    def prediction_file(self, params: BaseModel) -> str:
+        """File name for test-split predictions, e.g. ``afqmc_predict.json``."""
+
+    def format_prediction(self, example: Example, label_id: int, params: BaseModel) -> dict[str, Any]:
+        """One line of the predictions file for ``example``."""
+
+
+@runtime_checkable
+class ModelSource(Protocol):
+    """Resolves a model reference (``scheme:name``) to a local Hugging Face folder.
+
+    Attributes:
+        scheme: the prefix recipes use in ``model.source`` (``local``, ``hub``, ``packaged``).
+        summary: one line for ``peftkit plugins`` and the docs.
+    """
+
+    scheme: str
+    summary: str
+
+    def check(self, reference: str) -> str | None:
+        """Cheap validation without loading anything: an error message, or None if plausible."""
+
+    def resolve(self, reference: str, *, revision: str | None = None) -> Path:
+        """Return a local folder holding config, weights and tokenizer (may download/convert)."""

@@ -1,0 +1,400 @@
+"""Recipes: YAML → overrides → validated :class:`Recipe`, with every problem reported at once.
+
+Validation has two stages: the core schema below, then ``method.params`` / ``task.params`` through
+the plugin's own pydantic model. Errors carry dotted paths and, where known, the YAML line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from peftkit.errors import RecipeError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class QuantizationConfig(_Strict):
+    bits: Literal[4, 8] = Field(description="Quantize the base model's linear layers to 4 or 8 bits (bitsandbytes).")
+    type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type; nf4 suits normally distributed weights.")
+    double_quant: bool = Field(True, description="4-bit only: also quantize the quantization constants (saves ~0.4 bit/param).")
+    compute_dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="dtype of matmuls in 4-bit layers; bfloat16 on GPUs that support it."
+    )
+
+
+class ModelConfig(_Strict):
+    source: str = Field(
+        description="Model reference `scheme:name`: `packaged:multilingual-e5-small`, `hub:bert-base-chinese`, "
+        "`local:/path` (a bare path also works). See `peftkit plugins` for the schemes installed."
+    )
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for `hub:` models.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weights dtype; `auto` = float32 on CPU, the checkpoint's dtype otherwise."
+    )
+    quantization: QuantizationConfig | None = Field(None, description="Load the base quantized (QLoRA); null = off.")
+    trust_remote_code: bool = Field(False, description="Run model code shipped with a hub checkpoint. Off unless you trust it.")
+    allow_pickle: bool = Field(False, description="Allow loading `.bin`/`.pt` (pickle) weights; safetensors only when false.")
+
+
+class MethodConfig(_Strict):
+    name: str = Field(description="Registered method name (`peftkit plugins` lists them): lora, adalora, adapters, full, ...")
+    params: dict[str, Any] = Field(default_factory=dict, description="Method parameters, validated by the method plugin.")
+
+
+class TaskConfig(_Strict):
+    name: str = Field(description="Registered task name, e.g. `clue/afqmc` or `text-classification`.")
+    params: dict[str, Any] = Field(default_factory=dict, description="Task parameters, validated by the task plugin.")
+
+
+class DataConfig(_Strict):
+    max_length: int = Field(128, gt=0, description="Tokens per example after truncation. Longer = slower, rarely better on CLUE.")
+    group_by_length: bool = Field(
+        True, description="Batch examples of similar length (still shuffled) so less padding is computed: faster."
+    )
+    truncation_warning: bool = Field(True, description="Log how many examples were truncated.")
+
+
+class TrainConfig(_Strict):
+    epochs: float = Field(3, gt=0, description="Passes over the training set (fractions allowed).")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
+    batch_size: int = Field(32, gt=0, description="Examples per forward pass (per process).")
+    grad_accum: int = Field(1, gt=0, description="Forward passes per optimizer step; effective batch = batch_size × grad_accum × processes.")
+    lr: float | None = Field(None, gt=0, description="Peak learning rate; null = the method's default (LoRA 1e-3, full 3e-5, ...).")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and LayerNorm).")
+    adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
+    adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
+    scheduler: Literal["linear", "cosine", "constant"] = Field("linear", description="Decay after warmup.")
+    warmup: float = Field(0.06, ge=0, description="Warmup: a fraction of total steps if < 1, else a number of steps.")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="Clip gradients to this norm; null = no clipping.")
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
+        "auto", description="`auto` = bf16 on GPUs that support it, none on CPU."
+    )
+    seed: int = Field(42, ge=0, description="Seed for weights, dropout and data order (set before any weight is created).")
+    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, ~30% slower.")
+    log_every: int = Field(10, gt=0, description="Log the training loss every N optimizer steps.")
+
+    @field_validator("adam_betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in v):
+            raise ValueError(f"each beta must be in [0, 1), got {list(v)}")
+        return v
+
+
+class EvalConfig(_Strict):
+    every: Literal["epoch"] | int = Field("epoch", description="Evaluate on dev every epoch, or every N optimizer steps.")
+    metric: str | None = Field(None, description="Metric that picks the best checkpoint; null = the task's main metric.")
+    batch_size: int | None = Field(None, gt=0, description="Evaluation batch size; null = 2 × train.batch_size.")
+    predict: bool = Field(False, description="After training, write test-split predictions in the task's submission format.")
+
+    @field_validator("every")
+    @classmethod
+    def _every(cls, v: Any) -> Any:
+        if isinstance(v, int) and v <= 0:
+            raise ValueError(f"must be 'epoch' or a number of steps > 0, got {v}")
+        return v
+
+
+class Recipe(_Strict):
+    """A whole run: model × method × task × training settings."""
+
+    model: ModelConfig
+    method: MethodConfig
+    task: TaskConfig
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output_dir: str = Field(description="Folder for the adapter/weights, metrics.json, logs and TensorBoard events.")
+    plugins: list[str] | None = Field(
+        None, description="Allow-list of plugin names this recipe may use; null = every installed plugin."
+    )
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+def _line_index(text: str) -> dict[tuple[str, ...], int]:
+    """Map each dotted key path of a YAML mapping to its 1-based line, for error messages."""
+    index: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = path + (str(k.value),)
+                index[key] = k.start_mark.line + 1
+                walk(v, key)
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return index
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+def parse_yaml(text: str, source: str = "<recipe>") -> dict[str, Any]:
+    """``yaml.safe_load`` with errors that give file:line:column."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise RecipeError([f"{where}: YAML syntax error: {problem}"], source) from None
+    if data is None:
+        raise RecipeError([f"{source}: the file is empty; a recipe needs model, method, task and output_dir"], source)
+    if not isinstance(data, dict):
+        raise RecipeError([f"{source}: a recipe must be a mapping of keys, got {type(data).__name__}"], source)
+    return data
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=c`` overrides (values parsed as YAML, so ``train.lr=3e-4`` is a float)."""
+    problems = []
+    for item in overrides:
+        if "=" not in item:
+            problems.append(f"override {item!r}: expected key=value, e.g. train.lr=3e-4")
+            continue
+        key, _, raw = item.partition("=")
+        parts = key.strip().split(".")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        for i, part in enumerate(parts[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                problems.append(f"override {item!r}: {'.'.join(parts[: i + 1])} is not a mapping")
+                break
+            node = nxt
+        else:
+            node[parts[-1]] = value
+    if problems:
+        raise RecipeError(problems)
+    return data
+
+
+def _fmt_path(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc if p != "__root__") or "(top level)"
+
+
+def pydantic_problems(exc: ValidationError, prefix: tuple = (), fields: dict | None = None) -> list[tuple[tuple, str]]:
+    """Turn a pydantic error into ``(path, message)`` pairs, with nearest-key hints for typos."""
+    out = []
+    for err in exc.errors():
+        loc = prefix + tuple(err["loc"])
+        kind = err["type"]
+        if kind == "extra_forbidden":
+            parent = _model_at(fields, err["loc"][:-1]) if fields is not None else None
+            choices = list(parent.model_fields) if parent is not None else []
+            near = difflib.get_close_matches(str(loc[-1]), choices, n=1)
+            hint = f" — did you mean {near[0]!r}?" if near else (f" (valid keys: {', '.join(choices)})" if choices else "")
+            out.append((loc, f"unknown key{hint}"))
+            continue
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
+        if kind == "missing":
+            out.append((loc, "required key is missing"))
+            continue
+        got = err.get("input")
+        got_s = f", got {got!r}" if not isinstance(got, (dict, list)) else ""
+        if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
+            msg = msg.replace("Input should be", "must be")
+        out.append((loc, f"{msg[0].lower() + msg[1:]}{got_s}"))
+    return out
+
+
+def _model_at(model: Any, loc: tuple) -> Any:
+    """The pydantic model class at ``loc`` inside ``model`` (for listing valid keys)."""
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        ann = field.annotation
+        for cand in (ann, *getattr(ann, "__args__", ())):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                model = cand
+                break
+        else:
+            return None
+    return model
+
+
+def _format(problems: list[tuple[tuple, str]], lines: dict, source: str | None) -> list[str]:
+    out = []
+    for loc, msg in problems:
+        path = _fmt_path(loc)
+        line = None
+        for n in range(len(loc), 0, -1):
+            line = lines.get(tuple(str(p) for p in loc[:n]))
+            if line:
+                break
+        where = f" ({source}:{line})" if (line and source) else ""
+        out.append(f"{path}: {msg}{where}")
+    return out
+
+
+def validate(data: dict[str, Any], *, registry: Any = None, source: str | None = None, text: str = "") -> Recipe:
+    """Validate raw recipe data: core schema, then plugin params. Raises one RecipeError listing all problems."""
+    from peftkit.plugins import get_registry
+
+    lines = _line_index(text) if text else {}
+    problems: list[tuple[tuple, str]] = []
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        problems += pydantic_problems(exc, fields=Recipe)
+        recipe = None
+    reg = registry or get_registry()
+    problems += _check_plugins(data, reg)
+    if problems:
+        raise RecipeError(_format(problems, lines, source), source)
+    reg.hook.peftkit_configure(recipe=recipe)
+    return recipe
+
+
+def _closest(name: str, choices: list[str]) -> str:
+    near = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    return f" — did you mean {near[0]!r}?" if near else ""
+
+
+def _check_plugins(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
+    """Stage two: names exist (and are allowed), params validate through the plugin's schema."""
+    problems: list[tuple[tuple, str]] = []
+    allowed = data.get("plugins") if isinstance(data.get("plugins"), list) else None
+    for section, table, kind in (("method", reg.methods, "method"), ("task", reg.tasks, "task")):
+        sec = data.get(section)
+        if not isinstance(sec, dict) or not isinstance(sec.get("name"), str):
+            continue
+        name = sec["name"]
+        obj = table.get(name)
+        if obj is None:
+            avail = ", ".join(sorted(table)) or "none installed"
+            problems.append(((section, "name"), f"unknown {kind} {name!r}{_closest(name, list(table))} (available: {avail}){reg.broken_note()}"))
+            continue
+        owner = _owner(reg, section, name)
+        if allowed is not None and owner not in allowed:
+            problems.append(((section, "name"), f"{kind} {name!r} comes from plugin {owner!r}, which is not in `plugins:` ({', '.join(allowed)})"))
+        params = sec.get("params") or {}
+        if not isinstance(params, dict):
+            continue  # the core schema already reported it
+        try:
+            obj.params_model.model_validate(params)
+        except ValidationError as exc:
+            problems += pydantic_problems(exc, prefix=(section, "params"), fields=obj.params_model)
+            continue
+        check = getattr(obj, "check", None)  # optional: cross-section checks (quantization, step budgets)
+        if check is not None:
+            for loc, msg in check(obj.params_model.model_validate(params), data):
+                problems.append((tuple(loc.split(".")), msg))
+    model = data.get("model")
+    if isinstance(model, dict) and isinstance(model.get("source"), str):
+        problems += _check_source(model["source"], reg)
+    problems += _check_quantization(data, reg)
+    return problems
+
+
+def _check_quantization(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
+    model, method = data.get("model"), data.get("method")
+    if not (isinstance(model, dict) and isinstance(model.get("quantization"), dict) and isinstance(method, dict)):
+        return []
+    bits = model["quantization"].get("bits")
+    obj = reg.methods.get(method.get("name"))
+    if obj is None or bits not in (4, 8) or bits in obj.quantized_bits:
+        return []
+    ok = sorted(n for n, m in reg.methods.items() if bits in m.quantized_bits)
+    why = getattr(obj, "quantization_note", "") or "it trains base weights, which are frozen integers in a quantized model"
+    return [(("model", "quantization"), f"method {obj.name!r} cannot train a {bits}-bit base: {why}. "
+             f"Remove model.quantization, or use one of: {', '.join(ok)}")]
+
+
+def _owner(reg: Any, section: str, name: str) -> str | None:
+    attr = "methods" if section == "method" else "tasks"
+    for pname, info in reg.plugins.items():
+        if name in getattr(info, attr):
+            return pname
+    return None
+
+
+def split_source(ref: str) -> tuple[str, str]:
+    """``scheme:rest``; a bare path (``/x``, ``./x``, ``~/x``) is ``local``, anything else without a scheme is ``hub``."""
+    if ref.startswith(("/", "./", "../", "~")) or os.path.isdir(os.path.expanduser(ref)):
+        return "local", ref
+    scheme, sep, rest = ref.partition(":")
+    if sep and scheme and "/" not in scheme:
+        return scheme, rest
+    return "hub", ref
+
+
+def _check_source(ref: str, reg: Any) -> list[tuple[tuple, str]]:
+    scheme, rest = split_source(ref)
+    src = reg.sources.get(scheme)
+    if src is None:
+        avail = ", ".join(sorted(reg.sources)) or "none installed"
+        return [(("model", "source"), f"unknown model source scheme {scheme!r}{_closest(scheme, list(reg.sources))} (available: {avail}){reg.broken_note()}")]
+    msg = src.check(rest)
+    return [(("model", "source"), msg)] if msg else []
+
+
+def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None, *, registry: Any = None) -> Recipe:
+    """Read, override and validate a recipe file. Raises :class:`RecipeError` listing every problem."""
+    p = Path(path)
+    if not p.is_file():
+        raise RecipeError([f"{path}: no such recipe file"], str(path))
+    text = p.read_text(encoding="utf-8")
+    data = parse_yaml(text, str(path))
+    data = apply_overrides(data, list(overrides or []))
+    return validate(data, registry=registry, source=str(path), text=text)
+
+
+def method_params(recipe: Recipe, registry: Any) -> BaseModel:
+    return registry.methods[recipe.method.name].params_model.model_validate(recipe.method.params)
+
+
+def task_params(recipe: Recipe, registry: Any) -> BaseModel:
+    return registry.tasks[recipe.task.name].params_model.model_validate(recipe.task.params)
+
+
+def resolved_dict(recipe: Recipe, registry: Any) -> dict[str, Any]:
+    """The recipe with every default filled in, plugin params included (what output_dir/recipe.yaml holds)."""
+    d = recipe.model_dump(mode="json")
+    d["method"]["params"] = method_params(recipe, registry).model_dump(mode="json")
+    d["task"]["params"] = task_params(recipe, registry).model_dump(mode="json")
+    return d
+
+
+def json_schema(registry: Any = None) -> dict[str, Any]:
+    """JSON Schema for recipes: the core schema, with method/task params as a oneOf per registered name."""
+    from peftkit.plugins import get_registry
+
+    reg = registry or get_registry()
+    schema = Recipe.model_json_schema()
+    defs = schema.setdefault("$defs", {})
+    for section, table in (("method", reg.methods), ("task", reg.tasks)):
+        variants = []
+        for name, obj in sorted(table.items()):
+            sub = obj.params_model.model_json_schema(ref_template="#/$defs/{model}")
+            defs.update(sub.pop("$defs", {}))
+            key = f"{section}:{name}".replace("/", "_").replace(":", "_")
+            defs[key] = sub
+            variants.append({
+                "if": {"properties": {"name": {"const": name}}},
+                "then": {"properties": {"params": {"$ref": f"#/$defs/{key}"}}},
+            })
+        cfg = "MethodConfig" if section == "method" else "TaskConfig"
+        defs[cfg]["properties"]["name"]["enum"] = sorted(table)
+        defs[cfg]["allOf"] = variants
+    schema["title"] = "peftkit recipe"
+    return schema

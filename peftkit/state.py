@@ -1,0 +1,54 @@
+"""RunState: the one object lifecycle hooks receive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class RunState:
+    """What a lifecycle hook may read (and, where documented, change).
+
+    Attributes:
+        recipe: the validated Recipe.
+        method: the Method object in use.
+        task: the Task object in use.
+        model: the trainable model (unwrapped from Accelerate).
+        optimizer: the optimizer (None outside training).
+        accelerator: the ``accelerate.Accelerator``.
+        output_dir: where the run writes.
+        step: optimizer steps done so far.
+        epoch: current epoch (0-based, fractional progress in ``epoch_progress``).
+        total_steps: optimizer steps the run will take.
+        loss: mean training loss of the last optimizer step.
+        lr: learning rate after the last optimizer step.
+        history: every evaluation so far, as dicts with ``step`` and metrics.
+        best: best evaluation so far (by the selection metric), or None.
+        should_stop: set True in a hook to end training after this step.
+        summary: facts that end up in metrics.json (plugins may add keys).
+    """
+
+    recipe: Any
+    method: Any
+    task: Any
+    model: Any = None
+    optimizer: Any = None
+    accelerator: Any = None
+    output_dir: Path = Path(".")
+    step: int = 0
+    epoch: int = 0
+    epoch_progress: float = 0.0
+    total_steps: int = 0
+    loss: float | None = None
+    lr: float | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] | None = None
+    should_stop: bool = False
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_main_process(self) -> bool:
+        """True on the process that writes outputs (rank 0)."""
+        return self.accelerator is None or self.accelerator.is_main_process

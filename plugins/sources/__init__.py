@@ -1,0 +1,59 @@
+"""Built-in model sources: ``local:/path`` (or a bare path) and ``hub:org/name`` (Hugging Face Hub)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from peftkit import hookimpl
+from peftkit.errors import ModelSourceError
+
+
+class LocalSource:
+    scheme = "local"
+    summary = "A Hugging Face model folder on disk (config.json, weights, tokenizer)."
+
+    def check(self, reference: str) -> str | None:
+        p = Path(os.path.expanduser(reference))
+        if not p.is_dir():
+            return f"local model folder {reference!r} does not exist"
+        if not (p / "config.json").is_file():
+            return f"{reference!r} has no config.json; point model.source at a Hugging Face model folder"
+        return None
+
+    def resolve(self, reference: str, *, revision: str | None = None) -> Path:
+        msg = self.check(reference)
+        if msg:
+            raise ModelSourceError(f"model.source: {msg}")
+        return Path(os.path.expanduser(reference)).resolve()
+
+
+class HubSource:
+    scheme = "hub"
+    summary = "A model id on the Hugging Face Hub (downloaded once into the HF cache); needs a network."
+
+    def check(self, reference: str) -> str | None:
+        if not reference or reference.count("/") > 1 or reference.startswith("/"):
+            return f"{reference!r} is not a hub model id (expected 'name' or 'org/name')"
+        return None
+
+    def resolve(self, reference: str, *, revision: str | None = None) -> Path:
+        from huggingface_hub import snapshot_download
+
+        patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "tokenizer*"]
+        try:
+            return Path(snapshot_download(reference, revision=revision, allow_patterns=patterns))
+        except Exception as exc:  # offline, unknown id, auth ...
+            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+            hint = ("HF_HUB_OFFLINE=1 is set, so only models already in the HF cache load" if offline
+                    else "this machine may have no route to the hub")
+            raise ModelSourceError(
+                f"model.source: cannot download {reference!r} from the Hugging Face Hub ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0][:200]}); {hint}. Offline, copy the model folder here and use "
+                f"model.source: local:/path/to/folder, or a packaged model such as packaged:multilingual-e5-small"
+            ) from None
+
+
+@hookimpl
+def peftkit_register_model_sources():
+    return [LocalSource(), HubSource()]

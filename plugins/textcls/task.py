@@ -1,0 +1,69 @@
+"""Task object for text classification from local files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from peftkit.datafiles import field, read_rows
+from peftkit.errors import DataError
+from peftkit.interfaces import Example
+from peftkit.metrics import classification_metrics
+from peftkit_plugins.textcls.config import TextClassificationParams
+
+
+class TextClassification:
+    name = "text-classification"
+    summary = "Classify texts (or text pairs) from your own jsonl/csv/tsv files; accuracy and macro-F1."
+    params_model = TextClassificationParams
+    metric = "accuracy"
+    splits = ("train", "dev", "test")
+
+    def __init__(self) -> None:
+        self._inferred: dict[tuple, list[str]] = {}
+
+    def label_names(self, params: TextClassificationParams) -> list[str]:
+        if params.labels:
+            return list(params.labels)
+        key = (params.train_file, params.format, params.label_field)
+        if key not in self._inferred:
+            self._inferred[key] = self._infer(params)
+        return self._inferred[key]
+
+    def _infer(self, params: TextClassificationParams) -> list[str]:
+        seen = {str(field(row, params.label_field, params.train_file, line)) for line, row in read_rows(params.train_file, params.format)}
+        if not seen:
+            raise DataError(f"{params.train_file}: no rows, so no labels can be inferred")
+        return sorted(seen)
+
+    def load_split(self, params: TextClassificationParams, split: str) -> list[Example]:
+        path = {"train": params.train_file, "dev": params.dev_file, "test": params.test_file}[split]
+        if path is None:
+            return []
+        limit = {"train": params.max_train_samples, "dev": params.max_dev_samples}.get(split)
+        index = {name: i for i, name in enumerate(self.label_names(params))}
+        out = []
+        for line, row in read_rows(path, params.format, limit=limit):
+            out.append(self._example(row, params, index, Path(path), line, labelled=split != "test"))
+        return out
+
+    def _example(self, row: dict, p: TextClassificationParams, index: dict, path: Path, line: int, labelled: bool) -> Example:
+        text = str(field(row, p.text_field, path, line))
+        pair = str(field(row, p.text_pair_field, path, line)) if p.text_pair_field else None
+        label = None
+        if labelled or p.label_field in row:
+            raw = str(field(row, p.label_field, path, line))
+            if raw not in index:
+                raise DataError(f"{path}:{line}: label {raw!r} is not in the task's labels ({', '.join(index)})")
+            label = index[raw]
+        rid = row.get(p.id_field) if p.id_field else line
+        return Example(text, pair, label, rid)
+
+    def compute_metrics(self, predictions: Any, references: Any) -> dict[str, float]:
+        return classification_metrics(predictions, references)
+
+    def prediction_file(self, params: TextClassificationParams) -> str:
+        return "test_predictions.jsonl"
+
+    def format_prediction(self, example: Example, label_id: int, params: TextClassificationParams) -> dict[str, Any]:
+        return {"id": example.id, "label": self.label_names(params)[label_id]}
