@@ -9,7 +9,7 @@ from typing import Any
 
 from peftkit.data import Encoded, encode
 from peftkit.interfaces import ApplyContext
-from peftkit.loading import load_model, load_tokenizer, resolve_source
+from peftkit.loading import load_model, load_tokenizer, method_float_modules, resolve_source
 from peftkit.recipe import Recipe, method_params, task_params
 
 log = logging.getLogger("peftkit")
@@ -74,10 +74,13 @@ def load_split(s: Setup, split: str) -> Encoded:
 
 def build_model(s: Setup, total_steps: int = 0, *, trained: Path | None = None) -> tuple[Any, ApplyContext]:
     """Load the base (seeded by the caller) and apply the method, or load a trained one from ``trained``."""
-    model, heads = load_model(
-        s.model_path, s.recipe.model, s.labels, s.tokenizer, gradient_checkpointing=s.recipe.train.gradient_checkpointing
-    )
     q = s.recipe.model.quantization
+    # modules the method trains in full must not be quantized (bitsandbytes integers cannot train)
+    keep = method_float_modules(s.method, s.mparams, s.model_path, total_steps) if q else []
+    model, heads = load_model(
+        s.model_path, s.recipe.model, s.labels, s.tokenizer, gradient_checkpointing=s.recipe.train.gradient_checkpointing,
+        keep_float=keep,
+    )
     ctx = ApplyContext(head_modules=heads, model_type=model.config.model_type, total_steps=total_steps,
                        quantization_bits=q.bits if q else None)
     if trained is not None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from peftkit.architectures import HEAD_NAMES
 from peftkit.errors import ModelSourceError, PeftkitError
+from peftkit.interfaces import ApplyContext
 from peftkit.recipe import ModelConfig, split_source
 
 log = logging.getLogger("peftkit")
@@ -59,14 +61,27 @@ def load_tokenizer(path: Path, cfg: ModelConfig) -> Any:
     return tok
 
 
-def _quant_config(cfg: ModelConfig) -> Any:
+# Kept in floating point besides the task head: a causal-LM output layer trains (and is tied to the
+# embeddings) when a task fine-tunes it; passing llm_int8_skip_modules drops transformers' own default.
+_ALWAYS_FLOAT = ("lm_head",)
+_BNB_PARAMS = {"Params4bit", "Int8Params"}
+
+
+def _quant_config(cfg: ModelConfig, keep_float: Sequence[str] = ()) -> Any:
+    """BitsAndBytesConfig for ``model.quantization``; heads and ``keep_float`` modules stay unquantized."""
     import torch
     from transformers import BitsAndBytesConfig
 
     q = cfg.quantization
-    skip = list(HEAD_NAMES)  # the task head must stay in floating point to be trainable
+    # bitsandbytes weights are integers and cannot require gradients: whatever trains in full must stay float
+    skip = [_anywhere(n) for n in dict.fromkeys([*HEAD_NAMES, *_ALWAYS_FLOAT, *keep_float])]
     if q.bits == 8:
+        ignored = sorted(q.model_fields_set & {"type", "double_quant", "compute_dtype"})
+        if ignored:
+            log.warning("model.quantization: %s only apply to 4-bit and are ignored with bits: 8", ", ".join(ignored))
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+    if q.compute_dtype != "float32" and not torch.cuda.is_available():
+        log.info("model.quantization.compute_dtype=%s on CPU: works, but usually slower than float32 here", q.compute_dtype)
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=q.type,
@@ -76,13 +91,67 @@ def _quant_config(cfg: ModelConfig) -> Any:
     )
 
 
-def load_model(path: Path, cfg: ModelConfig, labels: list[str], tokenizer: Any, *, gradient_checkpointing: bool = False) -> tuple[Any, list[str]]:
+def _anywhere(name: str) -> str:
+    """Skip pattern for a module name at any depth, and everything inside it.
+
+    transformers matches skip entries from the start of the module name (or as a plain suffix): bare
+    ``pooler`` misses ``bert.pooler.dense``, so BERT's pooler was quantized and, when the checkpoint
+    has none, could not be trained or even run.
+    """
+    return rf"(?:.*\.)?{re.escape(name)}"
+
+
+def _check_unquantized(model: Any, names: Sequence[str]) -> None:
+    """Fail loudly if a module that must train was quantized anyway (a skip pattern missed it)."""
+    for full, mod in model.named_modules():
+        if any(full == n or full.endswith("." + n) for n in names):
+            bad = [f"{full}.{pn}" for pn, p in mod.named_parameters() if p.__class__.__name__ in _BNB_PARAMS]
+            if bad:
+                raise PeftkitError(
+                    f"model.quantization: {bad[0]} was quantized although it must train in floating point; "
+                    "please report this with your model and transformers version, or set model.quantization: null"
+                )
+
+
+def method_float_modules(method: Any, params: Any, model_path: Path, total_steps: int = 0) -> list[str]:
+    """Base modules a method trains in full (peft ``modules_to_save``), which must not be quantized.
+
+    Only peft-backed methods (with ``make_config``) can say so before the model exists; others add new
+    float modules, or train base weights and are refused on quantized bases at validate time.
+    """
+    import json
+
+    make = getattr(method, "make_config", None)
+    if make is None:
+        return []
+    model_type = json.loads((model_path / "config.json").read_text()).get("model_type", "")
+    config = make(params, ApplyContext(model_type=model_type, total_steps=total_steps))
+    extra = getattr(config, "modules_to_save", None) or []
+    return [extra] if isinstance(extra, str) else list(extra)
+
+
+def _keep_cpu_4bit_trainable(model: Any) -> None:
+    """Switch off bitsandbytes' CPU inference repacking of 4-bit weights (AVX512-BF16 machines).
+
+    In eval mode bitsandbytes 0.50 repacks each Linear4bit in place for a bf16 kernel and never unpacks it:
+    training after an evaluation then fails ("a view of a leaf Variable ... in-place operation") and
+    eval logits differ from train-mode ones. Keeping one layout makes mid-run evaluation and the
+    reloaded model's metric agree.
+    """
+    for mod in model.modules():
+        if hasattr(mod, "support_avx512bf16_for_cpu"):
+            mod.support_avx512bf16_for_cpu = False
+
+
+def load_model(path: Path, cfg: ModelConfig, labels: list[str], tokenizer: Any, *, gradient_checkpointing: bool = False,
+               keep_float: Sequence[str] = ()) -> tuple[Any, list[str]]:
     """Load ``AutoModelForSequenceClassification`` for ``labels``.
 
     Returns:
         (model, head_modules): head_modules are the head's module names that must be trained and
         saved with any method: ``classifier``/``score`` always, ``pooler`` when the checkpoint had
-        none (a randomly initialised, frozen pooler would cap accuracy).
+        none (a randomly initialised, frozen pooler would cap accuracy). ``keep_float``: more module
+        names that stay unquantized when ``cfg.quantization`` is set (see :func:`method_float_modules`).
     """
     import torch
     from transformers import AutoModelForSequenceClassification
@@ -103,7 +172,7 @@ def load_model(path: Path, cfg: ModelConfig, labels: list[str], tokenizer: Any, 
     elif not torch.cuda.is_available():
         kwargs["dtype"] = torch.float32
     if cfg.quantization is not None:
-        kwargs["quantization_config"] = _quant_config(cfg)
+        kwargs["quantization_config"] = _quant_config(cfg, keep_float)
     try:
         model, info = AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
     except (OSError, ValueError) as exc:
@@ -121,6 +190,8 @@ def load_model(path: Path, cfg: ModelConfig, labels: list[str], tokenizer: Any, 
     if cfg.quantization is not None:
         from peft import prepare_model_for_kbit_training
 
+        _check_unquantized(model, [*HEAD_NAMES, *_ALWAYS_FLOAT, *keep_float])
+        _keep_cpu_4bit_trainable(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

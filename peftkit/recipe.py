@@ -165,10 +165,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             continue
         key, _, raw = item.partition("=")
         parts = key.strip().split(".")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
+        value = _parse_value(raw)
         node = data
         for i, part in enumerate(parts[:-1]):
             nxt = node.get(part)
@@ -183,6 +180,22 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     if problems:
         raise RecipeError(problems)
     return data
+
+
+def _parse_value(raw: str) -> Any:
+    """An override value as YAML would read it, plus ``3e-4`` as a float (YAML 1.1 wants ``3.0e-4``)."""
+    if not raw.strip():
+        return ""
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _fmt_path(loc: tuple) -> str:

@@ -21,19 +21,27 @@ def _vocab() -> list[str]:
     return SPECIALS + WORDS + [chr(c) for c in range(ord("a"), ord("z") + 1)]
 
 
-def make_tiny_bert(path: str | Path, *, with_pooler: bool = True, seed: int = 0) -> Path:
+def make_tiny_bert(path: str | Path, *, with_pooler: bool = True, seed: int = 0, dropout: float = 0.1, hidden_size: int = 32) -> Path:
     """A 2-layer BERT (hidden 32) with a WordPiece tokenizer, saved as a Hugging Face folder."""
     import torch
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
-    vocab = path / "vocab.txt"
-    vocab.write_text("\n".join(_vocab()) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
+    v = {w: i for i, w in enumerate(_vocab())}
+    tk = Tokenizer(models.WordPiece(vocab=v, unk_token="[UNK]"))
+    tk.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tk.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", v["[CLS]"]), ("[SEP]", v["[SEP]"])])
+    tok = BertTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                            sep_token="[SEP]", mask_token="[MASK]")
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(_vocab()), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=64, max_position_embeddings=64, type_vocab_size=2)
+    cfg = BertConfig(vocab_size=len(_vocab()), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=2 * hidden_size, max_position_embeddings=64, type_vocab_size=2,
+                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
     BertModel(cfg, add_pooling_layer=with_pooler).save_pretrained(str(path))
     tok.save_pretrained(str(path))
     return path
@@ -95,6 +103,6 @@ def tiny_recipe(model_dir: str | Path, data: dict[str, Path], output_dir: str | 
             "train_file": str(data["train"]), "dev_file": str(data["dev"]), "test_file": str(data["test"]),
             "labels": ["neg", "pos"], "id_field": "id"}},
         "data": {"max_length": 32},
-        "train": {"epochs": 2, "batch_size": 8, "seed": 0, "lr": 5e-3, "log_every": 2, **train},
+        "train": {"epochs": 2, "batch_size": 8, "seed": 0, "lr": 2e-2, "log_every": 2, **train},
         "output_dir": str(output_dir),
     }

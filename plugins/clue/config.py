@@ -1,0 +1,61 @@
+"""``task.params`` for the CLUE (``clue/*``) and FewCLUE (``fewclue/*``) tasks."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from peftkit_plugins.clue.specs import FEW_DEV_SPLITS, FEW_TRAIN_SPLITS
+
+ENV = "PEFTKIT_CLUE_DIR"
+
+FewTrainSplit = Literal[FEW_TRAIN_SPLITS]  # type: ignore[valid-type]
+FewDevSplit = Literal[FEW_DEV_SPLITS]  # type: ignore[valid-type]
+
+
+class _Caps(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data_dir: str | None = Field(
+        None,
+        description=f"This task's own folder in the official format (one JSON object per line), e.g. /data/clue/afqmc. "
+        f"null = ${ENV}/<task folder> (e.g. ${ENV}/afqmc, ${ENV}/fewclue/bustm) when {ENV} is set.",
+    )
+    max_train_samples: int | None = Field(
+        None, gt=0, description="Use only the first N training examples (quick runs; lower accuracy). null = all."
+    )
+    max_dev_samples: int | None = Field(
+        None, gt=0, description="Evaluate on only the first N dev examples (faster, noisier numbers). null = all."
+    )
+
+
+class ClueParams(_Caps):
+    """``task.params`` for ``clue/*``: a local CLUE folder (train.json, dev.json, test.json) or the hub."""
+
+    source: Literal["auto", "local", "hub"] = Field(
+        "auto",
+        description=f"Where rows come from. auto = data_dir, else ${ENV}/<task>, else the Hugging Face hub `clue` "
+        "dataset (needs a network); local = a folder only; hub = always the hub.",
+    )
+
+    @model_validator(mode="after")
+    def _hub_has_no_folder(self) -> ClueParams:
+        if self.source == "hub" and self.data_dir is not None:
+            raise ValueError(f"data_dir ({self.data_dir!r}) cannot be used with source: hub; remove one of them")
+        return self
+
+
+class FewClueParams(_Caps):
+    """``task.params`` for ``fewclue/*``: a local FewCLUE folder (FewCLUE's ``datasets/<task>``)."""
+
+    train_split: FewTrainSplit = Field(
+        "train_few_all",
+        description="FewCLUE file to train on. train_few_all (the union of train_0..4, e.g. 160 rows for binary tasks) "
+        "gives steadier numbers for comparing methods; train_0 is the single-run leaderboard protocol.",
+    )
+    dev_split: FewDevSplit = Field(
+        "dev_few_all",
+        description="Labelled file to evaluate on (best checkpoint and final metrics). dev_few_all by default; "
+        "test_public gives numbers comparable to FewCLUE's published tables (but then also picks the checkpoint on it).",
+    )

@@ -1,0 +1,84 @@
+"""One Task class for every CLUE / FewCLUE task; what differs lives in :mod:`peftkit_plugins.clue.specs`."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel
+
+from peftkit.errors import DataError
+from peftkit.interfaces import Example
+from peftkit.metrics import classification_metrics
+from peftkit_plugins.clue import sources
+from peftkit_plugins.clue.config import ClueParams, FewClueParams
+from peftkit_plugins.clue.rows import to_example
+from peftkit_plugins.clue.specs import TaskSpec
+
+log = logging.getLogger("peftkit")
+
+
+class ClueTask:
+    """A CLUE or FewCLUE classification task built from a :class:`TaskSpec`.
+
+    Splits: ``train`` and ``dev`` are labelled (FewCLUE: the files chosen by ``train_split`` /
+    ``dev_split``); ``test`` is the unlabelled file whose predictions form the submission.
+    """
+
+    metric = "accuracy"
+    splits = ("train", "dev", "test")
+
+    def __init__(self, spec: TaskSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.summary = spec.summary
+        self.params_model: type[BaseModel] = FewClueParams if spec.few else ClueParams
+        self._index = {label: i for i, label in enumerate(spec.labels)}
+
+    def __repr__(self) -> str:
+        return f"ClueTask({self.name!r})"
+
+    def label_names(self, params: BaseModel) -> list[str]:
+        """The task's fixed label space (the dataset's own label values, in hub ``ClassLabel`` order)."""
+        return list(self.spec.labels)
+
+    def load_split(self, params: BaseModel, split: str) -> list[Example]:
+        """Read ``train``/``dev`` (capped by max_*_samples, after dropping no-gold rows) or the whole ``test``."""
+        if split not in self.splits:
+            raise DataError(f"{self.name}: unknown split {split!r}; choose one of {', '.join(self.splits)}")
+        limit = {"train": params.max_train_samples, "dev": params.max_dev_samples}.get(split)
+        folder = sources.resolve_folder(self.spec, params)
+        if folder is None:
+            rows = sources.hub_rows(self.spec, split, limit)
+            log.info("%s %s: reading the Hugging Face hub dataset clue/%s", self.name, split, self.spec.hub_config)
+        else:
+            sources.check_label_file(self.spec, folder)
+            path = sources.split_file(self.spec, folder, params, split)
+            rows = sources.local_rows(path)
+            log.info("%s %s: reading %s", self.name, split, path)
+        out: list[Example] = []
+        for where, line, row in rows:
+            if limit is not None and len(out) >= limit:
+                break
+            example = to_example(self.spec, row, where, line, self._index, labelled=split != "test")
+            if example is not None:
+                out.append(example)
+        return out
+
+    def compute_metrics(self, predictions: Any, references: Any) -> dict[str, float]:
+        """Accuracy (the CLUE metric) plus macro/micro/weighted F1 over the task's labels."""
+        return classification_metrics(predictions, references, num_labels=len(self.spec.labels))
+
+    def prediction_file(self, params: BaseModel) -> str:
+        """The benchmark's submission file name, e.g. ``afqmc_predict.json`` or ``eprstmt_predict.json``."""
+        if self.spec.hub_prediction_file and sources.resolve_folder(self.spec, params) is None:
+            return self.spec.hub_prediction_file
+        return self.spec.prediction_file
+
+    def format_prediction(self, example: Example, label_id: int, params: BaseModel) -> dict[str, Any]:
+        """``{"id": <the test row's id>, "label": <label in the dataset's vocabulary>}``.
+
+        Labels are written as the strings the benchmark's submission examples use ("102" for TNEWS,
+        "true" for WSC, "Positive" for EPRSTMT), also for FewCLUE TNEWS/IFLYTEK whose files store ints.
+        """
+        return {"id": example.id, "label": self.spec.labels[label_id]}

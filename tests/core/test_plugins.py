@@ -1,0 +1,186 @@
+"""Plugin discovery: entry points for built-ins and third parties, disabling, broken plugins, duplicates."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from peftkit.errors import PluginError, RecipeError
+from peftkit.plugins import build_registry, list_plugins
+from peftkit.recipe import validate
+from peftkit.testing import tiny_recipe
+
+REPO = Path(__file__).resolve().parents[2]
+
+THIRD_PARTY = '''
+from peftkit import hookimpl, Example
+from pydantic import BaseModel, ConfigDict, Field
+import numpy as np
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    n: int = Field(48, gt=0, description="rows per split")
+
+
+class Parity:
+    name = "acme/parity"
+    summary = "label = whether the word 'good' appears"
+    params_model = Params
+    metric = "accuracy"
+    splits = ("train", "dev")
+
+    def label_names(self, params):
+        return ["no", "yes"]
+
+    def load_split(self, params, split):
+        words = ["good", "bad", "the", "movie"]
+        rows = []
+        for i in range(params.n):
+            text = " ".join(words[(i + k) % 4] for k in range(1 + i % 3))
+            rows.append(Example(text=text, label=int("good" in text), id=i))
+        return rows
+
+    def compute_metrics(self, predictions, references):
+        return {"accuracy": float((np.asarray(predictions) == np.asarray(references)).mean())}
+
+    def prediction_file(self, params):
+        return "parity.jsonl"
+
+    def format_prediction(self, example, label_id, params):
+        return {"id": example.id, "label": self.label_names(params)[label_id]}
+
+
+CALLS = []
+
+
+@hookimpl
+def peftkit_register_tasks():
+    return [Parity()]
+
+
+@hookimpl
+def peftkit_on_step_end(state):
+    CALLS.append(state.step)
+'''
+
+
+def install_fake_dist(root: Path, name: str, module_code: str, version: str = "0.1") -> None:
+    """Lay out a package + dist-info the way pip would, so importlib.metadata finds the entry point."""
+    (root / name).mkdir(parents=True)
+    (root / name / "__init__.py").write_text(module_code)
+    info = root / f"{name}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    (info / "entry_points.txt").write_text(f"[peftkit]\n{name} = {name}\n")
+
+
+@pytest.fixture
+def third_party(tmp_path, monkeypatch):
+    root = tmp_path / "site"
+    install_fake_dist(root, "acme_peftkit", THIRD_PARTY)
+    monkeypatch.syspath_prepend(str(root))
+    yield root
+    sys.modules.pop("acme_peftkit", None)
+
+
+def test_every_plugin_folder_has_entry_point_and_package():
+    text = (REPO / "pyproject.toml").read_text()
+    folders = sorted(p.name for p in (REPO / "plugins").iterdir() if p.is_dir() and (p / "__init__.py").exists())
+    assert folders
+    for name in folders:
+        assert re.search(rf'^{name} = "peftkit_plugins\.{name}"$', text, re.M), f"plugins/{name} has no entry point"
+        assert f'"peftkit_plugins.{name}"' in text.split("packages = [")[1].split("]")[0], f"plugins/{name} not in packages"
+
+
+def test_builtins_are_entry_points_of_the_peftkit_distribution():
+    reg = build_registry()
+    assert reg.plugins["lora"].distribution == "peftkit" and reg.plugins["lora"].methods == ["lora"]
+    assert "text-classification" in reg.tasks and {"local", "hub"} <= set(reg.sources)
+
+
+def test_third_party_plugin_is_discovered_listed_and_used(third_party, tiny_bert, tmp_path):
+    reg = build_registry()
+    info = reg.plugins["acme_peftkit"]
+    assert info.distribution == "acme_peftkit" and info.version == "0.1"
+    assert info.tasks == ["acme/parity"] and "peftkit_on_step_end" in info.hooks
+    listed = {p["name"]: p for p in list_plugins(reg)}
+    assert listed["acme_peftkit"]["tasks"] == ["acme/parity"]
+
+    data = tiny_recipe(tiny_bert, {"train": "x", "dev": "x", "test": "x"}, tmp_path / "run", max_steps=4)
+    data["task"] = {"name": "acme/parity", "params": {"n": 32}}
+    recipe = validate(data, registry=reg)
+    from peftkit.runner import run
+
+    summary = run(recipe, registry=reg)
+    import acme_peftkit
+
+    assert acme_peftkit.CALLS == [1, 2, 3, 4]
+    assert summary["task"] == "acme/parity" and "accuracy" in summary["final"]
+
+
+def test_peftkit_plugins_cli_lists_third_party(third_party):
+    env = {**os.environ, "PYTHONPATH": str(third_party)}
+    out = subprocess.run([sys.executable, "-m", "peftkit", "plugins"], capture_output=True, text=True, env=env, check=True)
+    names = {p["name"]: p for p in json.loads(out.stdout)}
+    assert names["acme_peftkit"]["tasks"] == ["acme/parity"] and names["lora"]["distribution"] == "peftkit"
+
+
+def test_disable_plugins_by_name(monkeypatch):
+    monkeypatch.setenv("PEFTKIT_DISABLE_PLUGINS", "lora, tensorboard")
+    reg = build_registry()
+    assert "lora" not in reg.methods and "tensorboard" not in reg.plugins and "textcls" in reg.plugins
+
+
+def test_broken_plugin_is_reported_and_others_work(tmp_path, monkeypatch, tiny_bert, tiny_data):
+    root = tmp_path / "site"
+    install_fake_dist(root, "broken_plug", "import not_a_real_module_xyz\n")
+    monkeypatch.syspath_prepend(str(root))
+    reg = build_registry()
+    assert "ModuleNotFoundError" in reg.broken["broken_plug"] and "lora" in reg.methods
+    assert {"name": "broken_plug", "error": reg.broken["broken_plug"]} in list_plugins(reg)
+    data = tiny_recipe(tiny_bert, tiny_data, tmp_path / "o", method="fancy")
+    with pytest.raises(RecipeError) as info:
+        validate(data, registry=reg)
+    assert "plugins that failed to load and may provide it: broken_plug" in str(info.value)
+
+
+def test_duplicate_names_name_both_plugins(tmp_path, monkeypatch):
+    root = tmp_path / "site"
+    code = textwrap.dedent('''
+        from peftkit import hookimpl
+        from peftkit_plugins.lora import peftkit_register_methods as _lora
+
+        @hookimpl
+        def peftkit_register_methods():
+            return _lora()
+    ''')
+    install_fake_dist(root, "lora_clone", code)
+    monkeypatch.syspath_prepend(str(root))
+    with pytest.raises(PluginError, match=r"'lora' is registered twice: by plugin '(lora|lora_clone)' and by '(lora|lora_clone)'"):
+        build_registry()
+
+
+def test_misspelt_hook_fails_loudly():
+    class Plugin:
+        from peftkit import hookimpl
+
+        @hookimpl
+        def peftkit_on_stepend(self, state):  # typo: on_step_end
+            pass
+
+    with pytest.raises(PluginError, match="unknown hook"):
+        build_registry(extra_plugins={"typo": Plugin()})
+
+
+def test_validate_and_plugins_do_not_import_torch():
+    code = "import sys, peftkit.cli as c; c.main(['plugins']); assert 'torch' not in sys.modules, 'torch imported'"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]

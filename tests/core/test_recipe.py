@@ -1,0 +1,155 @@
+"""Recipe loading and validation: every problem at once, with dotted paths, lines and hints."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from peftkit.errors import RecipeError
+from peftkit.recipe import apply_overrides, json_schema, load_recipe, validate
+from peftkit.testing import tiny_recipe
+
+
+@pytest.fixture
+def recipe_file(tmp_path, tiny_bert, tiny_data):
+    def write(mutate=None, text=None):
+        data = tiny_recipe(tiny_bert, tiny_data, tmp_path / "out")
+        if mutate:
+            mutate(data)
+        path = tmp_path / "recipe.yaml"
+        path.write_text(text if text is not None else yaml.safe_dump(data, sort_keys=False))
+        return path
+    return write
+
+
+def problems(path, overrides=()):
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, list(overrides))
+    return info.value.problems
+
+
+def test_valid_recipe_loads_with_defaults(recipe_file):
+    r = load_recipe(recipe_file())
+    assert r.method.name == "lora" and r.train.scheduler == "linear" and r.eval.every == "epoch"
+
+
+def test_yaml_syntax_error_names_line(recipe_file):
+    path = recipe_file(text="model:\n  source: x\ntrain: [1, 2\n")
+    (p,) = problems(path)
+    assert p.startswith(f"{path}:4:") and "YAML syntax error" in p, p
+
+
+def test_unknown_key_suggests_nearest(recipe_file):
+    def typo(d):
+        d["trian"] = d.pop("train")
+    ps = problems(recipe_file(typo))
+    assert any(p.startswith("trian: unknown key — did you mean 'train'?") for p in ps), ps
+
+
+def test_nested_unknown_key_and_line_number(recipe_file):
+    def typo(d):
+        d["train"]["batchsize"] = 4
+    path = recipe_file(typo)
+    ps = problems(path)
+    hit = [p for p in ps if p.startswith("train.batchsize")]
+    assert hit and "did you mean 'batch_size'" in hit[0] and f"{path}:" in hit[0]
+
+
+def test_range_error_has_dotted_path_and_value(recipe_file):
+    ps = problems(recipe_file(), ["train.lr=-1"])
+    assert ps == ["train.lr: must be greater than 0, got -1"] or any("train.lr: must be greater than 0, got -1" in p for p in ps)
+
+
+def test_all_problems_reported_at_once(recipe_file):
+    def many(d):
+        d["train"]["lr"] = -1
+        d["train"]["epochs"] = "three"
+        d["method"]["params"] = {"r": 0, "alpah": 2}
+        d["task"]["name"] = "text-clasification"
+    ps = problems(recipe_file(many))
+    joined = "\n".join(ps)
+    assert "train.lr" in joined and "train.epochs" in joined
+    assert "method.params.r: must be greater than 0, got 0" in joined
+    assert "method.params.alpah: unknown key — did you mean 'alpha'?" in joined
+    assert "task.name: unknown task 'text-clasification' — did you mean 'text-classification'?" in joined
+    assert len(ps) == 5, ps
+
+
+def test_unknown_method_lists_available(recipe_file):
+    ps = problems(recipe_file(), ["method.name=nope"])
+    assert "unknown method 'nope'" in ps[0] and "available:" in ps[0] and "lora" in ps[0]
+
+
+def test_unknown_source_scheme(recipe_file):
+    ps = problems(recipe_file(), ["model.source=zzz:thing"])
+    assert ps[0].startswith("model.source: unknown model source scheme 'zzz'") and "local" in ps[0]
+
+
+def test_missing_local_model_folder(recipe_file, tmp_path):
+    ps = problems(recipe_file(), [f"model.source=local:{tmp_path}/nope"])
+    assert "does not exist" in ps[0]
+
+
+def test_overrides_are_typed():
+    d = apply_overrides({"train": {}}, ["train.lr=3e-4", "train.epochs=2", "eval.every=50", "x.y.z=true"])
+    assert d["train"]["lr"] == 3e-4 and d["train"]["epochs"] == 2 and d["eval"]["every"] == 50 and d["x"]["y"]["z"] is True
+
+
+def test_bad_override_syntax():
+    with pytest.raises(RecipeError, match="expected key=value"):
+        apply_overrides({}, ["train.lr"])
+
+
+def test_recipe_is_data_not_code(recipe_file):
+    path = recipe_file(text="!!python/object/apply:os.system ['echo pwned']\n")
+    (p,) = problems(path)
+    assert "YAML syntax error" in p  # safe_load refuses python tags
+
+
+def test_plugins_allow_list(recipe_file):
+    ps = problems(recipe_file(), ["plugins=[textcls, sources]"])
+    assert "method 'lora' comes from plugin 'lora', which is not in `plugins:`" in ps[0]
+
+
+def test_json_schema_covers_plugin_params():
+    schema = json_schema()
+    assert "lora" in schema["$defs"]["MethodConfig"]["properties"]["name"]["enum"]
+    lora = schema["$defs"]["method_lora"]
+    assert lora["properties"]["r"]["default"] == 8 and lora["additionalProperties"] is False
+    import jsonschema
+
+    jsonschema.Draft202012Validator.check_schema(schema)
+
+
+def test_json_schema_accepts_valid_and_rejects_bad_params(tiny_bert, tiny_data, tmp_path):
+    import jsonschema
+
+    v = jsonschema.Draft202012Validator(json_schema())
+    good = tiny_recipe(tiny_bert, tiny_data, tmp_path)
+    assert not list(v.iter_errors(good))
+    good["method"]["params"] = {"r": "big"}
+    assert any("'big'" in e.message for e in v.iter_errors(good))
+
+
+def test_cli_validate_exit_code_and_no_traceback(recipe_file):
+    path = recipe_file()
+    ok = subprocess.run([sys.executable, "-m", "peftkit", "validate", str(path)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "OK" in ok.stdout
+    bad = subprocess.run([sys.executable, "-m", "peftkit", "validate", str(path), "train.lr=-1", "trian.x=1"],
+                         capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "Traceback" not in bad.stderr and "train.lr: must be greater than 0" in bad.stderr and "2 problems" in bad.stderr
+
+
+def test_schema_cli_prints_json():
+    out = subprocess.run([sys.executable, "-m", "peftkit", "schema"], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["title"] == "peftkit recipe"
+
+
+def test_validate_dict_directly(tiny_bert, tiny_data, tmp_path):
+    r = validate(tiny_recipe(tiny_bert, tiny_data, tmp_path))
+    assert r.output_dir == str(tmp_path)
