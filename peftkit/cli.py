@@ -16,6 +16,13 @@ def _add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe keys, e.g. train.lr=3e-4")
 
 
+def _run_args(p: argparse.ArgumentParser) -> None:
+    _add_overrides(p)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--overwrite", action="store_true", help="replace an earlier run in output_dir (its files are deleted)")
+    g.add_argument("--resume", action="store_true", help="continue the run in output_dir from its newest complete checkpoint")
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check a recipe (schema + plugin params) without loading any model."""
     from peftkit.recipe import load_recipe
@@ -32,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     from peftkit.runner import run
 
-    summary = run(recipe, overwrite=args.overwrite)
+    summary = run(recipe, overwrite=args.overwrite, resume=args.resume)
     final = summary.get("final") or {}
     print(json.dumps({"output_dir": recipe.output_dir, "final": final, "params": summary.get("params")}, indent=2))
     return 0
@@ -62,12 +69,77 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_new_plugin(args: argparse.Namespace) -> int:
+    """Create a plugin package (a method, a task, tests) that passes the conformance suite as generated."""
+    from peftkit.scaffold import new_plugin
+
+    root = new_plugin(args.name, args.dir)
+    print(f"created {root}\nnext: pip install -e {root} && peftkit plugins && pytest {root / 'tests'}")
+    return 0
+
+
+def _new_plugin_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="plugin name, e.g. my-method (the package becomes peftkit-my-method)")
+    p.add_argument("--dir", default=".", help="folder to create the package in")
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Run every cell of a compare file (methods × tasks × seeds), skipping finished ones, then write the report."""
+    from peftkit.compare import load_compare
+    from peftkit.compare_run import run_compare
+    from peftkit.outputs import setup_logging
+
+    setup_logging(None)
+    grid = load_compare(args.grid, args.overrides)
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices is not None else None
+    res = run_compare(grid, dry_run=args.dry_run, only=args.only, devices=devices, report=not args.no_report)
+    if res.report_dir:
+        print(f"report: {res.report_dir / 'report.md'} (also .html, .csv, .json)")
+    for name in res.failed:
+        print(f"failed: {name}: {res.status[name]} (see {grid.output_dir / name / 'cell.log'})", file=sys.stderr)
+    return 1 if res.failed else 0
+
+
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("grid", help="compare file (YAML): base recipe, methods, tasks, seeds")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe keys in every cell, e.g. train.max_steps=5")
+    p.add_argument("--dry-run", action="store_true", help="print one line per cell (status, method, lr, hash, folder); run nothing")
+    p.add_argument("--only", action="append", metavar="PATTERN", help="run only cells whose name matches, e.g. 'afqmc/*' (repeatable)")
+    p.add_argument("--devices", metavar="IDS", help="CUDA device ids to spread cells over, e.g. 0,1 (default: the file's `devices`)")
+    p.add_argument("--no-report", action="store_true", help="do not write <output_dir>/report at the end")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """Build a report (markdown, CSV, JSON, HTML with plots) from finished run dirs or folders holding them."""
+    from pathlib import Path
+
+    from peftkit.outputs import setup_logging
+    from peftkit.report import write_report
+
+    setup_logging(None)
+    if args.out is None and len(args.run_dirs) > 1:
+        raise PeftkitError("several run dirs given: say where the report goes with --out DIR")
+    out = write_report(args.run_dirs, args.out or Path(args.run_dirs[0]) / "report", title=args.title, metric=args.metric)
+    print(f"report: {out / 'report.md'} (also .html, .csv, .json)")
+    return 0
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run output_dirs, or folders searched for them (e.g. a compare output_dir)")
+    p.add_argument("--out", help="report folder (default: RUN_DIR/report when one RUN_DIR is given)")
+    p.add_argument("--title", default="peftkit comparison", help="report title")
+    p.add_argument("--metric", help="metric to compare (default: each task's main metric)")
+
+
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None] | None]] = {
-    "run": (cmd_run, lambda p: (_add_overrides(p), p.add_argument("--overwrite", action="store_true", help="replace an existing run in output_dir"))),
+    "run": (cmd_run, lambda p: _run_args(p)),
     "validate": (cmd_validate, _add_overrides),
     "schema": (cmd_schema, None),
     "plugins": (cmd_plugins, None),
     "predict": (cmd_predict, lambda p: p.add_argument("run_dir", help="output_dir of a finished run")),
+    "new-plugin": (cmd_new_plugin, _new_plugin_args),
+    "compare": (cmd_compare, _compare_args),
+    "report": (cmd_report, _report_args),
 }
 
 

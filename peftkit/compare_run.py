@@ -96,7 +96,10 @@ def run_inprocess(cell: Cell, device: str | None, registry: Any) -> None:
     """Run a cell with :func:`peftkit.runner.run` in this process (the device is the process's own)."""
     from peftkit import runner
 
-    runner.run(cell.recipe, registry=registry, overwrite=True)
+    try:
+        runner.run(cell.recipe, registry=registry, overwrite=True)
+    finally:
+        outputs.setup_logging(None)  # detach the cell's train.log so compare messages stop going there
 
 
 def run_subprocess(cell: Cell, device: str | None, registry: Any) -> None:
@@ -210,13 +213,28 @@ def run_compare(grid: Grid, *, registry: Any = None, dry_run: bool = False, only
         return result
     todo = [(c, states[c.name]) for c in cells if states[c.name] != "done"]
     result.status.update({c.name: "skipped" for c in cells if states[c.name] == "done"})
-    log.info("%d cells: %d finished (skipped), %d to run", len(cells), len(cells) - len(todo), len(todo))
-    execute = EXECUTORS[grid.spec.executor]
-    devs = _devices(grid, devices)
-    result.status.update(_schedule(todo, devs, lambda c, s, d: _run_one(c, s, grid.output_dir, d, execute, reg)))
-    if report:
-        result.report_dir = write_grid_report(grid, cells)
+    handler = _compare_log(grid.output_dir)
+    try:
+        log.info("%s: %d cells, %d finished (skipped), %d to run", grid.source, len(cells), len(cells) - len(todo), len(todo))
+        execute = EXECUTORS[grid.spec.executor]
+        devs = _devices(grid, devices)
+        result.status.update(_schedule(todo, devs, lambda c, s, d: _run_one(c, s, grid.output_dir, d, execute, reg)))
+        if report:
+            result.report_dir = write_grid_report(grid, cells)
+    finally:
+        log.removeHandler(handler)
+        handler.close()
     return result
+
+
+def _compare_log(root: Path) -> logging.Handler:
+    """Append what compare decides (skips, moves, failures) to ``<output_dir>/compare.log``."""
+    root.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(root / "compare.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    return handler
 
 
 def _devices(grid: Grid, devices: list[str] | None) -> list[str | None]:

@@ -64,6 +64,14 @@ class Method(Protocol):
         default_lr: learning rate used when ``train.lr`` is not set.
         can_merge: whether :meth:`merge` folds the method into the base weights.
         quantized_bits: base-model bit widths this method trains on (``{4, 8}``, or empty).
+
+    Optional attributes (read with ``getattr``; a method may omit them):
+        check: ``check(params, recipe_data) -> list[(dotted_key, message)]``, cross-section checks run
+            by ``peftkit validate`` (e.g. AdaLoRA's schedule against ``train.max_steps``).
+        quantization_note: why the method refuses a quantized base (when ``quantized_bits`` is empty).
+        trains_base_params: full-match regex over the *base* model's parameter names that the method
+            unfreezes itself (``.*`` for full fine-tuning, ``.*\\.bias`` for BitFit); None = it only trains
+            parameters it adds, plus the task head. The conformance suite checks exactly this set trains.
     """
 
     name: str

@@ -18,6 +18,13 @@ from peftkit.errors import PeftkitError
 from peftkit.interfaces import ApplyContext
 
 
+class MethodNotApplicable(PeftkitError):
+    """A method cannot be applied to this architecture (e.g. BitFit on a model without biases).
+
+    Raised by ``Method.apply``; the conformance suite skips such a (method, model) pair with the message.
+    """
+
+
 def count_parameters(model: Any) -> dict[str, Any]:
     """Trainable and total parameters; 4-bit packed weights count as the values they hold."""
     trainable = total = 0

@@ -80,6 +80,10 @@ class TrainConfig(_Strict):
     seed: int = Field(42, ge=0, description="Seed for weights, dropout and data order (set before any weight is created).")
     gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, ~30% slower.")
     log_every: int = Field(10, gt=0, description="Log the training loss every N optimizer steps.")
+    checkpoint_every: int | None = Field(
+        None, gt=0, description="Write a resumable checkpoint every N optimizer steps (always at epoch ends); null = epoch ends only."
+    )
+    keep_checkpoints: int = Field(2, gt=0, description="How many of the newest resumable checkpoints to keep (the best model is kept separately).")
 
     @field_validator("adam_betas")
     @classmethod
@@ -222,7 +226,8 @@ def pydantic_problems(exc: ValidationError, prefix: tuple = (), fields: dict | N
             out.append((loc, "required key is missing"))
             continue
         got = err.get("input")
-        got_s = f", got {got!r}" if not isinstance(got, (dict, list)) else ""
+        # a validator's own message may already say what it got ("..., got 0"): do not repeat it
+        got_s = f", got {got!r}" if not isinstance(got, (dict, list)) and ", got " not in msg else ""
         if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal"}:
             msg = msg.replace("Input should be", "must be")
         out.append((loc, f"{msg[0].lower() + msg[1:]}{got_s}"))

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
-from peftkit import outputs
+from peftkit import checkpoint, outputs
 from peftkit.components import Setup, build_model, prepare
-from peftkit.data import length_grouped_batches, shuffled_batches, steps_per_epoch
+from peftkit.data import collate, length_grouped_batches, shuffled_batches, steps_per_epoch
 from peftkit.errors import PeftkitError, TrainingError
 from peftkit.evaluation import evaluate
 from peftkit.methods import count_parameters
@@ -19,6 +20,7 @@ from peftkit.resources import MemoryMeter
 from peftkit.state import RunState
 
 log = logging.getLogger("peftkit")
+OWNED = ("metrics.json", "recipe.yaml", "model", "checkpoints", "tensorboard", "train.log")
 
 
 def _accelerator(recipe: Recipe) -> Any:
@@ -33,14 +35,32 @@ def _accelerator(recipe: Recipe) -> Any:
     return Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
 
 
-def check_output_dir(path: Path, overwrite: bool) -> None:
-    """Refuse to write over an earlier run unless asked to (nothing is lost by accident)."""
-    found = [n for n in outputs.RUN_FILES if (path / n).exists()]
+def check_output_dir(path: Path, resolved: dict[str, Any], *, overwrite: bool, resume: bool) -> None:
+    """Refuse to write over an earlier run unless asked to; nothing is lost by accident."""
+    import yaml
+
+    found = [n for n in outputs.RUN_FILES + ("checkpoints",) if (path / n).exists()]
+    if resume:
+        if not checkpoint.latest(path):
+            raise PeftkitError(f"--resume: {path} holds no complete checkpoint to resume from; run without --resume")
+        old = yaml.safe_load((path / "recipe.yaml").read_text()) if (path / "recipe.yaml").is_file() else {}
+        if checkpoint.recipe_hash(old) != checkpoint.recipe_hash(resolved):
+            raise PeftkitError(f"--resume: the recipe differs from the one that started {path} (see {path / 'recipe.yaml'})")
+        return
     if found and not overwrite:
+        same = (path / "recipe.yaml").is_file() and checkpoint.recipe_hash(yaml.safe_load((path / "recipe.yaml").read_text())) == checkpoint.recipe_hash(resolved)
+        hint = "pass --resume to continue it, " if same and checkpoint.latest(path) else ""
         raise PeftkitError(
-            f"output_dir {path} already holds a run ({', '.join(found)}). Choose another output_dir "
-            f"(e.g. `output_dir={path}-2`), or pass --overwrite to replace it"
+            f"output_dir {path} already holds a run ({', '.join(found)}); {hint}choose another output_dir "
+            f"(e.g. output_dir={path}-2), or pass --overwrite to replace it"
         )
+    if found and overwrite:
+        for name in OWNED:
+            target = path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
 
 
 def _optimizer(model: Any, recipe: Recipe, lr: float) -> Any:
@@ -72,7 +92,7 @@ def plan_steps(recipe: Recipe, n_train: int, processes: int) -> tuple[int, int]:
     return per_epoch, total
 
 
-def run(recipe: Recipe, *, registry: Any = None, overwrite: bool = False) -> dict[str, Any]:
+def run(recipe: Recipe, *, registry: Any = None, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
     """Train, keep the best checkpoint, evaluate it from disk, and write output_dir. Returns metrics.json's content."""
     from accelerate.utils import set_seed
 
@@ -80,9 +100,11 @@ def run(recipe: Recipe, *, registry: Any = None, overwrite: bool = False) -> dic
 
     reg = registry or get_registry()
     out = Path(recipe.output_dir)
+    resolved = resolved_dict(recipe, reg)
     acc = _accelerator(recipe)
     if acc.is_main_process:
-        check_output_dir(out, overwrite)
+        check_output_dir(out, resolved, overwrite=overwrite, resume=resume)
+    acc.wait_for_everyone()
     outputs.setup_logging(out, acc.is_main_process)
     meter = MemoryMeter()
     s = prepare(recipe, reg)
@@ -90,7 +112,7 @@ def run(recipe: Recipe, *, registry: Any = None, overwrite: bool = False) -> dic
         raise PeftkitError(f"task {recipe.task.name!r} has no train split; nothing to fine-tune")
     per_epoch, total = plan_steps(recipe, len(s.data["train"]), acc.num_processes)
     set_seed(recipe.train.seed)  # before any weight (e.g. the classifier) is created
-    model, ctx = build_model(s, total)
+    model, _ = build_model(s, total)
     params = count_parameters(model)
     log.info("method %s: %s of %s parameters trainable (%.4f%%)", s.method.name, f"{params['trainable']:,}", f"{params['total']:,}", params["percent"])
     reg.hook.peftkit_model_ready(model=model, method=s.method, recipe=recipe)
@@ -101,104 +123,122 @@ def run(recipe: Recipe, *, registry: Any = None, overwrite: bool = False) -> dic
     state = RunState(recipe=recipe, method=s.method, task=s.task, model=acc.unwrap_model(model), optimizer=opt,
                      accelerator=acc, output_dir=out, total_steps=total)
     state.summary.update(params=params, lr=lr, steps_per_epoch=per_epoch, total_steps=total, processes=acc.num_processes)
-    if acc.is_main_process:
-        outputs.write_recipe(out / "recipe.yaml", resolved_dict(recipe, reg))
-    train_seconds, samples = _train(s, state, model, opt, sched, acc)
+    state.recipe_hash = checkpoint.recipe_hash(resolved)
+    if resume:
+        _resume(state, opt, sched)
+    elif acc.is_main_process:
+        outputs.write_recipe(out / "recipe.yaml", resolved)
+    seconds = _train(s, state, model, opt, sched, acc)
     acc.wait_for_everyone()
-    return _finish(s, state, acc, meter, train_seconds, samples)
+    return _finish(s, state, acc, meter, seconds)
 
 
-def _train(s: Setup, state: RunState, model: Any, opt: Any, sched: Any, acc: Any) -> tuple[float, int]:
+def _resume(state: RunState, opt: Any, sched: Any) -> None:
+    meta = checkpoint.restore(checkpoint.latest(state.output_dir), state.model, opt, sched, state.recipe_hash)
+    for key in ("step", "epoch", "batch_index", "samples", "history", "best", "losses"):
+        setattr(state, key, meta[key])
+
+
+def _train(s: Setup, state: RunState, model: Any, opt: Any, sched: Any, acc: Any) -> float:
     from tqdm.auto import tqdm
-
-    r = state.recipe
-    t = r.train
-    train = s.data["train"]
-    world, rank = acc.num_processes, acc.process_index
-    bar = tqdm(total=state.total_steps, desc="train", disable=not acc.is_main_process, dynamic_ncols=True)
-    s.registry.hook.peftkit_on_train_begin(state=state)
-    model.train()
-    t0, samples, epoch = time.perf_counter(), 0, 0
-    while state.step < state.total_steps and not state.should_stop:
-        gb = t.batch_size * world
-        batches = (length_grouped_batches(train.lengths, gb, t.seed, epoch) if r.data.group_by_length
-                   else shuffled_batches(len(train), gb, t.seed, epoch))
-        state.epoch = epoch
-        samples += _epoch(s, state, model, opt, sched, acc, batches, rank, bar)
-        epoch += 1
-        if r.eval.every == "epoch" and "dev" in s.data:
-            _evaluate_and_keep_best(s, state, acc)
-    bar.close()
-    elapsed = time.perf_counter() - t0
-    if r.eval.every != "epoch" and "dev" in s.data and (not state.history or state.history[-1]["step"] != state.step):
-        _evaluate_and_keep_best(s, state, acc)
-    if "dev" not in s.data:
-        _save_model(s, state, acc)
-    return elapsed, samples
-
-
-def _epoch(s: Setup, state: RunState, model: Any, opt: Any, sched: Any, acc: Any, batches: list, rank: int, bar: Any) -> int:
-    import torch
-
-    from peftkit.data import collate
 
     r, t = state.recipe, state.recipe.train
     train = s.data["train"]
-    samples, micro, losses = 0, 0, []
-    n_batches = len(batches)
-    for k, gbatch in enumerate(batches):
-        idx = gbatch[rank * t.batch_size:(rank + 1) * t.batch_size] or gbatch[:1]
-        batch = {key: v.to(acc.device) for key, v in collate(train, idx, s.pad_id).items()}
-        micro += 1
-        boundary = micro == t.grad_accum or k == n_batches - 1
-        ctx = acc.no_sync(model) if (not boundary and acc.num_processes > 1) else _null()
-        with ctx, acc.autocast():
-            loss = model(**batch).loss
-            acc.backward(loss / micro_count(t.grad_accum, k, n_batches))
-        losses.append(loss.detach().float())
-        samples += len(idx) * acc.num_processes
-        if not boundary:
-            continue
-        if t.max_grad_norm:
-            acc.clip_grad_norm_(model.parameters(), t.max_grad_norm)
-        opt.step()
-        sched.step()
-        state.step += 1
-        state.loss = float(torch.stack(losses).mean())
-        state.lr = sched.get_last_lr()[0]
-        if not math.isfinite(state.loss):
-            raise TrainingError(
-                f"training loss became {state.loss} at step {state.step}; lower train.lr (now {state.lr:.2e}) or "
-                "set train.max_grad_norm; the best checkpoint so far is kept in output_dir/model"
-            )
-        s.registry.hook.peftkit_on_step_end(state=state)
-        opt.zero_grad(set_to_none=True)
-        micro, losses = 0, []
+    bar = tqdm(total=state.total_steps, initial=state.step, desc="train", disable=not acc.is_main_process, dynamic_ncols=True)
+    s.registry.hook.peftkit_on_train_begin(state=state)
+    model.train()
+    t0 = time.perf_counter()
+    while state.step < state.total_steps and not state.should_stop:
+        gb = t.batch_size * acc.num_processes
+        batches = (length_grouped_batches(train.lengths, gb, t.seed, state.epoch) if r.data.group_by_length
+                   else shuffled_batches(len(train), gb, t.seed, state.epoch))
+        _epoch(s, state, model, opt, sched, acc, batches, bar)
+        if state.batch_index < len(batches):  # stopped inside the epoch (max_steps or a hook)
+            break
+        if r.eval.every == "epoch" and "dev" in s.data:
+            _evaluate_and_keep_best(s, state, acc)
+        state.epoch, state.batch_index = state.epoch + 1, 0
+        _checkpoint(state, opt, sched, acc)
+    bar.close()
+    elapsed = time.perf_counter() - t0
+    if "dev" in s.data and (not state.history or state.history[-1]["step"] != state.step):
+        _evaluate_and_keep_best(s, state, acc)
+    if "dev" not in s.data:
+        _save_model(s, state, acc)
+    return elapsed
+
+
+def _epoch(s: Setup, state: RunState, model: Any, opt: Any, sched: Any, acc: Any, batches: list, bar: Any) -> None:
+    """Train from ``state.batch_index`` to the end of the epoch (or total_steps); one optimizer step per window."""
+    t = state.recipe.train
+    n = len(batches)
+    while state.batch_index < n and state.step < state.total_steps and not state.should_stop:
+        window = range(state.batch_index, min(state.batch_index + t.grad_accum, n))
+        losses = [_micro_step(s, state, model, acc, batches[k], k == window[-1], len(window)) for k in window]
+        state.batch_index = window[-1] + 1
+        _optimizer_step(s, state, model, opt, sched, acc, sum(losses) / len(losses))
         bar.update(1)
         bar.set_postfix(loss=f"{state.loss:.4f}", lr=f"{state.lr:.2e}")
-        if state.step % t.log_every == 0:
-            log.info("step %d/%d epoch %d loss %.4f lr %.3e", state.step, state.total_steps, state.epoch, state.loss, state.lr)
-        if isinstance(r.eval.every, int) and state.step % r.eval.every == 0 and "dev" in s.data:
+        every = state.recipe.eval.every
+        if isinstance(every, int) and state.step % every == 0 and "dev" in s.data:
             _evaluate_and_keep_best(s, state, acc)
-        if state.step >= state.total_steps or state.should_stop:
-            break
-    return samples
+        if t.checkpoint_every and state.step % t.checkpoint_every == 0:
+            _checkpoint(state, opt, sched, acc)
+
+
+def _micro_step(s: Setup, state: RunState, model: Any, acc: Any, gbatch: list[int], last: bool, window: int) -> float:
+    bs, rank = state.recipe.train.batch_size, acc.process_index
+    idx = gbatch[rank * bs:(rank + 1) * bs] or gbatch[:1]
+    batch = {k: v.to(acc.device) for k, v in collate(s.data["train"], idx, s.pad_id).items()}
+    sync = acc.no_sync(model) if (not last and acc.num_processes > 1) else _Null()
+    with sync, acc.autocast():
+        loss = model(**batch).loss
+        acc.backward(loss / window)
+    state.samples += len(gbatch)
+    return float(loss.detach())
+
+
+def _optimizer_step(s: Setup, state: RunState, model: Any, opt: Any, sched: Any, acc: Any, loss: float) -> None:
+    t = state.recipe.train
+    if not math.isfinite(loss):
+        raise TrainingError(
+            f"training loss became {loss} at step {state.step + 1}; lower train.lr (now {sched.get_last_lr()[0]:.2e}), "
+            "keep train.max_grad_norm set, or use float32; the best model so far is in output_dir/model and the "
+            "last good checkpoint in output_dir/checkpoints"
+        )
+    if t.max_grad_norm:
+        acc.clip_grad_norm_(model.parameters(), t.max_grad_norm)
+    opt.step()
+    sched.step()
+    state.step += 1
+    state.loss, state.lr = loss, sched.get_last_lr()[0]
+    state.losses.append(round(loss, 6))
+    s.registry.hook.peftkit_on_step_end(state=state)
+    opt.zero_grad(set_to_none=True)
+    if state.step % t.log_every == 0:
+        log.info("step %d/%d epoch %d loss %.4f lr %.3e", state.step, state.total_steps, state.epoch, state.loss, state.lr)
 
 
 def micro_count(grad_accum: int, k: int, n_batches: int) -> int:
     """Micro-batches in the accumulation window holding batch k (the last window may be shorter)."""
-    last_window_start = (n_batches // grad_accum) * grad_accum
-    if k >= last_window_start and n_batches % grad_accum:
-        return n_batches % grad_accum
-    return grad_accum
+    start = (k // grad_accum) * grad_accum
+    return min(start + grad_accum, n_batches) - start
 
 
-class _null:
+class _Null:
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, *a: Any) -> None:
         return None
+
+
+def _checkpoint(state: RunState, opt: Any, sched: Any, acc: Any) -> None:
+    if not acc.is_main_process:
+        return
+    meta = {k: getattr(state, k) for k in ("step", "epoch", "batch_index", "samples", "history", "best", "losses")}
+    meta["recipe_hash"] = state.recipe_hash
+    checkpoint.save(state.output_dir, state.model, opt, sched, meta, state.recipe.train.keep_checkpoints)
 
 
 def _selection_metric(state: RunState) -> str:
@@ -228,8 +268,6 @@ def _save_model(s: Setup, state: RunState, acc: Any) -> None:
     final = state.output_dir / "model"
     tmp = state.output_dir / ".model.tmp"
     if tmp.exists():
-        import shutil
-
         shutil.rmtree(tmp)
     s.method.save(acc.unwrap_model(state.model), tmp)
     s.tokenizer.save_pretrained(str(tmp))
@@ -237,17 +275,31 @@ def _save_model(s: Setup, state: RunState, acc: Any) -> None:
     s.registry.hook.peftkit_on_save(state=state, path=final)
 
 
-def _finish(s: Setup, state: RunState, acc: Any, meter: Any, seconds: float, samples: int) -> dict[str, Any]:
+def _loss_moved(losses: list[float]) -> bool:
+    """False when the training loss is flat: first and last tenth of the steps agree within 1%."""
+    if len(losses) < 20:
+        return True
+    k = max(2, len(losses) // 10)
+    first, last = sum(losses[:k]) / k, sum(losses[-k:]) / k
+    return abs(first - last) > 0.01 * max(abs(first), 1e-8)
+
+
+def _finish(s: Setup, state: RunState, acc: Any, meter: Any, seconds: float) -> dict[str, Any]:
     """Reload the saved model from disk, evaluate it, predict if asked, write metrics.json."""
     from peftkit.inference import final_evaluation
 
     summary = state.summary
     summary.update(
-        train={"seconds": round(seconds, 3), "samples": samples, "samples_per_second": round(samples / max(seconds, 1e-9), 3),
-               "steps": state.step, "epochs": state.epoch + 1},
+        train={"seconds": round(seconds, 3), "samples": state.samples,
+               "samples_per_second": round(state.samples / max(seconds, 1e-9), 3), "steps": state.step,
+               "epochs": round(state.step / max(summary["steps_per_epoch"], 1), 4), "loss": state.losses},
         history=state.history, best=state.best, method=state.method.name, task=state.task.name,
         method_facts=state.method.facts(acc.unwrap_model(state.model)),
     )
+    if not _loss_moved(state.losses):
+        msg = f"training loss did not move ({state.losses[0]:.4f} → {state.losses[-1]:.4f}); check train.lr and the data"
+        log.warning(msg)
+        summary["warnings"] = [msg]
     summary["memory"] = meter.report(acc.unwrap_model(state.model))
     if acc.is_main_process:
         summary.update(final_evaluation(s, state, acc.device))

@@ -27,6 +27,10 @@ class RunState:
         history: every evaluation so far, as dicts with ``step`` and metrics.
         best: best evaluation so far (by the selection metric), or None.
         should_stop: set True in a hook to end training after this step.
+        batch_index: index of the next (global) batch within the current epoch.
+        samples: training examples processed so far (all processes).
+        losses: mean training loss of every optimizer step so far.
+        recipe_hash: hash of the resolved recipe (minus output_dir); checkpoints must match it.
         summary: facts that end up in metrics.json (plugins may add keys).
     """
 
@@ -46,6 +50,10 @@ class RunState:
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] | None = None
     should_stop: bool = False
+    batch_index: int = 0
+    samples: int = 0
+    losses: list[float] = field(default_factory=list)
+    recipe_hash: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
 
     @property

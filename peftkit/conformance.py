@@ -1,0 +1,325 @@
+"""The method conformance suite: what every Method must satisfy, for built-in and third-party methods alike.
+
+One line in a plugin's tests runs it on a tiny BERT (without a pooler, so the pooler is part of the
+task head) and a tiny Llama::
+
+    from peftkit.conformance import check_method
+
+    def test_my_method(tmp_path):
+        check_method(MyMethod(), tmp_path)          # or check_method("my-method", tmp_path)
+
+For each model it checks that: the method applies; exactly the intended parameters train (what the
+method adds, the task head, and the base parameters its ``trains_base_params`` regex names); the
+reported trainable count (:func:`peftkit.methods.count_parameters`) equals the true count; forward
+and backward run and every trainable parameter gets a gradient; a few optimizer steps (firing the
+method plugin's own ``peftkit_on_step_end`` hook, as the runner does) lower the loss on a fixed batch;
+save → load into a *differently seeded* fresh base gives identical logits (so a head that is not
+saved fails); merged equals unmerged where ``can_merge``, and ``merge`` refuses with an explanation
+otherwise. A method raising :class:`peftkit.methods.MethodNotApplicable` for a model is skipped for it
+with its message. Failures raise :class:`ConformanceError` naming the method, the model and the fix.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import re
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peftkit.errors import PeftkitError
+from peftkit.interfaces import ApplyContext, Example
+from peftkit.methods import MethodNotApplicable, count_parameters
+
+MODELS = ("bert", "llama")
+LABELS = ["neg", "pos"]
+_UNSET: Any = object()
+_CACHE: dict[str, Path] = {}
+
+
+class ConformanceError(AssertionError):
+    """A method broke the Method contract; the message names the method, the model and what is wrong."""
+
+
+@dataclass
+class ConformanceReport:
+    """What one conformance run measured (for a test to assert more, or to print)."""
+
+    method: str
+    model: str
+    trainable: int
+    total: int
+    loss_before: float
+    loss_after: float
+    reload_max_diff: float
+    merge_max_diff: float | None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Bench:
+    kind: str
+    path: Path
+    cfg: Any
+    tok: Any
+    batch: dict[str, Any]
+
+
+def _tiny_model_dir(kind: str) -> Path:
+    """Tiny model folders are built once per process (seeded, so identical every time)."""
+    from peftkit.testing import make_tiny_bert, make_tiny_llama
+
+    if kind not in _CACHE:
+        root = Path(tempfile.mkdtemp(prefix="peftkit-conformance-"))
+        atexit.register(shutil.rmtree, root, True)
+        if kind == "bert":
+            _CACHE[kind] = make_tiny_bert(root / kind, with_pooler=False)  # the pooler becomes part of the head
+        elif kind == "llama":
+            _CACHE[kind] = make_tiny_llama(root / kind)
+        else:
+            raise ValueError(f"model must be one of {MODELS}, got {kind!r}")
+    return _CACHE[kind]
+
+
+def _bench(kind: str) -> _Bench:
+    from peftkit.data import collate, encode
+    from peftkit.loading import load_tokenizer
+    from peftkit.recipe import ModelConfig
+    from peftkit.testing import sentiment_rows
+
+    path = _tiny_model_dir(kind)
+    cfg = ModelConfig(source=f"local:{path}")
+    tok = load_tokenizer(path, cfg)
+    rows = sentiment_rows(16, seed=0)
+    examples = [Example(text=r["text"], label=LABELS.index(r["label"]), id=r["id"]) for r in rows]
+    enc = encode(examples, tok, 32, use_token_types=kind == "bert", split="train")
+    return _Bench(kind, path, cfg, tok, collate(enc, list(range(len(examples))), int(tok.pad_token_id)))
+
+
+def _base(b: _Bench, seed: int) -> tuple[Any, list[str]]:
+    import torch
+
+    from peftkit.loading import load_model
+
+    torch.manual_seed(seed)  # the head (and pooler) are random: a different seed exposes an unsaved head
+    return load_model(b.path, b.cfg, LABELS, b.tok)
+
+
+def _resolve(method: Any) -> tuple[Any, Any]:
+    """(Method, the plugin object that registered it or None)."""
+    from peftkit.plugins import get_registry
+
+    reg = get_registry()
+    if isinstance(method, str):
+        if method not in reg.methods:
+            raise ConformanceError(f"no method {method!r} is registered (registered: {', '.join(sorted(reg.methods))})")
+        method = reg.methods[method]
+    for pname, info in reg.plugins.items():
+        if reg.methods.get(method.name) is method and method.name in info.methods:
+            return method, reg.pm.get_plugin(pname)
+    return method, None
+
+
+def run_conformance(method: Any, tmp_path: str | Path, *, params: dict | None = None, model: str = "bert",
+                    steps: int = 8, lr: float | None = None, trains_base: Any = _UNSET,
+                    atol: float = 1e-5) -> ConformanceReport:
+    """Run every check for one method on one tiny model.
+
+    Args:
+        method: a Method object or a registered method name.
+        tmp_path: a writable folder (saved models go under it).
+        params: ``method.params`` (validated by the method's params_model); None = its defaults.
+        model: ``bert`` or ``llama``.
+        steps: optimizer steps on the fixed batch (also the ``total_steps`` the method is told).
+        lr: learning rate; None = the method's default_lr, at least 1e-3 so a few steps move a tiny model.
+        trains_base: regex of base parameters the method trains; default = its ``trains_base_params``.
+        atol: largest logit difference accepted for save → load and merge.
+
+    Raises:
+        ConformanceError: a check failed. MethodNotApplicable: the method refuses this model.
+    """
+    m, owner = _resolve(method)
+    tag = f"[{m.name} on tiny {model}]"
+    p = m.params_model.model_validate(params or {})
+    b = _bench(model)
+    base, heads = _base(b, seed=0)
+    base_names = {id(t): n for n, t in base.named_parameters()}
+    ctx = ApplyContext(head_modules=heads, model_type=base.config.model_type, total_steps=steps)
+    trained = m.apply(base, p, ctx)
+    regex = getattr(m, "trains_base_params", None) if trains_base is _UNSET else trains_base
+    _check_trainable(trained, base_names, heads, regex, tag)
+    counts = _check_count(trained, tag)
+    _check_backward(trained, b.batch, tag)
+    before, after = _train(m, owner, trained, b.batch, steps, lr or max(m.default_lr, 1e-3), tag)
+    ref = _logits(trained, b.batch)
+    loaded = _reload(m, trained, b, Path(tmp_path) / f"{m.name}-{model}", heads, ref, atol, tag)
+    merge_diff = _check_merge(m, loaded, b.batch, ref, atol, tag)
+    facts = m.facts(trained)
+    try:
+        json.dumps(facts)
+    except (TypeError, ValueError) as exc:
+        raise ConformanceError(f"{tag} facts() must return JSON-serialisable data for metrics.json: {exc}") from exc
+    return ConformanceReport(m.name, model, counts["trainable"], counts["total"], before, after,
+                             float((_logits(loaded, b.batch) - ref).abs().max()), merge_diff, facts)
+
+
+def _in_head(name: str, heads: list[str]) -> bool:
+    return any(f".{h}." in f".{name}" for h in heads)
+
+
+def _check_trainable(model: Any, base_names: dict[int, str], heads: list[str], regex: str | None, tag: str) -> None:
+    live = {id(t): t for _, t in model.named_parameters()}
+    train = [(n, t) for n, t in model.named_parameters() if t.requires_grad]
+    wrong = [base_names[id(t)] for _, t in train if id(t) in base_names and not _in_head(base_names[id(t)], heads)
+             and not (regex and re.fullmatch(regex, base_names[id(t)]))]
+    if wrong:
+        raise ConformanceError(f"{tag} base parameters train that the method does not declare: {wrong[:5]} "
+                               f"({len(wrong)} in all). Freeze them, or name them in trains_base_params")
+    if regex:
+        frozen = [n for i, n in base_names.items() if re.fullmatch(regex, n) and not _in_head(n, heads)
+                  and not (i in live and live[i].requires_grad)]
+        if frozen:
+            raise ConformanceError(f"{tag} trains_base_params {regex!r} names parameters that do not train: {frozen[:5]}")
+    for h in heads:
+        if not any(_in_head(n, [h]) for n, _ in train):
+            raise ConformanceError(f"{tag} task head {h!r} does not train; apply() must train (and save) ctx.head_modules")
+    if not any(not _in_head(base_names.get(id(t), n), heads) for n, t in train):
+        raise ConformanceError(f"{tag} only the task head trains; the method added or unfroze nothing")
+
+
+def _check_count(model: Any, tag: str) -> dict[str, Any]:
+    counts = count_parameters(model)
+    true = sum({id(t): t.numel() for _, t in model.named_parameters(remove_duplicate=False) if t.requires_grad}.values())
+    if counts["trainable"] != true:
+        raise ConformanceError(f"{tag} reported trainable parameters {counts['trainable']:,} != true count {true:,}")
+    if hasattr(model, "get_nb_trainable_parameters") and model.get_nb_trainable_parameters()[0] != true:
+        raise ConformanceError(f"{tag} peft counts {model.get_nb_trainable_parameters()[0]:,} trainable, true count {true:,}")
+    return counts
+
+
+def _check_backward(model: Any, batch: dict[str, Any], tag: str) -> None:
+    import torch
+
+    model.train()
+    loss = model(**batch).loss
+    if loss is None or not torch.isfinite(loss):
+        raise ConformanceError(f"{tag} forward gave loss {loss}; the model must return a finite loss for labelled batches")
+    loss.backward()
+    params = [(n, t) for n, t in model.named_parameters() if t.requires_grad]
+    missing = [n for n, t in params if t.grad is None]
+    if missing:
+        raise ConformanceError(f"{tag} trainable parameters got no gradient (not on the forward path?): {missing[:5]}")
+    if all(float(t.grad.abs().sum()) == 0 for _, t in params):
+        raise ConformanceError(f"{tag} every gradient is zero; the trainable parameters do not affect the loss")
+    model.zero_grad(set_to_none=True)
+
+
+def _logits(model: Any, batch: dict[str, Any]) -> Any:
+    import torch
+
+    model.eval()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        return model(**inputs).logits.float()
+
+
+def _ce(model: Any, batch: dict[str, Any]) -> float:
+    import torch.nn.functional as F
+
+    return float(F.cross_entropy(_logits(model, batch), batch["labels"]))
+
+
+def _train(m: Any, owner: Any, model: Any, batch: dict[str, Any], steps: int, lr: float, tag: str) -> tuple[float, float]:
+    """A few AdamW steps on one batch, firing the method plugin's own step hook like the runner does."""
+    import torch
+
+    from peftkit.plugins import get_registry
+    from peftkit.state import RunState
+
+    reg = get_registry()
+    hook = None
+    if owner is not None:
+        others = [p for p in reg.pm.get_plugins() if p is not owner]
+        hook = reg.pm.subset_hook_caller("peftkit_on_step_end", remove_plugins=others)
+    before = _ce(model, batch)
+    opt = torch.optim.AdamW([t for t in model.parameters() if t.requires_grad], lr=lr, weight_decay=0.0)
+    state = RunState(recipe=None, method=m, task=None, model=model, optimizer=opt, total_steps=steps)
+    for step in range(1, steps + 1):
+        model.train()
+        model(**batch).loss.backward()
+        opt.step()
+        state.step = step
+        if hook is not None:
+            hook(state=state)  # after step, before zero_grad: where the runner fires it
+        opt.zero_grad(set_to_none=True)
+    after = _ce(model, batch)
+    if not after < before:
+        raise ConformanceError(f"{tag} {steps} steps at lr {lr:g} did not lower the loss on a fixed batch "
+                               f"({before:.5f} → {after:.5f})")
+    return before, after
+
+
+def _reload(m: Any, model: Any, b: _Bench, directory: Path, heads: list[str], ref: Any, atol: float, tag: str) -> Any:
+    if directory.exists():
+        shutil.rmtree(directory)
+    m.save(model, directory)
+    if not any(directory.iterdir()):
+        raise ConformanceError(f"{tag} save() wrote nothing to {directory}")
+    fresh, _ = _base(b, seed=1234)
+    loaded = m.load(fresh, directory)
+    diff = float((_logits(loaded, b.batch) - ref).abs().max())
+    if diff > atol:
+        raise ConformanceError(f"{tag} save → load changed the logits by {diff:.3g} (> {atol:g}): something that trained "
+                               f"was not saved or not restored (the task head {heads}?)")
+    return loaded
+
+
+def _check_merge(m: Any, loaded: Any, batch: dict[str, Any], ref: Any, atol: float, tag: str) -> float | None:
+    if not m.can_merge:
+        try:
+            m.merge(loaded)
+        except PeftkitError as exc:
+            if "merge" not in str(exc).lower() or len(str(exc)) < 40:
+                raise ConformanceError(f"{tag} merge() refusal should explain why it cannot merge; got {exc!r}") from exc
+            return None
+        raise ConformanceError(f"{tag} can_merge is False but merge() did not raise PeftkitError")
+    merged = m.merge(loaded)
+    if hasattr(merged, "peft_config"):
+        raise ConformanceError(f"{tag} merge() returned a model that still carries peft layers")
+    diff = float((_logits(merged, batch) - ref).abs().max())
+    if diff > atol:
+        raise ConformanceError(f"{tag} merged logits differ from unmerged by {diff:.3g} (> {atol:g})")
+    return diff
+
+
+def check_method(method: Any, tmp_path: str | Path, *, params: dict | None = None,
+                 models: tuple[str, ...] = MODELS, **kwargs: Any) -> dict[str, ConformanceReport | str]:
+    """Run the suite on every tiny model; the one-line entry point for plugin tests.
+
+    Returns:
+        ``{model: report}``, or ``{model: reason}`` for a model the method refuses (also warned about).
+
+    Raises:
+        ConformanceError: a check failed, or the method refuses every model.
+    """
+    out: dict[str, ConformanceReport | str] = {}
+    for kind in models:
+        try:
+            out[kind] = run_conformance(method, Path(tmp_path) / kind, params=params, model=kind, **kwargs)
+        except MethodNotApplicable as exc:
+            out[kind] = str(exc)
+            warnings.warn(f"conformance: skipped tiny {kind}: {exc}", stacklevel=2)
+    if all(isinstance(v, str) for v in out.values()):
+        raise ConformanceError(f"method refuses every conformance model ({', '.join(models)}): {out}")
+    return out
+
+
+def cases() -> list[tuple[str, str]]:
+    """``(method name, model)`` for every registered method × tiny model, for ``pytest.mark.parametrize``."""
+    from peftkit.plugins import get_registry
+
+    return [(name, kind) for name in sorted(get_registry().methods) for kind in MODELS]

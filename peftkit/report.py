@@ -1,0 +1,260 @@
+"""Reports from finished run dirs: per task and method, the metric's mean ± std over seeds, cost, plots.
+
+The report reads only run dirs (``recipe.yaml`` + ``metrics.json``, and ``cell.json`` for the labels a
+compare file gave), so ``peftkit report DIR...`` and ``peftkit compare`` share this one code path.
+Outputs in the report folder: ``report.md``, ``report.csv``, ``report.json``, ``report.html`` (plots
+embedded, a single file to mail around) and ``plots/*.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from peftkit import outputs
+from peftkit.errors import PeftkitError
+
+log = logging.getLogger("peftkit")
+SKIP_DIRS = ("_stale", "report")  # moved-aside runs and report folders are not runs of the grid
+MIB = 1024 * 1024
+
+
+@dataclass
+class RunRecord:
+    """One finished run dir."""
+
+    path: Path
+    task: str
+    method: str
+    seed: int
+    recipe: dict[str, Any]
+    metrics: dict[str, Any]
+
+
+@dataclass
+class Row:
+    """One (task, method) cell of the table, aggregated over seeds."""
+
+    task: str
+    method: str
+    method_name: str
+    metric: str
+    seeds: list[int]
+    values: list[float]
+    trainable: int
+    total: int
+    trainable_percent: float
+    peak_memory_bytes: float
+    train_seconds: float
+    samples_per_second: float
+    lr: float | None
+    runs: list[str] = field(default_factory=list)
+    best: bool = False
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @property
+    def std(self) -> float | None:
+        """Sample standard deviation (n − 1); None for a single seed."""
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+
+# ------------------------------------------------------------------------------------------ loading
+
+def find_run_dirs(paths: list[str | Path]) -> list[Path]:
+    """Run dirs named directly, or found below the given folders (skipping ``_stale`` and ``report``)."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "metrics.json").is_file():
+            found.append(p)
+        elif p.is_dir():
+            for m in sorted(p.rglob("metrics.json")):
+                rel = m.parent.relative_to(p).parts
+                if not any(part in SKIP_DIRS or part.startswith(".") for part in rel):
+                    found.append(m.parent)
+        else:
+            raise PeftkitError(f"{p}: not a run dir (no metrics.json) nor a folder; give output_dirs of peftkit runs")
+    return list(dict.fromkeys(found))
+
+
+def _read_run(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
+    try:
+        metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
+        recipe = yaml.safe_load((path / "recipe.yaml").read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        log.warning("%s: skipped, unreadable run files (%s)", path, exc)
+        return None
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("final"), dict) or not isinstance(recipe, dict):
+        log.warning("%s: skipped, no final metrics (an unfinished run?)", path)
+        return None
+    try:
+        cell = json.loads((path / "cell.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        cell = {}
+    return recipe, metrics, cell if isinstance(cell, dict) else {}
+
+
+def load_runs(paths: list[str | Path]) -> list[RunRecord]:
+    """Every finished run under ``paths``, labelled by its compare cell (or by method/task name)."""
+    runs, unlabelled = [], []
+    for d in find_run_dirs(paths):
+        got = _read_run(d)
+        if got is None:
+            continue
+        recipe, metrics, cell = got
+        task = cell.get("task") or str(recipe["task"]["name"]).rsplit("/", 1)[-1]
+        seed = int(cell.get("seed", recipe.get("train", {}).get("seed", 0)))
+        runs.append(RunRecord(d, task, cell.get("method") or "", seed, recipe, metrics))
+        if not cell.get("method"):
+            unlabelled.append(runs[-1])
+    _label_methods(unlabelled)
+    if not runs:
+        raise PeftkitError(f"no finished runs (metrics.json with final metrics) under {', '.join(map(str, paths))}")
+    _check_duplicates(runs)
+    return runs
+
+
+def _label_methods(runs: list[RunRecord]) -> None:
+    """Method name as label; where one name ran with different params, add the params that differ: lora(r=4)."""
+    by_name: dict[str, list[RunRecord]] = {}
+    for r in runs:
+        by_name.setdefault(r.recipe["method"]["name"], []).append(r)
+    for name, group in by_name.items():
+        params = [r.recipe["method"].get("params") or {} for r in group]
+        keys = sorted({k for p in params for k in p if len({json.dumps(q.get(k), sort_keys=True) for q in params}) > 1})
+        for r, p in zip(group, params):
+            r.method = f"{name}({','.join(f'{k}={p.get(k)}' for k in keys)})" if keys else name
+
+
+def _check_duplicates(runs: list[RunRecord]) -> None:
+    seen: dict[tuple, Path] = {}
+    for r in runs:
+        key = (r.task, r.method, r.seed)
+        if key in seen:
+            raise PeftkitError(
+                f"{seen[key]} and {r.path} are both task {r.task!r}, method {r.method!r}, seed {r.seed}: one would count "
+                "twice in the mean. Report them separately, or give them distinct labels in a compare file"
+            )
+        seen[key] = r.path
+
+
+# ------------------------------------------------------------------------------------------ tables
+
+def task_metric(run: RunRecord, metric: str | None) -> str:
+    """The metric compared for a run: the one asked for, else eval.metric, else the task's main metric."""
+    chosen = metric or (run.recipe.get("eval") or {}).get("metric")
+    if not chosen:
+        from peftkit.plugins import get_registry
+
+        task = get_registry().tasks.get(run.recipe["task"]["name"])
+        chosen = getattr(task, "metric", None) or ("accuracy" if "accuracy" in run.metrics["final"] else next(iter(run.metrics["final"])))
+    if chosen not in run.metrics["final"]:
+        raise PeftkitError(f"{run.path}: metric {chosen!r} is not in its final metrics ({', '.join(run.metrics['final'])}); "
+                           "choose another with --metric")
+    return chosen
+
+
+def summarize(runs: list[RunRecord], metric: str | None = None) -> list[Row]:
+    """One row per (task, method) in first-seen order, the best mean per task marked."""
+    groups: dict[tuple[str, str], list[RunRecord]] = {}
+    for r in runs:
+        groups.setdefault((r.task, r.method), []).append(r)
+    rows = [_row(task, method, sorted(g, key=lambda r: r.seed), metric) for (task, method), g in groups.items()]
+    for task in dict.fromkeys(r.task for r in rows):
+        best = max(r.mean for r in rows if r.task == task)
+        for r in rows:
+            r.best = r.best or (r.task == task and abs(r.mean - best) < 1e-12)
+    return rows
+
+
+def _row(task: str, method: str, group: list[RunRecord], metric: str | None) -> Row:
+    names = {task_metric(r, metric) for r in group}
+    if len(names) > 1:
+        raise PeftkitError(f"runs of {task}/{method} select different metrics ({', '.join(sorted(names))}); pass --metric")
+    m = names.pop()
+    first = group[0].metrics
+
+    def mean_of(section: str, key: str) -> float:
+        return statistics.fmean(float((r.metrics.get(section) or {}).get(key) or 0.0) for r in group)
+
+    return Row(task, method, group[0].recipe["method"]["name"], m, [r.seed for r in group],
+               [float(r.metrics["final"][m]) for r in group], int(first["params"]["trainable"]), int(first["params"]["total"]),
+               float(first["params"]["percent"]), mean_of("memory", "peak_bytes"), mean_of("train", "seconds"),
+               mean_of("train", "samples_per_second"), first.get("lr"), [str(r.path) for r in group])
+
+
+def clue_average(rows: list[Row]) -> dict[str, Any]:
+    """Mean over tasks of each method's mean metric, over the tasks where every method has results."""
+    methods = list(dict.fromkeys(r.method for r in rows))
+    tasks = list(dict.fromkeys(r.task for r in rows))
+    have = {(r.task, r.method): r.mean for r in rows}
+    complete = [t for t in tasks if all((t, m) in have for m in methods)]
+    by_method = {m: statistics.fmean(have[(t, m)] for t in complete) for m in methods} if complete else {}
+    top = max(by_method.values()) if by_method else None
+    return {"tasks": complete, "excluded_tasks": [t for t in tasks if t not in complete], "by_method": by_method,
+            "best": [m for m, v in by_method.items() if top is not None and abs(v - top) < 1e-12]}
+
+
+def is_fraction(rows: list[Row]) -> bool:
+    """Metrics in [0, 1] are shown ×100, as CLUE does."""
+    return all(0.0 <= v <= 1.0 for r in rows for v in r.values)
+
+
+def fmt_metric(mean: float, std: float | None, pct: bool) -> str:
+    k = 100.0 if pct else 1.0
+    return f"{mean * k:.2f} ± {std * k:.2f}" if std is not None else f"{mean * k:.2f}"
+
+
+def csv_text(rows: list[Row]) -> str:
+    """The long table as CSV (raw metric values, not ×100)."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["task", "method", "method_name", "metric", "n_seeds", "mean", "std", "values", "seeds", "best", "trainable_params",
+                "total_params", "trainable_percent", "peak_memory_bytes", "train_seconds", "samples_per_second", "lr"])
+    for r in rows:
+        w.writerow([r.task, r.method, r.method_name, r.metric, len(r.values), repr(r.mean), "" if r.std is None else repr(r.std),
+                    ";".join(map(repr, r.values)), ";".join(map(str, r.seeds)), int(r.best), r.trainable, r.total,
+                    r.trainable_percent, int(r.peak_memory_bytes), r.train_seconds, r.samples_per_second, r.lr])
+    return buf.getvalue()
+
+
+def report_json(rows: list[Row], avg: dict[str, Any], title: str, settings: dict[str, Any]) -> dict[str, Any]:
+    out_rows = []
+    for r in rows:
+        d = {k: v for k, v in vars(r).items()}
+        d.update(mean=r.mean, std=r.std, n_seeds=len(r.values))
+        out_rows.append(d)
+    return {"title": title, "std": "sample standard deviation (n-1) over seeds; null for one seed",
+            "rows": out_rows, "average": avg, "settings": settings,
+            "best": {t: [r.method for r in rows if r.task == t and r.best] for t in dict.fromkeys(r.task for r in rows)}}
+
+
+def write_report(paths: list[str | Path], out_dir: str | Path, *, title: str = "peftkit comparison",
+                 metric: str | None = None) -> Path:
+    """Build the report of the runs under ``paths`` into ``out_dir``; returns ``out_dir``."""
+    from peftkit import report_plots
+    from peftkit.report_pages import html_page, markdown, settings_of
+
+    runs = load_runs(paths)
+    rows = summarize(runs, metric)
+    avg = clue_average(rows)
+    settings = settings_of(runs)
+    out = Path(out_dir)
+    plots = report_plots.draw_all(runs, rows, avg, out / "plots")
+    outputs.atomic_write(out / "report.md", markdown(rows, avg, title, settings, plots, out))
+    outputs.atomic_write(out / "report.csv", csv_text(rows))
+    outputs.write_json(out / "report.json", report_json(rows, avg, title, settings))
+    outputs.atomic_write(out / "report.html", html_page(rows, avg, title, settings, plots))
+    log.info("report of %d runs (%d tasks × %d methods) written to %s", len(runs), len({r.task for r in rows}),
+             len({r.method for r in rows}), out)
+    return out

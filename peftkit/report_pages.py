@@ -1,0 +1,171 @@
+"""The human-readable pages of a report: markdown and a self-contained HTML page (plots inlined as base64)."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+from typing import Any
+
+from peftkit.report import Row, RunRecord, fmt_metric, is_fraction
+
+MIB = 1024 * 1024
+# Settings that usually make or break a comparison; shown once if common to every run, else per value.
+SETTING_KEYS = ("model.source", "model.dtype", "model.quantization", "data.max_length", "train.epochs", "train.max_steps",
+                "train.batch_size", "train.grad_accum", "train.scheduler", "train.warmup", "train.mixed_precision", "eval.every")
+
+Cell = tuple[str, bool]  # (text, bold)
+Table = tuple[list[str], list[list[Cell]]]
+
+
+def _get(d: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def settings_of(runs: list[RunRecord]) -> dict[str, Any]:
+    """Common settings, devices, and per-task / per-method parameters of the runs (for reproducing them)."""
+    common = {}
+    for key in SETTING_KEYS:
+        values = list(dict.fromkeys(json.dumps(_get(r.recipe, key), sort_keys=True) for r in runs))
+        common[key] = json.loads(values[0]) if len(values) == 1 else "varies: " + ", ".join(values)
+    devices = sorted({str((r.metrics.get("memory") or {}).get("device", "?")) for r in runs})
+    tasks, methods = {}, {}
+    for r in runs:
+        tp = {k: v for k, v in (r.recipe["task"].get("params") or {}).items() if v is not None}
+        tasks.setdefault(r.task, {"name": r.recipe["task"]["name"], "params": tp,
+                                  "train_samples_seen": (r.metrics.get("train") or {}).get("samples"),
+                                  "steps": (r.metrics.get("train") or {}).get("steps")})
+        methods.setdefault(r.method, {"name": r.recipe["method"]["name"], "params": r.recipe["method"].get("params") or {},
+                                      "lr": r.metrics.get("lr")})
+    seeds = sorted({r.seed for r in runs})
+    return {"common": common, "devices": devices, "seeds": seeds, "tasks": tasks, "methods": methods}
+
+
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
+
+
+def _pct_range(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.3g}" if abs(hi - lo) < 1e-9 else f"{lo:.3g}–{hi:.3g}"
+
+
+def summary_table(rows: list[Row], avg: dict[str, Any]) -> Table:
+    """Methods × tasks (mean ± std), trainable %, and the CLUE-style average; bold = best per column."""
+    pct = is_fraction(rows)
+    tasks = list(dict.fromkeys(r.task for r in rows))
+    methods = list(dict.fromkeys(r.method for r in rows))
+    cell = {(r.task, r.method): r for r in rows}
+    header = ["method", "trainable %"] + [f"{t} ({cell_metric(rows, t)})" for t in tasks] + ["average"]
+    body = []
+    for m in methods:
+        mine = [cell[(t, m)] for t in tasks if (t, m) in cell]
+        line: list[Cell] = [(m, False), (_pct_range([r.trainable_percent for r in mine]), False)]
+        for t in tasks:
+            r = cell.get((t, m))
+            line.append((fmt_metric(r.mean, r.std, pct), r.best) if r else ("—", False))
+        a = avg["by_method"].get(m)
+        line.append((fmt_metric(a, None, pct), m in avg["best"]) if a is not None else ("—", False))
+        body.append(line)
+    return header, body
+
+
+def cell_metric(rows: list[Row], task: str) -> str:
+    return next(r.metric for r in rows if r.task == task)
+
+
+def detail_table(rows: list[Row]) -> Table:
+    """One line per (task, method): the metric, cost and speed."""
+    pct = is_fraction(rows)
+    header = ["task", "method", "metric", "mean ± std", "seeds", "trainable params", "trainable %", "peak memory (MiB)",
+              "train time (s)", "samples/s", "lr"]
+    body = [[(r.task, False), (r.method, False), (r.metric + (" (%)" if pct else ""), False),
+             (fmt_metric(r.mean, r.std, pct), r.best), (",".join(map(str, r.seeds)), False), (f"{r.trainable:,}", False),
+             (f"{r.trainable_percent:.4g}", False), (_num(r.peak_memory_bytes / MIB), False), (_num(r.train_seconds), False),
+             (_num(r.samples_per_second), False), (f"{r.lr:.2g}" if r.lr else "—", False)] for r in rows]
+    return header, body
+
+
+def _intro(rows: list[Row], avg: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    pct = is_fraction(rows)
+    n_runs = sum(len(r.values) for r in rows)
+    tasks = list(dict.fromkeys(r.task for r in rows))
+    lines = [f"{n_runs} runs: {len(tasks)} task(s) × {len({r.method for r in rows})} method(s) × seeds "
+             f"{', '.join(map(str, settings['seeds']))}, on {', '.join(settings['devices'])}. Each number is the dev-set "
+             f"metric of the run's saved best checkpoint{' ×100' if pct else ''}, mean ± sample standard deviation (n−1) "
+             "over seeds; **bold** = best mean on that task."]
+    if avg["tasks"]:
+        note = f"Average: mean over {', '.join(avg['tasks'])} of each method's mean (CLUE-style)"
+        if avg["excluded_tasks"]:
+            note += f"; {', '.join(avg['excluded_tasks'])} left out because not every method has results there"
+        lines.append(note + ".")
+    else:
+        lines.append("No task has results for every method, so there is no average.")
+    return lines
+
+
+def _settings_lines(settings: dict[str, Any]) -> list[str]:
+    out = [f"- `{k}`: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in settings["common"].items()]
+    out.append("- peak memory: peak RSS of the run's process on CPU, peak CUDA allocation on GPU")
+    out += [f"- task `{t}`: {d['name']} {json.dumps(d['params'], ensure_ascii=False)} (train samples seen: {d['train_samples_seen']}, "
+            f"steps: {d['steps']})" for t, d in settings["tasks"].items()]
+    out += [f"- method `{m}`: {d['name']} {json.dumps(d['params'], ensure_ascii=False)}, lr {d['lr']}"
+            for m, d in settings["methods"].items()]
+    return out
+
+
+def _md_table(table: Table) -> list[str]:
+    header, body = table
+    # Numbers right-aligned, names left-aligned (judged by the first row of each column).
+    align = ["---:" if body and body[0][i][0][:1] in "0123456789—-" else "---" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(f"**{t}**" if b else t for t, b in line) + " |" for line in body]
+    return lines
+
+
+PLOT_TITLES = {"tradeoff": "Metric vs trainable parameters (log scale)", "bars": "Per-task metric (error bars: std over seeds)",
+               "curves": "Dev metric during training (mean over seeds; band: ± std)"}
+
+
+def markdown(rows: list[Row], avg: dict[str, Any], title: str, settings: dict[str, Any], plots: dict[str, Path], out: Path) -> str:
+    parts = [f"# {title}", "", *_intro(rows, avg, settings), "", "## Summary", "", *_md_table(summary_table(rows, avg)), "",
+             "## Details", "", *_md_table(detail_table(rows)), "", "## Plots", ""]
+    for key, path in plots.items():
+        parts += [f"### {PLOT_TITLES.get(key, key)}", "", f"![{key}]({path.relative_to(out).as_posix()})", ""]
+    parts += ["## Settings", "", *_settings_lines(settings), ""]
+    return "\n".join(parts)
+
+
+def _html_table(table: Table) -> str:
+    header, body = table
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    rows = "".join("<tr>" + "".join(f"<td{' class=best' if b else ''}>{html.escape(t)}</td>" for t, b in line) + "</tr>"
+                   for line in body)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+
+
+STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+         "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;"
+         "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}"
+         "td.best{font-weight:bold;background:#e8f5e9}img{max-width:100%;border:1px solid #eee}code{background:#f6f6f6}")
+
+
+def html_page(rows: list[Row], avg: dict[str, Any], title: str, settings: dict[str, Any], plots: dict[str, Path]) -> str:
+    """One self-contained HTML file: tables, plots as base64 PNG data URIs, settings."""
+    def md_inline(s: str) -> str:
+        s = html.escape(s)
+        for a, b in (("**", "b"), ("`", "code")):
+            while a in s:
+                s = s.replace(a, f"<{b}>", 1).replace(a, f"</{b}>", 1)
+        return s
+
+    imgs = "".join(f"<h3>{html.escape(PLOT_TITLES.get(k, k))}</h3><img alt='{k}' src='data:image/png;base64,"
+                   f"{base64.b64encode(p.read_bytes()).decode()}'>" for k, p in plots.items())
+    settings_html = "".join(f"<li>{md_inline(line[2:])}</li>" for line in _settings_lines(settings))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style>"
+            f"</head><body><h1>{html.escape(title)}</h1>" + "".join(f"<p>{md_inline(p)}</p>" for p in _intro(rows, avg, settings))
+            + f"<h2>Summary</h2>{_html_table(summary_table(rows, avg))}<h2>Details</h2>{_html_table(detail_table(rows))}"
+            f"<h2>Plots</h2>{imgs}<h2>Settings</h2><ul>{settings_html}</ul></body></html>\n")

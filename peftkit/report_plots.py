@@ -1,0 +1,168 @@
+"""The report's plots (matplotlib, Agg backend: no display needed): trade-off, bars, training curves."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from peftkit.report import Row, RunRecord, is_fraction
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: never try to open a window (CI, servers, the device machine)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _colors(methods: list[str]) -> dict[str, Any]:
+    plt = _pyplot()
+    cmap = plt.get_cmap("tab10" if len(methods) <= 10 else "tab20")
+    return {m: cmap(i % cmap.N) for i, m in enumerate(methods)}
+
+
+def _grid(n: int) -> tuple[int, int]:
+    cols = min(3, n)
+    return math.ceil(n / cols), cols
+
+
+def _save(fig: Any, path: Path, layout: bool = True) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if layout:
+        fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
+def _log_x(ax: Any, xs: list[float]) -> None:
+    """Log x axis with plain numbers (0.1, 1, 10), room for the point labels, minor labels only within a decade."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    lo, hi = min(xs), max(xs)
+    ax.set_xlim(lo / 1.6, hi * 2.2)  # the right margin leaves space for the label next to the last point
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+    ax.xaxis.set_minor_formatter(plain if hi / lo < 10 else NullFormatter())
+
+
+def tradeoff(rows: list[Row], path: Path) -> Path:
+    """Per task: metric (mean ± std) against trainable parameters in %, log x."""
+    plt = _pyplot()
+    k = 100.0 if is_fraction(rows) else 1.0
+    tasks = list(dict.fromkeys(r.task for r in rows))
+    colors = _colors(list(dict.fromkeys(r.method for r in rows)))
+    nr, nc = _grid(len(tasks))
+    fig, axes = plt.subplots(nr, nc, figsize=(4.6 * nc, 3.8 * nr), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        for r in (r for r in rows if r.task == task):
+            ax.errorbar(r.trainable_percent, r.mean * k, yerr=(r.std or 0) * k, fmt="o", capsize=3, color=colors[r.method],
+                        label=r.method, markersize=7 if not r.best else 10)
+            ax.annotate(r.method, (r.trainable_percent, r.mean * k), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        _log_x(ax, [r.trainable_percent for r in rows if r.task == task])
+        ax.set_xlabel("trainable parameters (%)")
+        ax.set_ylabel(next(r.metric for r in rows if r.task == task) + (" (%)" if k == 100 else ""))
+        ax.set_title(task)
+        ax.grid(True, which="both", alpha=0.3)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    return _save(fig, path)
+
+
+def _bar_values(rows: list[Row], avg: dict[str, Any], groups: list[str], m: str) -> list[tuple[int, float, float, bool]]:
+    """(group index, mean, std or 0, is best) of method m in each group it has a value for."""
+    cell = {(r.task, r.method): r for r in rows}
+    out = []
+    for g, task in enumerate(groups):
+        if task == "average":
+            if m in avg["by_method"]:
+                out.append((g, avg["by_method"][m], 0.0, m in avg["best"]))
+        elif (task, m) in cell:
+            r = cell[(task, m)]
+            out.append((g, r.mean, r.std or 0.0, r.best))
+    return out
+
+
+def bars(rows: list[Row], avg: dict[str, Any], path: Path) -> Path:
+    """Grouped bars: one group per task (+ the average), one bar per method, error bars = std over seeds, ★ = best."""
+    plt = _pyplot()
+    k = 100.0 if is_fraction(rows) else 1.0
+    methods = list(dict.fromkeys(r.method for r in rows))
+    groups = list(dict.fromkeys(r.task for r in rows)) + (["average"] if avg["by_method"] else [])
+    colors = _colors(methods)
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.6 * len(groups) * len(methods) + 2)), 4.2))
+    lows, highs = [], []
+    for i, m in enumerate(methods):
+        vals = [(g + (i - (len(methods) - 1) / 2) * width, v * k, e * k, best) for g, v, e, best in _bar_values(rows, avg, groups, m)]
+        ax.bar([x for x, *_ in vals], [y for _, y, *_ in vals], width * 0.95, color=colors[m], label=m)
+        for x, y, e, best in vals:
+            if e > 0:  # no error bar for a single seed or for the average
+                ax.errorbar(x, y, yerr=e, fmt="none", ecolor="black", capsize=2, linewidth=1)
+            if best:
+                ax.annotate("★", (x, y + e), textcoords="offset points", xytext=(0, 1), ha="center", fontsize=9)
+            lows.append(y - e)
+            highs.append(y + e)
+    ax.set_xticks(range(len(groups)), groups)
+    # Zoom in on the differences: a y axis from 0 would hide gaps of a point or two between methods.
+    pad = max((max(highs) - min(lows)) * 0.15, 0.5 if k == 100 else 0.005)
+    ax.set_ylim(max(0.0, min(lows) - pad), max(highs) + pad)
+    ax.set_ylabel("metric" + (" (%)" if k == 100 else "") + "; ★ = best")
+    ax.legend(fontsize=8, ncol=min(len(methods), 6), loc="upper center", bbox_to_anchor=(0.5, -0.1))
+    ax.grid(True, axis="y", alpha=0.3)
+    return _save(fig, path)
+
+
+def _curve(runs: list[RunRecord], metric: str) -> tuple[list[int], list[float], list[float]]:
+    """Mean and std of the dev metric at each evaluated step, over the seeds that have that step."""
+    at: dict[int, list[float]] = {}
+    for r in runs:
+        for h in r.metrics.get("history") or []:
+            if metric in h and "step" in h:
+                at.setdefault(int(h["step"]), []).append(float(h[metric]))
+    steps = sorted(at)
+    return steps, [statistics.fmean(at[s]) for s in steps], [statistics.stdev(at[s]) if len(at[s]) > 1 else 0.0 for s in steps]
+
+
+def curves(runs: list[RunRecord], rows: list[Row], path: Path) -> Path:
+    """Per task: dev metric over optimizer steps, one line per method (mean over seeds, band ± std)."""
+    plt = _pyplot()
+    k = 100.0 if is_fraction(rows) else 1.0
+    tasks = list(dict.fromkeys(r.task for r in rows))
+    colors = _colors(list(dict.fromkeys(r.method for r in rows)))
+    nr, nc = _grid(len(tasks))
+    fig, axes = plt.subplots(nr, nc, figsize=(4.6 * nc, 3.6 * nr), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        for row in (r for r in rows if r.task == task):
+            mine = [r for r in runs if r.task == task and r.method == row.method]
+            steps, mean, std = _curve(mine, row.metric)
+            if not steps:
+                continue
+            ys = [m * k for m in mean]
+            ax.plot(steps, ys, marker="o", markersize=3, color=colors[row.method], label=row.method)
+            ax.fill_between(steps, [y - s * k for y, s in zip(ys, std)], [y + s * k for y, s in zip(ys, std)],
+                            color=colors[row.method], alpha=0.15, linewidth=0)
+        ax.set_title(task)
+        ax.set_xlabel("optimizer step")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        ax.set_ylabel(next(r.metric for r in rows if r.task == task) + (" (%)" if k == 100 else ""))
+        ax.grid(True, alpha=0.3)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:  # one legend for all panels, below them, so no panel's lines are hidden
+        fig.legend(handles, labels, fontsize=8, ncol=min(len(labels), 6), loc="lower center")
+        fig.tight_layout(rect=(0, 0.1 if nr == 1 else 0.05, 1, 1))
+    return _save(fig, path, layout=not handles)
+
+
+def draw_all(runs: list[RunRecord], rows: list[Row], avg: dict[str, Any], out: Path) -> dict[str, Path]:
+    """Every plot, as PNG files under ``out``; returns {name: path}."""
+    return {"tradeoff": tradeoff(rows, out / "tradeoff.png"), "bars": bars(rows, avg, out / "bars.png"),
+            "curves": curves(runs, rows, out / "curves.png")}
