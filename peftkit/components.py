@@ -36,11 +36,26 @@ class Setup:
         return int(self.tokenizer.pad_token_id)
 
 
-def _uses_token_types(path: Path) -> bool:
+def _model_config(path: Path) -> dict[str, Any]:
     import json
 
-    cfg = json.loads((path / "config.json").read_text())
-    return int(cfg.get("type_vocab_size", 0) or 0) > 1
+    return json.loads((path / "config.json").read_text())
+
+
+def _uses_token_types(path: Path) -> bool:
+    return int(_model_config(path).get("type_vocab_size", 0) or 0) > 1
+
+
+def _check_max_length(recipe: Recipe, path: Path) -> None:
+    """data.max_length beyond the model's position table would crash deep inside the forward pass."""
+    from peftkit.errors import PeftkitError
+
+    limit = _model_config(path).get("max_position_embeddings")
+    if limit and recipe.data.max_length > int(limit):
+        raise PeftkitError(
+            f"data.max_length: {recipe.data.max_length} exceeds the model's limit of {limit} positions "
+            f"({recipe.model.source}); set data.max_length to {limit} or less"
+        )
 
 
 def prepare(recipe: Recipe, registry: Any, splits: tuple[str, ...] = ("train", "dev")) -> Setup:
@@ -49,6 +64,7 @@ def prepare(recipe: Recipe, registry: Any, splits: tuple[str, ...] = ("train", "
     task = registry.tasks[recipe.task.name]
     mparams, tparams = method_params(recipe, registry), task_params(recipe, registry)
     path = resolve_source(recipe.model, registry)
+    _check_max_length(recipe, path)
     tok = load_tokenizer(path, recipe.model)
     labels = list(task.label_names(tparams))
     s = Setup(recipe, registry, method, task, mparams, tparams, path, tok, labels, _uses_token_types(path))

@@ -1,0 +1,155 @@
+"""Bad input gets one clear line (what, where, what to do), exit code 2, no traceback — and fuzzed
+recipes give either a valid Recipe or a RecipeError, never another exception."""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from peftkit.errors import RecipeError
+from peftkit.recipe import validate
+from peftkit.testing import tiny_recipe
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "peftkit", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.fixture
+def write(tmp_path, tiny_bert, tiny_data):
+    def _write(mutate=None, out="out"):
+        r = tiny_recipe(tiny_bert, tiny_data, tmp_path / out, max_steps=2)
+        if mutate:
+            mutate(r)
+        path = tmp_path / f"{out}.yaml"
+        path.write_text(yaml.safe_dump(r))
+        return path
+    return _write
+
+
+def _assert_user_error(res, *needles):
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr
+    for n in needles:
+        assert n in res.stderr, res.stderr[-2000:]
+
+
+def test_missing_data_file(write, tmp_path):
+    path = write(lambda r: r["task"]["params"].update(train_file=str(tmp_path / "nope.jsonl")))
+    _assert_user_error(cli("run", str(path)), "nope.jsonl does not exist")
+
+
+def test_row_missing_field_names_file_and_line(write, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "good day", "label": "pos"}\n{"txt": "bad day", "label": "neg"}\n')
+    path = write(lambda r: r["task"]["params"].update(train_file=str(bad)))
+    _assert_user_error(cli("run", str(path)), f"{bad}:2: row has no field 'text'")
+
+
+def test_label_outside_label_space(write, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "good day", "label": "pos"}\n{"text": "meh", "label": "neutral"}\n')
+    path = write(lambda r: r["task"]["params"].update(train_file=str(bad)))
+    _assert_user_error(cli("run", str(path)), f"{bad}:2: label 'neutral' is not in the task's labels (neg, pos)")
+
+
+def test_empty_dataset(write, tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    path = write(lambda r: r["task"]["params"].update(train_file=str(empty), labels=["neg", "pos"]))
+    _assert_user_error(cli("run", str(path)), "train split is empty")
+
+
+def test_malformed_json_line(write, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "good", "label": "pos"}\n{"text": "oops\n')
+    path = write(lambda r: r["task"]["params"].update(train_file=str(bad)))
+    _assert_user_error(cli("run", str(path)), f"{bad}:2: not valid JSON")
+
+
+def test_max_length_beyond_model_limit(write):
+    path = write(lambda r: r["data"].update(max_length=4096))
+    _assert_user_error(cli("run", str(path)), "data.max_length: 4096 exceeds the model's limit of 64 positions")
+
+
+def test_model_folder_without_weights(write, tmp_path, tiny_bert):
+    empty_model = tmp_path / "noweights"
+    empty_model.mkdir()
+    (empty_model / "config.json").write_text((tiny_bert / "config.json").read_text())
+    for f in tiny_bert.iterdir():
+        if f.name.startswith("tokenizer"):
+            (empty_model / f.name).write_bytes(f.read_bytes())
+    path = write(lambda r: r["model"].update(source=f"local:{empty_model}"))
+    _assert_user_error(cli("run", str(path)), "has no weights (*.safetensors)")
+
+
+def test_pickle_weights_refused_unless_allowed(write, tmp_path, tiny_bert):
+    import torch
+    from safetensors.torch import load_file
+
+    pick = tmp_path / "pickled"
+    pick.mkdir()
+    for f in tiny_bert.iterdir():
+        if f.suffix != ".safetensors":
+            (pick / f.name).write_bytes(f.read_bytes())
+    torch.save(load_file(str(tiny_bert / "model.safetensors")), pick / "pytorch_model.bin")
+    path = write(lambda r: r["model"].update(source=f"local:{pick}"))
+    _assert_user_error(cli("run", str(path)), "only pickle weights (pytorch_model.bin)", "model.allow_pickle: true")
+
+
+def test_hub_offline_message(write):
+    path = write(lambda r: r["model"].update(source="hub:bert-base-chinese"))
+    res = cli("run", str(path))
+    _assert_user_error(res, "cannot download 'bert-base-chinese'", "local:/path/to/folder")
+
+
+def test_debug_shows_traceback(write, tmp_path):
+    path = write(lambda r: r["task"]["params"].update(train_file=str(tmp_path / "nope.jsonl")))
+    res = cli("--debug", "run", str(path))
+    assert res.returncode != 0 and "Traceback" in res.stderr
+
+
+# ----------------------------------------------------------------------------- property-based
+
+_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True), st.text(max_size=8),
+                    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
+
+
+def _paths(d, prefix=()):
+    for k, v in d.items():
+        yield prefix + (k,)
+        if isinstance(v, dict):
+            yield from _paths(v, prefix + (k,))
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_mutated_recipes_give_recipe_or_recipe_error(data, tiny_bert, tiny_data, tmp_path):
+    base = tiny_recipe(tiny_bert, tiny_data, tmp_path / "o")
+    r = copy.deepcopy(base)
+    for _ in range(data.draw(st.integers(1, 3))):
+        path = data.draw(st.sampled_from(sorted(_paths(r))))
+        node = r
+        for p in path[:-1]:
+            node = node[p] if isinstance(node, dict) else {}
+        action = data.draw(st.sampled_from(["set", "delete", "rename"]))
+        if not isinstance(node, dict) or path[-1] not in node:
+            continue
+        if action == "set":
+            node[path[-1]] = data.draw(_VALUES)
+        elif action == "delete":
+            del node[path[-1]]
+        else:
+            node[data.draw(st.text(min_size=1, max_size=6))] = node.pop(path[-1])
+    try:
+        validate(r)
+    except RecipeError as exc:
+        assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
+        json.dumps(exc.problems)
