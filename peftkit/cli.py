@@ -21,6 +21,22 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--overwrite", action="store_true", help="replace an earlier run in output_dir (its files are deleted)")
     g.add_argument("--resume", action="store_true", help="continue the run in output_dir from its newest complete checkpoint")
+    p.add_argument("--num-processes", type=int, default=1, metavar="N",
+                   help="train data-parallel in N processes (one per GPU, or N CPU processes with gloo); "
+                   "train.batch_size is per process. Multi-node/FSDP/DeepSpeed: use `accelerate launch -m peftkit run ...`")
+
+
+def _relaunch(args: argparse.Namespace) -> int:
+    """Run this same command in N processes through torch.distributed (what `accelerate launch` does)."""
+    import subprocess
+
+    if args.num_processes < 1:
+        raise PeftkitError(f"--num-processes: must be >= 1, got {args.num_processes}")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.num_processes}",
+           "-m", "peftkit", "run", args.recipe, *args.overrides]
+    cmd += ["--overwrite"] if args.overwrite else []
+    cmd += ["--resume"] if args.resume else []
+    return subprocess.call(cmd)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -37,6 +53,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from peftkit.recipe import load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    if args.num_processes > 1 and "WORLD_SIZE" not in os.environ:
+        return _relaunch(args)
     from peftkit.runner import run
 
     summary = run(recipe, overwrite=args.overwrite, resume=args.resume)

@@ -176,7 +176,7 @@ def _epoch(s: Setup, state: RunState, model: Any, opt: Any, sched: Any, acc: Any
         window = range(state.batch_index, min(state.batch_index + t.grad_accum, n))
         losses = [_micro_step(s, state, model, acc, batches[k], k == window[-1], len(window)) for k in window]
         state.batch_index = window[-1] + 1
-        _optimizer_step(s, state, model, opt, sched, acc, sum(losses) / len(losses))
+        _optimizer_step(s, state, model, opt, sched, acc, _mean_over_processes(acc, sum(losses) / len(losses)))
         bar.update(1)
         bar.set_postfix(loss=f"{state.loss:.4f}", lr=f"{state.lr:.2e}")
         every = state.recipe.eval.every
@@ -184,6 +184,15 @@ def _epoch(s: Setup, state: RunState, model: Any, opt: Any, sched: Any, acc: Any
             _evaluate_and_keep_best(s, state, acc)
         if t.checkpoint_every and state.step % t.checkpoint_every == 0:
             _checkpoint(state, opt, sched, acc)
+
+
+def _mean_over_processes(acc: Any, value: float) -> float:
+    """The step's loss as the mean over processes (what a single process with the global batch would see)."""
+    if acc.num_processes == 1:
+        return value
+    import torch
+
+    return float(acc.gather(torch.tensor([value], device=acc.device)).mean())
 
 
 def _micro_step(s: Setup, state: RunState, model: Any, acc: Any, gbatch: list[int], last: bool, window: int) -> float:
