@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,12 @@ def final_evaluation(s: Setup, state: Any, device: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     bs = s.recipe.eval.batch_size or 2 * s.recipe.train.batch_size
     if "dev" in s.data:
+        t0 = time.perf_counter()
         metrics, _ = evaluate(model, s.data["dev"], s.task, bs, s.pad_id, device)
+        seconds = time.perf_counter() - t0
         out["final"] = metrics
+        out["eval"] = {"seconds": round(seconds, 3), "samples": len(s.data["dev"]),
+                       "samples_per_second": round(len(s.data["dev"]) / max(seconds, 1e-9), 3)}
         key = s.recipe.eval.metric or s.task.metric
         if state.best is not None and abs(metrics[key] - state.best[key]) > 1e-9:
             log.warning("reloaded model gives %s=%.6f but %.6f was measured in training", key, metrics[key], state.best[key])

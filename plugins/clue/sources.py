@@ -10,18 +10,17 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from pydantic import BaseModel
-
 from peftkit.datafiles import read_rows
 from peftkit.errors import DataError
-from peftkit_plugins.clue.config import ENV
+from peftkit_plugins.clue.config import ENV, ClueParams, FewClueParams
 from peftkit_plugins.clue.specs import TaskSpec
 
 HUB_SPLITS = {"train": "train", "dev": "validation", "test": "test"}
 Rows = Iterator[tuple[str, int, dict[str, Any]]]
+Params = ClueParams | FewClueParams
 
 
-def resolve_folder(spec: TaskSpec, params: BaseModel) -> Path | None:
+def resolve_folder(spec: TaskSpec, params: Params) -> Path | None:
     """The task's local folder, or None for the hub (raises DataError when neither is usable)."""
     source = getattr(params, "source", "local")
     if source == "hub":
@@ -44,9 +43,9 @@ def resolve_folder(spec: TaskSpec, params: BaseModel) -> Path | None:
     return folder
 
 
-def split_file(spec: TaskSpec, folder: Path, params: BaseModel, split: str) -> Path:
+def split_file(spec: TaskSpec, folder: Path, params: Params, split: str) -> Path:
     """The file holding ``split`` (FewCLUE: the chosen train/dev split file)."""
-    if spec.few:
+    if isinstance(params, FewClueParams):
         names: tuple[str, ...] = ({"train": params.train_split, "dev": params.dev_split, "test": "test"}[split] + ".json",)
     else:
         names = spec.train_files if split == "train" else (f"{split}.json",)
@@ -68,7 +67,7 @@ def check_label_file(spec: TaskSpec, folder: Path) -> None:
         return
     path = folder / spec.label_file
     if path.suffix == ".txt":
-        found = {ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()}
+        found = {ln.strip() for ln in path.read_text(encoding="utf-8").split("\n") if ln.strip()}
     else:
         found = {str(row["label"]) for _, row in read_rows(path, "jsonl") if "label" in row}
     if found != set(spec.labels):

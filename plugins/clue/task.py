@@ -42,7 +42,7 @@ class ClueTask:
         """The task's fixed label space (the dataset's own label values, in hub ``ClassLabel`` order)."""
         return list(self.spec.labels)
 
-    def load_split(self, params: BaseModel, split: str) -> list[Example]:
+    def load_split(self, params: sources.Params, split: str) -> list[Example]:
         """Read ``train``/``dev`` (capped by max_*_samples, after dropping no-gold rows) or the whole ``test``."""
         if split not in self.splits:
             raise DataError(f"{self.name}: unknown split {split!r}; choose one of {', '.join(self.splits)}")
@@ -69,7 +69,7 @@ class ClueTask:
         """Accuracy (the CLUE metric) plus macro/micro/weighted F1 over the task's labels."""
         return classification_metrics(predictions, references, num_labels=len(self.spec.labels))
 
-    def prediction_file(self, params: BaseModel) -> str:
+    def prediction_file(self, params: sources.Params) -> str:
         """The benchmark's submission file name, e.g. ``afqmc_predict.json`` or ``eprstmt_predict.json``."""
         if self.spec.hub_prediction_file and sources.resolve_folder(self.spec, params) is None:
             return self.spec.hub_prediction_file

@@ -88,6 +88,7 @@ def _comparable(out: Path) -> tuple[bytes, dict]:
     for key in RUNTIME:
         m["train"].pop(key)
     m.pop("memory")
+    m.pop("eval")  # wall-clock of the final evaluation
     return (out / "model" / "adapter_model.safetensors").read_bytes(), m
 
 
