@@ -120,7 +120,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("grid", help="compare file (YAML): base recipe, methods, tasks, seeds")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe keys in every cell, e.g. train.max_steps=5")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe keys in every cell, e.g. train.max_steps=5 (before any --option)")
     p.add_argument("--dry-run", action="store_true", help="print one line per cell (status, method, lr, hash, folder); run nothing")
     p.add_argument("--only", action="append", metavar="PATTERN", help="run only cells whose name matches, e.g. 'afqmc/*' (repeatable)")
     p.add_argument("--devices", metavar="IDS", help="CUDA device ids to spread cells over, e.g. 0,1 (default: the file's `devices`)")

@@ -1,8 +1,9 @@
 """``peftkit new-plugin NAME``: write a third-party plugin package that works as generated.
 
-The package registers one method (``NAME``: a linear probe that trains only the task head, the
-smallest complete Method to grow from) and one task (``NAME/jsonl``: classification of your own jsonl
-files), with tests that run peftkit's conformance suite. Install it with ``pip install -e DIR`` and
+The package registers one method (``NAME``: LoRA on the attention projections through
+:class:`peftkit.methods.PeftMethod`, the shortest path to any method peft provides) and one task
+(``NAME/jsonl``: classification of your own jsonl files), with tests that run peftkit's conformance
+suite and a tiny end-to-end run. Install it with ``pip install -e DIR`` and
 it shows up in ``peftkit plugins``, exactly like the built-ins.
 """
 

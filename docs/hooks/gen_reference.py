@@ -5,8 +5,12 @@ A page asks for a generated section with a marker line of its own::
     <!-- gen:recipe-reference -->          every recipe key, from peftkit.recipe.json_schema()
     <!-- gen:cli-reference -->             every command and option, from peftkit.cli.build_parser()
     <!-- gen:method-params NAME -->        method.params of a registered method
+    <!-- gen:method-facts NAME -->         default lr, mergeable, quantized bases of a registered method
     <!-- gen:task-params NAME -->          task.params of a registered task
     <!-- gen:plugins -->                   the installed methods, tasks and model sources
+    <!-- gen:model DOTTED.PATH -->         the keys of any pydantic model (e.g. the compare file)
+    <!-- gen:methods -->                   registered methods: summary, default lr, merge, quantization
+    <!-- gen:tasks -->                     registered tasks: summary, metric, splits
 
 A marker naming a method or task that is not registered fails the build (a page about a method that
 no longer exists is a bug). tests/test_docs.py imports this file to check the generated text.
@@ -67,8 +71,8 @@ def type_name(prop: dict[str, Any], defs: dict[str, Any]) -> str:
 def default_text(key: str, prop: dict[str, Any], required: set[str]) -> str:
     if key in required:
         return "**required**"
-    if "default" not in prop:
-        return "(computed)"
+    if "default" not in prop:  # a default_factory: pydantic leaves it out of the schema
+        return {"object": "`{}`", "array": "`[]`"}.get(prop.get("type", ""), "(computed)")
     return f"`{json.dumps(prop['default'], ensure_ascii=False)}`"
 
 
@@ -132,6 +136,19 @@ def plugin_params(kind: str, name: str, *, heading: bool = True) -> str:
     return (f"Generated from `{reg[name].params_model.__name__}`:\n\n" if heading else "") + body
 
 
+def model_table(dotted: str) -> str:
+    """The keys of any pydantic model, by import path (e.g. ``peftkit.compare.CompareFile``)."""
+    import importlib
+
+    module, _, attr = dotted.rpartition(".")
+    try:
+        model = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise GenerationError(f"cannot import {dotted!r} for a keys table: {exc}") from None
+    schema = model.model_json_schema()
+    return table(rows(schema, schema.get("$defs", {})))
+
+
 def _actions_table(parser: argparse.ArgumentParser) -> str:
     lines = ["| argument | description | default |", "|---|---|---|"]
     for act in parser._actions:  # argparse has no public API for this; sphinx-argparse reads it too
@@ -142,7 +159,7 @@ def _actions_table(parser: argparse.ArgumentParser) -> str:
             name += " ..."
         default = "" if act.default in (None, False, argparse.SUPPRESS) or not act.option_strings else f"`{act.default}`"
         lines.append(f"| `{_cell(name)}` | {_cell(act.help or '')} | {default} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" if len(lines) > 2 else "No arguments besides `-h/--help`.\n"
 
 
 def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -175,6 +192,42 @@ def cli_reference() -> str:
     return "\n".join(out)
 
 
+def _bits(method: Any) -> str:
+    bits = sorted(getattr(method, "quantized_bits", ()) or ())
+    return ", ".join(f"{b}-bit" for b in bits) or "no"
+
+
+def methods_table() -> str:
+    """Every registered method with the facts that decide between them."""
+    reg = _registry()
+    lines = ["| method | summary | default lr | mergeable | quantized base |", "|---|---|---|---|---|"]
+    for name in sorted(reg.methods):
+        m = reg.methods[name]
+        lines.append(f"| `{name}` | {_cell(m.summary)} | {m.default_lr:g} | {'yes' if m.can_merge else 'no'} | {_bits(m)} |")
+    return "\n".join(lines) + "\n"
+
+
+def method_facts(name: str) -> str:
+    """One line of facts about a registered method, from the object itself."""
+    reg = _registry()
+    if name not in reg.methods:
+        raise GenerationError(f"the docs describe method {name!r}, which no installed plugin registers "
+                              f"(registered: {', '.join(sorted(reg.methods))})")
+    m = reg.methods[name]
+    return (f"`method.name: {name}` · default learning rate {m.default_lr:g} · "
+            f"mergeable: {'yes' if m.can_merge else 'no'} · trains on a quantized base: {_bits(m)}\n")
+
+
+def tasks_table() -> str:
+    """Every registered task with its main metric and splits."""
+    reg = _registry()
+    lines = ["| task | summary | metric | splits |", "|---|---|---|---|"]
+    for name in sorted(reg.tasks):
+        t = reg.tasks[name]
+        lines.append(f"| `{name}` | {_cell(t.summary)} | {t.metric} | {', '.join(t.splits)} |")
+    return "\n".join(lines) + "\n"
+
+
 def plugins_table() -> str:
     reg = _registry()
     lines = ["| kind | name | summary |", "|---|---|---|"]
@@ -190,16 +243,28 @@ def render(kind: str, arg: str | None) -> str:
         return recipe_reference()
     if kind == "cli-reference":
         return cli_reference()
+    if kind == "method-facts" and arg:
+        return method_facts(arg)
     if kind in ("method-params", "task-params") and arg:
         return plugin_params(kind.split("-")[0], arg)
     if kind == "plugins":
         return plugins_table()
+    if kind == "model" and arg:
+        return model_table(arg)
+    if kind == "methods":
+        return methods_table()
+    if kind == "tasks":
+        return tasks_table()
     raise GenerationError(f"unknown docs marker <!-- gen:{kind} {arg or ''} -->")
 
 
+# Marks for tests/test_docs.py (which blocks run); readers need not see them, even in the HTML source.
+TEST_MARK = re.compile(r"^<!-- test: [^\n]*-->\n", re.MULTILINE)
+
+
 def expand(markdown: str) -> str:
-    """Replace every marker line in ``markdown`` with its generated text."""
-    return MARKER.sub(lambda m: render(m.group(1), m.group(2)), markdown)
+    """Replace every marker line in ``markdown`` with its generated text; drop test marks."""
+    return TEST_MARK.sub("", MARKER.sub(lambda m: render(m.group(1), m.group(2)), markdown))
 
 
 # Docstrings in peftkit use Sphinx roles (:class:`x.Y`), which mkdocstrings leaves as literal text.
