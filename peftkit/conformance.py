@@ -12,7 +12,8 @@ For each model it checks that: the method applies; exactly the intended paramete
 method adds, the task head, and the base parameters its ``trains_base_params`` regex names); the
 reported trainable count (:func:`peftkit.methods.count_parameters`) equals the true count; forward
 and backward run and every trainable parameter gets a gradient; a few optimizer steps (firing the
-method plugin's own ``peftkit_on_step_end`` hook, as the runner does) lower the loss on a fixed batch;
+method plugin's own ``peftkit_on_step_end`` hook, as the runner does, when the method is registered
+through an entry point) lower the loss on a fixed batch;
 save → load into a *differently seeded* fresh base gives identical logits (so a head that is not
 saved fails); merged equals unmerged where ``can_merge``, and ``merge`` refuses with an explanation
 otherwise. A method raising :class:`peftkit.methods.MethodNotApplicable` for a model is skipped for it
@@ -37,6 +38,9 @@ from peftkit.methods import MethodNotApplicable, count_parameters
 
 MODELS = ("bert", "llama")
 LABELS = ["neg", "pos"]
+# Pretrained-scale weights: with the usual 0.02 a tiny model's [CLS] state hardly depends on the input,
+# and methods that only steer attention (prefix tuning) cannot lower the loss at all.
+INIT_STD = 0.2
 _UNSET: Any = object()
 _CACHE: dict[str, Path] = {}
 
@@ -77,9 +81,10 @@ def _tiny_model_dir(kind: str) -> Path:
         root = Path(tempfile.mkdtemp(prefix="peftkit-conformance-"))
         atexit.register(shutil.rmtree, root, True)
         if kind == "bert":
-            _CACHE[kind] = make_tiny_bert(root / kind, with_pooler=False)  # the pooler becomes part of the head
+            # no pooler: it becomes part of the task head, which must train and be saved
+            _CACHE[kind] = make_tiny_bert(root / kind, with_pooler=False, init_std=INIT_STD)
         elif kind == "llama":
-            _CACHE[kind] = make_tiny_llama(root / kind)
+            _CACHE[kind] = make_tiny_llama(root / kind, init_std=INIT_STD)
         else:
             raise ValueError(f"model must be one of {MODELS}, got {kind!r}")
     return _CACHE[kind]
@@ -100,13 +105,15 @@ def _bench(kind: str) -> _Bench:
     return _Bench(kind, path, cfg, tok, collate(enc, list(range(len(examples))), int(tok.pad_token_id)))
 
 
-def _base(b: _Bench, seed: int) -> tuple[Any, list[str]]:
+def _base(b: _Bench, seed: int, bits: int | None = None) -> tuple[Any, list[str]]:
     import torch
 
     from peftkit.loading import load_model
+    from peftkit.recipe import QuantizationConfig
 
     torch.manual_seed(seed)  # the head (and pooler) are random: a different seed exposes an unsaved head
-    return load_model(b.path, b.cfg, LABELS, b.tok)
+    cfg = b.cfg.model_copy(update={"quantization": QuantizationConfig(bits=bits) if bits else None})
+    return load_model(b.path, cfg, LABELS, b.tok)
 
 
 def _resolve(method: Any) -> tuple[Any, Any]:
@@ -126,7 +133,7 @@ def _resolve(method: Any) -> tuple[Any, Any]:
 
 def run_conformance(method: Any, tmp_path: str | Path, *, params: dict | None = None, model: str = "bert",
                     steps: int = 8, lr: float | None = None, trains_base: Any = _UNSET,
-                    atol: float = 1e-5) -> ConformanceReport:
+                    atol: float = 1e-5, bits: int | None = None) -> ConformanceReport:
     """Run every check for one method on one tiny model.
 
     Args:
@@ -138,17 +145,33 @@ def run_conformance(method: Any, tmp_path: str | Path, *, params: dict | None = 
         lr: learning rate; None = the method's default_lr, at least 1e-3 so a few steps move a tiny model.
         trains_base: regex of base parameters the method trains; default = its ``trains_base_params``.
         atol: largest logit difference accepted for save → load and merge.
+        bits: load the base bitsandbytes-quantized (4 or 8; the method must list it in quantized_bits).
+            The merge check is skipped then (merging into a quantized base is refused by design).
 
     Raises:
         ConformanceError: a check failed. MethodNotApplicable: the method refuses this model.
     """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is ~5x faster than several contending ones
+    try:
+        return _run(method, Path(tmp_path), params, model, steps, lr, trains_base, atol, bits)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(method: Any, tmp_path: Path, params: dict | None, model: str, steps: int, lr: float | None,
+         trains_base: Any, atol: float, bits: int | None) -> ConformanceReport:
     m, owner = _resolve(method)
-    tag = f"[{m.name} on tiny {model}]"
+    tag = f"[{m.name} on tiny {model}{f' ({bits}-bit)' if bits else ''}]"
+    if bits and bits not in m.quantized_bits:
+        raise ConformanceError(f"{tag} the method does not list {bits} in quantized_bits; nothing to check")
     p = m.params_model.model_validate(params or {})
     b = _bench(model)
-    base, heads = _base(b, seed=0)
+    base, heads = _base(b, 0, bits)
     base_names = {id(t): n for n, t in base.named_parameters()}
-    ctx = ApplyContext(head_modules=heads, model_type=base.config.model_type, total_steps=steps)
+    ctx = ApplyContext(head_modules=heads, model_type=base.config.model_type, total_steps=steps, quantization_bits=bits)
     trained = m.apply(base, p, ctx)
     regex = getattr(m, "trains_base_params", None) if trains_base is _UNSET else trains_base
     _check_trainable(trained, base_names, heads, regex, tag)
@@ -156,15 +179,15 @@ def run_conformance(method: Any, tmp_path: str | Path, *, params: dict | None = 
     _check_backward(trained, b.batch, tag)
     before, after = _train(m, owner, trained, b.batch, steps, lr or max(m.default_lr, 1e-3), tag)
     ref = _logits(trained, b.batch)
-    loaded = _reload(m, trained, b, Path(tmp_path) / f"{m.name}-{model}", heads, ref, atol, tag)
-    merge_diff = _check_merge(m, loaded, b.batch, ref, atol, tag)
+    loaded, reload_diff = _reload(m, trained, b, tmp_path / f"{m.name}-{model}", heads, ref, atol, tag, bits)
+    merge_diff = None if bits else _check_merge(m, loaded, b.batch, ref, atol, tag)
     facts = m.facts(trained)
     try:
         json.dumps(facts)
     except (TypeError, ValueError) as exc:
         raise ConformanceError(f"{tag} facts() must return JSON-serialisable data for metrics.json: {exc}") from exc
-    return ConformanceReport(m.name, model, counts["trainable"], counts["total"], before, after,
-                             float((_logits(loaded, b.batch) - ref).abs().max()), merge_diff, facts)
+    return ConformanceReport(m.name, model, counts["trainable"], counts["total"], before, after, reload_diff,
+                             merge_diff, facts)
 
 
 def _in_head(name: str, heads: list[str]) -> bool:
@@ -263,19 +286,20 @@ def _train(m: Any, owner: Any, model: Any, batch: dict[str, Any], steps: int, lr
     return before, after
 
 
-def _reload(m: Any, model: Any, b: _Bench, directory: Path, heads: list[str], ref: Any, atol: float, tag: str) -> Any:
+def _reload(m: Any, model: Any, b: _Bench, directory: Path, heads: list[str], ref: Any, atol: float, tag: str,
+            bits: int | None = None) -> tuple[Any, float]:
     if directory.exists():
         shutil.rmtree(directory)
     m.save(model, directory)
     if not any(directory.iterdir()):
         raise ConformanceError(f"{tag} save() wrote nothing to {directory}")
-    fresh, _ = _base(b, seed=1234)
+    fresh, _ = _base(b, 1234, bits)
     loaded = m.load(fresh, directory)
     diff = float((_logits(loaded, b.batch) - ref).abs().max())
     if diff > atol:
         raise ConformanceError(f"{tag} save → load changed the logits by {diff:.3g} (> {atol:g}): something that trained "
                                f"was not saved or not restored (the task head {heads}?)")
-    return loaded
+    return loaded, diff
 
 
 def _check_merge(m: Any, loaded: Any, batch: dict[str, Any], ref: Any, atol: float, tag: str) -> float | None:

@@ -83,10 +83,27 @@ class PeftMethod:
                 "cannot merge into a quantized base: the result would be re-quantized and lose accuracy. "
                 "Load the base unquantized (model.quantization: null), apply the saved adapter, merge, and export that"
             )
+        _unwrap_saved_modules(model)
         return model.merge_and_unload()
 
     def facts(self, model: Any) -> dict[str, Any]:
         return self.facts_fn(model) if self.facts_fn else {}
+
+
+def _unwrap_saved_modules(model: Any) -> None:
+    """Put each trained ``modules_to_save`` copy (the task head) in place of its peft wrapper.
+
+    peft 0.21's generic merge (IA3 and other tuners without their own ``_replace_module``) copies ``.weight``
+    from the wrapper onto the unwrapped module and fails for a head without one (BERT's pooler).
+    """
+    from peft.utils.other import ModulesToSaveWrapper
+
+    inner = model.get_base_model()
+    for name, mod in list(inner.named_modules()):
+        if isinstance(mod, ModulesToSaveWrapper):
+            active = [a for a in mod.active_adapters if a in mod.modules_to_save]
+            parent, _, child = name.rpartition(".")
+            setattr(inner.get_submodule(parent), child, mod.modules_to_save[active[0]] if active else mod.original_module)
 
 
 def _is_4bit(model: Any) -> bool:

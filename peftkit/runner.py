@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import shutil
@@ -305,6 +306,7 @@ def _finish(s: Setup, state: RunState, acc: Any, meter: Any, seconds: float) -> 
         history=state.history, best=state.best, method=state.method.name, task=state.task.name,
         method_facts=state.method.facts(acc.unwrap_model(state.model)),
     )
+    log.info("method %s facts: %s", state.method.name, json.dumps(summary["method_facts"], default=str))
     if not _loss_moved(state.losses):
         msg = f"training loss did not move ({state.losses[0]:.4f} → {state.losses[-1]:.4f}); check train.lr and the data"
         log.warning(msg)

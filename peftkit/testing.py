@@ -1,7 +1,7 @@
 """Test helpers for peftkit and for plugin authors: tiny models built in code, synthetic data, recipes.
 
 Everything here works offline and in seconds. The method conformance suite lives in
-:mod:`peftkit.conformance`.
+:mod:`peftkit.conformance` and is re-exported here: ``peftkit.testing.check_method(MyMethod(), tmp_path)``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ import json
 import random
 from pathlib import Path
 from typing import Any
+
+from peftkit.conformance import ConformanceError, check_method, run_conformance  # noqa: F401  (re-exported)
 
 WORDS = ["good", "great", "fine", "nice", "bad", "awful", "poor", "sad", "the", "a", "movie", "food", "day", "was", "is", "very"]
 POSITIVE, NEGATIVE = WORDS[:4], WORDS[4:8]
@@ -21,8 +23,13 @@ def _vocab() -> list[str]:
     return SPECIALS + WORDS + [chr(c) for c in range(ord("a"), ord("z") + 1)]
 
 
-def make_tiny_bert(path: str | Path, *, with_pooler: bool = True, seed: int = 0, dropout: float = 0.1, hidden_size: int = 32) -> Path:
-    """A 2-layer BERT (hidden 32) with a WordPiece tokenizer, saved as a Hugging Face folder."""
+def make_tiny_bert(path: str | Path, *, with_pooler: bool = True, seed: int = 0, dropout: float = 0.1, hidden_size: int = 32,
+                   init_std: float = 0.02) -> Path:
+    """A 2-layer BERT (hidden 32) with a WordPiece tokenizer, saved as a Hugging Face folder.
+
+    ``init_std`` 0.2 gives weights at a pretrained model's scale (the [CLS] state then depends on the input,
+    which methods that only steer attention, like prefix tuning, need in order to learn).
+    """
     import torch
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel, BertTokenizerFast
@@ -41,14 +48,14 @@ def make_tiny_bert(path: str | Path, *, with_pooler: bool = True, seed: int = 0,
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=len(_vocab()), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=2 * hidden_size, max_position_embeddings=64, type_vocab_size=2,
-                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, initializer_range=init_std)
     BertModel(cfg, add_pooling_layer=with_pooler).save_pretrained(str(path))
     tok.save_pretrained(str(path))
     return path
 
 
-def make_tiny_llama(path: str | Path, *, seed: int = 0) -> Path:
-    """A 2-layer Llama-style decoder (hidden 32) with a word-level tokenizer, saved as a HF folder."""
+def make_tiny_llama(path: str | Path, *, seed: int = 0, init_std: float = 0.02) -> Path:
+    """A 2-layer Llama-style decoder (hidden 32) with a word-level tokenizer, saved as a HF folder (``init_std``: see make_tiny_bert)."""
     import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import LlamaConfig, LlamaModel, PreTrainedTokenizerFast
@@ -61,7 +68,8 @@ def make_tiny_llama(path: str | Path, *, seed: int = 0) -> Path:
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>")
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      intermediate_size=64, max_position_embeddings=64, pad_token_id=0, bos_token_id=2, eos_token_id=3)
+                      intermediate_size=64, max_position_embeddings=64, pad_token_id=0, bos_token_id=2, eos_token_id=3,
+                      initializer_range=init_std)
     LlamaModel(cfg).save_pretrained(str(path))
     tok.save_pretrained(str(path))
     return path

@@ -1,0 +1,142 @@
+"""full, bitfit, ia3 and prefix specifics beyond the conformance suite."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from peftkit.interfaces import ApplyContext
+from peftkit.methods import MethodNotApplicable
+from peftkit.plugins import get_registry
+
+LABELS = ["neg", "pos"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run several times faster on one thread than on contending ones."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _setup(path, name, seed=0, **params):
+    from peftkit.loading import load_model, load_tokenizer
+    from peftkit.recipe import ModelConfig
+
+    cfg = ModelConfig(source=f"local:{path}")
+    tok = load_tokenizer(path, cfg)
+    torch.manual_seed(seed)
+    base, heads = load_model(path, cfg, LABELS, tok)
+    m = get_registry().methods[name]
+    model = m.apply(base, m.params_model(**params), ApplyContext(heads, base.config.model_type, 10))
+    return m, model, tok, heads
+
+
+def _batch(tok, bert=True):
+    return dict(tok(["good", "the movie was very good"], padding=True, return_tensors="pt", return_token_type_ids=bert))
+
+
+def test_full_saves_a_plain_hf_folder(tiny_bert, tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    m, model, tok, _ = _setup(tiny_bert, "full")
+    assert all(p.requires_grad for p in model.parameters())
+    with torch.no_grad():
+        model.classifier.weight.add_(1.0)  # as after training
+    model.eval()
+    ref = model(**_batch(tok)).logits
+    m.save(model, tmp_path / "m")
+    assert {"model.safetensors", "config.json"} <= {p.name for p in (tmp_path / "m").iterdir()}
+    plain = AutoModelForSequenceClassification.from_pretrained(str(tmp_path / "m")).eval()
+    assert torch.equal(plain(**_batch(tok)).logits, ref)
+
+
+def test_full_can_freeze_embeddings(tiny_bert):
+    _, model, _, _ = _setup(tiny_bert, "full", freeze_embeddings=True)
+    frozen = [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert frozen == ["bert.embeddings.word_embeddings.weight"]
+
+
+def test_bitfit_trains_and_saves_only_biases_and_head(tiny_bert, tmp_path):
+    from safetensors.torch import load_file
+
+    m, model, _, heads = _setup(tiny_bert, "bitfit")
+    train = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert train == {n for n, _ in model.named_parameters() if n.endswith(".bias") or n.startswith("classifier.")}
+    m.save(model, tmp_path / "b")
+    assert set(load_file(str(tmp_path / "b" / "bitfit.safetensors"))) == train
+    assert m.facts(model)["trained_tensors"] == len(train)
+
+
+def test_bitfit_without_layernorm_biases(tiny_bert):
+    _, model, _, _ = _setup(tiny_bert, "bitfit", include_layernorm=False)
+    train = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert train and not any("LayerNorm" in n for n in train)
+
+
+def test_bitfit_refuses_a_model_without_biases(tiny_llama):
+    with pytest.raises(MethodNotApplicable, match="no bias parameters outside the task head"):
+        _setup(tiny_llama, "bitfit")
+
+
+@pytest.mark.parametrize("kind", ["bert", "llama"])
+def test_ia3_scales_keys_values_and_ffn(kind, request):
+    from peft.tuners.ia3 import IA3Layer
+
+    m, model, _, _ = _setup(request.getfixturevalue(f"tiny_{kind}"), "ia3")
+    layers = {n.removeprefix("base_model.model."): mod.is_feedforward for n, mod in model.named_modules()
+              if isinstance(mod, IA3Layer)}
+    if kind == "bert":
+        want = {f"bert.encoder.layer.{i}.{s}": s == "output.dense" for i in (0, 1)
+                for s in ("attention.self.key", "attention.self.value", "output.dense")}
+    else:
+        want = {f"model.layers.{i}.{s}": s == "mlp.down_proj" for i in (0, 1)
+                for s in ("self_attn.k_proj", "self_attn.v_proj", "mlp.down_proj")}
+    assert layers == want
+    assert m.facts(model) == {"scaled_modules": 6, "feedforward": 2, "attention": 4}
+
+
+@pytest.mark.parametrize("kind", ["bert", "llama"])
+def test_prefix_respects_padding(kind, request):
+    """The prefix is attended to, padding is not: a padded row gives the logits it gives alone."""
+    m, model, tok, _ = _setup(request.getfixturevalue(f"tiny_{kind}"), "prefix", num_virtual_tokens=4)
+    model.eval()
+    batch = _batch(tok, bert=kind == "bert")
+    alone = dict(tok(["good"], return_tensors="pt", return_token_type_ids=kind == "bert"))
+    with torch.no_grad():
+        assert torch.allclose(model(**batch).logits[0], model(**alone).logits[0], atol=1e-6)
+        assert not torch.allclose(model(**batch).logits[0], model(**batch).logits[1])
+    assert m.facts(model) == {"num_virtual_tokens": 4, "layers": 2, "prefix_projection": False}
+
+
+def test_prefix_starts_as_real_token_activations(tiny_bert):
+    """Li & Liang's init: the prefix holds the keys/values the model computes for real tokens."""
+    _, model, _, _ = _setup(tiny_bert, "prefix", num_virtual_tokens=3)
+    bert = model.get_base_model().bert
+    ids = torch.randint(bert.embeddings.word_embeddings.num_embeddings, (1, 3), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        key0 = bert.encoder.layer[0].attention.self.key(bert.embeddings(input_ids=ids))[0]  # (3, hidden)
+    emb = model.prompt_encoder["default"].embedding.weight  # (3, layers·2·hidden): layer 0 key first
+    assert torch.allclose(emb[:, :32], key0, atol=1e-6)
+
+
+def test_prefix_projection_reloads_exactly(tiny_bert, tmp_path):
+    m, model, tok, _ = _setup(tiny_bert, "prefix", num_virtual_tokens=3, prefix_projection=True, encoder_hidden_size=16)
+    model.eval()
+    with torch.no_grad():
+        ref = model(**_batch(tok)).logits
+    m.save(model, tmp_path / "p")
+    assert json.loads((tmp_path / "p" / "adapter_config.json").read_text())["prefix_projection"] is True
+    _, fresh, _, _ = _setup(tiny_bert, "full", seed=5)  # a plain base with another random head
+    again = m.load(fresh, tmp_path / "p").eval()
+    with torch.no_grad():
+        assert torch.allclose(again(**_batch(tok)).logits, ref, atol=1e-6)
+
+
+def test_default_learning_rates_are_method_appropriate():
+    lr = {n: m.default_lr for n, m in get_registry().methods.items()}
+    assert lr["full"] <= 5e-5 < lr["bitfit"] <= lr["lora"] == lr["adalora"] == lr["adapters"] < lr["ia3"] < lr["prefix"]
