@@ -92,7 +92,7 @@ def build_model(s: Setup, total_steps: int = 0, *, trained: Path | None = None) 
     """Load the base (seeded by the caller) and apply the method, or load a trained one from ``trained``."""
     q = s.recipe.model.quantization
     # modules the method trains in full must not be quantized (bitsandbytes integers cannot train)
-    keep = method_float_modules(s.method, s.mparams, s.model_path, total_steps) if q else []
+    keep = method_float_modules(s.method, s.mparams, s.model_path, total_steps, trained) if q else []
     model, heads = load_model(
         s.model_path, s.recipe.model, s.labels, s.tokenizer, gradient_checkpointing=s.recipe.train.gradient_checkpointing,
         keep_float=keep,
