@@ -87,7 +87,8 @@ class CompareFile(_Strict):
     title: str | None = Field(None, description="Title of the report; default: the compare file's name.")
     output_dir: str = Field(description="Folder of the whole comparison: one sub-folder per cell, plus report/.")
     base: dict[str, Any] | str = Field(
-        description="The recipe every cell starts from: a mapping, or a recipe file path (relative to this file). "
+        description="The recipe every cell starts from: a mapping, or a recipe file path (looked up next to this file, "
+        "then in the working directory). "
         "Its method, task and output_dir are replaced per cell.",
     )
     methods: list[MethodEntry] = Field(min_length=1, description="Methods to compare, each with its params and overrides.")
@@ -184,10 +185,11 @@ def _duplicate_labels(spec: CompareFile) -> list[tuple[tuple, str]]:
 def _load_base(spec: CompareFile, path: Path) -> dict[str, Any]:
     if isinstance(spec.base, dict):
         return copy.deepcopy(spec.base)
-    ref = Path(spec.base)
-    ref = ref if ref.is_absolute() else path.parent / ref
-    if not ref.is_file():
-        raise RecipeError([f"base: recipe file {spec.base!r} not found (looked for {ref}; paths are relative to the compare file)"], str(path))
+    # Like an include: next to the compare file first; then the working directory, where run paths live.
+    tried = [Path(spec.base)] if Path(spec.base).is_absolute() else [path.parent / spec.base, Path(spec.base)]
+    ref = next((p for p in tried if p.is_file()), None)
+    if ref is None:
+        raise RecipeError([f"base: recipe file {spec.base!r} not found (looked for {', '.join(map(str, tried))})"], str(path))
     return parse_yaml(ref.read_text(encoding="utf-8"), str(ref))
 
 

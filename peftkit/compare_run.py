@@ -34,6 +34,7 @@ from typing import Any, Callable
 
 from peftkit import outputs
 from peftkit.compare import Cell, Grid, expand
+from peftkit.errors import PeftkitError, TrainingError
 
 log = logging.getLogger("peftkit")
 STALE_DIR = "_stale"
@@ -104,8 +105,6 @@ def run_inprocess(cell: Cell, device: str | None, registry: Any) -> None:
 
 def run_subprocess(cell: Cell, device: str | None, registry: Any) -> None:
     """Run a cell as ``python -m peftkit run cell.yaml --overwrite``; output goes to the cell's ``cell.log``."""
-    from peftkit.errors import TrainingError
-
     recipe_file = cell.output_dir / "cell.yaml"
     outputs.write_recipe(recipe_file, {**cell.resolved, "output_dir": str(cell.output_dir)})
     env = dict(os.environ)
@@ -163,7 +162,16 @@ def _run_one(cell: Cell, status: str, root: Path, device: str | None, execute: C
         _write_cell(cell, status="failed", error=why, finished=time.time())
         log.error("%s: failed: %s", cell.name, why)
         return f"failed: {why}"
-    _write_cell(cell, status="done", finished=time.time(), seconds=round(time.time() - t0, 3))
+    if cell_status(cell) != "done":  # e.g. a runner plugin that returned early: never call that finished
+        why = "the run ended without writing metrics.json with final metrics"
+        _write_cell(cell, status="failed", error=why, finished=time.time())
+        log.error("%s: failed: %s", cell.name, why)
+        return f"failed: {why}"
+    seconds = round(time.time() - t0, 3)
+    _write_cell(cell, status="done", finished=time.time(), seconds=seconds)
+    final = (read_json(cell.output_dir / "metrics.json") or {}).get("final") or {}
+    key = cell.recipe.eval.metric if cell.recipe.eval.metric in final else next(iter(final), None)
+    log.info("%s: done in %.0f s%s", cell.name, seconds, f", {key}={final[key]:.4f}" if key else "")
     return "done"
 
 
@@ -204,7 +212,10 @@ def run_compare(grid: Grid, *, registry: Any = None, dry_run: bool = False, only
     from peftkit.plugins import get_registry
 
     reg = registry or get_registry()
-    cells = [c for c in expand(grid, registry=reg) if not only or any(fnmatch(c.name, p) for p in only)]
+    every = expand(grid, registry=reg)
+    cells = [c for c in every if not only or any(fnmatch(c.name, p) for p in only)]
+    if only and not cells:
+        raise PeftkitError(f"--only {' '.join(only)}: no cell matches; cell names look like {every[0].name}")
     result = CompareResult(cells)
     states = {c.name: cell_status(c) for c in cells}
     for c in cells:
@@ -219,8 +230,8 @@ def run_compare(grid: Grid, *, registry: Any = None, dry_run: bool = False, only
         execute = EXECUTORS[grid.spec.executor]
         devs = _devices(grid, devices)
         result.status.update(_schedule(todo, devs, lambda c, s, d: _run_one(c, s, grid.output_dir, d, execute, reg)))
-        if report:
-            result.report_dir = write_grid_report(grid, cells)
+        if report:  # every finished cell of the grid, also those --only left alone this time
+            result.report_dir = write_grid_report(grid, every)
     finally:
         log.removeHandler(handler)
         handler.close()

@@ -24,7 +24,6 @@ from peftkit.errors import PeftkitError
 
 log = logging.getLogger("peftkit")
 SKIP_DIRS = ("_stale", "report")  # moved-aside runs and report folders are not runs of the grid
-MIB = 1024 * 1024
 
 
 @dataclass
@@ -171,10 +170,17 @@ def summarize(runs: list[RunRecord], metric: str | None = None) -> list[Row]:
         groups.setdefault((r.task, r.method), []).append(r)
     rows = [_row(task, method, sorted(g, key=lambda r: r.seed), metric) for (task, method), g in groups.items()]
     for task in dict.fromkeys(r.task for r in rows):
-        best = max(r.mean for r in rows if r.task == task)
-        for r in rows:
-            r.best = r.best or (r.task == task and abs(r.mean - best) < 1e-12)
+        mine = [r for r in rows if r.task == task]
+        pick = max if higher_is_better(mine[0].metric) else min
+        best = pick(r.mean for r in mine)
+        for r in mine:
+            r.best = abs(r.mean - best) < 1e-12
     return rows
+
+
+def higher_is_better(metric: str) -> bool:
+    """Every task metric is higher-is-better except losses (``eval_loss``), which a user may compare too."""
+    return not metric.endswith("loss")
 
 
 def _row(task: str, method: str, group: list[RunRecord], metric: str | None) -> Row:
@@ -200,19 +206,20 @@ def clue_average(rows: list[Row]) -> dict[str, Any]:
     have = {(r.task, r.method): r.mean for r in rows}
     complete = [t for t in tasks if all((t, m) in have for m in methods)]
     by_method = {m: statistics.fmean(have[(t, m)] for t in complete) for m in methods} if complete else {}
-    top = max(by_method.values()) if by_method else None
+    pick = max if all(higher_is_better(r.metric) for r in rows) else min
+    top = pick(by_method.values()) if by_method else None
     return {"tasks": complete, "excluded_tasks": [t for t in tasks if t not in complete], "by_method": by_method,
             "best": [m for m, v in by_method.items() if top is not None and abs(v - top) < 1e-12]}
 
 
 def is_fraction(rows: list[Row]) -> bool:
-    """Metrics in [0, 1] are shown ×100, as CLUE does."""
-    return all(0.0 <= v <= 1.0 for r in rows for v in r.values)
+    """Metrics in [0, 1] (accuracy, F1) are shown ×100, as CLUE does; losses never are."""
+    return all(higher_is_better(r.metric) and 0.0 <= v <= 1.0 for r in rows for v in r.values)
 
 
 def fmt_metric(mean: float, std: float | None, pct: bool) -> str:
-    k = 100.0 if pct else 1.0
-    return f"{mean * k:.2f} ± {std * k:.2f}" if std is not None else f"{mean * k:.2f}"
+    k, digits = (100.0, 2) if pct else (1.0, 4)
+    return f"{mean * k:.{digits}f} ± {std * k:.{digits}f}" if std is not None else f"{mean * k:.{digits}f}"
 
 
 def csv_text(rows: list[Row]) -> str:

@@ -59,7 +59,7 @@ def summary_table(rows: list[Row], avg: dict[str, Any]) -> Table:
     tasks = list(dict.fromkeys(r.task for r in rows))
     methods = list(dict.fromkeys(r.method for r in rows))
     cell = {(r.task, r.method): r for r in rows}
-    header = ["method", "trainable %"] + [f"{t} ({cell_metric(rows, t)})" for t in tasks] + ["average"]
+    header = ["method", "trainable %"] + [f"{t} ({cell_metric(rows, t)})" for t in tasks] + (["average"] if avg["by_method"] else [])
     body = []
     for m in methods:
         mine = [cell[(t, m)] for t in tasks if (t, m) in cell]
@@ -67,8 +67,8 @@ def summary_table(rows: list[Row], avg: dict[str, Any]) -> Table:
         for t in tasks:
             r = cell.get((t, m))
             line.append((fmt_metric(r.mean, r.std, pct), r.best) if r else ("—", False))
-        a = avg["by_method"].get(m)
-        line.append((fmt_metric(a, None, pct), m in avg["best"]) if a is not None else ("—", False))
+        if avg["by_method"]:
+            line.append((fmt_metric(avg["by_method"][m], None, pct), m in avg["best"]))
         body.append(line)
     return header, body
 
@@ -109,7 +109,8 @@ def _intro(rows: list[Row], avg: dict[str, Any], settings: dict[str, Any]) -> li
 
 def _settings_lines(settings: dict[str, Any]) -> list[str]:
     out = [f"- `{k}`: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in settings["common"].items()]
-    out.append("- peak memory: peak RSS of the run's process on CPU, peak CUDA allocation on GPU")
+    out.append("- peak memory: peak RSS of the run's process on CPU, peak CUDA allocation on GPU; train time: wall time "
+               "of the training loop, including its dev evaluations and checkpoint saves")
     out += [f"- task `{t}`: {d['name']} {json.dumps(d['params'], ensure_ascii=False)} (train samples seen: {d['train_samples_seen']}, "
             f"steps: {d['steps']})" for t, d in settings["tasks"].items()]
     out += [f"- method `{m}`: {d['name']} {json.dumps(d['params'], ensure_ascii=False)}, lr {d['lr']}"
@@ -117,10 +118,15 @@ def _settings_lines(settings: dict[str, Any]) -> list[str]:
     return out
 
 
+def _numeric(table: Table) -> list[bool]:
+    """Which columns hold numbers (right-aligned) rather than names, judged by the first row."""
+    header, body = table
+    return [bool(body) and body[0][i][0][:1] in "0123456789—-" for i in range(len(header))]
+
+
 def _md_table(table: Table) -> list[str]:
     header, body = table
-    # Numbers right-aligned, names left-aligned (judged by the first row of each column).
-    align = ["---:" if body and body[0][i][0][:1] in "0123456789—-" else "---" for i in range(len(header))]
+    align = ["---:" if num else "---" for num in _numeric(table)]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(f"**{t}**" if b else t for t, b in line) + " |" for line in body]
     return lines
@@ -141,16 +147,22 @@ def markdown(rows: list[Row], avg: dict[str, Any], title: str, settings: dict[st
 
 def _html_table(table: Table) -> str:
     header, body = table
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
-    rows = "".join("<tr>" + "".join(f"<td{' class=best' if b else ''}>{html.escape(t)}</td>" for t, b in line) + "</tr>"
+    num = _numeric(table)
+
+    def cls(i: int, best: bool = False) -> str:
+        names = (["num"] if num[i] else []) + (["best"] if best else [])
+        return f" class='{' '.join(names)}'" if names else ""
+
+    head = "".join(f"<th{cls(i)}>{html.escape(h)}</th>" for i, h in enumerate(header))
+    rows = "".join("<tr>" + "".join(f"<td{cls(i, b)}>{html.escape(t)}</td>" for i, (t, b) in enumerate(line)) + "</tr>"
                    for line in body)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>"
+    return f"<div class=wrap><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
 
 
-STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
-         "table{border-collapse:collapse;margin:1em 0;font-size:14px}td,th{border:1px solid #ccc;padding:4px 8px;"
-         "text-align:right}td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}"
-         "td.best{font-weight:bold;background:#e8f5e9}img{max-width:100%;border:1px solid #eee}code{background:#f6f6f6}")
+STYLE = (".wrap{overflow-x:auto}body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+         "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;"
+         "text-align:left;white-space:nowrap}.num{text-align:right}th{background:#f3f3f3}"
+         ".best{font-weight:bold;background:#e8f5e9}img{max-width:100%;border:1px solid #eee}code{background:#f6f6f6}")
 
 
 def html_page(rows: list[Row], avg: dict[str, Any], title: str, settings: dict[str, Any], plots: dict[str, Path]) -> str:

@@ -155,7 +155,11 @@ def curves(runs: list[RunRecord], rows: list[Row], path: Path) -> Path:
         ax.grid(True, alpha=0.3)
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
+    by_label: dict[str, Any] = {}
+    for ax in axes.flat:  # every method, also those that ran on some tasks only
+        for h, label in zip(*ax.get_legend_handles_labels()):
+            by_label.setdefault(label, h)
+    handles, labels = list(by_label.values()), list(by_label)
     if handles:  # one legend for all panels, below them, so no panel's lines are hidden
         fig.legend(handles, labels, fontsize=8, ncol=min(len(labels), 6), loc="lower center")
         fig.tight_layout(rect=(0, 0.1 if nr == 1 else 0.05, 1, 1))

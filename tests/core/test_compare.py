@@ -1,0 +1,221 @@
+"""`peftkit compare`: grid expansion, per-method overrides, errors with paths, dry run, resumability, parallel cells."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from peftkit import runner
+from peftkit.cli import main
+from peftkit.compare import expand, load_compare, recipe_hash
+from peftkit.compare_run import cell_status, run_compare
+from peftkit.errors import PeftkitError, RecipeError
+
+
+def grid_dict(model, data, out, **extra) -> dict:
+    """2 methods (lora twice, different r and lr) × 1 task × 2 seeds, a few steps each."""
+    grid = {
+        "title": "tiny grid",
+        "output_dir": str(out),
+        "executor": "inprocess",
+        "base": {"model": {"source": f"local:{model}"}, "data": {"max_length": 32},
+                 "train": {"max_steps": 2, "batch_size": 8, "lr": 2e-2, "log_every": 2}, "eval": {"every": 1}},
+        "methods": [{"label": "lora-r2", "name": "lora", "params": {"r": 2}},
+                    {"label": "lora-r8", "name": "lora", "params": {"r": 8}, "overrides": {"train.lr": 3e-2}}],
+        "tasks": [{"label": "sent", "name": "text-classification", "params": {
+            "train_file": str(data["train"]), "dev_file": str(data["dev"]), "labels": ["neg", "pos"]}}],
+        "seeds": [0, 1],
+    }
+    grid.update(extra)
+    return grid
+
+
+def write_grid(path, grid: dict):
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def grid_file(tmp_path, tiny_bert, tiny_data):
+    return write_grid(tmp_path / "grid.yaml", grid_dict(tiny_bert, tiny_data, tmp_path / "out"))
+
+
+def test_expansion_names_dirs_and_overrides(grid_file, tmp_path):
+    cells = expand(load_compare(grid_file))
+    assert [c.name for c in cells] == ["sent/lora-r2/seed0", "sent/lora-r2/seed1", "sent/lora-r8/seed0", "sent/lora-r8/seed1"]
+    assert [c.recipe.train.seed for c in cells] == [0, 1, 0, 1]
+    assert [c.recipe.method.params["r"] for c in cells] == [2, 2, 8, 8]
+    assert [c.recipe.train.lr for c in cells] == [2e-2, 2e-2, 3e-2, 3e-2]  # the per-method override
+    assert cells[3].output_dir == tmp_path / "out" / "sent" / "lora-r8" / "seed1"
+    assert len({c.hash for c in cells}) == 4
+    assert cells[0].hash == recipe_hash(cells[0].resolved)
+
+
+def test_hash_ignores_output_dir_but_not_settings(grid_file, tmp_path, tiny_bert, tiny_data):
+    a = expand(load_compare(grid_file))
+    moved = write_grid(tmp_path / "g2.yaml", grid_dict(tiny_bert, tiny_data, tmp_path / "elsewhere"))
+    assert [c.hash for c in expand(load_compare(moved))] == [c.hash for c in a]
+    changed = expand(load_compare(grid_file, ["train.warmup=0.2"]))
+    assert not {c.hash for c in changed} & {c.hash for c in a}
+
+
+def test_command_line_overrides_beat_per_method_ones(grid_file):
+    cells = expand(load_compare(grid_file, ["train.lr=0.005", "train.max_steps=5"]))
+    assert {c.recipe.train.lr for c in cells} == {0.005}
+    assert {c.recipe.train.max_steps for c in cells} == {5}
+
+
+def test_base_from_a_recipe_file(tmp_path, tiny_bert, tiny_data):
+    grid = grid_dict(tiny_bert, tiny_data, tmp_path / "out")
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**grid["base"], "method": {"name": "full"}, "output_dir": "ignored"}))
+    grid["base"] = "base.yaml"  # relative to the compare file
+    cells = expand(load_compare(write_grid(tmp_path / "grid.yaml", grid)))
+    assert {c.recipe.method.name for c in cells} == {"lora"} and {c.recipe.train.max_steps for c in cells} == {2}
+
+
+def test_broken_cell_names_path_cell_and_line(tmp_path, tiny_bert, tiny_data):
+    grid = grid_dict(tiny_bert, tiny_data, tmp_path / "out")
+    grid["methods"][1]["overrides"] = {"train.lr": -1}
+    grid["methods"][1]["params"] = {"r": 0}
+    path = write_grid(tmp_path / "grid.yaml", grid)
+    with pytest.raises(RecipeError) as exc:
+        expand(load_compare(path))
+    msg = str(exc.value)
+    assert "train.lr: must be greater than 0" in msg and "method.params.r" in msg
+    assert "methods.1.overrides.train.lr" in msg and "cells sent/lora-r8/seed0, sent/lora-r8/seed1" in msg
+    line = next(i for i, t in enumerate(path.read_text().splitlines(), 1) if "train.lr: -1" in t)
+    assert f"{path}:{line - 1}" in msg or f"{path}:{line}" in msg  # the overrides key (or the key itself)
+    assert "lora-r2" not in msg  # the valid method's cells are not blamed
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda g: g.update(sedes=[1]), "sedes: unknown key — did you mean 'seeds'?"),
+    (lambda g: g["methods"][1].update(label="lora-r2"), "methods.1: label 'lora-r2' is used twice"),
+    (lambda g: g["methods"][0].update(overrides={"train.seed": 3}), "'train.seed' cannot be overridden"),
+    (lambda g: g["methods"][0].update(label="a/b"), "methods.0.label: string should match pattern"),
+    (lambda g: g.update(seeds=[1, 1]), "seeds: seeds must be distinct"),
+])
+def test_compare_file_errors(tmp_path, tiny_bert, tiny_data, change, expected):
+    grid = grid_dict(tiny_bert, tiny_data, tmp_path / "out")
+    change(grid)
+    with pytest.raises(RecipeError) as exc:
+        load_compare(write_grid(tmp_path / "grid.yaml", grid))
+    assert expected in str(exc.value)
+    assert f"{tmp_path / 'grid.yaml'}:" in str(exc.value)  # file:line
+
+
+def test_dry_run_prints_one_line_per_cell_and_runs_nothing(grid_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(runner, "run", lambda *a, **k: pytest.fail("dry run trained a cell"))
+    assert main(["compare", str(grid_file), "--dry-run"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 4
+    assert lines[2].startswith("new") and "sent/lora-r8/seed0" in lines[2] and "lr=0.03" in lines[2]
+    assert not (tmp_path / "out" / "sent").exists()
+
+
+def _counting_run(monkeypatch) -> list[str]:
+    """Wrap the real runner so a test can see which cells actually trained."""
+    calls: list[str] = []
+    real = runner.run
+
+    def run(recipe, **kw):
+        calls.append(recipe.output_dir)
+        return real(recipe, **kw)
+
+    monkeypatch.setattr(runner, "run", run)
+    return calls
+
+
+def test_resume_skips_finished_and_redoes_broken_or_changed(tmp_path, tiny_bert, tiny_data, monkeypatch):
+    out = tmp_path / "out"
+    grid_file = write_grid(tmp_path / "grid.yaml", grid_dict(tiny_bert, tiny_data, out, seeds=[0, 1]))
+    calls = _counting_run(monkeypatch)
+    res = run_compare(load_compare(grid_file), only=["*/lora-r2/*", "*/lora-r8/seed0"], report=False)
+    assert len(calls) == 3 and not res.failed
+    metrics = sorted(out.glob("sent/*/seed*/metrics.json"))
+    assert len(metrics) == 3
+    stamp = {p: p.stat().st_mtime_ns for p in metrics}
+
+    calls.clear()
+    res = run_compare(load_compare(grid_file), only=["*/lora-r2/*", "*/lora-r8/seed0"], report=False)
+    assert calls == [] and set(res.status.values()) == {"skipped"}
+    assert {p: p.stat().st_mtime_ns for p in metrics} == stamp
+
+    broken = out / "sent" / "lora-r2" / "seed1" / "metrics.json"
+    broken.write_text('{"params": ')  # a run killed while writing, or a corrupted file
+    res = run_compare(load_compare(grid_file), only=["*/lora-r2/*"], report=False)
+    assert calls == [str(broken.parent)] and res.status["sent/lora-r2/seed1"] == "done"
+    assert res.status["sent/lora-r2/seed0"] == "skipped"
+    assert "final" in json.loads(broken.read_text())
+
+    calls.clear()
+    old = json.loads((out / "sent" / "lora-r8" / "seed0" / "metrics.json").read_text())
+    grid = yaml.safe_load(grid_file.read_text())
+    grid["methods"][1]["overrides"]["train.lr"] = 1e-2  # new hash for the lora-r8 cells
+    write_grid(grid_file, grid)
+    cells = expand(load_compare(grid_file))
+    assert [cell_status(c) for c in cells] == ["done", "done", "changed", "new"]
+    run_compare(load_compare(grid_file), only=["*/lora-r8/seed0"], report=False)
+    assert calls == [str(out / "sent" / "lora-r8" / "seed0")]
+    stale = list((out / "_stale" / "sent" / "lora-r8").iterdir())
+    assert len(stale) == 1 and json.loads((stale[0] / "metrics.json").read_text()) == old  # moved, not deleted
+    assert f"moved it to {stale[0]}" in (out / "compare.log").read_text()
+    assert json.loads((out / "sent" / "lora-r8" / "seed0" / "metrics.json").read_text())["lr"] == 1e-2
+
+
+def test_a_failed_cell_does_not_stop_the_others(grid_file, tmp_path, monkeypatch):
+    real = runner.run
+
+    def run(recipe, **kw):
+        if recipe.method.params["r"] == 8:
+            raise RuntimeError("CUDA out of memory" if recipe.train.seed == 0 else "")
+        return real(recipe, **kw)
+
+    monkeypatch.setattr(runner, "run", run)
+    res = run_compare(load_compare(grid_file, ["train.max_steps=1", "eval.every=1"]), only=["*/seed1", "*/lora-r8/*"])
+    assert sorted(res.failed) == ["sent/lora-r8/seed0", "sent/lora-r8/seed1"]
+    assert res.status["sent/lora-r2/seed1"] == "done"
+    info = json.loads((tmp_path / "out" / "sent" / "lora-r8" / "seed0" / "cell.json").read_text())
+    assert info["status"] == "failed" and "CUDA out of memory" in info["error"]
+    assert cell_status(res.cells[1]) == "broken"  # a folder without metrics.json: redone next time
+    report = json.loads((res.report_dir / "report.json").read_text())
+    assert [r["method"] for r in report["rows"]] == ["lora-r2"]  # the report holds the finished cells only
+
+
+def test_cells_in_parallel_subprocesses_give_the_same_results(tmp_path, tiny_bert, tiny_data):
+    """Two 'devices' (CUDA_VISIBLE_DEVICES=0/1; CPU here) at once == one after another in-process."""
+    base = grid_dict(tiny_bert, tiny_data, tmp_path / "seq")
+    base["methods"] = base["methods"][:1]
+    seq = run_compare(load_compare(write_grid(tmp_path / "seq.yaml", base)), report=False)
+    par_grid = {**base, "output_dir": str(tmp_path / "par"), "executor": "subprocess", "devices": ["0", "1"]}
+    par = run_compare(load_compare(write_grid(tmp_path / "par.yaml", par_grid)), report=False)
+    assert not seq.failed and not par.failed, (par.status, [(c.output_dir / "cell.log").read_text()[-2000:] for c in par.cells])
+    for a, b in zip(seq.cells, par.cells):
+        ma = json.loads((a.output_dir / "metrics.json").read_text())
+        mb = json.loads((b.output_dir / "metrics.json").read_text())
+        assert a.hash == b.hash
+        assert ma["final"] == mb["final"] and ma["history"] == mb["history"]
+    infos = [json.loads((c.output_dir / "cell.json").read_text()) for c in par.cells]
+    assert {i["device"] for i in infos} == {"0", "1"}
+    assert max(i["started"] for i in infos) < min(i["finished"] for i in infos)  # they really overlapped
+
+
+@pytest.mark.parametrize("name", ["clue-methods.yaml", "clue-methods-gpu.yaml"])
+def test_shipped_compare_files_expand(name):
+    """The compare files in recipes/compare validate cell by cell (no model is loaded)."""
+    from pathlib import Path
+
+    grid = load_compare(Path(__file__).resolve().parents[2] / "recipes" / "compare" / name)
+    cells = expand(grid)
+    methods = {c.recipe.method.name for c in cells}
+    assert methods == {"lora", "adalora", "adapters", "full", "ia3", "bitfit"}
+    assert {c.task for c in cells} == {"afqmc", "tnews", "cluewsc2020"}
+    assert len(cells) == len(grid.spec.methods) * 3 * len(grid.spec.seeds)
+    assert {c.recipe.train.lr for c in cells if c.recipe.method.name == "full"} == {5e-5}
+
+
+def test_only_that_matches_nothing_is_an_error(grid_file):
+    with pytest.raises(PeftkitError, match="no cell matches; cell names look like sent/lora-r2/seed0"):
+        run_compare(load_compare(grid_file), only=["afqmc/*"])

@@ -1,0 +1,193 @@
+"""`peftkit report`: numbers taken from the runs' metrics.json, the files written, plots, the HTML page."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import re
+import shutil
+import statistics
+
+import numpy as np
+import pytest
+import yaml
+
+from peftkit.cli import main
+from peftkit.compare import load_compare
+from peftkit.compare_run import run_compare
+from peftkit.errors import PeftkitError
+from peftkit.report import Row, clue_average, load_runs, write_report
+PLOTS = ("tradeoff", "bars", "curves")
+
+
+def grid_dict(model, data, out) -> dict:
+    """2 methods (lora twice, different r and lr) × 1 task × 2 seeds, a few steps each (as in test_compare)."""
+    return {
+        "title": "tiny grid",
+        "output_dir": str(out),
+        "executor": "inprocess",
+        "base": {"model": {"source": f"local:{model}"}, "data": {"max_length": 32},
+                 "train": {"max_steps": 3, "batch_size": 8, "lr": 2e-2, "log_every": 2}, "eval": {"every": 2}},
+        "methods": [{"label": "lora-r2", "name": "lora", "params": {"r": 2}},
+                    {"label": "lora-r8", "name": "lora", "params": {"r": 8}, "overrides": {"train.lr": 3e-2}}],
+        "tasks": [{"label": "sent", "name": "text-classification", "params": {
+            "train_file": str(data["train"]), "dev_file": str(data["dev"]), "labels": ["neg", "pos"]}}],
+        "seeds": [0, 1],
+    }
+
+
+def write_grid(path, grid: dict):
+    path.write_text(yaml.safe_dump(grid, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def compared(tmp_path_factory, tiny_bert, tiny_data):
+    """A finished 2 methods × 1 task × 2 seeds comparison and its report."""
+    d = tmp_path_factory.mktemp("report")
+    res = run_compare(load_compare(write_grid(d / "grid.yaml", grid_dict(tiny_bert, tiny_data, d / "out"))))
+    assert not res.failed, res.status
+    return res
+
+
+def _expected(res, metric: str = "accuracy") -> dict[str, dict]:
+    """Per method label: the dev metric of its cells, read straight from their metrics.json."""
+    out: dict[str, dict] = {}
+    for c in res.cells:
+        m = json.loads((c.output_dir / "metrics.json").read_text())
+        e = out.setdefault(c.method, {"values": [], "params": m["params"], "peak": [], "sps": []})
+        e["values"].append(m["final"][metric])
+        e["peak"].append(m["memory"]["peak_bytes"])
+        e["sps"].append(m["train"]["samples_per_second"])
+    return out
+
+
+def test_report_files(compared):
+    d = compared.report_dir
+    assert d == compared.cells[0].output_dir.parents[2] / "report"
+    for name in ("report.md", "report.csv", "report.json", "report.html", *(f"plots/{p}.png" for p in PLOTS)):
+        assert (d / name).is_file() and (d / name).stat().st_size > 0, name
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "eval_loss"])
+def test_report_numbers_match_the_runs(compared, metric, tmp_path):
+    # A few steps on the tiny model leave accuracy at chance for every seed, so eval_loss (different per
+    # seed, lower is better) checks the std and the best mark with values that really differ.
+    if metric == "accuracy":
+        report = json.loads((compared.report_dir / "report.json").read_text())
+    else:
+        write_report([c.output_dir for c in compared.cells], tmp_path / "rep", metric=metric)
+        report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    exp = _expected(compared, metric)
+    rows = {r["method"]: r for r in report["rows"]}
+    assert list(rows) == ["lora-r2", "lora-r8"]
+    for label, e in exp.items():
+        r = rows[label]
+        assert r["values"] == e["values"] and r["seeds"] == [0, 1] and r["task"] == "sent" and r["metric"] == metric
+        assert r["mean"] == pytest.approx(statistics.fmean(e["values"]))
+        assert r["std"] == pytest.approx(statistics.stdev(e["values"]))
+        assert r["trainable"] == e["params"]["trainable"] and r["trainable_percent"] == e["params"]["percent"]
+        assert r["peak_memory_bytes"] == pytest.approx(statistics.fmean(e["peak"]))
+        assert r["samples_per_second"] == pytest.approx(statistics.fmean(e["sps"]))
+    pick = max if metric == "accuracy" else min
+    best = pick(rows.values(), key=lambda r: r["mean"])
+    assert best["best"] and report["best"] == {"sent": [m for m, r in rows.items() if r["mean"] == best["mean"]]}
+    assert report["average"]["tasks"] == ["sent"]
+    assert report["average"]["by_method"] == pytest.approx({m: r["mean"] for m, r in rows.items()})
+    assert rows["lora-r2"]["trainable"] < rows["lora-r8"]["trainable"]
+    if metric == "eval_loss":
+        assert all(r["std"] > 0 for r in rows.values()) and sum(r["best"] for r in rows.values()) == 1
+        md = (tmp_path / "rep" / "report.md").read_text()
+        assert f"**{best['mean']:.4f} ± {best['std']:.4f}**" in md  # losses: raw, 4 decimals, not ×100
+
+
+def test_csv_and_markdown_show_the_same_numbers(compared):
+    exp = _expected(compared)
+    with open(compared.report_dir / "report.csv", newline="") as f:
+        rows = {r["method"]: r for r in csv.DictReader(f)}
+    md = (compared.report_dir / "report.md").read_text()
+    for label, e in exp.items():
+        mean, std = statistics.fmean(e["values"]), statistics.stdev(e["values"])
+        assert float(rows[label]["mean"]) == pytest.approx(mean) and float(rows[label]["std"]) == pytest.approx(std)
+        assert [float(v) for v in rows[label]["values"].split(";")] == e["values"]
+        assert f"{mean * 100:.2f} ± {std * 100:.2f}" in md
+    assert "![tradeoff](plots/tradeoff.png)" in md and "mean over sent" in md
+
+
+def test_html_embeds_the_png_files(compared):
+    page = (compared.report_dir / "report.html").read_text()
+    images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(images) == len(PLOTS)
+    for data, name in zip(images, PLOTS):
+        assert base64.b64decode(data) == (compared.report_dir / "plots" / f"{name}.png").read_bytes()
+    assert "<td class='num best'>" in page and "lora-r8" in page
+
+
+def test_plots_are_real_pictures(compared):
+    import matplotlib.image
+
+    for name in PLOTS:
+        path = compared.report_dir / "plots" / f"{name}.png"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        img = matplotlib.image.imread(path)
+        assert img.shape[0] > 200 and img.shape[1] > 300
+        assert np.asarray(img)[..., :3].std() > 0.05  # not a blank canvas
+
+
+def test_report_command_rebuilds_the_same_table(compared, tmp_path):
+    root = compared.cells[0].output_dir.parents[2]
+    # A moved-aside run and an earlier report must not count as runs.
+    shutil.copytree(compared.cells[0].output_dir, root / "_stale" / "sent" / "lora-r2" / "seed0-abc")
+    assert main(["report", str(root), "--out", str(tmp_path / "rep"), "--title", "again"]) == 0
+    again = json.loads((tmp_path / "rep" / "report.json").read_text())
+    first = json.loads((compared.report_dir / "report.json").read_text())
+    assert [(r["method"], r["values"]) for r in again["rows"]] == [(r["method"], r["values"]) for r in first["rows"]]
+    assert again["title"] == "again"
+
+
+def test_runs_without_compare_labels_are_told_apart_by_params(compared, tmp_path):
+    for c in compared.cells:
+        shutil.copytree(c.output_dir, tmp_path / c.name.replace("/", "-"), ignore=shutil.ignore_patterns("cell.json", "model"))
+    labels = sorted({r.method for r in load_runs([tmp_path])})
+    assert labels == ["lora(r=2)", "lora(r=8)"]
+    assert {r.task for r in load_runs([tmp_path])} == {"text-classification"}
+
+
+def test_the_same_run_twice_is_an_error(compared, tmp_path):
+    one = compared.cells[0].output_dir
+    shutil.copytree(one, tmp_path / "copy", ignore=shutil.ignore_patterns("model"))
+    with pytest.raises(PeftkitError, match="would count twice"):
+        write_report([one, tmp_path / "copy"], tmp_path / "rep")
+
+
+def test_unfinished_runs_are_skipped_and_bad_paths_named(compared, tmp_path):
+    d = tmp_path / "half"
+    shutil.copytree(compared.cells[0].output_dir, d, ignore=shutil.ignore_patterns("model"))
+    m = json.loads((d / "metrics.json").read_text())
+    del m["final"]
+    (d / "metrics.json").write_text(json.dumps(m))
+    with pytest.raises(PeftkitError, match="no finished runs"):
+        load_runs([d])
+    with pytest.raises(PeftkitError, match="nope: not a run dir"):
+        load_runs([tmp_path / "nope"])
+
+
+def _row(task: str, method: str, values: list[float]) -> Row:
+    return Row(task, method, method, "accuracy", list(range(len(values))), values, 1, 10, 10.0, 0, 0, 0, None)
+
+
+def test_clue_average_uses_only_tasks_every_method_has():
+    rows = [_row("afqmc", "lora", [0.70, 0.72]), _row("afqmc", "full", [0.74]),
+            _row("tnews", "lora", [0.50]), _row("tnews", "full", [0.54, 0.56]),
+            _row("wsc", "lora", [0.60])]  # full has no wsc result
+    avg = clue_average(rows)
+    assert avg["tasks"] == ["afqmc", "tnews"] and avg["excluded_tasks"] == ["wsc"]
+    assert avg["by_method"] == pytest.approx({"lora": (0.71 + 0.50) / 2, "full": (0.74 + 0.55) / 2})
+    assert avg["best"] == ["full"]
+
+
+def test_report_of_a_saved_grid_file_matches_its_yaml(compared):
+    """The compare file's title reaches the report (the report is built from the grid's own cells)."""
+    assert (compared.report_dir / "report.md").read_text().startswith("# tiny grid\n")
+    assert yaml.safe_load((compared.cells[0].output_dir / "recipe.yaml").read_text())["train"]["seed"] == 0
