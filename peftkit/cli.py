@@ -120,7 +120,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("grid", help="compare file (YAML): base recipe, methods, tasks, seeds")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe keys in every cell, e.g. train.max_steps=5 (before any --option)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe keys in every cell, e.g. train.max_steps=5")
     p.add_argument("--dry-run", action="store_true", help="print one line per cell (status, method, lr, hash, folder); run nothing")
     p.add_argument("--only", action="append", metavar="PATTERN", help="run only cells whose name matches, e.g. 'afqmc/*' (repeatable)")
     p.add_argument("--devices", metavar="IDS", help="CUDA device ids to spread cells over, e.g. 0,1 (default: the file's `devices`)")
@@ -183,12 +183,25 @@ def _version() -> str:
     return __version__
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """parse_args, but overrides (``a.b=c``) may also follow options (``run r.yaml --overwrite train.lr=1e-4``)
+    and ``--debug`` may follow the command."""
+    args, rest = parser.parse_known_args(argv)
+    extra = [a for a in rest if a != "--debug"]
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides = list(args.overrides or []) + extra
+        extra = []
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or bool(os.environ.get("PEFTKIT_DEBUG"))
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv)
         return int(args.func(args) or 0)
     except PeftkitError as exc:
         if debug:

@@ -58,6 +58,23 @@ def _check_max_length(recipe: Recipe, path: Path) -> None:
         )
 
 
+def _check_metric(recipe: Recipe, task: Any, n_labels: int) -> None:
+    """eval.metric must be one the task reports: found out before training, not at the first evaluation."""
+    import numpy as np
+
+    from peftkit.errors import RecipeError
+
+    if recipe.eval.metric is None:
+        return
+    ids = np.arange(max(n_labels, 2)) % max(n_labels, 1)
+    reported = task.compute_metrics(ids, ids)
+    if recipe.eval.metric not in reported:
+        raise RecipeError(
+            f"eval.metric: {recipe.eval.metric!r} is not a metric of task {recipe.task.name!r}, which reports "
+            f"{', '.join(sorted(reported))}; use one of them, or remove eval.metric for the task's main metric ({task.metric})"
+        )
+
+
 def prepare(recipe: Recipe, registry: Any, splits: tuple[str, ...] = ("train", "dev")) -> Setup:
     """Resolve plugins, the model folder and tokenizer, and tokenise the requested splits."""
     method = registry.methods[recipe.method.name]
@@ -67,6 +84,7 @@ def prepare(recipe: Recipe, registry: Any, splits: tuple[str, ...] = ("train", "
     _check_max_length(recipe, path)
     tok = load_tokenizer(path, recipe.model)
     labels = list(task.label_names(tparams))
+    _check_metric(recipe, task, len(labels))
     s = Setup(recipe, registry, method, task, mparams, tparams, path, tok, labels, _uses_token_types(path))
     for split in splits:
         if split in task.splits:

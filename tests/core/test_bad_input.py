@@ -46,6 +46,19 @@ def test_missing_data_file(write, tmp_path):
     _assert_user_error(cli("run", str(path)), "nope.jsonl does not exist")
 
 
+def test_unknown_eval_metric_stops_before_training(write, tmp_path):
+    path = write(lambda r: r.setdefault("eval", {}).update(metric="f1"))
+    res = cli("run", str(path))
+    _assert_user_error(res, "eval.metric: 'f1' is not a metric of task 'text-classification'", "f1_macro")
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_overrides_after_options_are_applied(write):
+    path = write()
+    _assert_user_error(cli("run", str(path), "--overwrite", "train.lr=-1"), "train.lr: must be greater than 0, got -1")
+    _assert_user_error(cli("run", str(path), "--bogus"), "unrecognized arguments: --bogus")
+
+
 def test_row_missing_field_names_file_and_line(write, tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "good day", "label": "pos"}\n{"txt": "bad day", "label": "neg"}\n')
