@@ -9,6 +9,11 @@ import numpy as np
 from peftkit.data import Encoded, collate, eval_batches
 
 
+def eval_batch_size(recipe: Any) -> int:
+    """``eval.batch_size``, or ``train.batch_size`` when unset."""
+    return recipe.eval.batch_size or recipe.train.batch_size
+
+
 def predict_logits(model: Any, data: Encoded, batch_size: int, pad_id: int, device: Any) -> tuple[np.ndarray, float | None]:
     """Logits for every example in ``data`` order, and the mean loss when all rows are labelled."""
     import torch

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from peftkit import checkpoint, outputs
 from peftkit.components import Setup, build_model, prepare
 from peftkit.data import collate, length_grouped_batches, shuffled_batches, steps_per_epoch
 from peftkit.errors import PeftkitError, TrainingError
-from peftkit.evaluation import evaluate
+from peftkit.evaluation import eval_batch_size, evaluate
 from peftkit.methods import count_parameters
 from peftkit.recipe import Recipe, resolved_dict
 from peftkit.resources import MemoryMeter
@@ -145,7 +147,8 @@ def _train(s: Setup, state: RunState, model: Any, opt: Any, sched: Any, acc: Any
 
     r, t = state.recipe, state.recipe.train
     train = s.data["train"]
-    bar = tqdm(total=state.total_steps, initial=state.step, desc="train", disable=not acc.is_main_process, dynamic_ncols=True)
+    bar = tqdm(total=state.total_steps, initial=state.step, desc="train", disable=not acc.is_main_process or not sys.stderr.isatty(),
+               dynamic_ncols=True)  # no bar in a log file: the INFO step lines say the same
     s.registry.hook.peftkit_on_train_begin(state=state)
     model.train()
     t0 = time.perf_counter()
@@ -161,7 +164,7 @@ def _train(s: Setup, state: RunState, model: Any, opt: Any, sched: Any, acc: Any
         state.epoch, state.batch_index = state.epoch + 1, 0
         _checkpoint(state, opt, sched, acc)
     bar.close()
-    elapsed = time.perf_counter() - t0
+    elapsed = time.perf_counter() - t0 - state.paused_seconds
     if "dev" in s.data and (not state.history or state.history[-1]["step"] != state.step):
         _evaluate_and_keep_best(s, state, acc)
     if "dev" not in s.data:
@@ -243,12 +246,23 @@ class _Null:
         return None
 
 
+@contextlib.contextmanager
+def _pause(state: RunState) -> Any:
+    """Count the block's wall time as a pause of training (not in train.seconds / samples_per_second)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        state.paused_seconds += time.perf_counter() - t0
+
+
 def _checkpoint(state: RunState, opt: Any, sched: Any, acc: Any) -> None:
     if not acc.is_main_process:
         return
     meta = {k: getattr(state, k) for k in ("step", "epoch", "batch_index", "samples", "history", "best", "losses")}
     meta["recipe_hash"] = state.recipe_hash
-    checkpoint.save(state.output_dir, state.model, opt, sched, meta, state.recipe.train.keep_checkpoints)
+    with _pause(state):
+        checkpoint.save(state.output_dir, state.model, opt, sched, meta, state.recipe.train.keep_checkpoints)
 
 
 def _selection_metric(state: RunState) -> str:
@@ -256,8 +270,13 @@ def _selection_metric(state: RunState) -> str:
 
 
 def _evaluate_and_keep_best(s: Setup, state: RunState, acc: Any) -> dict[str, float]:
+    with _pause(state):
+        return _evaluate_and_keep_best_timed(s, state, acc)
+
+
+def _evaluate_and_keep_best_timed(s: Setup, state: RunState, acc: Any) -> dict[str, float]:
     r = state.recipe
-    bs = r.eval.batch_size or 2 * r.train.batch_size
+    bs = eval_batch_size(r)
     metrics, _ = evaluate(state.model, s.data["dev"], s.task, bs, s.pad_id, acc.device)
     key = _selection_metric(state)
     if key not in metrics:
@@ -300,7 +319,7 @@ def _finish(s: Setup, state: RunState, acc: Any, meter: Any, seconds: float) -> 
 
     summary = state.summary
     summary.update(
-        train={"seconds": round(seconds, 3), "samples": state.samples,
+        train={"seconds": round(seconds, 3), "paused_seconds": round(state.paused_seconds, 3), "samples": state.samples,
                "samples_per_second": round(state.samples / max(seconds, 1e-9), 3), "steps": state.step,
                "epochs": round(state.step / max(summary["steps_per_epoch"], 1), 4), "loss": state.losses},
         history=state.history, best=state.best, method=state.method.name, task=state.task.name,

@@ -32,6 +32,8 @@ class RunState:
         losses: mean training loss of every optimizer step so far.
         recipe_hash: hash of the resolved recipe (minus output_dir); checkpoints must match it.
         summary: facts that end up in metrics.json (plugins may add keys).
+        paused_seconds: wall time spent inside the training loop on evaluation, saving and checkpoints
+            (excluded from ``train.seconds`` so that samples/s measures training alone).
     """
 
     recipe: Any
@@ -55,6 +57,7 @@ class RunState:
     losses: list[float] = field(default_factory=list)
     recipe_hash: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
+    paused_seconds: float = 0.0
 
     @property
     def is_main_process(self) -> bool:

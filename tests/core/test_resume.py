@@ -64,7 +64,7 @@ def _rng_state_then_die():
 ck._rng_state = _rng_state_then_die
 '''
 
-RUNTIME = ("seconds", "samples_per_second")
+RUNTIME = ("seconds", "paused_seconds", "samples_per_second")
 
 
 def _plugin_dir(root: Path) -> Path:

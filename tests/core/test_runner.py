@@ -42,10 +42,18 @@ def test_metrics_json_contents(finished_run):
     assert [h["step"] for h in m["history"]] == [6, 12, 18]  # 96 rows / 16 = 6 steps per epoch
     assert m["best"]["accuracy"] == max(h["accuracy"] for h in m["history"])
     assert m["final"]["accuracy"] == pytest.approx(m["best"]["accuracy"], abs=0)
+    assert m["eval"]["merged"] is True  # final evaluation ran on the adapter merged into a fresh base
     assert m["best"]["accuracy"] > 0.6  # the synthetic task is learnable; 0.5 = chance
     p = m["params"]
     assert 0 < p["trainable"] < p["total"] and p["percent"] == round(100 * p["trainable"] / p["total"], 4)
     assert m["memory"]["peak_bytes"] > 0 and m["train"]["samples"] == 3 * 96
+
+
+def test_final_evaluation_unmerged_on_request(tmp_path, tiny_bert, tiny_data):
+    recipe = tiny_recipe(tiny_bert, tiny_data, tmp_path / "out", epochs=1, batch_size=16)
+    recipe["eval"] = {"merged": False}
+    m = run(validate(recipe))
+    assert m["eval"]["merged"] is False and m["final"]["accuracy"] == m["best"]["accuracy"]
 
 
 def test_reload_with_peft_reproduces_accuracy_exactly(finished_run, tiny_bert, tiny_data):
