@@ -110,7 +110,7 @@ def _intro(rows: list[Row], avg: dict[str, Any], settings: dict[str, Any]) -> li
 def _settings_lines(settings: dict[str, Any]) -> list[str]:
     out = [f"- `{k}`: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in settings["common"].items()]
     out.append("- peak memory: peak RSS of the run's process on CPU, peak CUDA allocation on GPU; train time: wall time "
-               "of the training loop, including its dev evaluations and checkpoint saves")
+               "of the training loop without its dev evaluations and checkpoint saves (those are train.paused_seconds)")
     out += [f"- task `{t}`: {d['name']} {json.dumps(d['params'], ensure_ascii=False)} (train samples seen: {d['train_samples_seen']}, "
             f"steps: {d['steps']})" for t, d in settings["tasks"].items()]
     out += [f"- method `{m}`: {d['name']} {json.dumps(d['params'], ensure_ascii=False)}, lr {d['lr']}"
