@@ -24,7 +24,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from peftkit.errors import RecipeError
-from peftkit.recipe import Recipe, _format, apply_overrides, parse_yaml, pydantic_problems, resolved_dict, validate
+from peftkit.recipe import (Recipe, _format, apply_overrides, line_index, parse_yaml, pydantic_problems, resolved_dict,
+                            validate)
 
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
 # Keys the grid itself decides; an override of them would make a cell's name or folder lie.
@@ -155,7 +156,7 @@ def load_compare(path: str | Path, overrides: list[str] | None = None) -> Grid:
         raise RecipeError([f"{path}: no such compare file"], str(path))
     text = p.read_text(encoding="utf-8")
     data = parse_yaml(text, str(path))
-    lines = grid_lines(text)
+    lines = line_index(text)
     try:
         spec = CompareFile.model_validate(data)
     except ValidationError as exc:
@@ -214,31 +215,6 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[key] = v
     return out
-
-
-def grid_lines(text: str) -> dict[tuple[str, ...], int]:
-    """Map each key path of a compare file, list indices included (``methods.2.params``), to its 1-based line."""
-    import yaml
-
-    index: dict[tuple[str, ...], int] = {}
-
-    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                index[path + (str(k.value),)] = k.start_mark.line + 1
-                walk(v, path + (str(k.value),))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, v in enumerate(node.value):
-                index[path + (str(i),)] = v.start_mark.line + 1
-                walk(v, path + (str(i),))
-
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return index
-    if root is not None:
-        walk(root, ())
-    return index
 
 
 Origin = dict[str, tuple[str, ...]]

@@ -130,8 +130,9 @@ class Recipe(_Strict):
 
 # ----------------------------------------------------------------------------------------------- loading
 
-def _line_index(text: str) -> dict[tuple[str, ...], int]:
-    """Map each dotted key path of a YAML mapping to its 1-based line, for error messages."""
+def line_index(text: str) -> dict[tuple[str, ...], int]:
+    """Map each key path of a YAML document, list indices included (``methods.2.params``), to its 1-based line,
+    for error messages (recipes and compare files)."""
     index: dict[tuple[str, ...], int] = {}
 
     def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
@@ -139,6 +140,11 @@ def _line_index(text: str) -> dict[tuple[str, ...], int]:
             for k, v in node.value:
                 key = path + (str(k.value),)
                 index[key] = k.start_mark.line + 1
+                walk(v, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                key = path + (str(i),)
+                index[key] = v.start_mark.line + 1
                 walk(v, key)
 
     try:
@@ -274,7 +280,7 @@ def validate(data: dict[str, Any], *, registry: Any = None, source: str | None =
     """Validate raw recipe data: core schema, then plugin params. Raises one RecipeError listing all problems."""
     from peftkit.plugins import get_registry
 
-    lines = _line_index(text) if text else {}
+    lines = line_index(text) if text else {}
     problems: list[tuple[tuple, str]] = []
     try:
         recipe = Recipe.model_validate(data)
