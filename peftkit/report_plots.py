@@ -52,14 +52,28 @@ def _log_x(ax: Any, xs: list[float]) -> None:
     ax.xaxis.set_minor_formatter(plain if hi / lo < 10 else NullFormatter())
 
 
+def _task_panels(rows: list[Row], height: float) -> tuple[float, list[str], dict[str, Any], Any, Any]:
+    """One subplot per task: (scale to %, tasks, color per method, figure, axes grid)."""
+    plt = _pyplot()
+    tasks = list(dict.fromkeys(r.task for r in rows))
+    nr, nc = _grid(len(tasks))
+    fig, axes = plt.subplots(nr, nc, figsize=(4.6 * nc, height * nr), squeeze=False)
+    colors = _colors(list(dict.fromkeys(r.method for r in rows)))
+    return (100.0 if is_fraction(rows) else 1.0), tasks, colors, fig, axes
+
+
+def _metric_label(rows: list[Row], task: str, k: float) -> str:
+    return next(r.metric for r in rows if r.task == task) + (" (%)" if k == 100 else "")
+
+
+def _hide_unused(axes: Any, used: int) -> None:
+    for ax in list(axes.flat)[used:]:
+        ax.set_visible(False)
+
+
 def tradeoff(rows: list[Row], path: Path) -> Path:
     """Per task: metric (mean ± std) against trainable parameters in %, log x."""
-    plt = _pyplot()
-    k = 100.0 if is_fraction(rows) else 1.0
-    tasks = list(dict.fromkeys(r.task for r in rows))
-    colors = _colors(list(dict.fromkeys(r.method for r in rows)))
-    nr, nc = _grid(len(tasks))
-    fig, axes = plt.subplots(nr, nc, figsize=(4.6 * nc, 3.8 * nr), squeeze=False)
+    k, tasks, colors, fig, axes = _task_panels(rows, 3.8)
     for ax, task in zip(axes.flat, tasks):
         for r in (r for r in rows if r.task == task):
             ax.errorbar(r.trainable_percent, r.mean * k, yerr=(r.std or 0) * k, fmt="o", capsize=3, color=colors[r.method],
@@ -67,11 +81,10 @@ def tradeoff(rows: list[Row], path: Path) -> Path:
             ax.annotate(r.method, (r.trainable_percent, r.mean * k), textcoords="offset points", xytext=(5, 4), fontsize=8)
         _log_x(ax, [r.trainable_percent for r in rows if r.task == task])
         ax.set_xlabel("trainable parameters (%)")
-        ax.set_ylabel(next(r.metric for r in rows if r.task == task) + (" (%)" if k == 100 else ""))
+        ax.set_ylabel(_metric_label(rows, task, k))
         ax.set_title(task)
         ax.grid(True, which="both", alpha=0.3)
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.set_visible(False)
+    _hide_unused(axes, len(tasks))
     return _save(fig, path)
 
 
@@ -132,12 +145,7 @@ def _curve(runs: list[RunRecord], metric: str) -> tuple[list[int], list[float], 
 
 def curves(runs: list[RunRecord], rows: list[Row], path: Path) -> Path:
     """Per task: dev metric over optimizer steps, one line per method (mean over seeds, band ± std)."""
-    plt = _pyplot()
-    k = 100.0 if is_fraction(rows) else 1.0
-    tasks = list(dict.fromkeys(r.task for r in rows))
-    colors = _colors(list(dict.fromkeys(r.method for r in rows)))
-    nr, nc = _grid(len(tasks))
-    fig, axes = plt.subplots(nr, nc, figsize=(4.6 * nc, 3.6 * nr), squeeze=False)
+    k, tasks, colors, fig, axes = _task_panels(rows, 3.6)
     for ax, task in zip(axes.flat, tasks):
         for row in (r for r in rows if r.task == task):
             mine = [r for r in runs if r.task == task and r.method == row.method]
@@ -151,10 +159,9 @@ def curves(runs: list[RunRecord], rows: list[Row], path: Path) -> Path:
         ax.set_title(task)
         ax.set_xlabel("optimizer step")
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_ylabel(next(r.metric for r in rows if r.task == task) + (" (%)" if k == 100 else ""))
+        ax.set_ylabel(_metric_label(rows, task, k))
         ax.grid(True, alpha=0.3)
-    for ax in list(axes.flat)[len(tasks):]:
-        ax.set_visible(False)
+    _hide_unused(axes, len(tasks))
     by_label: dict[str, Any] = {}
     for ax in axes.flat:  # every method, also those that ran on some tasks only
         for h, label in zip(*ax.get_legend_handles_labels()):
@@ -162,7 +169,7 @@ def curves(runs: list[RunRecord], rows: list[Row], path: Path) -> Path:
     handles, labels = list(by_label.values()), list(by_label)
     if handles:  # one legend for all panels, below them, so no panel's lines are hidden
         fig.legend(handles, labels, fontsize=8, ncol=min(len(labels), 6), loc="lower center")
-        fig.tight_layout(rect=(0, 0.1 if nr == 1 else 0.05, 1, 1))
+        fig.tight_layout(rect=(0, 0.1 if axes.shape[0] == 1 else 0.05, 1, 1))
     return _save(fig, path, layout=not handles)
 
 
