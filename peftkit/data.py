@@ -85,22 +85,18 @@ def eval_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
 
 
 def collate(data: Encoded, idx: list[int], pad_id: int) -> dict[str, Any]:
-    """Pad the selected examples to the longest among them."""
+    """Pad the selected examples to the longest among them (right padding)."""
     import torch
 
-    width = max(len(data.input_ids[i]) for i in idx)
-    ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(idx), width), dtype=torch.long)
-    types = torch.zeros((len(idx), width), dtype=torch.long) if data.token_type_ids is not None else None
-    for row, i in enumerate(idx):
-        seq = data.input_ids[i]
-        ids[row, : len(seq)] = torch.as_tensor(seq)
-        mask[row, : len(seq)] = 1
-        if types is not None:
-            types[row, : len(seq)] = torch.as_tensor(data.token_type_ids[i])
-    batch = {"input_ids": ids, "attention_mask": mask}
-    if types is not None:
-        batch["token_type_ids"] = types
+    lens = np.fromiter((len(data.input_ids[i]) for i in idx), dtype=np.int64, count=len(idx))
+    keep = np.arange(int(lens.max())) < lens[:, None]  # row-major, so it fills rows in order
+    ids = np.full(keep.shape, pad_id, dtype=np.int64)
+    ids[keep] = np.concatenate([data.input_ids[i] for i in idx])
+    batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(keep.astype(np.int64))}
+    if data.token_type_ids is not None:
+        types = np.zeros(keep.shape, dtype=np.int64)
+        types[keep] = np.concatenate([data.token_type_ids[i] for i in idx])
+        batch["token_type_ids"] = torch.from_numpy(types)
     labels = data.labels[idx]
     if (labels >= 0).all():
         batch["labels"] = torch.as_tensor(labels)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -14,15 +15,44 @@ def eval_batch_size(recipe: Any) -> int:
     return recipe.eval.batch_size or recipe.train.batch_size
 
 
-def predict_logits(model: Any, data: Encoded, batch_size: int, pad_id: int, device: Any) -> tuple[np.ndarray, float | None]:
-    """Logits for every example in ``data`` order, and the mean loss when all rows are labelled."""
+def mixed_precision(recipe: Any) -> str:
+    """``train.mixed_precision`` with ``auto`` resolved: ``bf16`` on GPUs that support it, else ``no``.
+
+    Training and every evaluation of the run (in-loop, final, ``peftkit predict``) use the same value.
+    """
+    import torch
+
+    mp = recipe.train.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    if recipe.model.quantization is not None and mp == "fp16":
+        mp = "no"  # bitsandbytes layers already compute in bnb_4bit_compute_dtype
+    return mp
+
+
+def autocast(device: Any, precision: str) -> Any:
+    """The autocast context for ``precision`` (``no``, ``bf16``, ``fp16``) on ``device``, as Accelerate sets it
+    for training."""
+    if precision in (None, "no"):
+        return contextlib.nullcontext()
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def predict_logits(model: Any, data: Encoded, batch_size: int, pad_id: int, device: Any,
+                   precision: str = "no") -> tuple[np.ndarray, float | None]:
+    """Logits for every example in ``data`` order, and the mean loss when all rows are labelled.
+
+    ``precision`` (``no``, ``bf16``, ``fp16``) runs the forward under autocast, as in training."""
     import torch
 
     was_training = model.training
     model.eval()
     out: np.ndarray | None = None
     loss_sum, n_loss = 0.0, 0
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast(device, precision):
         for idx in eval_batches(data.lengths, batch_size):
             batch = {k: v.to(device) for k, v in collate(data, idx, pad_id).items()}
             labels = batch.pop("labels", None)
@@ -37,9 +67,10 @@ def predict_logits(model: Any, data: Encoded, batch_size: int, pad_id: int, devi
     return out, (loss_sum / n_loss if n_loss == len(data) else None)
 
 
-def evaluate(model: Any, data: Encoded, task: Any, batch_size: int, pad_id: int, device: Any) -> tuple[dict[str, float], np.ndarray]:
+def evaluate(model: Any, data: Encoded, task: Any, batch_size: int, pad_id: int, device: Any,
+             precision: str = "no") -> tuple[dict[str, float], np.ndarray]:
     """The task's metrics (plus ``eval_loss``) on a labelled split, and the predicted label ids."""
-    logits, loss = predict_logits(model, data, batch_size, pad_id, device)
+    logits, loss = predict_logits(model, data, batch_size, pad_id, device, precision)
     preds = logits.argmax(-1)
     metrics = dict(task.compute_metrics(preds, data.labels))
     if loss is not None:

@@ -16,7 +16,8 @@ from peftkit import checkpoint, outputs
 from peftkit.components import Setup, build_model, prepare
 from peftkit.data import collate, length_grouped_batches, shuffled_batches, steps_per_epoch
 from peftkit.errors import PeftkitError, TrainingError
-from peftkit.evaluation import eval_batch_size, evaluate
+from peftkit.evaluation import eval_batch_size, evaluate, mixed_precision
+from peftkit.loading import cpu_has_bf16
 from peftkit.methods import count_parameters
 from peftkit.recipe import Recipe, resolved_dict
 from peftkit.resources import MemoryMeter
@@ -30,11 +31,16 @@ def _accelerator(recipe: Recipe) -> Any:
     import torch
     from accelerate import Accelerator
 
-    mp = recipe.train.mixed_precision
-    if mp == "auto":
-        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    if recipe.model.quantization is not None and mp == "fp16":
-        mp = "no"  # bitsandbytes layers already compute in bnb_4bit_compute_dtype
+    mp = mixed_precision(recipe)
+    if mp == "bf16" and not torch.cuda.is_available() and not cpu_has_bf16():
+        log.warning("train.mixed_precision=bf16: this CPU has no AVX512-BF16, so bf16 matmuls are emulated and slower "
+                    "than float32; set train.mixed_precision: no")
+    # One process may run several recipes (the Python API, tests): Accelerate keeps mixed precision in a
+    # process-wide singleton that refuses a second value, so start each run from a fresh one. The process
+    # group (PartialState) is kept.
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
     return Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available())
 
 
@@ -277,7 +283,7 @@ def _evaluate_and_keep_best(s: Setup, state: RunState, acc: Any) -> dict[str, fl
 def _evaluate_and_keep_best_timed(s: Setup, state: RunState, acc: Any) -> dict[str, float]:
     r = state.recipe
     bs = eval_batch_size(r)
-    metrics, _ = evaluate(state.model, s.data["dev"], s.task, bs, s.pad_id, acc.device)
+    metrics, _ = evaluate(state.model, s.data["dev"], s.task, bs, s.pad_id, acc.device, acc.mixed_precision)
     key = _selection_metric(state)
     if key not in metrics:
         raise PeftkitError(f"eval.metric: {key!r} is not among the task's metrics ({', '.join(sorted(metrics))})")

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--targets", default="query,key,value,dense", help="LoRA target module names, comma-separated")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--out", default="/tmp/peftkit-peer")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast for training and prediction (TrainingArguments(bf16=True))")
     a = ap.parse_args(argv)
 
     import datasets
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = get_peft_model(model, cfg)
     args = TrainingArguments(output_dir=a.out, per_device_train_batch_size=a.batch_size, per_device_eval_batch_size=a.eval_batch_size,
                              learning_rate=a.lr, num_train_epochs=1, warmup_steps=0.06, weight_decay=0.01, seed=a.seed,
-                             logging_steps=50, save_strategy="no", eval_strategy="no", report_to=[], use_cpu=True)
+                             logging_steps=50, save_strategy="no", eval_strategy="no", report_to=[], use_cpu=True, bf16=a.bf16)
     trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tok))
     t0 = time.perf_counter()
     trainer.train()

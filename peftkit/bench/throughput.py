@@ -1,10 +1,12 @@
 """Speed benchmark: peftkit vs the hand-written HF Trainer peer, measured in one run on this machine.
 
-    python -m peftkit.bench.throughput [--train-rows 8000] [--data ../shared/data/clue/tnews]
+    python -m peftkit.bench.throughput [--train-rows 8000] [--data ../shared/data/clue/tnews] [--mixed-precision bf16]
 
 Trains multilingual-e5-small + LoRA for one epoch on the first N TNEWS train rows (max length 128,
 batch 32, same seed and LoRA config) with both, evaluates on the TNEWS dev set, and times
 `peftkit validate` / `peftkit plugins` start-up. Prints a markdown table with ratios to the peer.
+``--mixed-precision bf16`` runs both sides under bf16 autocast (peftkit ``train.mixed_precision=bf16``, the
+peer ``TrainingArguments(bf16=True)``), training and evaluation alike — a CPU needs AVX512-BF16 for it to pay.
 Not a test: run it on an otherwise idle machine.
 """
 
@@ -42,7 +44,7 @@ def run_peftkit(a: argparse.Namespace, out: Path) -> dict:
     cmd = [sys.executable, "-m", "peftkit", "run", str(RECIPE), "--overwrite", f"output_dir={out}",
            f"task.params.data_dir={a.data}", f"task.params.max_train_samples={a.train_rows}", "task.params.max_dev_samples=null",
            f"data.max_length={a.max_length}", "train.batch_size=32", "train.epochs=1", f"train.lr={a.lr}", "train.seed=42",
-           "eval.predict=false", "method.params.target_modules=[query,key,value,dense]"]
+           "eval.predict=false", "method.params.target_modules=[query,key,value,dense]", f"train.mixed_precision={a.mixed_precision}"]
     subprocess.run(cmd, check=True, capture_output=True, text=True)
     m = json.loads((out / "metrics.json").read_text())
     return {"train_samples_per_second": m["train"]["samples_per_second"], "eval_samples_per_second": m["eval"]["samples_per_second"],
@@ -52,7 +54,7 @@ def run_peftkit(a: argparse.Namespace, out: Path) -> dict:
 def run_peer(a: argparse.Namespace, model: Path) -> dict:
     cmd = [sys.executable, "-m", "peftkit.bench.peer_trainer", "--model", str(model), "--data", str(a.data),
            "--train-rows", str(a.train_rows), "--max-length", str(a.max_length), "--lr", str(a.lr),
-           "--targets", "query,key,value,dense"]
+           "--targets", "query,key,value,dense"] + (["--bf16"] if a.mixed_precision == "bf16" else [])
     res = subprocess.run(cmd, check=True, capture_output=True, text=True)
     return json.loads(res.stdout.strip().splitlines()[-1])
 
@@ -63,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--train-rows", type=int, default=8000)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--mixed-precision", choices=["no", "bf16"], default="no", help="autocast for both sides (default: float32)")
     a = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     model = _model_dir()
@@ -76,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = [("train samples/s", "train_samples_per_second"), ("eval samples/s (TNEWS dev)", "eval_samples_per_second"),
             ("dev accuracy", "dev_accuracy")]
     print(f"TNEWS, multilingual-e5-small + LoRA r=8 (query,key,value,dense), first {a.train_rows} train rows, "
-          f"max_length {a.max_length}, batch 32, 1 epoch, seed 42, {os.cpu_count()} CPU cores\n")
+          f"max_length {a.max_length}, batch 32, 1 epoch, seed 42, mixed precision {a.mixed_precision}, "
+          f"{os.cpu_count()} CPU cores\n")
     print("| measure | HF Trainer peer | peftkit | ratio |\n|---|---|---|---|")
     for label, key in rows:
         print(f"| {label} | {peer[key]:.4g} | {ours[key]:.4g} | {ours[key] / peer[key]:.2f}× |")

@@ -38,6 +38,15 @@ def test_collate_pads_and_masks():
     assert "labels" not in collate(unlabelled, [0], 0)
 
 
+def test_collate_keeps_the_index_order_and_token_types():
+    enc = Encoded([[1], [2, 3, 4], [5, 6]], np.array([0, 1, 2]), [Example(t) for t in "abc"], token_type_ids=[[0], [0, 1, 1], [0, 1]])
+    b = collate(enc, [2, 0, 1], pad_id=9)
+    assert b["input_ids"].tolist() == [[5, 6, 9], [1, 9, 9], [2, 3, 4]]
+    assert b["token_type_ids"].tolist() == [[0, 1, 0], [0, 0, 0], [0, 1, 1]]
+    assert b["attention_mask"].tolist() == [[1, 1, 0], [1, 0, 0], [1, 1, 1]]
+    assert b["labels"].tolist() == [2, 0, 1] and b["input_ids"].dtype == b["labels"].dtype
+
+
 @pytest.mark.parametrize("n,bs,acc,procs,expected", [(96, 16, 1, 1, 6), (97, 16, 1, 1, 7), (100, 8, 4, 1, 4), (100, 8, 1, 2, 7)])
 def test_steps_per_epoch(n, bs, acc, procs, expected):
     assert steps_per_epoch(n, bs, acc, procs) == expected
@@ -55,3 +64,25 @@ def test_shipped_metric_modules_match_numpy_offline():
         tp = ((p == c) & (r == c)).sum(); fp = ((p == c) & (r != c)).sum(); fn = ((p != c) & (r == c)).sum()
         f1.append(2 * tp / (2 * tp + fp + fn))
     assert ours["f1_macro"] == pytest.approx(np.mean(f1))
+
+
+def test_predict_logits_runs_under_the_requested_autocast(tiny_bert):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from peftkit.evaluation import predict_logits
+
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3)
+    rng = np.random.default_rng(0)
+    vocab = model.config.vocab_size
+    enc = Encoded([rng.integers(5, vocab, n).tolist() for n in (7, 3, 12, 5)], np.array([0, 2, 1, 1]), [Example("x")] * 4)
+    fp32, loss32 = predict_logits(model, enc, 2, 0, "cpu")
+    bf16, loss16 = predict_logits(model, enc, 2, 0, "cpu", "bf16")
+    assert fp32.dtype == bf16.dtype == np.float32 and fp32.shape == (4, 3)
+    assert not np.array_equal(fp32, bf16)  # bf16 matmuls round differently ...
+    np.testing.assert_allclose(bf16, fp32, atol=0.05)  # ... but compute the same function
+    assert loss16 == pytest.approx(loss32, abs=0.02)
+    one_by_one = np.concatenate([predict_logits(model, Encoded([ids], enc.labels[i:i + 1], [Example("x")]), 1, 0, "cpu")[0]
+                                 for i, ids in enumerate(enc.input_ids)])
+    np.testing.assert_allclose(fp32, one_by_one, atol=1e-5)  # padding and length-sorted batches change nothing

@@ -56,6 +56,13 @@ def test_final_evaluation_unmerged_on_request(tmp_path, tiny_bert, tiny_data):
     assert m["eval"]["merged"] is False and m["final"]["accuracy"] == m["best"]["accuracy"]
 
 
+def test_bf16_mixed_precision_on_cpu_also_evaluates_in_bf16(tmp_path, tiny_bert, tiny_data):
+    recipe = tiny_recipe(tiny_bert, tiny_data, tmp_path / "out", epochs=1, batch_size=16)
+    recipe["train"]["mixed_precision"] = "bf16"
+    m = run(validate(recipe))
+    assert m["eval"]["mixed_precision"] == "bf16" and m["final"]["accuracy"] == pytest.approx(m["best"]["accuracy"], abs=0.06)
+
+
 def test_reload_with_peft_reproduces_accuracy_exactly(finished_run, tiny_bert, tiny_data):
     """The adapter must carry the classifier: reloading it in plain peft gives the same dev accuracy."""
     from peft import PeftModel
