@@ -10,9 +10,20 @@ import numpy as np
 from peftkit.data import Encoded, collate, eval_batches
 
 
+HALF_PRECISION_EVAL_BATCH = 4
+
+
 def eval_batch_size(recipe: Any) -> int:
-    """``eval.batch_size``, or ``train.batch_size`` when unset."""
-    return recipe.eval.batch_size or recipe.train.batch_size
+    """``eval.batch_size``, or when unset ``train.batch_size`` (float32) or 4 × ``train.batch_size`` (bf16/fp16).
+
+    Measured on TNEWS dev with length-sorted batches on a 2-core AVX512-BF16 CPU: float32 runs at its
+    peak from batch 32 (32: 169, 64: 166, 128: 157 samples/s), bf16 needs bigger matrices (32: 236,
+    128: 263-299, 512: 226). Evaluation keeps no activations for backward, so 4× fits where training fits.
+    """
+    if recipe.eval.batch_size:
+        return recipe.eval.batch_size
+    half = mixed_precision(recipe) != "no"
+    return recipe.train.batch_size * (HALF_PRECISION_EVAL_BATCH if half else 1)
 
 
 def mixed_precision(recipe: Any) -> str:

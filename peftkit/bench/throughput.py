@@ -40,12 +40,20 @@ def _wall(cmd: list[str], repeat: int = 3) -> float:
     return best
 
 
+def _run(cmd: list[str]) -> str:
+    """Run one side; on failure stop with its own error output rather than a bare exit status."""
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"failed ({res.returncode}): {' '.join(cmd)}\n{res.stderr[-3000:]}")
+    return res.stdout
+
+
 def run_peftkit(a: argparse.Namespace, out: Path) -> dict:
     cmd = [sys.executable, "-m", "peftkit", "run", str(RECIPE), "--overwrite", f"output_dir={out}",
            f"task.params.data_dir={a.data}", f"task.params.max_train_samples={a.train_rows}", "task.params.max_dev_samples=null",
            f"data.max_length={a.max_length}", "train.batch_size=32", "train.epochs=1", f"train.lr={a.lr}", "train.seed=42",
            "eval.predict=false", "method.params.target_modules=[query,key,value,dense]", f"train.mixed_precision={a.mixed_precision}"]
-    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    _run(cmd)
     m = json.loads((out / "metrics.json").read_text())
     return {"train_samples_per_second": m["train"]["samples_per_second"], "eval_samples_per_second": m["eval"]["samples_per_second"],
             "dev_accuracy": m["final"]["accuracy"], "train_seconds": m["train"]["seconds"]}
@@ -55,8 +63,7 @@ def run_peer(a: argparse.Namespace, model: Path) -> dict:
     cmd = [sys.executable, "-m", "peftkit.bench.peer_trainer", "--model", str(model), "--data", str(a.data),
            "--train-rows", str(a.train_rows), "--max-length", str(a.max_length), "--lr", str(a.lr),
            "--targets", "query,key,value,dense"] + (["--bf16"] if a.mixed_precision == "bf16" else [])
-    res = subprocess.run(cmd, check=True, capture_output=True, text=True)
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return json.loads(_run(cmd).strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -86,3 +86,18 @@ def test_predict_logits_runs_under_the_requested_autocast(tiny_bert):
     one_by_one = np.concatenate([predict_logits(model, Encoded([ids], enc.labels[i:i + 1], [Example("x")]), 1, 0, "cpu")[0]
                                  for i, ids in enumerate(enc.input_ids)])
     np.testing.assert_allclose(fp32, one_by_one, atol=1e-5)  # padding and length-sorted batches change nothing
+
+
+def test_eval_batch_size_defaults_follow_precision(tiny_bert, tiny_data, tmp_path):
+    from peftkit.evaluation import eval_batch_size
+    from peftkit.recipe import validate
+    from peftkit.testing import tiny_recipe
+
+    def bs(train=None, eval_=None):
+        r = tiny_recipe(tiny_bert, tiny_data, tmp_path, batch_size=8, **(train or {}))
+        r["eval"] = eval_ or {}
+        return eval_batch_size(validate(r))
+
+    assert bs({"mixed_precision": "no"}) == 8  # float32 matmuls peak at small batches on CPU
+    assert bs({"mixed_precision": "bf16"}) == 32  # bf16 ones want bigger matrices
+    assert bs({"mixed_precision": "bf16"}, {"batch_size": 5}) == 5  # an explicit eval.batch_size wins

@@ -99,6 +99,14 @@ def test_overrides_are_typed():
     assert d["train"]["lr"] == 3e-4 and d["train"]["epochs"] == 2 and d["eval"]["every"] == 50 and d["x"]["y"]["z"] is True
 
 
+def test_mixed_precision_no_survives_yaml(recipe_file):
+    path = recipe_file()  # YAML 1.1 reads a bare `no` as false, in the file and on the command line
+    assert load_recipe(path, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    path.write_text(path.read_text().replace("train:\n", "train:\n  mixed_precision: no\n"))
+    assert "mixed_precision: no" in path.read_text() and load_recipe(path).train.mixed_precision == "no"
+    assert problems(path, ["train.mixed_precision=yes"])[0].startswith("train.mixed_precision")
+
+
 def test_bad_override_syntax():
     with pytest.raises(RecipeError, match="expected key=value"):
         apply_overrides({}, ["train.lr"])
