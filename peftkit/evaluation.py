@@ -44,7 +44,7 @@ def mixed_precision(recipe: Any) -> str:
 def autocast(device: Any, precision: str) -> Any:
     """The autocast context for ``precision`` (``no``, ``bf16``, ``fp16``) on ``device``, as Accelerate sets it
     for training."""
-    if precision in (None, "no"):
+    if precision == "no":
         return contextlib.nullcontext()
     import torch
 

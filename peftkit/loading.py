@@ -80,9 +80,8 @@ def _quant_config(cfg: ModelConfig, keep_float: Sequence[str] = ()) -> Any:
         if ignored:
             log.warning("model.quantization: %s only apply to 4-bit and are ignored with bits: 8", ", ".join(ignored))
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
-    if q.compute_dtype == "bfloat16" and not torch.cuda.is_available() and not cpu_has_bf16():
-        log.warning("model.quantization.compute_dtype=bfloat16: this CPU has no AVX512-BF16, so bf16 matmuls are "
-                    "emulated and slower than float32; set model.quantization.compute_dtype: float32")
+    if q.compute_dtype == "bfloat16":
+        warn_if_bf16_emulated("model.quantization.compute_dtype=bfloat16", "model.quantization.compute_dtype: float32")
     return BitsAndBytesConfig(
         load_in_4bit=True,
         bnb_4bit_quant_type=q.type,
@@ -90,6 +89,15 @@ def _quant_config(cfg: ModelConfig, keep_float: Sequence[str] = ()) -> Any:
         bnb_4bit_compute_dtype=getattr(torch, q.compute_dtype),
         llm_int8_skip_modules=skip,
     )
+
+
+def warn_if_bf16_emulated(setting: str, instead: str) -> None:
+    """Warn that ``setting`` asks for bf16 on a machine that only emulates it (no GPU, no AVX512-BF16)."""
+    import torch
+
+    if not torch.cuda.is_available() and not cpu_has_bf16():
+        log.warning("%s: this CPU has no AVX512-BF16, so bf16 matmuls are emulated and slower than float32; set %s",
+                    setting, instead)
 
 
 def cpu_has_bf16() -> bool:

@@ -17,7 +17,7 @@ from peftkit.components import Setup, build_model, prepare
 from peftkit.data import collate, length_grouped_batches, shuffled_batches, steps_per_epoch
 from peftkit.errors import PeftkitError, TrainingError
 from peftkit.evaluation import eval_batch_size, evaluate, mixed_precision
-from peftkit.loading import cpu_has_bf16
+from peftkit.loading import warn_if_bf16_emulated
 from peftkit.methods import count_parameters
 from peftkit.recipe import Recipe, resolved_dict
 from peftkit.resources import MemoryMeter
@@ -32,9 +32,8 @@ def _accelerator(recipe: Recipe) -> Any:
     from accelerate import Accelerator
 
     mp = mixed_precision(recipe)
-    if mp == "bf16" and not torch.cuda.is_available() and not cpu_has_bf16():
-        log.warning("train.mixed_precision=bf16: this CPU has no AVX512-BF16, so bf16 matmuls are emulated and slower "
-                    "than float32; set train.mixed_precision: no")
+    if mp == "bf16":
+        warn_if_bf16_emulated("train.mixed_precision=bf16", "train.mixed_precision: no")
     # One process may run several recipes (the Python API, tests): Accelerate keeps mixed precision in a
     # process-wide singleton that refuses a second value, so start each run from a fresh one. The process
     # group (PartialState) is kept.

@@ -162,3 +162,21 @@ def test_no_decay_for_bias_and_layernorm(tmp_path, tiny_bert, tiny_data):
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2))
     groups = _optimizer(net, r, 1e-3).param_groups
     assert [len(g["params"]) for g in groups] == [1, 3] and groups[1]["weight_decay"] == 0.0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the warning is about CPUs; a GPU runs bf16 natively")
+def test_bf16_on_a_cpu_without_native_bf16_warns(tmp_path, tiny_bert, tiny_data, monkeypatch, caplog):
+    import peftkit.loading
+    from peftkit.runner import _accelerator
+
+    recipe = tiny_recipe(tiny_bert, tiny_data, tmp_path / "out")
+    recipe["train"]["mixed_precision"] = "bf16"
+    monkeypatch.setattr(peftkit.loading, "cpu_has_bf16", lambda: False)
+    with caplog.at_level("WARNING", logger="peftkit"):
+        _accelerator(validate(recipe))
+    assert "train.mixed_precision=bf16: this CPU has no AVX512-BF16" in caplog.text and "train.mixed_precision: no" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(peftkit.loading, "cpu_has_bf16", lambda: True)
+    with caplog.at_level("WARNING", logger="peftkit"):
+        _accelerator(validate(recipe))
+    assert "AVX512-BF16" not in caplog.text
