@@ -180,3 +180,29 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(tmp_path, tiny_bert, tiny_data,
     with caplog.at_level("WARNING", logger="peftkit"):
         _accelerator(validate(recipe))
     assert "AVX512-BF16" not in caplog.text
+
+
+@pytest.mark.integration  # inductor compiles C++ for ~40 s on 2 cores
+def test_compile_trains_like_eager_and_saves_plain_weights(tmp_path, tiny_data):
+    """train.compile: the training forward runs through inductor; without dropout it computes what eager
+    does (up to fused-kernel rounding), and the saved adapter has the same keys as an eager run's."""
+    from safetensors import safe_open
+    from torch._dynamo.utils import counters
+
+    from peftkit.testing import make_tiny_bert
+
+    bert = make_tiny_bert(tmp_path / "bert", dropout=0.0)  # inductor draws dropout masks from its own RNG
+    results = {}
+    for compiled in (False, True):
+        out = tmp_path / f"out-{compiled}"
+        recipe = tiny_recipe(bert, tiny_data, out, method_params={"dropout": 0.0}, epochs=2, batch_size=16)
+        recipe["train"]["compile"] = compiled
+        counters.clear()
+        m = run(validate(recipe))
+        with safe_open(str(out / "model" / "adapter_model.safetensors"), "pt") as f:
+            results[compiled] = (m, sorted(f.keys()), counters["stats"]["unique_graphs"])
+    (eager, eager_keys, eager_graphs), (comp, comp_keys, comp_graphs) = results[False], results[True]
+    assert eager_graphs == 0 and comp_graphs > 0
+    assert comp_keys == eager_keys and not any("_orig_mod" in k for k in comp_keys)
+    assert comp["train"]["loss"] == pytest.approx(eager["train"]["loss"], abs=1e-3)
+    assert comp["final"]["accuracy"] == pytest.approx(eager["final"]["accuracy"], abs=0.02)
