@@ -59,8 +59,11 @@ def trainable_state(model: Any) -> dict[str, Any]:
     return {n: p.detach().cpu().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save(out_dir: Path, model: Any, opt: Any, sched: Any, meta: dict[str, Any], keep: int) -> Path:
-    """Write a complete checkpoint atomically, then keep only the newest ``keep``."""
+def save(out_dir: Path, model: Any, opt: Any, sched: Any, meta: dict[str, Any], keep: int,
+         extra: dict[str, Any] | None = None) -> Path:
+    """Write a complete checkpoint atomically, then keep only the newest ``keep``.
+
+    ``extra``: what plugins need to resume exactly (``peftkit_on_save_checkpoint``), stored in trainer.pt."""
     import torch
     from safetensors.torch import save_file
 
@@ -72,7 +75,8 @@ def save(out_dir: Path, model: Any, opt: Any, sched: Any, meta: dict[str, Any], 
         shutil.rmtree(tmp)
     tmp.mkdir()
     save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state()}, tmp / "trainer.pt")
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(), "extra": extra or {}},
+               tmp / "trainer.pt")
     (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=str))
     for f in tmp.iterdir():  # data must be on disk before the rename makes the checkpoint visible
         with open(f, "rb") as fh:
@@ -103,8 +107,8 @@ def latest(out_dir: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def restore(path: Path, model: Any, opt: Any, sched: Any, expected_hash: str) -> dict[str, Any]:
-    """Load a checkpoint into model/optimizer/scheduler and the RNGs; returns its meta."""
+def restore(path: Path, model: Any, opt: Any, sched: Any, expected_hash: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Load a checkpoint into model/optimizer/scheduler and the RNGs; returns its meta and the plugins' extra state."""
     import torch
     from safetensors.torch import load_file
 
@@ -127,4 +131,4 @@ def restore(path: Path, model: Any, opt: Any, sched: Any, expected_hash: str) ->
     sched.load_state_dict(trainer["scheduler"])
     _set_rng_state(trainer["rng"])
     log.info("resumed from %s (step %d, epoch %d)", path, meta["step"], meta["epoch"])
-    return meta
+    return meta, trainer.get("extra", {})

@@ -112,6 +112,30 @@ def peftkit_on_save(state: RunState, path: Any) -> None:
 
 
 @hookspec
+def peftkit_on_save_checkpoint(state: RunState, extra: dict[str, Any]) -> None:
+    """Called when a resumable checkpoint is written: add what your plugin needs to resume exactly.
+
+    Trainable weights, optimizer, scheduler, RNGs and the data position are saved by peftkit; state kept
+    anywhere else is lost on ``--resume`` unless a plugin saves it here (AdaLoRA's importance estimates and
+    rank pattern are).
+
+    :param state: the run's state.
+    :param extra: a dict stored in the checkpoint; add entries under a key unique to your plugin. Values
+        must load with ``torch.load(weights_only=True)``: tensors, numbers, strings, bools, None, and lists,
+        tuples and dicts of these.
+    """
+
+
+@hookspec
+def peftkit_on_load_checkpoint(state: RunState, extra: dict[str, Any]) -> None:
+    """Called on ``--resume`` after weights, optimizer, scheduler and RNGs were restored, before training goes on.
+
+    :param state: the run's state; ``state.step`` is the checkpoint's step.
+    :param extra: what the ``peftkit_on_save_checkpoint`` implementations stored (empty for older checkpoints).
+    """
+
+
+@hookspec
 def peftkit_on_train_end(state: RunState) -> None:
     """Called once after training and the final evaluation, before metrics.json is written.
 

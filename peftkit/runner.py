@@ -140,7 +140,7 @@ def run(recipe: Recipe, *, registry: Any = None, overwrite: bool = False, resume
     state.summary.update(params=params, lr=lr, steps_per_epoch=per_epoch, total_steps=total, processes=acc.num_processes)
     state.recipe_hash = checkpoint.recipe_hash(resolved)
     if resume:
-        _resume(state, opt, sched)
+        _resume(s, state, opt, sched)
     elif acc.is_main_process:
         outputs.write_recipe(out / "recipe.yaml", resolved)
     seconds = _train(s, state, model, opt, sched, acc)
@@ -148,10 +148,11 @@ def run(recipe: Recipe, *, registry: Any = None, overwrite: bool = False, resume
     return _finish(s, state, acc, meter, seconds)
 
 
-def _resume(state: RunState, opt: Any, sched: Any) -> None:
-    meta = checkpoint.restore(checkpoint.latest(state.output_dir), state.model, opt, sched, state.recipe_hash)
+def _resume(s: Setup, state: RunState, opt: Any, sched: Any) -> None:
+    meta, extra = checkpoint.restore(checkpoint.latest(state.output_dir), state.model, opt, sched, state.recipe_hash)
     for key in ("step", "epoch", "batch_index", "samples", "history", "best", "losses"):
         setattr(state, key, meta[key])
+    s.registry.hook.peftkit_on_load_checkpoint(state=state, extra=extra)
 
 
 def _train(s: Setup, state: RunState, model: Any, opt: Any, sched: Any, acc: Any) -> float:
@@ -174,7 +175,7 @@ def _train(s: Setup, state: RunState, model: Any, opt: Any, sched: Any, acc: Any
         if r.eval.every == "epoch" and "dev" in s.data:
             _evaluate_and_keep_best(s, state, acc)
         state.epoch, state.batch_index = state.epoch + 1, 0
-        _checkpoint(state, opt, sched, acc)
+        _checkpoint(s, state, opt, sched, acc)
     bar.close()
     elapsed = time.perf_counter() - t0 - state.paused_seconds
     if "dev" in s.data and (not state.history or state.history[-1]["step"] != state.step):
@@ -199,7 +200,7 @@ def _epoch(s: Setup, state: RunState, model: Any, opt: Any, sched: Any, acc: Any
         if isinstance(every, int) and state.step % every == 0 and "dev" in s.data:
             _evaluate_and_keep_best(s, state, acc)
         if t.checkpoint_every and state.step % t.checkpoint_every == 0:
-            _checkpoint(state, opt, sched, acc)
+            _checkpoint(s, state, opt, sched, acc)
 
 
 def _mean_over_processes(acc: Any, value: float) -> float:
@@ -268,13 +269,15 @@ def _pause(state: RunState) -> Any:
         state.paused_seconds += time.perf_counter() - t0
 
 
-def _checkpoint(state: RunState, opt: Any, sched: Any, acc: Any) -> None:
+def _checkpoint(s: Setup, state: RunState, opt: Any, sched: Any, acc: Any) -> None:
     if not acc.is_main_process:
         return
     meta = {k: getattr(state, k) for k in ("step", "epoch", "batch_index", "samples", "history", "best", "losses")}
     meta["recipe_hash"] = state.recipe_hash
+    extra: dict[str, Any] = {}
+    s.registry.hook.peftkit_on_save_checkpoint(state=state, extra=extra)
     with _pause(state):
-        checkpoint.save(state.output_dir, state.model, opt, sched, meta, state.recipe.train.keep_checkpoints)
+        checkpoint.save(state.output_dir, state.model, opt, sched, meta, state.recipe.train.keep_checkpoints, extra)
 
 
 def _selection_metric(state: RunState) -> str:

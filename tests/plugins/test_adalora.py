@@ -61,6 +61,32 @@ def test_reload_reproduces_the_run(adalora_run):
     assert metrics["final"]["accuracy"] == metrics["best"]["accuracy"]
 
 
+@pytest.mark.parametrize("resume_at", [5, 10], ids=["while-allocating", "final-phase"])
+def test_resume_is_exact(tmp_path, tiny_bert, tiny_data, resume_at):
+    """The RankAllocator's estimates and the rank pattern live outside the parameters; checkpoints carry them,
+    so a run resumed while the budget shrinks (step 5) or after the pattern is fixed (step 10, past
+    total_step - tfinal = 9) ends byte-identical to the uninterrupted run."""
+    import shutil
+
+    from peftkit.checkpoint import complete
+
+    def recipe(out):
+        return validate(tiny_recipe(tiny_bert, tiny_data, out, method="adalora", epochs=2, batch_size=8, grad_accum=2,
+                                    checkpoint_every=1, keep_checkpoints=20, method_params={"init_r": 6, "target_r": 2}))
+
+    full = run(recipe(tmp_path / "full"))
+    assert full["method_facts"]["schedule"] == {"total_step": 12, "tinit": 1, "tfinal": 3, "deltaT": 1}
+    shutil.copytree(tmp_path / "full", tmp_path / "resumed")
+    for cp in complete(tmp_path / "resumed" / "checkpoints"):
+        if int(cp.name.removeprefix("step-")) > resume_at:
+            shutil.rmtree(cp)
+    resumed = run(recipe(tmp_path / "resumed"), resume=True)
+    assert resumed["train"]["loss"] == full["train"]["loss"]
+    assert resumed["final"] == full["final"] and resumed["method_facts"] == full["method_facts"]
+    adapter = "model/adapter_model.safetensors"
+    assert (tmp_path / "resumed" / adapter).read_bytes() == (tmp_path / "full" / adapter).read_bytes()
+
+
 def test_impossible_schedule_is_refused_at_validate_time(tiny_bert, tiny_data, tmp_path):
     recipe = tiny_recipe(tiny_bert, tiny_data, tmp_path / "o", method="adalora", max_steps=10,
                          method_params={"tinit": 4, "tfinal": 6})
