@@ -13,7 +13,23 @@ from peftkit.errors import PeftkitError
 
 def _add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help="path to a recipe YAML file")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe keys, e.g. train.lr=3e-4")
+    # default=[]: without it argparse calls the optional overrides "required" when the recipe is missing
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="override recipe keys, e.g. train.lr=3e-4")
+
+
+def _processes(raw: str) -> int:
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {raw!r}")
+    return n
+
+
+def _validate_args(p: argparse.ArgumentParser) -> None:
+    _add_overrides(p)
+    p.add_argument("--strict", action="store_true", help="also fail (exit 2) when the data a run would read is missing here")
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -21,7 +37,7 @@ def _run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--overwrite", action="store_true", help="replace an earlier run in output_dir (its files are deleted)")
     g.add_argument("--resume", action="store_true", help="continue the run in output_dir from its newest complete checkpoint")
-    p.add_argument("--num-processes", type=int, default=1, metavar="N",
+    p.add_argument("--num-processes", type=_processes, default=1, metavar="N",
                    help="train data-parallel in N processes (one per GPU, or N CPU processes with gloo); "
                    "train.batch_size is per process. Multi-node/FSDP/DeepSpeed: use `accelerate launch -m peftkit run ...`")
 
@@ -30,8 +46,6 @@ def _relaunch(args: argparse.Namespace) -> int:
     """Run this same command in N processes through torch.distributed (what `accelerate launch` does)."""
     import subprocess
 
-    if args.num_processes < 1:
-        raise PeftkitError(f"--num-processes: must be >= 1, got {args.num_processes}")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.num_processes}",
            "-m", "peftkit", "run", args.recipe, *args.overrides]
     cmd += ["--overwrite"] if args.overwrite else []
@@ -40,11 +54,17 @@ def _relaunch(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Check a recipe (schema + plugin params) without loading any model."""
-    from peftkit.recipe import load_recipe
+    """Check a recipe (schema + plugin params) without loading any model; then whether its data is on this machine."""
+    from peftkit.recipe import data_problems, load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
+    missing = data_problems(recipe)
+    if missing and args.strict:
+        lines = "".join(f"\n  - {line}" for line in missing)
+        raise PeftkitError(f"{args.recipe} is valid, but the data a run would read is missing on this machine:{lines}")
     print(f"{args.recipe}: OK (method={recipe.method.name}, task={recipe.task.name}, model={recipe.model.source})")
+    for line in missing:
+        print(f"warning: {line} (a run on this machine would stop here; --strict makes this an error)", file=sys.stderr)
     return 0
 
 
@@ -120,7 +140,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("grid", help="compare file (YAML): base recipe, methods, tasks, seeds")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe keys in every cell, e.g. train.max_steps=5")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="override recipe keys in every cell, e.g. train.max_steps=5")
     p.add_argument("--dry-run", action="store_true", help="print one line per cell (status, method, lr, hash, folder); run nothing")
     p.add_argument("--only", action="append", metavar="PATTERN", help="run only cells whose name matches, e.g. 'afqmc/*' (repeatable)")
     p.add_argument("--devices", metavar="IDS", help="CUDA device ids to spread cells over, e.g. 0,1 (default: the file's `devices`)")
@@ -151,7 +171,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None] | None]] = {
     "run": (cmd_run, lambda p: _run_args(p)),
-    "validate": (cmd_validate, _add_overrides),
+    "validate": (cmd_validate, _validate_args),
     "schema": (cmd_schema, None),
     "plugins": (cmd_plugins, None),
     "predict": (cmd_predict, lambda p: p.add_argument("run_dir", help="output_dir of a finished run")),

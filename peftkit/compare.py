@@ -167,7 +167,11 @@ def load_compare(path: str | Path, overrides: list[str] | None = None) -> Grid:
     base = _load_base(spec, p)
     if overrides:
         # Stored as a pseudo-entry applied last: a command-line key beats the file's per-method ones.
-        base["__cli__"] = apply_overrides({}, list(overrides))
+        cli = apply_overrides({}, list(overrides))
+        reserved = [f"{key}: cannot be overridden on the command line: {RESERVED[key]}" for key in _flatten(cli) if key in RESERVED]
+        if reserved:
+            raise RecipeError(reserved, str(path))
+        base["__cli__"] = cli
     return Grid(spec, base, str(path), lines)
 
 

@@ -32,6 +32,11 @@ class Setup:
     data: dict[str, Encoded] = field(default_factory=dict)
 
     @property
+    def hooks(self) -> Any:
+        """The hooks this run calls: every plugin's, or only those in the recipe's ``plugins:`` list."""
+        return self.registry.hooks_for(self.recipe.plugins)
+
+    @property
     def pad_id(self) -> int:
         return int(self.tokenizer.pad_token_id)
 
@@ -60,19 +65,12 @@ def _check_max_length(recipe: Recipe, path: Path) -> None:
 
 def _check_metric(recipe: Recipe, task: Any, n_labels: int) -> None:
     """eval.metric must be one the task reports: found out before training, not at the first evaluation."""
-    import numpy as np
-
     from peftkit.errors import RecipeError
+    from peftkit.recipe import metric_problem
 
-    if recipe.eval.metric is None:
-        return
-    ids = np.arange(max(n_labels, 2)) % max(n_labels, 1)
-    reported = task.compute_metrics(ids, ids)
-    if recipe.eval.metric not in reported:
-        raise RecipeError(
-            f"eval.metric: {recipe.eval.metric!r} is not a metric of task {recipe.task.name!r}, which reports "
-            f"{', '.join(sorted(reported))}; use one of them, or remove eval.metric for the task's main metric ({task.metric})"
-        )
+    problem = metric_problem(recipe.eval.metric, task, recipe.task.name, n_labels)
+    if problem:
+        raise RecipeError(f"eval.metric: {problem}")
 
 
 def prepare(recipe: Recipe, registry: Any, splits: tuple[str, ...] = ("train", "dev")) -> Setup:

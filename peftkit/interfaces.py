@@ -107,6 +107,13 @@ class Task(Protocol):
         params_model: pydantic model validating ``task.params``.
         metric: the main metric (higher is better) used to keep the best checkpoint.
         splits: which of ``train``/``dev``/``test`` the task can load.
+
+    Optional attributes (read with ``getattr``; a task may omit them):
+        check: ``check(params, recipe_data) -> list[(dotted_key, message)]``, cross-section checks of
+            the recipe itself; problems make it invalid.
+        check_data: ``check_data(params) -> list[(dotted_key, message)]``, cheap checks that the data
+            a run would read is there on this machine (files, folders). ``peftkit validate`` prints them
+            as warnings (errors with ``--strict``): a recipe may be checked where its data is not.
     """
 
     name: str

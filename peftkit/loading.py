@@ -26,6 +26,7 @@ def resolve_source(cfg: ModelConfig, registry: Any) -> Path:
     path = Path(src.resolve(ref, revision=cfg.revision))
     if not (path / "config.json").is_file():
         raise ModelSourceError(f"model.source: {path} has no config.json; it is not a Hugging Face model folder")
+    log.info("model %s: %s", cfg.source, path)
     return path
 
 

@@ -25,6 +25,13 @@ class MethodNotApplicable(PeftkitError):
     """
 
 
+def linear_names(model: Any) -> list[str]:
+    """The distinct short names of a model's linear layers (``query``, ``dense``, ...), for error messages."""
+    import torch
+
+    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name})
+
+
 def count_parameters(model: Any) -> dict[str, Any]:
     """Trainable and total parameters; 4-bit packed weights count as the values they hold."""
     trainable = total = 0
@@ -65,7 +72,15 @@ class PeftMethod:
         config = self.make_config(params, ctx)
         if hasattr(config, "modules_to_save"):
             config.modules_to_save = heads_with(config.modules_to_save, ctx)
-        return get_peft_model(model, config)
+        try:
+            return get_peft_model(model, config)
+        except ValueError as exc:
+            if type(exc).__name__ != "NoMatchingPeftModuleError" and "not found in the base model" not in str(exc):
+                raise
+            raise PeftkitError(
+                f"method.params.target_modules: {getattr(params, 'target_modules', None)!r} matches no layer of this "
+                f"{ctx.model_type} model; its linear layers are named {', '.join(linear_names(model))}. Use some of "
+                "these names, a regex over full module names, 'attention' or 'all-linear'") from None
 
     def save(self, model: Any, directory: Path) -> None:
         model.save_pretrained(str(directory))

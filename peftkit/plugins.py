@@ -45,16 +45,37 @@ class Registry:
     sources: dict[str, Any] = field(default_factory=dict)
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)  # plugin name -> error
+    disabled: list[str] = field(default_factory=list)  # installed, skipped through PEFTKIT_DISABLE_PLUGINS
 
     @property
     def hook(self):
         return self.pm.hook
 
+    def hooks_for(self, allowed: list[str] | None) -> Any:
+        """The hooks of a recipe's run: every plugin's, or, with a ``plugins:`` allow-list, only the listed ones'."""
+        if allowed is None:
+            return self.pm.hook
+        return _SubsetHooks(self.pm, [self.pm.get_plugin(n) for n in self.plugins if n not in allowed])
+
     def broken_note(self) -> str:
-        if not self.broken:
-            return ""
-        names = ", ".join(sorted(self.broken))
-        return f" (plugins that failed to load and may provide it: {names}; run `peftkit plugins` for their errors)"
+        """Why a name may be missing: plugins that failed to load or were disabled (empty when none)."""
+        note = ""
+        if self.broken:
+            names = ", ".join(sorted(self.broken))
+            note += f" (plugins that failed to load and may provide it: {names}; run `peftkit plugins` for their errors)"
+        if self.disabled:
+            note += f" (plugins disabled by PEFTKIT_DISABLE_PLUGINS: {', '.join(sorted(self.disabled))})"
+        return note
+
+
+class _SubsetHooks:
+    """``registry.hook`` minus some plugins: ``hooks.peftkit_on_eval(...)`` calls only the others."""
+
+    def __init__(self, pm: pluggy.PluginManager, remove: list[Any]) -> None:
+        self._pm, self._remove = pm, remove
+
+    def __getattr__(self, name: str) -> Any:
+        return self._pm.subset_hook_caller(name, remove_plugins=self._remove)
 
 
 def _disabled() -> set[str]:
@@ -96,6 +117,7 @@ def build_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
     disabled = _disabled()
     for ep in _entry_points():
         if ep.name in disabled:
+            reg.disabled.append(ep.name)
             continue
         try:
             module = ep.load()

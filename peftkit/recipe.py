@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,6 +43,13 @@ class ModelConfig(_Strict):
     quantization: QuantizationConfig | None = Field(None, description="Load the base quantized (QLoRA); null = off.")
     trust_remote_code: bool = Field(False, description="Run model code shipped with a hub checkpoint. Off unless you trust it.")
     allow_pickle: bool = Field(False, description="Allow loading `.bin`/`.pt` (pickle) weights; safetensors only when false.")
+
+    @field_validator("quantization", mode="before")
+    @classmethod
+    def _quantization_mapping(cls, v: Any) -> Any:
+        if v is not None and not isinstance(v, (dict, QuantizationConfig)):
+            raise ValueError(f"must be a mapping such as {{bits: 4}} (or null for none), got {v!r}")
+        return v
 
 
 class MethodConfig(_Strict):
@@ -95,6 +103,13 @@ class TrainConfig(_Strict):
     def _yaml_no(cls, v: Any) -> Any:
         return "no" if v is False else v  # YAML reads a bare `no` as false
 
+    @field_validator("adam_betas", mode="before")
+    @classmethod
+    def _two_betas(cls, v: Any) -> Any:
+        if not isinstance(v, (list, tuple)) or len(v) != 2:
+            raise ValueError(f"must be two numbers [beta1, beta2], e.g. [0.9, 0.999], got {v!r}")
+        return v
+
     @field_validator("adam_betas")
     @classmethod
     def _betas(cls, v: tuple[float, float]) -> tuple[float, float]:
@@ -115,12 +130,12 @@ class EvalConfig(_Strict):
         "rounding, and faster (LoRA on CPU: ~1.3×). Evaluations during training always use the unmerged model.")
     predict: bool = Field(False, description="After training, write test-split predictions in the task's submission format.")
 
-    @field_validator("every")
+    @field_validator("every", mode="before")
     @classmethod
     def _every(cls, v: Any) -> Any:
-        if isinstance(v, int) and v <= 0:
-            raise ValueError(f"must be 'epoch' or a number of steps > 0, got {v}")
-        return v
+        if v == "epoch" or (isinstance(v, int) and not isinstance(v, bool) and v > 0):
+            return v
+        raise ValueError(f"must be 'epoch' or a number of steps > 0, got {v!r}")
 
 
 class Recipe(_Strict):
@@ -134,8 +149,19 @@ class Recipe(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output_dir: str = Field(description="Folder for the adapter/weights, metrics.json, logs and TensorBoard events.")
     plugins: list[str] | None = Field(
-        None, description="Allow-list of plugin names this recipe may use; null = every installed plugin."
+        None, description="Allow-list of installed plugins (names as `peftkit plugins` shows them) this recipe uses: "
+        "its method, task and model source must come from them, and only their hooks run (leave out `tensorboard` "
+        "and no TensorBoard events are written). null = every installed plugin."
     )
+
+    @field_validator("output_dir", mode="before")
+    @classmethod
+    def _folder(cls, v: Any) -> Any:
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            v = str(v)  # output_dir=2024 on the command line reads as a number
+        if isinstance(v, str) and not v.strip():
+            raise ValueError("must name a folder, e.g. runs/my-run")
+        return v
 
 
 # ----------------------------------------------------------------------------------------------- loading
@@ -166,10 +192,33 @@ def line_index(text: str) -> dict[tuple[str, ...], int]:
     return index
 
 
+class RecipeLoader(yaml.SafeLoader):
+    """``SafeLoader`` that refuses duplicate keys (PyYAML keeps the last silently, dropping the first block)
+    and reads ``1e-3`` as a float, as YAML 1.2 and editors do (PyYAML's YAML 1.1 wants ``1.0e-3``)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {seen[key]}): the second would silently replace "
+                    "the first; merge them into one", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+# a copy of the resolver table: add_implicit_resolver on a subclass would append to SafeLoader's own lists
+RecipeLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
 def parse_yaml(text: str, source: str = "<recipe>") -> dict[str, Any]:
-    """``yaml.safe_load`` with errors that give file:line:column."""
+    """Load a recipe or compare file (:class:`RecipeLoader`) with errors that give file:line:column."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
@@ -209,19 +258,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def _parse_value(raw: str) -> Any:
-    """An override value as YAML would read it, plus ``3e-4`` as a float (YAML 1.1 wants ``3.0e-4``)."""
+    """An override value as a recipe file would read it (``3e-4`` is a float, ``[a,b]`` a list)."""
     if not raw.strip():
         return ""
     try:
-        value = yaml.safe_load(raw)
+        return yaml.load(raw, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError:
         return raw
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
 
 
 def _fmt_path(loc: tuple) -> str:
@@ -272,22 +315,29 @@ def _model_at(model: Any, loc: tuple) -> Any:
     return model
 
 
-def _format(problems: list[tuple[tuple, str]], lines: dict, source: str | None) -> list[str]:
+def override_keys(overrides: list[str]) -> dict[tuple[str, ...], str]:
+    """``{key path: "key=value"}`` of command-line overrides, so errors point at them rather than the file."""
+    return {tuple(item.partition("=")[0].strip().split(".")): item for item in overrides if "=" in item}
+
+
+def _format(problems: list[tuple[tuple, str]], lines: dict, source: str | None,
+            overridden: dict[tuple[str, ...], str] | None = None) -> list[str]:
     out = []
     for loc, msg in problems:
         path = _fmt_path(loc)
-        line = None
-        for n in range(len(loc), 0, -1):
-            line = lines.get(tuple(str(p) for p in loc[:n]))
-            if line:
-                break
-        where = f" ({source}:{line})" if (line and source) else ""
+        keys = [tuple(str(p) for p in loc[:n]) for n in range(len(loc), 0, -1)]
+        item = next((overridden[k] for k in keys if k in (overridden or {})), None)
+        line = next((lines[k] for k in keys if lines.get(k)), None)
+        where = f" (command-line override {item})" if item else f" ({source}:{line})" if (line and source) else ""
         out.append(f"{path}: {msg}{where}")
     return out
 
 
-def validate(data: dict[str, Any], *, registry: Any = None, source: str | None = None, text: str = "") -> Recipe:
-    """Validate raw recipe data: core schema, then plugin params. Raises one RecipeError listing all problems."""
+def validate(data: dict[str, Any], *, registry: Any = None, source: str | None = None, text: str = "",
+             overridden: dict[tuple[str, ...], str] | None = None) -> Recipe:
+    """Validate raw recipe data: core schema, then plugin params. Raises one RecipeError listing all problems.
+
+    ``overridden`` (from :func:`override_keys`): keys set on the command line, named as such in errors."""
     from peftkit.plugins import get_registry
 
     lines = line_index(text) if text else {}
@@ -300,8 +350,8 @@ def validate(data: dict[str, Any], *, registry: Any = None, source: str | None =
     reg = registry or get_registry()
     problems += _check_plugins(data, reg)
     if problems:
-        raise RecipeError(_format(problems, lines, source), source)
-    reg.hook.peftkit_configure(recipe=recipe)
+        raise RecipeError(_format(problems, lines, source, overridden), source)
+    reg.hooks_for(recipe.plugins).peftkit_configure(recipe=recipe)
     return recipe
 
 
@@ -314,6 +364,11 @@ def _check_plugins(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
     """Stage two: names exist (and are allowed), params validate through the plugin's schema."""
     problems: list[tuple[tuple, str]] = []
     allowed = data.get("plugins") if isinstance(data.get("plugins"), list) else None
+    for i, name in enumerate(allowed or []):
+        if name not in reg.plugins:
+            avail = ", ".join(sorted(reg.plugins)) or "none"
+            problems.append((("plugins", str(i)), f"unknown plugin {name!r}{_closest(str(name), list(reg.plugins))} "
+                             f"(installed: {avail}){reg.broken_note()}"))
     for section, table, kind in (("method", reg.methods, "method"), ("task", reg.tasks, "task")):
         sec = data.get(section)
         if not isinstance(sec, dict) or not isinstance(sec.get("name"), str):
@@ -326,7 +381,7 @@ def _check_plugins(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
             continue
         owner = _owner(reg, section, name)
         if allowed is not None and owner not in allowed:
-            problems.append(((section, "name"), f"{kind} {name!r} comes from plugin {owner!r}, which is not in `plugins:` ({', '.join(allowed)})"))
+            problems.append(((section, "name"), f"{kind} {name!r} comes from plugin {owner!r}, which is not in `plugins:` ({', '.join(map(str, allowed))})"))
         params = sec.get("params") or {}
         if not isinstance(params, dict):
             continue  # the core schema already reported it
@@ -335,15 +390,48 @@ def _check_plugins(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
         except ValidationError as exc:
             problems += pydantic_problems(exc, prefix=(section, "params"), fields=obj.params_model)
             continue
-        check = getattr(obj, "check", None)  # optional: cross-section checks (quantization, step budgets)
+        check = getattr(obj, "check", None)  # optional: cross-section checks (quantization, step budgets, data files)
         if check is not None:
             for loc, msg in check(obj.params_model.model_validate(params), data):
                 problems.append((tuple(loc.split(".")), msg))
+        metric = data["eval"].get("metric") if isinstance(data.get("eval"), dict) else None
+        if section == "task" and isinstance(metric, str):
+            problem = metric_problem(metric, obj, name, 2)
+            if problem:
+                problems.append((("eval", "metric"), problem))
     model = data.get("model")
     if isinstance(model, dict) and isinstance(model.get("source"), str):
-        problems += _check_source(model["source"], reg)
+        problems += _check_source(model["source"], reg, allowed)
     problems += _check_quantization(data, reg)
     return problems
+
+
+def metric_problem(metric: str | None, task: Any, task_name: str, n_labels: int) -> str | None:
+    """Why ``eval.metric`` is not one the task reports (None when it is, or unset): the task's metrics on a
+    dummy prediction of ``n_labels`` classes name what it reports."""
+    import numpy as np
+
+    if metric is None:
+        return None
+    ids = np.arange(max(n_labels, 2)) % max(n_labels, 1)
+    reported = task.compute_metrics(ids, ids)
+    if metric in reported:
+        return None
+    return (f"{metric!r} is not a metric of task {task_name!r}, which reports {', '.join(sorted(reported))}; use one "
+            f"of them, or remove eval.metric for the task's main metric ({task.metric})")
+
+
+def data_problems(recipe: Recipe, registry: Any = None) -> list[str]:
+    """What a run of ``recipe`` on this machine would miss (data files, folders), from the task's optional
+    ``check_data``: one line per problem, starting with the dotted key."""
+    from peftkit.plugins import get_registry
+
+    reg = registry or get_registry()
+    task = reg.tasks[recipe.task.name]
+    check = getattr(task, "check_data", None)
+    if check is None:
+        return []
+    return [f"{key}: {msg}" for key, msg in check(task.params_model.model_validate(recipe.task.params))]
 
 
 def _check_quantization(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
@@ -361,7 +449,7 @@ def _check_quantization(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str
 
 
 def _owner(reg: Any, section: str, name: str) -> str | None:
-    attr = "methods" if section == "method" else "tasks"
+    attr = {"method": "methods", "task": "tasks", "model": "model_sources"}[section]
     for pname, info in reg.plugins.items():
         if name in getattr(info, attr):
             return pname
@@ -378,12 +466,15 @@ def split_source(ref: str) -> tuple[str, str]:
     return "hub", ref
 
 
-def _check_source(ref: str, reg: Any) -> list[tuple[tuple, str]]:
+def _check_source(ref: str, reg: Any, allowed: list[str] | None = None) -> list[tuple[tuple, str]]:
     scheme, rest = split_source(ref)
     src = reg.sources.get(scheme)
     if src is None:
         avail = ", ".join(sorted(reg.sources)) or "none installed"
         return [(("model", "source"), f"unknown model source scheme {scheme!r}{_closest(scheme, list(reg.sources))} (available: {avail}){reg.broken_note()}")]
+    owner = _owner(reg, "model", scheme)
+    if allowed is not None and owner not in allowed:
+        return [(("model", "source"), f"model source {scheme + ':'!r} comes from plugin {owner!r}, which is not in `plugins:` ({', '.join(map(str, allowed))})")]
     msg = src.check(rest)
     return [(("model", "source"), msg)] if msg else []
 
@@ -392,11 +483,12 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None, *, 
     """Read, override and validate a recipe file. Raises :class:`RecipeError` listing every problem."""
     p = Path(path)
     if not p.is_file():
-        raise RecipeError([f"{path}: no such recipe file"], str(path))
+        what = "is a folder, not a recipe file" if p.is_dir() else "no such recipe file"
+        raise RecipeError([f"{path}: {what}"], str(path))
     text = p.read_text(encoding="utf-8")
     data = parse_yaml(text, str(path))
     data = apply_overrides(data, list(overrides or []))
-    return validate(data, registry=registry, source=str(path), text=text)
+    return validate(data, registry=registry, source=str(path), text=text, overridden=override_keys(list(overrides or [])))
 
 
 def method_params(recipe: Recipe, registry: Any) -> BaseModel:

@@ -130,7 +130,7 @@ def run(recipe: Recipe, *, registry: Any = None, overwrite: bool = False, resume
     model, _ = build_model(s, total)
     params = count_parameters(model)
     log.info("method %s: %s of %s parameters trainable (%.4f%%)", s.method.name, f"{params['trainable']:,}", f"{params['total']:,}", params["percent"])
-    reg.hook.peftkit_model_ready(model=model, method=s.method, recipe=recipe)
+    s.hooks.peftkit_model_ready(model=model, method=s.method, recipe=recipe)
     lr = recipe.train.lr or s.method.default_lr
     opt = _optimizer(model, recipe, lr)
     sched = _scheduler(opt, recipe, total)
@@ -152,7 +152,7 @@ def _resume(s: Setup, state: RunState, opt: Any, sched: Any) -> None:
     meta, extra = checkpoint.restore(checkpoint.latest(state.output_dir), state.model, opt, sched, state.recipe_hash)
     for key in ("step", "epoch", "batch_index", "samples", "history", "best", "losses"):
         setattr(state, key, meta[key])
-    s.registry.hook.peftkit_on_load_checkpoint(state=state, extra=extra)
+    s.hooks.peftkit_on_load_checkpoint(state=state, extra=extra)
 
 
 def _train(s: Setup, state: RunState, model: Any, opt: Any, sched: Any, acc: Any) -> float:
@@ -162,7 +162,7 @@ def _train(s: Setup, state: RunState, model: Any, opt: Any, sched: Any, acc: Any
     train = s.data["train"]
     bar = tqdm(total=state.total_steps, initial=state.step, desc="train", disable=not acc.is_main_process or not sys.stderr.isatty(),
                dynamic_ncols=True)  # no bar in a log file: the INFO step lines say the same
-    s.registry.hook.peftkit_on_train_begin(state=state)
+    s.hooks.peftkit_on_train_begin(state=state)
     model.train()
     t0 = time.perf_counter()
     while state.step < state.total_steps and not state.should_stop:
@@ -239,7 +239,7 @@ def _optimizer_step(s: Setup, state: RunState, model: Any, opt: Any, sched: Any,
     state.step += 1
     state.loss, state.lr = loss, sched.get_last_lr()[0]
     state.losses.append(round(loss, 6))
-    s.registry.hook.peftkit_on_step_end(state=state)
+    s.hooks.peftkit_on_step_end(state=state)
     opt.zero_grad(set_to_none=True)
     if state.step % t.log_every == 0:
         log.info("step %d/%d epoch %d loss %.4f lr %.3e", state.step, state.total_steps, state.epoch, state.loss, state.lr)
@@ -275,7 +275,7 @@ def _checkpoint(s: Setup, state: RunState, opt: Any, sched: Any, acc: Any) -> No
     meta = {k: getattr(state, k) for k in ("step", "epoch", "batch_index", "samples", "history", "best", "losses")}
     meta["recipe_hash"] = state.recipe_hash
     extra: dict[str, Any] = {}
-    s.registry.hook.peftkit_on_save_checkpoint(state=state, extra=extra)
+    s.hooks.peftkit_on_save_checkpoint(state=state, extra=extra)
     with _pause(state):
         checkpoint.save(state.output_dir, state.model, opt, sched, meta, state.recipe.train.keep_checkpoints, extra)
 
@@ -302,7 +302,7 @@ def _evaluate_and_keep_best_timed(s: Setup, state: RunState, acc: Any) -> dict[s
     if state.best is None or metrics[key] > state.best[key]:
         state.best = entry
         _save_model(s, state, acc)
-    s.registry.hook.peftkit_on_eval(state=state, metrics=metrics)
+    s.hooks.peftkit_on_eval(state=state, metrics=metrics)
     return metrics
 
 
@@ -316,7 +316,7 @@ def _save_model(s: Setup, state: RunState, acc: Any) -> None:
     s.method.save(acc.unwrap_model(state.model), tmp)
     s.tokenizer.save_pretrained(str(tmp))
     outputs.replace_dir(tmp, final)
-    s.registry.hook.peftkit_on_save(state=state, path=final)
+    s.hooks.peftkit_on_save(state=state, path=final)
 
 
 def _loss_moved(losses: list[float]) -> bool:
@@ -348,7 +348,7 @@ def _finish(s: Setup, state: RunState, acc: Any, meter: Any, seconds: float) -> 
     summary["memory"] = meter.report(acc.unwrap_model(state.model))
     if acc.is_main_process:
         summary.update(final_evaluation(s, state, acc.device))
-    s.registry.hook.peftkit_on_train_end(state=state)
+    s.hooks.peftkit_on_train_end(state=state)
     if acc.is_main_process:
         outputs.write_json(state.output_dir / "metrics.json", summary)
         log.info("done: %s", ", ".join(f"{k}={v:.4f}" for k, v in (summary.get("final") or {}).items()))

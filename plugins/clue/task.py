@@ -38,6 +38,14 @@ class ClueTask:
     def __repr__(self) -> str:
         return f"ClueTask({self.name!r})"
 
+    def check_data(self, params: sources.Params) -> list[tuple[str, str]]:
+        """For `peftkit validate`: the data folder a run on this machine would read exists (or the hub is the source)."""
+        try:
+            sources.resolve_folder(self.spec, params)
+        except DataError as exc:
+            return [("task.params.data_dir", str(exc))]
+        return []
+
     def label_names(self, params: BaseModel) -> list[str]:
         """The task's fixed label space (the dataset's own label values, in hub ``ClassLabel`` order)."""
         return list(self.spec.labels)

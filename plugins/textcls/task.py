@@ -22,6 +22,13 @@ class TextClassification:
     def __init__(self) -> None:
         self._inferred: dict[tuple, list[str]] = {}
 
+    def check_data(self, params: TextClassificationParams) -> list[tuple[str, str]]:
+        """For `peftkit validate`: every data file the recipe names exists on this machine."""
+        return [(f"task.params.{key}", f"data file {path} does not exist" + ("" if Path(path).is_absolute() else
+                 f" (relative paths are read from the current folder, {Path.cwd()})"))
+                for key in ("train_file", "dev_file", "test_file")
+                if (path := getattr(params, key)) is not None and not Path(path).expanduser().exists()]
+
     def label_names(self, params: TextClassificationParams) -> list[str]:
         if params.labels:
             return list(params.labels)

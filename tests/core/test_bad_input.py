@@ -53,6 +53,31 @@ def test_unknown_eval_metric_stops_before_training(write, tmp_path):
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 
+def test_validate_catches_what_run_would_refuse(write, tmp_path):
+    """validate checks eval.metric against the task's metrics, and warns (fails with --strict) when the data a
+    run would read is missing on this machine — a recipe may be checked where its data is not."""
+    path = write(lambda r: r["task"]["params"].update(dev_file=str(tmp_path / "nope.jsonl")))
+    res = cli("validate", str(path))
+    missing = f"task.params.dev_file: data file {tmp_path / 'nope.jsonl'} does not exist"
+    assert res.returncode == 0 and "OK" in res.stdout and f"warning: {missing}" in res.stderr
+    _assert_user_error(cli("validate", "--strict", str(path)), "is valid, but the data a run would read is missing", missing)
+    path = write(lambda r: r.setdefault("eval", {}).update(metric="f1"))
+    _assert_user_error(cli("validate", str(path)), "eval.metric: 'f1' is not a metric of task 'text-classification'")
+
+
+def test_target_modules_matching_nothing_names_the_layers(write):
+    path = write(lambda r: r["method"]["params"].update(target_modules=["nosuch"]))
+    _assert_user_error(cli("run", str(path)), "method.params.target_modules: ['nosuch'] matches no layer of this bert model",
+                       "its linear layers are named ", "query")
+
+
+def test_cli_argument_errors(write):
+    res = cli("run")
+    assert res.returncode == 2 and "the following arguments are required: recipe\n" in res.stderr
+    res = cli("run", str(write()), "--num-processes", "0")
+    assert res.returncode == 2 and "--num-processes: must be a whole number >= 1, got '0'" in res.stderr
+
+
 def test_overrides_after_options_are_applied(write):
     path = write()
     _assert_user_error(cli("run", str(path), "--overwrite", "train.lr=-1"), "train.lr: must be greater than 0, got -1")

@@ -67,6 +67,14 @@ def test_command_line_overrides_beat_per_method_ones(grid_file):
     assert {c.recipe.train.max_steps for c in cells} == {5}
 
 
+def test_command_line_cannot_override_what_names_a_cell(grid_file):
+    """A cell labelled sent/lora must train that task and method with its seed, in its own folder."""
+    with pytest.raises(RecipeError) as info:
+        load_compare(grid_file, ["task.name=clue/tnews", "method.name=full", "train.seed=7", "output_dir=/tmp/x", "train.lr=1e-3"])
+    assert [p.split(":")[0] for p in info.value.problems] == ["task.name", "method.name", "train.seed", "output_dir"]
+    assert "cannot be overridden on the command line: add another entry under `tasks:`" in info.value.problems[0]
+
+
 def test_base_from_a_recipe_file(tmp_path, tiny_bert, tiny_data):
     grid = grid_dict(tiny_bert, tiny_data, tmp_path / "out")
     (tmp_path / "base.yaml").write_text(yaml.safe_dump({**grid["base"], "method": {"name": "full"}, "output_dir": "ignored"}))

@@ -121,6 +121,69 @@ def test_recipe_is_data_not_code(recipe_file):
 def test_plugins_allow_list(recipe_file):
     ps = problems(recipe_file(), ["plugins=[textcls, sources]"])
     assert "method 'lora' comes from plugin 'lora', which is not in `plugins:`" in ps[0]
+    (p,) = problems(recipe_file(), ["plugins=[lora, textcls, sources, lorra]"])
+    assert p.startswith("plugins.3: unknown plugin 'lorra' — did you mean 'lora'? (installed: ")
+    (p,) = problems(recipe_file(), ["plugins=[lora, textcls]"])  # local: comes from the `sources` plugin
+    assert p.startswith("model.source: model source 'local:' comes from plugin 'sources', which is not in `plugins:`")
+    assert load_recipe(recipe_file(), ["plugins=[lora, textcls, sources]"]).plugins == ["lora", "textcls", "sources"]
+
+
+def test_plugins_allow_list_limits_hooks_too(tmp_path, tiny_bert, tiny_data):
+    """Only listed plugins' hooks run: without `tensorboard` in the list a run writes no TensorBoard events."""
+    from peftkit.recipe import validate
+    from peftkit.runner import run
+
+    recipe = tiny_recipe(tiny_bert, tiny_data, tmp_path / "out", max_steps=2, batch_size=16)
+    recipe["plugins"] = ["lora", "textcls", "sources"]
+    run(validate(recipe))
+    assert (tmp_path / "out" / "metrics.json").is_file() and not (tmp_path / "out" / "tensorboard").exists()
+
+
+def test_disabled_plugin_is_named_not_taken_for_a_typo(recipe_file, monkeypatch):
+    monkeypatch.setenv("PEFTKIT_DISABLE_PLUGINS", "lora")
+    (p,) = problems(recipe_file())
+    assert p.startswith("method.name: unknown method 'lora'") and "disabled by PEFTKIT_DISABLE_PLUGINS: lora" in p
+
+
+def test_errors_in_overrides_point_at_the_command_line_not_the_file(recipe_file):
+    ps = problems(recipe_file(), ["train.lr=-1", "train.epoch=2"])
+    assert ps == ["train.lr: must be greater than 0, got -1 (command-line override train.lr=-1)",
+                  "train.epoch: unknown key — did you mean 'epochs'? (command-line override train.epoch=2)"]
+    (p,) = problems(recipe_file(lambda d: d["train"].update(lr=-1)))
+    assert p.startswith("train.lr: must be greater than 0, got -1 (") and p.endswith("recipe.yaml:22)")  # the file's lr line
+
+
+def test_duplicate_keys_are_refused_with_both_lines(recipe_file):
+    (p,) = problems(recipe_file(text="train:\n  lr: 5.0e-4\n  epochs: 3\noutput_dir: x\ntrain:\n  batch_size: 8\n"))
+    assert "recipe.yaml:5:1" in p and "duplicate key 'train' (first on line 1)" in p
+
+
+def test_exponent_floats_read_as_numbers_as_in_yaml_1_2(recipe_file):
+    from peftkit.recipe import parse_yaml
+
+    assert parse_yaml("a: 1e-3\nb: 2E+2\nc: 3.0e-4\nd: 12\ne: 1e\nf: x1e3\n") == {
+        "a": 0.001, "b": 200.0, "c": 0.0003, "d": 12, "e": "1e", "f": "x1e3"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("eval.every=sometimes", "eval.every: must be 'epoch' or a number of steps > 0, got 'sometimes'"),
+    ("eval.every=1.5", "eval.every: must be 'epoch' or a number of steps > 0, got 1.5"),
+    ("model.quantization=4", "model.quantization: must be a mapping such as {bits: 4} (or null for none), got 4"),
+    ("train.adam_betas=[0.9]", "train.adam_betas: must be two numbers [beta1, beta2], e.g. [0.9, 0.999], got [0.9]"),
+    ("output_dir=", "output_dir: must name a folder, e.g. runs/my-run"),
+])
+def test_one_plain_message_per_bad_value(recipe_file, override, message):
+    (p,) = problems(recipe_file(), [override])
+    assert p.startswith(message)
+
+
+def test_numeric_output_dir_is_a_folder_name(recipe_file):
+    assert load_recipe(recipe_file(), ["output_dir=2024"]).output_dir == "2024"
+
+
+def test_a_folder_is_not_a_recipe(tmp_path):
+    (p,) = problems(tmp_path)
+    assert p == f"{tmp_path}: is a folder, not a recipe file"
 
 
 def test_json_schema_covers_plugin_params():

@@ -35,6 +35,7 @@ def test_outputs_exist(finished_run):
     assert list((finished_run / "tensorboard").glob("events.out.tfevents.*"))
     log = (finished_run / "train.log").read_text()
     assert "parameters trainable" in log and "eval step" in log
+    assert " INFO model local:" in log  # the base model's folder, for reloading the adapter with plain peft
 
 
 def test_metrics_json_contents(finished_run):
