@@ -43,6 +43,13 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def _prose(text: str) -> str:
+    """A description for a table cell: ``<output_dir>`` outside code spans would be read as an HTML tag and
+    vanish from the page, so angle brackets are escaped there (code spans show them as they are)."""
+    parts = _cell(text).split("`")
+    return "`".join(p if i % 2 else p.replace("<", "&lt;").replace(">", "&gt;") for i, p in enumerate(parts))
+
+
 def _deref(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     ref = prop.get("$ref")
     return defs[ref.rsplit("/", 1)[-1]] if ref else prop
@@ -93,7 +100,7 @@ def table(entries: list[tuple[str, str, str, str]]) -> str:
     if not entries:
         return "This section has no keys.\n"
     lines = ["| key | type | default | description |", "|---|---|---|---|"]
-    lines += [f"| `{k}` | {_cell(t)} | {_cell(d)} | {_cell(h)} |" for k, t, d, h in entries]
+    lines += [f"| `{k}` | {_cell(t)} | {_cell(d)} | {_prose(h)} |" for k, t, d, h in entries]
     return "\n".join(lines) + "\n"
 
 
@@ -109,7 +116,7 @@ def recipe_reference() -> str:
     for section in SECTIONS:
         prop = props[section]
         out.append(f"## `{section}`\n")
-        out.append(_cell(prop.get("description", "")) + "\n" if prop.get("description") else "")
+        out.append(_prose(prop.get("description", "")) + "\n" if prop.get("description") else "")
         target = prop if "$ref" not in prop else _deref(prop, defs)
         if target.get("type") == "object" and "properties" in target:
             out.append(table(rows(target, defs, prefix=f"{section}.")))
@@ -158,7 +165,7 @@ def _actions_table(parser: argparse.ArgumentParser) -> str:
         if act.nargs in ("*", "+"):
             name += " ..."
         default = "" if act.default in (None, False, argparse.SUPPRESS) or not act.option_strings else f"`{act.default}`"
-        lines.append(f"| `{_cell(name)}` | {_cell(act.help or '')} | {default} |")
+        lines.append(f"| `{_cell(name)}` | {_prose(act.help or '')} | {default} |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else "No arguments besides `-h/--help`.\n"
 
 
