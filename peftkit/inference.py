@@ -7,10 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from peftkit import outputs
 from peftkit.components import Setup, build_model, load_split, prepare
 from peftkit.errors import PeftkitError
 from peftkit.evaluation import eval_batch_size, evaluate, mixed_precision, predict_logits
+from peftkit.report import COLLAPSED_SHARE
 
 log = logging.getLogger("peftkit")
 
@@ -25,13 +28,21 @@ def final_evaluation(s: Setup, state: Any, device: Any) -> dict[str, Any]:
     bs, mp = eval_batch_size(s.recipe), mixed_precision(s.recipe)
     if "dev" in s.data:
         t0 = time.perf_counter()
-        metrics, _ = evaluate(model, s.data["dev"], s.task, bs, s.pad_id, device, mp)
+        metrics, preds = evaluate(model, s.data["dev"], s.task, bs, s.pad_id, device, mp)
         seconds = time.perf_counter() - t0
         out["final"] = metrics
+        counts = np.bincount(preds, minlength=len(s.labels))
+        top = int(counts.argmax())
         out["eval"] = {"seconds": round(seconds, 3), "samples": len(s.data["dev"]),
                        "samples_per_second": round(len(s.data["dev"]) / max(seconds, 1e-9), 3), "merged": merged,
-                       "mixed_precision": mp}
+                       "mixed_precision": mp, "top_class_share": round(float(counts[top] / max(len(preds), 1)), 4)}
         key = s.recipe.eval.metric or s.task.metric
+        if len(s.labels) > 1 and out["eval"]["top_class_share"] >= COLLAPSED_SHARE:
+            msg = (f"the model answers {s.labels[top]!r} for {out['eval']['top_class_share']:.1%} of the dev rows: it has "
+                   f"collapsed to one class, and {key}={metrics[key]:.4f} is about what always answering it scores. "
+                   "Try another train.lr, more steps, or a larger model")
+            log.warning(msg)
+            out["warnings"] = [msg]
         # merged weights round differently: allow a near-tie or two to flip, never more (a few more in half precision)
         tol = (2.5 if mp == "no" else 5.5) / len(s.data["dev"]) if merged else 1e-9
         if state.best is not None and abs(metrics[key] - state.best[key]) > tol:

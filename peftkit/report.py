@@ -22,6 +22,9 @@ import yaml
 from peftkit import outputs
 from peftkit.errors import PeftkitError
 
+# a model that answers one class for at least this share of the dev rows has learned the class prior only
+COLLAPSED_SHARE = 0.99
+
 log = logging.getLogger("peftkit")
 SKIP_DIRS = ("_stale", "report")  # moved-aside runs and report folders are not runs of the grid
 
@@ -57,6 +60,7 @@ class Row:
     lr: float | None
     runs: list[str] = field(default_factory=list)
     best: bool = False
+    collapsed: bool = False  # some seed answers one class for >= COLLAPSED_SHARE of dev (runs that record it)
 
     @property
     def mean(self) -> float:
@@ -171,9 +175,14 @@ def summarize(runs: list[RunRecord], metric: str | None = None) -> list[Row]:
     rows = [_row(task, method, sorted(g, key=lambda r: r.seed), metric) for (task, method), g in groups.items()]
     for task in dict.fromkeys(r.task for r in rows):
         mine = [r for r in rows if r.task == task]
+        live = [r for r in mine if not r.collapsed]
+        if len(mine) < 2 or not live:
+            continue  # one method, or only collapsed ones: nothing is "best"
         pick = max if higher_is_better(mine[0].metric) else min
-        best = pick(r.mean for r in mine)
-        for r in mine:
+        best = pick(r.mean for r in live)
+        if all(abs(r.mean - best) < 1e-12 for r in mine):
+            continue  # every method ties: marking all of them best would say nothing
+        for r in live:
             r.best = abs(r.mean - best) < 1e-12
     return rows
 
@@ -193,10 +202,11 @@ def _row(task: str, method: str, group: list[RunRecord], metric: str | None) -> 
     def mean_of(section: str, key: str) -> float:
         return statistics.fmean(float((r.metrics.get(section) or {}).get(key) or 0.0) for r in group)
 
+    collapsed = any(float((r.metrics.get("eval") or {}).get("top_class_share", 0.0)) >= COLLAPSED_SHARE for r in group)
     return Row(task, method, group[0].recipe["method"]["name"], m, [r.seed for r in group],
                [float(r.metrics["final"][m]) for r in group], int(first["params"]["trainable"]), int(first["params"]["total"]),
                float(first["params"]["percent"]), mean_of("memory", "peak_bytes"), mean_of("train", "seconds"),
-               mean_of("train", "samples_per_second"), first.get("lr"), [str(r.path) for r in group])
+               mean_of("train", "samples_per_second"), first.get("lr"), [str(r.path) for r in group], collapsed=collapsed)
 
 
 def clue_average(rows: list[Row]) -> dict[str, Any]:

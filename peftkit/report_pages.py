@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from peftkit.report import Row, RunRecord, fmt_metric, is_fraction
+from peftkit.report import COLLAPSED_SHARE, Row, RunRecord, fmt_metric, is_fraction
 
 MIB = 1024 * 1024
 # Settings that usually make or break a comparison; shown once if common to every run, else per value.
@@ -66,11 +66,15 @@ def summary_table(rows: list[Row], avg: dict[str, Any]) -> Table:
         line: list[Cell] = [(m, False), (_pct_range([r.trainable_percent for r in mine]), False)]
         for t in tasks:
             r = cell.get((t, m))
-            line.append((fmt_metric(r.mean, r.std, pct), r.best) if r else ("—", False))
+            line.append((_value(r, pct), r.best) if r else ("—", False))
         if avg["by_method"]:
             line.append((fmt_metric(avg["by_method"][m], None, pct), m in avg["best"]))
         body.append(line)
     return header, body
+
+
+def _value(r: Row, pct: bool) -> str:
+    return fmt_metric(r.mean, r.std, pct) + (" †" if r.collapsed else "")
 
 
 def cell_metric(rows: list[Row], task: str) -> str:
@@ -83,7 +87,7 @@ def detail_table(rows: list[Row]) -> Table:
     header = ["task", "method", "metric", "mean ± std", "seeds", "trainable params", "trainable %", "peak memory (MiB)",
               "train time (s)", "samples/s", "lr"]
     body = [[(r.task, False), (r.method, False), (r.metric + (" (%)" if pct else ""), False),
-             (fmt_metric(r.mean, r.std, pct), r.best), (",".join(map(str, r.seeds)), False), (f"{r.trainable:,}", False),
+             (_value(r, pct), r.best), (",".join(map(str, r.seeds)), False), (f"{r.trainable:,}", False),
              (f"{r.trainable_percent:.4g}", False), (_num(r.peak_memory_bytes / MIB), False), (_num(r.train_seconds), False),
              (_num(r.samples_per_second), False), (f"{r.lr:.2g}" if r.lr else "—", False)] for r in rows]
     return header, body
@@ -96,7 +100,10 @@ def _intro(rows: list[Row], avg: dict[str, Any], settings: dict[str, Any]) -> li
     lines = [f"{n_runs} runs: {len(tasks)} task(s) × {len({r.method for r in rows})} method(s) × seeds "
              f"{', '.join(map(str, settings['seeds']))}, on {', '.join(settings['devices'])}. Each number is the dev-set "
              f"metric of the run's saved best checkpoint{' ×100' if pct else ''}, mean ± sample standard deviation (n−1) "
-             "over seeds; **bold** = best mean on that task."]
+             "over seeds; **bold** = best mean on that task (none when every method ties or only one ran)."]
+    if any(r.collapsed for r in rows):
+        lines.append(f"† = the model answers one class for at least {COLLAPSED_SHARE:.0%} of the dev rows: it has "
+                     "collapsed to the class prior, so the number measures the data, not the method (never marked best).")
     if avg["tasks"]:
         note = f"Average: mean over {', '.join(avg['tasks'])} of each method's mean (CLUE-style)"
         if avg["excluded_tasks"]:

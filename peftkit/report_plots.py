@@ -111,7 +111,7 @@ def bars(rows: list[Row], avg: dict[str, Any], path: Path) -> Path:
     colors = _colors(methods)
     width = 0.8 / len(methods)
     fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.6 * len(groups) * len(methods) + 2)), 4.2))
-    lows, highs = [], []
+    highs: list[float] = []
     for i, m in enumerate(methods):
         vals = [(g + (i - (len(methods) - 1) / 2) * width, v * k, e * k, best) for g, v, e, best in _bar_values(rows, avg, groups, m)]
         ax.bar([x for x, *_ in vals], [y for _, y, *_ in vals], width * 0.95, color=colors[m], label=m)
@@ -120,13 +120,14 @@ def bars(rows: list[Row], avg: dict[str, Any], path: Path) -> Path:
                 ax.errorbar(x, y, yerr=e, fmt="none", ecolor="black", capsize=2, linewidth=1)
             if best:
                 ax.annotate("★", (x, y + e), textcoords="offset points", xytext=(0, 1), ha="center", fontsize=9)
-            lows.append(y - e)
             highs.append(y + e)
     ax.set_xticks(range(len(groups)), groups)
-    # Zoom in on the differences: a y axis from 0 would hide gaps of a point or two between methods.
-    pad = max((max(highs) - min(lows)) * 0.15, 0.5 if k == 100 else 0.005)
-    ax.set_ylim(max(0.0, min(lows) - pad), max(highs) + pad)
-    ax.set_ylabel("metric" + (" (%)" if k == 100 else "") + "; ★ = best")
+    # Bars start at 0: a cut axis makes a bar's height lie about its value (the table gives exact numbers,
+    # the trade-off plot zooms per task).
+    ax.set_ylim(0.0, max(highs) * 1.08 if highs and max(highs) > 0 else 1.0)
+    names = list(dict.fromkeys(r.metric for r in rows))
+    label = (names[0] if len(names) == 1 else "metric") + (" (%)" if k == 100 else "")
+    ax.set_ylabel(label + ("; ★ = best" if any(r.best for r in rows) else ""))
     ax.legend(fontsize=8, ncol=min(len(methods), 6), loc="upper center", bbox_to_anchor=(0.5, -0.1))
     ax.grid(True, axis="y", alpha=0.3)
     return _save(fig, path)

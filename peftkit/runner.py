@@ -347,7 +347,10 @@ def _finish(s: Setup, state: RunState, acc: Any, meter: Any, seconds: float) -> 
         summary["warnings"] = [msg]
     summary["memory"] = meter.report(acc.unwrap_model(state.model))
     if acc.is_main_process:
-        summary.update(final_evaluation(s, state, acc.device))
+        final = final_evaluation(s, state, acc.device)
+        summary.update({k: v for k, v in final.items() if k != "warnings"})
+        if final.get("warnings"):
+            summary["warnings"] = summary.get("warnings", []) + final["warnings"]
     s.hooks.peftkit_on_train_end(state=state)
     if acc.is_main_process:
         outputs.write_json(state.output_dir / "metrics.json", summary)

@@ -90,16 +90,25 @@ def test_report_numbers_match_the_runs(compared, metric, tmp_path):
         assert r["trainable"] == e["params"]["trainable"] and r["trainable_percent"] == e["params"]["percent"]
         assert r["peak_memory_bytes"] == pytest.approx(statistics.fmean(e["peak"]))
         assert r["samples_per_second"] == pytest.approx(statistics.fmean(e["sps"]))
+    for label, r in rows.items():  # † = some seed answers one class for >= 99% of dev
+        assert r["collapsed"] == any(json.loads((c.output_dir / "metrics.json").read_text())["eval"]["top_class_share"] >= 0.99
+                                     for c in compared.cells if c.method == label)
+    live = [r for r in rows.values() if not r["collapsed"]]
     pick = max if metric == "accuracy" else min
-    best = pick(rows.values(), key=lambda r: r["mean"])
-    assert best["best"] and report["best"] == {"sent": [m for m, r in rows.items() if r["mean"] == best["mean"]]}
+    if live and len({r["mean"] for r in rows.values()}) > 1:
+        best = pick(live, key=lambda r: r["mean"])
+        assert best["best"] and report["best"] == {"sent": [m for m, r in rows.items() if r["best"]]}
+    else:  # every method collapsed or tied: nothing is marked best
+        assert not any(r["best"] for r in rows.values()) and report["best"] == {"sent": []}
     assert report["average"]["tasks"] == ["sent"]
     assert report["average"]["by_method"] == pytest.approx({m: r["mean"] for m, r in rows.items()})
     assert rows["lora-r2"]["trainable"] < rows["lora-r8"]["trainable"]
     if metric == "eval_loss":
-        assert all(r["std"] > 0 for r in rows.values()) and sum(r["best"] for r in rows.values()) == 1
+        assert all(r["std"] > 0 for r in rows.values()) and sum(r["best"] for r in rows.values()) <= 1
         md = (tmp_path / "rep" / "report.md").read_text()
-        assert f"**{best['mean']:.4f} ± {best['std']:.4f}**" in md  # losses: raw, 4 decimals, not ×100
+        for r in rows.values():  # losses: raw, 4 decimals, not ×100; bold when best, † when collapsed
+            cell = f"{r['mean']:.4f} ± {r['std']:.4f}" + (" †" if r["collapsed"] else "")
+            assert (f"**{cell}**" if r["best"] else f"| {cell} |") in md
 
 
 def test_csv_and_markdown_show_the_same_numbers(compared):
@@ -191,3 +200,35 @@ def test_report_of_a_saved_grid_file_matches_its_yaml(compared):
     """The compare file's title reaches the report (the report is built from the grid's own cells)."""
     assert (compared.report_dir / "report.md").read_text().startswith("# tiny grid\n")
     assert yaml.safe_load((compared.cells[0].output_dir / "recipe.yaml").read_text())["train"]["seed"] == 0
+
+
+def test_best_marks_skip_ties_single_methods_and_collapsed_runs():
+    from pathlib import Path
+
+    from peftkit.report import RunRecord, summarize
+
+    def rec(task, method, acc, share):
+        metrics = {"final": {"accuracy": acc}, "eval": {"top_class_share": share},
+                   "params": {"trainable": 1, "total": 10, "percent": 10.0}, "train": {}, "memory": {}}
+        return RunRecord(Path(f"/r/{task}/{method}"), task, method, 0, {"method": {"name": method}, "task": {"name": task}}, metrics)
+
+    rows = summarize([rec("tie", "a", 0.69, 1.0), rec("tie", "b", 0.69, 1.0),        # both at the prior
+                      rec("one", "a", 0.80, 0.5),                                     # nothing to compare with
+                      rec("mix", "a", 0.70, 1.0), rec("mix", "b", 0.60, 0.6), rec("mix", "c", 0.55, 0.7)])
+    marks = {(r.task, r.method): (r.best, r.collapsed) for r in rows}
+    assert marks == {("tie", "a"): (False, True), ("tie", "b"): (False, True), ("one", "a"): (False, False),
+                     ("mix", "a"): (False, True), ("mix", "b"): (True, False), ("mix", "c"): (False, False)}
+
+
+def test_collapsed_runs_warn_in_log_and_metrics(compared):
+    """Two steps on the tiny model leave it answering one class: the run says so instead of reporting chance
+    accuracy silently."""
+    shares = []
+    for c in compared.cells:
+        m = json.loads((c.output_dir / "metrics.json").read_text())
+        share = m["eval"]["top_class_share"]
+        shares.append(share)
+        flagged = any("collapsed to one class" in w for w in m.get("warnings", []))
+        assert flagged == (share >= 0.99)
+        assert flagged == ("collapsed to one class" in (c.output_dir / "train.log").read_text())
+    assert max(shares) >= 0.99  # the check above saw a collapsed run
