@@ -102,9 +102,18 @@ def cmd_schema(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     """Write the test-split submission file (e.g. afqmc_predict.json) of a finished run."""
     from peftkit.inference import predict_run
+    from peftkit.outputs import setup_logging
 
-    print(predict_run(args.run_dir))
+    setup_logging(None)
+    print(predict_run(args.run_dir, overrides=args.overrides))
     return 0
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="output_dir of a finished run")
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value",
+                   help="change where the data is or how inference runs: task.params.*, eval.batch_size, eval.merged, "
+                   "train.mixed_precision (e.g. task.params.data_dir=/data/clue/afqmc)")
 
 
 def cmd_new_plugin(args: argparse.Namespace) -> int:
@@ -174,7 +183,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argpars
     "validate": (cmd_validate, _validate_args),
     "schema": (cmd_schema, None),
     "plugins": (cmd_plugins, None),
-    "predict": (cmd_predict, lambda p: p.add_argument("run_dir", help="output_dir of a finished run")),
+    "predict": (cmd_predict, _predict_args),
     "new-plugin": (cmd_new_plugin, _new_plugin_args),
     "compare": (cmd_compare, _compare_args),
     "report": (cmd_report, _report_args),

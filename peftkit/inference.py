@@ -77,8 +77,17 @@ def write_test_predictions(s: Setup, model: Any, out_dir: Path, device: Any) -> 
     return path
 
 
-def load_run(run_dir: str | Path, *, registry: Any = None, splits: tuple[str, ...] = ()) -> tuple[Setup, Any]:
+# what `peftkit predict` may change about a finished run: where the data is and how inference runs, never
+# what the model is (method, model, labels must stay as trained)
+PREDICT_OVERRIDABLE = ("task.params.", "eval.batch_size", "eval.merged", "train.mixed_precision")
+
+
+def load_run(run_dir: str | Path, *, registry: Any = None, splits: tuple[str, ...] = (),
+             overrides: list[str] | None = None) -> tuple[Setup, Any]:
     """Rebuild a finished run's model: ``(setup, model)`` in eval mode.
+
+    ``overrides`` (``key=value``) may change ``task.params.*`` (e.g. where the data is now),
+    ``eval.batch_size``, ``eval.merged`` and ``train.mixed_precision``.
 
     Example:
         >>> setup, model = load_run("runs/afqmc-lora")          # doctest: +SKIP
@@ -89,16 +98,34 @@ def load_run(run_dir: str | Path, *, registry: Any = None, splits: tuple[str, ..
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.yaml").is_file() or not (run_dir / "model").is_dir():
         raise PeftkitError(f"{run_dir} is not a finished peftkit run (needs recipe.yaml and model/)")
+    bad = [o for o in overrides or [] if not o.split("=", 1)[0].strip().startswith(PREDICT_OVERRIDABLE)]
+    if bad:
+        raise PeftkitError(f"{', '.join(bad)}: a finished run can only change {', '.join(k + ('*' if k.endswith('.') else '') for k in PREDICT_OVERRIDABLE)}; "
+                           "the rest must stay as the model was trained (train a new run to change it)")
     reg = registry or get_registry()
-    recipe = load_recipe(run_dir / "recipe.yaml", [f"output_dir={run_dir}"], registry=reg)
+    recipe = load_recipe(run_dir / "recipe.yaml", [f"output_dir={run_dir}", *(overrides or [])], registry=reg)
     s = prepare(recipe, reg, splits=splits)
     model, _ = build_model(s, trained=run_dir / "model")
     model.eval()
     return s, model
 
 
-def predict_run(run_dir: str | Path, *, registry: Any = None) -> Path:
-    """``peftkit predict RUN_DIR``: the test-split submission file of a finished run."""
-    s, model = load_run(run_dir, registry=registry)
-    model, _ = _merged_for_inference(s, model)
-    return write_test_predictions(s, model, Path(run_dir), "cpu")
+def inference_device() -> Any:
+    """The first CUDA device when there is one, else the CPU (what `peftkit predict` runs on)."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def predict_run(run_dir: str | Path, *, registry: Any = None, overrides: list[str] | None = None) -> Path:
+    """``peftkit predict RUN_DIR [key=value ...]``: the test-split submission file of a finished run."""
+    t0 = time.perf_counter()
+    s, model = load_run(run_dir, registry=registry, overrides=overrides)
+    model, merged = _merged_for_inference(s, model)
+    device = inference_device()
+    model.to(device)
+    log.info("predicting %s test split on %s (%s, %s)", s.task.name, device, "merged" if merged else "unmerged",
+             mixed_precision(s.recipe))
+    path = write_test_predictions(s, model, Path(run_dir), device)
+    log.info("done in %.1f s", time.perf_counter() - t0)
+    return path

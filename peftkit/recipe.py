@@ -92,7 +92,8 @@ class TrainConfig(_Strict):
         False, description="torch.compile the model for training (through Accelerate: inductor, each repeated transformer "
         "block compiled once, dynamic shapes). Pays on GPUs over long runs; on a 2-core CPU it cost ~1 min of compiling "
         "and gained nothing (measured). Evaluation stays eager.")
-    log_every: int = Field(10, gt=0, description="Log the training loss every N optimizer steps.")
+    log_every: int = Field(10, gt=0, description="Every N optimizer steps, log the mean training loss of those N steps "
+                           "(TensorBoard and metrics.json keep every step's).")
     checkpoint_every: int | None = Field(
         None, gt=0, description="Write a resumable checkpoint every N optimizer steps (always at epoch ends); null = epoch ends only."
     )

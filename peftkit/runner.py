@@ -242,7 +242,9 @@ def _optimizer_step(s: Setup, state: RunState, model: Any, opt: Any, sched: Any,
     s.hooks.peftkit_on_step_end(state=state)
     opt.zero_grad(set_to_none=True)
     if state.step % t.log_every == 0:
-        log.info("step %d/%d epoch %d loss %.4f lr %.3e", state.step, state.total_steps, state.epoch, state.loss, state.lr)
+        recent = state.losses[-t.log_every:]
+        log.info("step %d/%d epoch %d loss %.4f lr %.3e", state.step, state.total_steps, state.epoch,
+                 sum(recent) / len(recent), state.lr)
 
 
 def micro_count(grad_accum: int, k: int, n_batches: int) -> int:
@@ -299,9 +301,10 @@ def _evaluate_and_keep_best_timed(s: Setup, state: RunState, acc: Any) -> dict[s
     entry = {"step": state.step, "epoch": state.epoch, **metrics}
     state.history.append(entry)
     log.info("eval step %d: %s", state.step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-    if state.best is None or metrics[key] > state.best[key]:
+    if state.best is None or metrics[key] > state.best[key]:  # a tie keeps the earlier model
         state.best = entry
         _save_model(s, state, acc)
+        log.info("new best %s=%.4f at step %d: saved to %s", key, metrics[key], state.step, state.output_dir / "model")
     s.hooks.peftkit_on_eval(state=state, metrics=metrics)
     return metrics
 
@@ -341,6 +344,10 @@ def _finish(s: Setup, state: RunState, acc: Any, meter: Any, seconds: float) -> 
         method_facts=state.method.facts(acc.unwrap_model(state.model)),
     )
     log.info("method %s facts: %s", state.method.name, json.dumps(summary["method_facts"], default=str))
+    if state.best is not None:
+        key = _selection_metric(state)
+        log.info("output_dir/model holds the best evaluation: step %d of %d (epoch %d), %s=%.4f", state.best["step"],
+                 state.step, state.best["epoch"], key, state.best[key])
     if not _loss_moved(state.losses):
         msg = f"training loss did not move ({state.losses[0]:.4f} → {state.losses[-1]:.4f}); check train.lr and the data"
         log.warning(msg)

