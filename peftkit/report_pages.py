@@ -114,6 +114,11 @@ def _intro(rows: list[Row], avg: dict[str, Any], settings: dict[str, Any]) -> li
     return lines
 
 
+def _run_lines(rows: list[Row]) -> list[str]:
+    """Where each number comes from: one line per run folder."""
+    return [f"- {r.task} / {r.method}, seed {seed}: `{path}`" for r in rows for seed, path in zip(r.seeds, r.runs)]
+
+
 def _settings_lines(settings: dict[str, Any]) -> list[str]:
     out = [f"- `{k}`: {json.dumps(v) if not isinstance(v, str) else v}" for k, v in settings["common"].items()]
     out.append("- peak memory: peak RSS of the run's process on CPU, peak CUDA allocation on GPU; train time: wall time "
@@ -148,7 +153,7 @@ def markdown(rows: list[Row], avg: dict[str, Any], title: str, settings: dict[st
              "## Details", "", *_md_table(detail_table(rows)), "", "## Plots", ""]
     for key, path in plots.items():
         parts += [f"### {PLOT_TITLES.get(key, key)}", "", f"![{key}]({path.relative_to(out).as_posix()})", ""]
-    parts += ["## Settings", "", *_settings_lines(settings), ""]
+    parts += ["## Settings", "", *_settings_lines(settings), "", "## Runs", "", *_run_lines(rows), ""]
     return "\n".join(parts)
 
 
@@ -184,7 +189,8 @@ def html_page(rows: list[Row], avg: dict[str, Any], title: str, settings: dict[s
     imgs = "".join(f"<h3>{html.escape(PLOT_TITLES.get(k, k))}</h3><img alt='{k}' src='data:image/png;base64,"
                    f"{base64.b64encode(p.read_bytes()).decode()}'>" for k, p in plots.items())
     settings_html = "".join(f"<li>{md_inline(line[2:])}</li>" for line in _settings_lines(settings))
+    runs_html = "".join(f"<li>{md_inline(line[2:])}</li>" for line in _run_lines(rows))
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style>"
             f"</head><body><h1>{html.escape(title)}</h1>" + "".join(f"<p>{md_inline(p)}</p>" for p in _intro(rows, avg, settings))
             + f"<h2>Summary</h2>{_html_table(summary_table(rows, avg))}<h2>Details</h2>{_html_table(detail_table(rows))}"
-            f"<h2>Plots</h2>{imgs}<h2>Settings</h2><ul>{settings_html}</ul></body></html>\n")
+            f"<h2>Plots</h2>{imgs}<h2>Settings</h2><ul>{settings_html}</ul><h2>Runs</h2><ul>{runs_html}</ul></body></html>\n")

@@ -68,6 +68,9 @@ def test_report_files(compared):
     assert d == compared.cells[0].output_dir.parents[2] / "report"
     for name in ("report.md", "report.csv", "report.json", "report.html", *(f"plots/{p}.png" for p in PLOTS)):
         assert (d / name).is_file() and (d / name).stat().st_size > 0, name
+    md, page = (d / "report.md").read_text(), (d / "report.html").read_text()
+    for c in compared.cells:  # every number traces back to its run folder
+        assert f"- sent / {c.method}, seed {c.seed}: `{c.output_dir}`" in md and str(c.output_dir) in page
 
 
 @pytest.mark.parametrize("metric", ["accuracy", "eval_loss"])
