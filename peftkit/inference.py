@@ -124,8 +124,9 @@ def predict_run(run_dir: str | Path, *, registry: Any = None, overrides: list[st
     model, merged = _merged_for_inference(s, model)
     device = inference_device()
     model.to(device)
-    log.info("predicting %s test split on %s (%s, %s)", s.task.name, device, "merged" if merged else "unmerged",
-             mixed_precision(s.recipe))
+    mp = mixed_precision(s.recipe)
+    log.info("predicting %s test split on %s (%s, %s)", s.task.name, device, "method merged into the base" if merged
+             else "unmerged", "float32" if mp == "no" else f"{mp} autocast")
     path = write_test_predictions(s, model, Path(run_dir), device)
     log.info("done in %.1f s", time.perf_counter() - t0)
     return path

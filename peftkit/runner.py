@@ -343,7 +343,8 @@ def _finish(s: Setup, state: RunState, acc: Any, meter: Any, seconds: float) -> 
         history=state.history, best=state.best, method=state.method.name, task=state.task.name,
         method_facts=state.method.facts(acc.unwrap_model(state.model)),
     )
-    log.info("method %s facts: %s", state.method.name, json.dumps(summary["method_facts"], default=str))
+    if summary["method_facts"]:
+        log.info("method %s facts: %s", state.method.name, json.dumps(summary["method_facts"], default=str))
     if state.best is not None:
         key = _selection_metric(state)
         log.info("output_dir/model holds the best evaluation: step %d of %d (epoch %d), %s=%.4f", state.best["step"],
