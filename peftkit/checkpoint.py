@@ -130,5 +130,5 @@ def restore(path: Path, model: Any, opt: Any, sched: Any, expected_hash: str) ->
     opt.load_state_dict(trainer["optimizer"])
     sched.load_state_dict(trainer["scheduler"])
     _set_rng_state(trainer["rng"])
-    log.info("resumed from %s (step %d, epoch %d)", path, meta["step"], meta["epoch"])
+    log.info("resumed from %s (step %d, in epoch %d)", path, meta["step"], meta["epoch"] + 1)
     return meta, trainer.get("extra", {})

@@ -203,6 +203,11 @@ def _epoch(s: Setup, state: RunState, model: Any, opt: Any, sched: Any, acc: Any
             _checkpoint(s, state, opt, sched, acc)
 
 
+def _epochs_done(state: RunState) -> float:
+    """Training progress in epochs, as the HF Trainer reports it: 1.0 after the first full pass."""
+    return round(state.step / max(state.summary["steps_per_epoch"], 1), 4)
+
+
 def _mean_over_processes(acc: Any, value: float) -> float:
     """The step's loss as the mean over processes (what a single process with the global batch would see)."""
     if acc.num_processes == 1:
@@ -243,7 +248,7 @@ def _optimizer_step(s: Setup, state: RunState, model: Any, opt: Any, sched: Any,
     opt.zero_grad(set_to_none=True)
     if state.step % t.log_every == 0:
         recent = state.losses[-t.log_every:]
-        log.info("step %d/%d epoch %d loss %.4f lr %.3e", state.step, state.total_steps, state.epoch,
+        log.info("step %d/%d epoch %.2f loss %.4f lr %.3e", state.step, state.total_steps, _epochs_done(state),
                  sum(recent) / len(recent), state.lr)
 
 
@@ -298,7 +303,7 @@ def _evaluate_and_keep_best_timed(s: Setup, state: RunState, acc: Any) -> dict[s
     key = _selection_metric(state)
     if key not in metrics:
         raise PeftkitError(f"eval.metric: {key!r} is not among the task's metrics ({', '.join(sorted(metrics))})")
-    entry = {"step": state.step, "epoch": state.epoch, **metrics}
+    entry = {"step": state.step, "epoch": _epochs_done(state), **metrics}
     state.history.append(entry)
     log.info("eval step %d: %s", state.step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     if state.best is None or metrics[key] > state.best[key]:  # a tie keeps the earlier model
@@ -347,7 +352,7 @@ def _finish(s: Setup, state: RunState, acc: Any, meter: Any, seconds: float) -> 
         log.info("method %s facts: %s", state.method.name, json.dumps(summary["method_facts"], default=str))
     if state.best is not None:
         key = _selection_metric(state)
-        log.info("output_dir/model holds the best evaluation: step %d of %d (epoch %d), %s=%.4f", state.best["step"],
+        log.info("output_dir/model holds the best evaluation: step %d of %d (epoch %.2f), %s=%.4f", state.best["step"],
                  state.step, state.best["epoch"], key, state.best[key])
     if not _loss_moved(state.losses):
         msg = f"training loss did not move ({state.losses[0]:.4f} → {state.losses[-1]:.4f}); check train.lr and the data"
