@@ -24,8 +24,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from peftkit.errors import RecipeError
-from peftkit.recipe import (Recipe, _format, apply_overrides, line_index, parse_yaml, pydantic_problems, resolved_dict,
-                            validate)
+from peftkit.recipe import (Recipe, _format, apply_overrides, line_index, method_params, parse_yaml, pydantic_problems,
+                            resolved_dict, task_params, validate)
 
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
 # Keys the grid itself decides; an override of them would make a cell's name or folder lie.
@@ -254,6 +254,16 @@ def recipe_hash(resolved: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def chosen_settings(recipe: Recipe, registry: Any) -> dict[str, Any]:
+    """The recipe as far as it differs from the defaults (core schema and plugin params): what identifies a
+    cell. A later peftkit that adds a key with a default then leaves finished cells finished, where hashing
+    every resolved default would re-run a whole grid after an upgrade."""
+    chosen = recipe.model_dump(mode="json", exclude_defaults=True)
+    chosen["method"]["params"] = method_params(recipe, registry).model_dump(mode="json", exclude_defaults=True)
+    chosen["task"]["params"] = task_params(recipe, registry).model_dump(mode="json", exclude_defaults=True)
+    return chosen
+
+
 def expand(grid: Grid, *, registry: Any = None) -> list[Cell]:
     """Every cell (tasks × methods × seeds, in that order), validated. One RecipeError lists every broken cell."""
     from peftkit.plugins import get_registry
@@ -274,7 +284,7 @@ def expand(grid: Grid, *, registry: Any = None) -> list[Cell]:
                         problems.setdefault(_locate(p, origin, grid), []).append(name)
                     continue
                 resolved = resolved_dict(recipe, reg)
-                cells.append(Cell(name, task.key, method.key, seed, recipe, resolved, recipe_hash(resolved)))
+                cells.append(Cell(name, task.key, method.key, seed, recipe, resolved, recipe_hash(chosen_settings(recipe, reg))))
     if problems:
         raise RecipeError([f"{p} [{_cells_note(names)}]" for p, names in problems.items()], grid.source)
     return cells

@@ -9,7 +9,8 @@ import yaml
 
 from peftkit import runner
 from peftkit.cli import main
-from peftkit.compare import expand, load_compare, recipe_hash
+from peftkit.compare import chosen_settings, expand, load_compare, recipe_hash
+from peftkit.plugins import get_registry
 from peftkit.compare_run import cell_status, run_compare
 from peftkit.errors import PeftkitError, RecipeError
 
@@ -50,7 +51,14 @@ def test_expansion_names_dirs_and_overrides(grid_file, tmp_path):
     assert [c.recipe.train.lr for c in cells] == [2e-2, 2e-2, 3e-2, 3e-2]  # the per-method override
     assert cells[3].output_dir == tmp_path / "out" / "sent" / "lora-r8" / "seed1"
     assert len({c.hash for c in cells}) == 4
-    assert cells[0].hash == recipe_hash(cells[0].resolved)
+    assert cells[0].hash == recipe_hash(chosen_settings(cells[0].recipe, get_registry()))
+
+
+def test_hash_is_what_the_grid_chose_not_every_default(grid_file):
+    """Writing a default out, or a new peftkit adding a key with a default, leaves finished cells finished."""
+    a = expand(load_compare(grid_file))
+    assert [c.hash for c in expand(load_compare(grid_file, ["train.compile=false", "train.scheduler=linear"]))] == [c.hash for c in a]
+    assert "compile" not in chosen_settings(a[0].recipe, get_registry())["train"]
 
 
 def test_hash_ignores_output_dir_but_not_settings(grid_file, tmp_path, tiny_bert, tiny_data):
