@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,10 @@ class Setup:
     use_token_types: bool
     data: dict[str, Encoded] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def hooks(self) -> Any:
-        """The hooks this run calls: every plugin's, or only those in the recipe's ``plugins:`` list."""
+        """The hooks this run calls: every plugin's, or only those in the recipe's ``plugins:`` list (built once,
+        not on every step)."""
         return self.registry.hooks_for(self.recipe.plugins)
 
     @property

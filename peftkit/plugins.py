@@ -74,8 +74,10 @@ class _SubsetHooks:
     def __init__(self, pm: pluggy.PluginManager, remove: list[Any]) -> None:
         self._pm, self._remove = pm, remove
 
-    def __getattr__(self, name: str) -> Any:
-        return self._pm.subset_hook_caller(name, remove_plugins=self._remove)
+    def __getattr__(self, name: str) -> Any:  # only for names not cached yet
+        caller = self._pm.subset_hook_caller(name, remove_plugins=self._remove)
+        setattr(self, name, caller)
+        return caller
 
 
 def _disabled() -> set[str]:
