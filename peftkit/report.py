@@ -127,16 +127,65 @@ def load_runs(paths: list[str | Path]) -> list[RunRecord]:
     return runs
 
 
+# settings that do not change what a run measures: where it lives, logging, checkpoint bookkeeping,
+# speed switches whose numbers agree, and plugin-loading options (the seed is a run's own axis)
+NOT_COMPARED = frozenset({
+    "output_dir", "plugins", "train.seed", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
+    "train.compile", "train.gradient_checkpointing", "eval.batch_size", "eval.predict", "eval.merged",
+    "data.truncation_warning", "model.trust_remote_code", "model.allow_pickle",
+})
+# task params that say where the data is, not which data
+LOCATION_PARAMS = frozenset({"data_dir", "cache_dir"})
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out.update(_flat(v, key) if isinstance(v, dict) else {key: v})
+    return out
+
+
+def compared_settings(recipe: dict[str, Any]) -> dict[str, str]:
+    """The recipe flattened to dotted keys (``train.lr``, ``method.params.r``), values as canonical JSON,
+    without the settings that do not change what a run measures."""
+    flat = _flat(recipe)
+    return {k: json.dumps(v, sort_keys=True, ensure_ascii=False) for k, v in flat.items()
+            if k not in NOT_COMPARED and not (k.startswith("task.params.") and k.rsplit(".", 1)[-1] in LOCATION_PARAMS)}
+
+
+def _short(key: str) -> str:
+    return key.removeprefix("method.params.")
+
+
+def _show(value: Any) -> str:
+    """A value as a recipe writes it: ``null``, ``true``, ``[query,value]``."""
+    if isinstance(value, list):
+        return "[" + ",".join(map(_show, value)) + "]"
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    return str(value)
+
+
 def _label_methods(runs: list[RunRecord]) -> None:
-    """Method name as label; where one name ran with different params, add the params that differ: lora(r=4)."""
+    """Method name as label; where runs of one method on one task differ in a setting, add the settings that
+    differ: ``lora(r=4)``, ``lora(train.lr=0.001)``. Differences between tasks (each task's own recipe) do not
+    split a method, so the table's columns line up; only runs that differ in nothing but the seed share a label."""
     by_name: dict[str, list[RunRecord]] = {}
     for r in runs:
         by_name.setdefault(r.recipe["method"]["name"], []).append(r)
     for name, group in by_name.items():
-        params = [r.recipe["method"].get("params") or {} for r in group]
-        keys = sorted({k for p in params for k in p if len({json.dumps(q.get(k), sort_keys=True) for q in params}) > 1})
-        for r, p in zip(group, params):
-            r.method = f"{name}({','.join(f'{k}={p.get(k)}' for k in keys)})" if keys else name
+        settings = {id(r): compared_settings(r.recipe) for r in group}
+        keys: set[str] = set()
+        for task in dict.fromkeys(r.task for r in group):
+            mine = [settings[id(r)] for r in group if r.task == task]
+            shared = set.intersection(*(set(s) for s in mine))  # a key a newer peftkit added is not a difference
+            keys |= {k for k in shared if len({s[k] for s in mine}) > 1}
+        order = sorted(keys, key=lambda k: (not k.startswith("method.params."), k))
+        for r in group:
+            flat = _flat(r.recipe)
+            shown = [f"{_short(k)}={_show(flat[k])}" for k in order if k in flat]
+            r.method = f"{name}({','.join(shown)})" if shown else name
 
 
 def _check_duplicates(runs: list[RunRecord]) -> None:
@@ -145,8 +194,9 @@ def _check_duplicates(runs: list[RunRecord]) -> None:
         key = (r.task, r.method, r.seed)
         if key in seen:
             raise PeftkitError(
-                f"{seen[key]} and {r.path} are both task {r.task!r}, method {r.method!r}, seed {r.seed}: one would count "
-                "twice in the mean. Report them separately, or give them distinct labels in a compare file"
+                f"{seen[key]} and {r.path} are both task {r.task!r}, method {r.method!r}, seed {r.seed}, with the same "
+                "settings (a rerun?): one would count twice in the mean. Leave one of them out, or give them distinct "
+                "labels in a compare file"
             )
         seen[key] = r.path
 
@@ -218,8 +268,11 @@ def clue_average(rows: list[Row]) -> dict[str, Any]:
     by_method = {m: statistics.fmean(have[(t, m)] for t in complete) for m in methods} if complete else {}
     pick = max if all(higher_is_better(r.metric) for r in rows) else min
     top = pick(by_method.values()) if by_method else None
+    best = [m for m, v in by_method.items() if top is not None and abs(v - top) < 1e-12]
+    if len(best) == len(by_method):
+        best = []  # one method, or every method ties: as in the task columns, nothing is "best"
     return {"tasks": complete, "excluded_tasks": [t for t in tasks if t not in complete], "by_method": by_method,
-            "best": [m for m, v in by_method.items() if top is not None and abs(v - top) < 1e-12]}
+            "best": best}
 
 
 def is_fraction(rows: list[Row]) -> bool:

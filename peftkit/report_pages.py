@@ -105,7 +105,7 @@ def _intro(rows: list[Row], avg: dict[str, Any], settings: dict[str, Any]) -> li
         lines.append(f"† = the model answers one class for at least {COLLAPSED_SHARE:.0%} of the dev rows: it has "
                      "collapsed to the class prior, so the number measures the data, not the method (never marked best).")
     if avg["tasks"]:
-        note = f"Average: mean over {', '.join(avg['tasks'])} of each method's mean (CLUE-style)"
+        note = f"Average: mean over {', '.join(avg['tasks'])} of each method's mean (unweighted, as the CLUE leaderboard averages)"
         if avg["excluded_tasks"]:
             note += f"; {', '.join(avg['excluded_tasks'])} left out because not every method has results there"
         lines.append(note + ".")

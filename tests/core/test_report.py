@@ -127,13 +127,18 @@ def test_csv_and_markdown_show_the_same_numbers(compared):
     assert "![tradeoff](plots/tradeoff.png)" in md and "mean over sent" in md
 
 
-def test_html_embeds_the_png_files(compared):
+def test_html_embeds_the_png_files(compared, tmp_path):
     page = (compared.report_dir / "report.html").read_text()
     images = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     assert len(images) == len(PLOTS)
     for data, name in zip(images, PLOTS):
         assert base64.b64decode(data) == (compared.report_dir / "plots" / f"{name}.png").read_bytes()
-    assert "<td class='num best'>" in page and "lora-r8" in page
+    assert "lora-r8" in page
+    # accuracy ties at chance on the tiny model (then nothing is bold); eval_loss differs, so one cell is best
+    report = json.loads((compared.report_dir / "report.json").read_text())
+    assert ("<td class='num best'>" in page) == (any(r["best"] for r in report["rows"]) or bool(report["average"]["best"]))
+    write_report([compared.report_dir.parent], tmp_path / "loss", metric="eval_loss")
+    assert "<td class='num best'>" in (tmp_path / "loss" / "report.html").read_text()
 
 
 def test_plots_are_real_pictures(compared):
@@ -162,8 +167,37 @@ def test_runs_without_compare_labels_are_told_apart_by_params(compared, tmp_path
     for c in compared.cells:
         shutil.copytree(c.output_dir, tmp_path / c.name.replace("/", "-"), ignore=shutil.ignore_patterns("cell.json", "model"))
     labels = sorted({r.method for r in load_runs([tmp_path])})
-    assert labels == ["lora(r=2)", "lora(r=8)"]
+    assert labels == ["lora(r=2,train.lr=0.02)", "lora(r=8,train.lr=0.03)"]  # lora-r8 also overrides train.lr
     assert {r.task for r in load_runs([tmp_path])} == {"text-classification"}
+
+
+def _plain_copy(cell, dest, **changes):
+    """A copy of a compare cell's run dir without its compare label, with recipe keys changed (dotted)."""
+    shutil.copytree(cell.output_dir, dest, ignore=shutil.ignore_patterns("cell.json", "model", "checkpoints"))
+    recipe = yaml.safe_load((dest / "recipe.yaml").read_text())
+    for dotted, value in changes.items():
+        *parents, last = dotted.split("__")
+        node = recipe
+        for k in parents:
+            node = node[k]
+        node[last] = value
+    (dest / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    return dest
+
+
+def test_plain_runs_of_one_task_that_differ_in_a_setting_are_labelled_by_it(compared, tmp_path):
+    one = compared.cells[0]
+    _plain_copy(one, tmp_path / "a", train__log_every=1, task__params__data_dir="/elsewhere")  # neither is a difference
+    _plain_copy(one, tmp_path / "b", train__lr=0.5, output_dir="/moved")
+    # another task's own recipe may differ (max_length) without splitting the method across tasks
+    _plain_copy(one, tmp_path / "c", task__name="other/task", data__max_length=64)
+    runs = {r.path.name: r for r in load_runs([tmp_path])}
+    assert runs["a"].method == "lora(train.lr=0.02)" and runs["b"].method == "lora(train.lr=0.5)"
+    assert runs["c"].method == "lora(train.lr=0.02)" and runs["c"].task == "task"
+    table = json.loads((write_report([tmp_path], tmp_path / "rep") / "report.json").read_text())
+    assert {(r["task"], r["method"]) for r in table["rows"]} == {
+        ("text-classification", "lora(train.lr=0.02)"), ("text-classification", "lora(train.lr=0.5)"), ("task", "lora(train.lr=0.02)")}
+    assert table["average"]["tasks"] == ["text-classification"] and table["average"]["excluded_tasks"] == ["task"]
 
 
 def test_the_same_run_twice_is_an_error(compared, tmp_path):
@@ -197,6 +231,11 @@ def test_clue_average_uses_only_tasks_every_method_has():
     assert avg["tasks"] == ["afqmc", "tnews"] and avg["excluded_tasks"] == ["wsc"]
     assert avg["by_method"] == pytest.approx({"lora": (0.71 + 0.50) / 2, "full": (0.74 + 0.55) / 2})
     assert avg["best"] == ["full"]
+
+
+def test_no_best_average_when_methods_tie_or_only_one_ran():
+    tie = [_row("afqmc", "lora", [0.69]), _row("afqmc", "ia3", [0.69])]
+    assert clue_average(tie)["best"] == [] and clue_average(tie[:1])["best"] == []
 
 
 def test_report_of_a_saved_grid_file_matches_its_yaml(compared):
