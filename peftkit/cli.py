@@ -57,14 +57,20 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Check a recipe (schema + plugin params) without loading any model; then whether its data is on this machine."""
     from peftkit.recipe import data_problems, load_recipe
 
+    from peftkit.plugins import get_registry
+
     recipe = load_recipe(args.recipe, args.overrides)
-    missing = data_problems(recipe)
-    if missing and args.strict:
-        lines = "".join(f"\n  - {line}" for line in missing)
-        raise PeftkitError(f"{args.recipe} is valid, but the data a run would read is missing on this machine:{lines}")
-    print(f"{args.recipe}: OK (method={recipe.method.name}, task={recipe.task.name}, model={recipe.model.source})")
+    missing, plugins = data_problems(recipe), get_registry().problems()
+    if (missing or plugins) and args.strict:
+        lines = "".join(f"\n  - {line}" for line in missing + plugins)
+        what = " and ".join((["the data a run would read is missing on this machine"] if missing else [])
+                            + (["an installed plugin could not be loaded"] if plugins else []))
+        raise PeftkitError(f"{args.recipe} is valid, but {what}:{lines}")
+    print(f"{args.recipe}: OK (method={recipe.method.name}, task={recipe.task.name}, model={recipe.model.source})", flush=True)
     for line in missing:
         print(f"warning: {line} (a run on this machine would stop here; --strict makes this an error)", file=sys.stderr)
+    for line in plugins:
+        print(f"warning: {line} (--strict makes this an error)", file=sys.stderr)
     return 0
 
 
@@ -225,12 +231,22 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     return args
 
 
+# commands that report plugin problems themselves: `plugins` lists them, `validate` weighs them (--strict),
+# `run` writes them to its train.log too
+QUIET_ABOUT_PLUGINS = ("plugins", "validate", "run")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or bool(os.environ.get("PEFTKIT_DEBUG"))
     try:
         parser = build_parser()
         args = _parse(parser, argv)
+        if args.command not in QUIET_ABOUT_PLUGINS:
+            from peftkit.plugins import get_registry
+
+            for line in get_registry().problems():
+                print(f"warning: {line}", file=sys.stderr)
         return int(args.func(args) or 0)
     except PeftkitError as exc:
         if debug:

@@ -155,3 +155,10 @@ class ModelSource(Protocol):
 
     def resolve(self, reference: str, *, revision: str | None = None) -> Path:
         """Return a local folder holding config, weights and tokenizer (may download/convert)."""
+
+
+def missing_members(obj: object, protocol: type) -> list[str]:
+    """The attributes and methods of ``protocol`` (Method, Task, ModelSource) that ``obj`` lacks."""
+    names = [n for n in getattr(protocol, "__annotations__", {})]
+    names += [n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")]
+    return [n for n in dict.fromkeys(names) if not hasattr(obj, n)]

@@ -1,8 +1,10 @@
 """Plugin discovery: the ``peftkit`` entry-point group, for built-ins and third parties alike.
 
-``PEFTKIT_DISABLE_PLUGINS=a,b`` skips plugins by entry-point name. A plugin that fails to import is
-recorded with its error (``peftkit plugins`` shows it) and the others keep working; a recipe that
-needs something it would have registered gets an error naming the broken plugin.
+``PEFTKIT_DISABLE_PLUGINS=a,b`` skips plugins by entry-point name. A plugin that cannot be used (it
+fails to import, misspells a hook, returns something that is not a method/task/model source, or takes a
+name another plugin has) is left out and recorded with its error: ``peftkit plugins`` shows it, every
+other command warns about it, and the others keep working; a recipe that needs something it would have
+registered gets an error naming the broken plugin.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pluggy
@@ -46,6 +49,8 @@ class Registry:
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)  # plugin name -> error
     disabled: list[str] = field(default_factory=list)  # installed, skipped through PEFTKIT_DISABLE_PLUGINS
+    unknown_disabled: list[str] = field(default_factory=list)  # names in PEFTKIT_DISABLE_PLUGINS nothing has
+    owners: dict[tuple[str, str], str] = field(default_factory=dict)  # (table, name) -> plugin
 
     @property
     def hook(self):
@@ -66,6 +71,16 @@ class Registry:
         if self.disabled:
             note += f" (plugins disabled by PEFTKIT_DISABLE_PLUGINS: {', '.join(sorted(self.disabled))})"
         return note
+
+    def problems(self) -> list[str]:
+        """One line per plugin that could not be loaded, and per unknown name in PEFTKIT_DISABLE_PLUGINS."""
+        lines = [f"plugin {name!r} was not loaded: {error}. Its hooks will not run; fix it, or skip it "
+                 f"without this warning: PEFTKIT_DISABLE_PLUGINS={name}" for name, error in sorted(self.broken.items())]
+        if self.unknown_disabled:
+            installed = ", ".join(sorted([*self.plugins, *self.broken, *self.disabled]))
+            lines.append(f"PEFTKIT_DISABLE_PLUGINS names {', '.join(map(repr, self.unknown_disabled))}, which no installed "
+                         f"plugin is called (installed: {installed})")
+        return lines
 
 
 class _SubsetHooks:
@@ -93,60 +108,133 @@ def _entry_points() -> list[md.EntryPoint]:
     return sorted(seen.values(), key=lambda e: e.name)
 
 
-def _collect(reg: Registry, hook_name: str, key: str, target: dict, attr: str) -> None:
-    hook = getattr(reg.pm.hook, hook_name)
-    owners: dict[str, str] = {}
-    for impl in hook.get_hookimpls():
-        plugin_name = reg.pm.get_name(impl.plugin) or "?"
-        for obj in impl.function() or []:
-            name = getattr(obj, key)
-            if name in target:
-                raise PluginError(
-                    f"{attr[:-1]} name {name!r} is registered twice: by plugin {owners[name]!r} and by "
-                    f"{plugin_name!r}; disable one with PEFTKIT_DISABLE_PLUGINS={plugin_name}"
-                )
-            target[name] = obj
-            owners[name] = plugin_name
-            if plugin_name in reg.plugins:
-                getattr(reg.plugins[plugin_name], attr).append(name)
+# what each registration hook returns, the protocol its objects follow, and the attribute naming them
+_KINDS = (("peftkit_register_methods", "Method", "name", "methods"),
+          ("peftkit_register_tasks", "Task", "name", "tasks"),
+          ("peftkit_register_model_sources", "ModelSource", "scheme", "sources"))
+
+
+def _where(exc: BaseException) -> str:
+    """`` (file.py:12)`` for the innermost frame of an exception, else empty."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    """Hook implementations of ``plugin`` that match no hook spec (misspelt names). Like pluggy's
+    ``check_pending``, names starting with ``_`` are not hooks (an imported hookimpl kept as ``_lora``)."""
+    import difflib
+
+    specs = [n for n in dir(hookspecs) if n.startswith("peftkit_")]
+    bad = []
+    for caller in pm.get_hookcallers(plugin) or []:
+        if caller.name.startswith("_") or caller.has_spec() or all(i.optionalhook for i in caller.get_hookimpls() if i.plugin is plugin):
+            continue
+        close = difflib.get_close_matches(caller.name, specs, n=1)
+        bad.append(f"{caller.name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return bad
+
+
+def _registered(pm: pluggy.PluginManager, plugin: object) -> dict[str, list[Any]]:
+    """What ``plugin``'s own registration hooks return, checked against the protocols (PluginError if not)."""
+    from peftkit import interfaces
+
+    got: dict[str, list[Any]] = {}
+    for hook_name, protocol, key, table in _KINDS:
+        impls = [i for i in getattr(pm.hook, hook_name).get_hookimpls() if i.plugin is plugin]
+        objs: list[Any] = []
+        for impl in impls:
+            result = impl.function()
+            if result is None:
+                continue
+            if not isinstance(result, (list, tuple)):
+                raise PluginError(f"{hook_name}() returned {type(result).__name__} {result!r:.60}, not a list: return [obj]")
+            objs.extend(result)
+        for obj in objs:
+            what = f"{hook_name}() returned {getattr(obj, '__name__', None) or type(obj).__name__}"
+            if isinstance(obj, type):
+                raise PluginError(f"{what}, a class: register an instance ({obj.__name__}())")
+            missing = interfaces.missing_members(obj, getattr(interfaces, protocol))
+            if missing:
+                raise PluginError(f"{what} without {', '.join(missing)}, which a {protocol} must have "
+                                  f"(see the {protocol} protocol in peftkit.interfaces)")
+            if not isinstance(getattr(obj, key), str) or not getattr(obj, key):
+                raise PluginError(f"{what} whose {key} is {getattr(obj, key)!r}, not a name")
+        got[table] = objs
+    return got
+
+
+def _add(reg: Registry, name: str, plugin: object, info: PluginInfo) -> None:
+    """Register one plugin, or record why it cannot be used and leave it out entirely."""
+    pm = reg.pm
+    try:
+        pm.register(plugin, name=name)
+    except Exception as exc:  # pluggy.PluginValidationError: a hookimpl whose arguments its spec lacks
+        reg.broken[name] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        return
+    try:
+        unknown = _unknown_hooks(pm, plugin)
+        if unknown:
+            raise PluginError(f"implements unknown hook {', '.join(unknown)}; the hooks are listed in the docs' "
+                              "Hooks reference")
+        got = _registered(pm, plugin)
+        for table, objs in got.items():
+            key = "scheme" if table == "sources" else "name"
+            for obj in objs:
+                other = reg.owners.get((table, getattr(obj, key)))
+                if other:
+                    raise PluginError(f"{table[:-1]} name {getattr(obj, key)!r} is already registered by plugin {other!r}; "
+                                      f"rename it, or set PEFTKIT_DISABLE_PLUGINS={other} to use this one instead")
+    except Exception as exc:  # also what a registration hook itself raises
+        pm.unregister(plugin)
+        msg = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}{_where(exc)}"
+        reg.broken[name] = msg
+        return
+    for table, objs in got.items():
+        key = "scheme" if table == "sources" else "name"
+        for obj in objs:
+            getattr(reg, table)[getattr(obj, key)] = obj
+            reg.owners[(table, getattr(obj, key))] = name
+            getattr(info, "model_sources" if table == "sources" else table).append(getattr(obj, key))
+    info.hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or [])
+    reg.plugins[name] = info
+
+
+def _order(eps: list[md.EntryPoint]) -> list[md.EntryPoint]:
+    """peftkit's own plugins first, so a third-party name clash never displaces a built-in; then by name."""
+    return sorted(eps, key=lambda e: (not (e.dist and e.dist.metadata["Name"] == "peftkit"), e.name))
 
 
 def build_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
-    """Load every entry point of the ``peftkit`` group (plus ``extra_plugins``, for tests)."""
+    """Load every entry point of the ``peftkit`` group (plus ``extra_plugins``, for tests).
+
+    A plugin that cannot be used (fails to import, a hook implementation its spec does not allow, a misspelt
+    hook, registration hooks returning something that is not a list of methods/tasks/model sources, or a
+    name another plugin already registered) is left out as a whole and recorded in ``broken``; the others work.
+    """
     pm = pluggy.PluginManager(GROUP)
     pm.add_hookspecs(hookspecs)
     reg = Registry(pm=pm)
     disabled = _disabled()
-    for ep in _entry_points():
+    eps = _entry_points()
+    reg.unknown_disabled = sorted(disabled - {ep.name for ep in eps} - set(extra_plugins or {}))
+    for ep in _order(eps):
         if ep.name in disabled:
             reg.disabled.append(ep.name)
             continue
         try:
             module = ep.load()
-            pm.register(module, name=ep.name)
         except Exception as exc:  # a broken plugin must not take the others down
-            reg.broken[ep.name] = f"{type(exc).__name__}: {exc}"
+            reg.broken[ep.name] = f"{type(exc).__name__}: {exc}{_where(exc)}"
             if os.environ.get("PEFTKIT_DEBUG"):
                 traceback.print_exc(file=sys.stderr)
             continue
         dist = ep.dist
-        reg.plugins[ep.name] = PluginInfo(
-            ep.name, dist.metadata["Name"] if dist else None, dist.version if dist else None, ep.value
-        )
+        _add(reg, ep.name, module, PluginInfo(ep.name, dist.metadata["Name"] if dist else None, dist.version if dist else None, ep.value))
     for name, obj in (extra_plugins or {}).items():
         if name not in disabled:
-            pm.register(obj, name=name)
-            reg.plugins[name] = PluginInfo(name, None, None, getattr(obj, "__name__", repr(obj)))
-    try:
-        pm.check_pending()
-    except pluggy.PluginValidationError as exc:
-        raise PluginError(f"a plugin implements an unknown hook (misspelt?): {exc}") from exc
-    for name, info in reg.plugins.items():
-        plugin = pm.get_plugin(name)
-        info.hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or [])
-    _collect(reg, "peftkit_register_methods", "name", reg.methods, "methods")
-    _collect(reg, "peftkit_register_tasks", "name", reg.tasks, "tasks")
-    _collect(reg, "peftkit_register_model_sources", "scheme", reg.sources, "model_sources")
+            _add(reg, name, obj, PluginInfo(name, None, None, getattr(obj, "__name__", repr(obj))))
+    reg.disabled.sort()
     return reg
 
 

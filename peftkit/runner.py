@@ -121,6 +121,9 @@ def run(recipe: Recipe, *, registry: Any = None, overwrite: bool = False, resume
         check_output_dir(out, resolved, overwrite=overwrite, resume=resume)
     acc.wait_for_everyone()
     outputs.setup_logging(out, acc.is_main_process)
+    if acc.is_main_process:
+        for line in reg.problems():
+            log.warning(line)
     meter = MemoryMeter()
     s = prepare(recipe, reg)
     if "train" not in s.data:

@@ -152,7 +152,7 @@ def test_broken_plugin_is_reported_and_others_work(tmp_path, monkeypatch, tiny_b
     assert "plugins that failed to load and may provide it: broken_plug" in str(info.value)
 
 
-def test_duplicate_names_name_both_plugins(tmp_path, monkeypatch):
+def test_a_name_clash_leaves_the_newcomer_out_and_keeps_the_builtin(tmp_path, monkeypatch):
     root = tmp_path / "site"
     code = textwrap.dedent('''
         from peftkit import hookimpl
@@ -162,25 +162,98 @@ def test_duplicate_names_name_both_plugins(tmp_path, monkeypatch):
         def peftkit_register_methods():
             return _lora()
     ''')
-    install_fake_dist(root, "lora_clone", code)
+    install_fake_dist(root, "aaa_clone", code)  # sorts before "lora": built-ins still load first
     monkeypatch.syspath_prepend(str(root))
-    with pytest.raises(PluginError, match=r"'lora' is registered twice: by plugin '(lora|lora_clone)' and by '(lora|lora_clone)'"):
-        build_registry()
+    reg = build_registry()
+    assert reg.owners[("methods", "lora")] == "lora" and "aaa_clone" not in reg.plugins
+    assert reg.broken["aaa_clone"] == ("method name 'lora' is already registered by plugin 'lora'; rename it, "
+                                       "or set PEFTKIT_DISABLE_PLUGINS=lora to use this one instead")
 
 
-def test_misspelt_hook_fails_loudly():
-    class Plugin:
-        from peftkit import hookimpl
+def _plugin(**hooks):
+    """A plugin object whose hookimpls are the given functions (names as given)."""
+    from peftkit import hookimpl
 
-        @hookimpl
-        def peftkit_on_stepend(self, state):  # typo: on_step_end
-            pass
+    return type("P", (), {name: staticmethod(hookimpl(fn)) for name, fn in hooks.items()})()
 
-    with pytest.raises(PluginError, match="unknown hook"):
-        build_registry(extra_plugins={"typo": Plugin()})
+
+class _Task:
+    def __init__(self, **drop):
+        from pydantic import BaseModel
+
+        self.name, self.summary, self.params_model, self.metric, self.splits = "x/t", "t", BaseModel, "accuracy", ("train",)
+        for k in drop:
+            delattr(self, k)
+
+    def label_names(self, params): return ["a", "b"]
+    def load_split(self, params, split): return []
+    def compute_metrics(self, predictions, references): return {"accuracy": 1.0}
+    def prediction_file(self, params): return "p.json"
+    def format_prediction(self, example, label_id, params): return {}
+
+
+def _misspelt(state):
+    pass
+
+
+@pytest.mark.parametrize("hooks, error", [
+    ({"peftkit_on_stepend": _misspelt},
+     "implements unknown hook 'peftkit_on_stepend' (did you mean 'peftkit_on_step_end'?)"),
+    ({"peftkit_on_eval": lambda metric: None},  # the spec's argument is `metrics`
+     "PluginValidationError: Plugin 'bad' for hook 'peftkit_on_eval'"),
+    ({"peftkit_register_tasks": lambda: _Task()}, "peftkit_register_tasks() returned _Task"),
+    ({"peftkit_register_tasks": lambda: [_Task]}, "returned _Task, a class: register an instance (_Task())"),
+    ({"peftkit_register_tasks": lambda: [_Task(metric=1)]}, "returned _Task without metric, which a Task must have"),
+    ({"peftkit_register_tasks": lambda: 1 / 0}, "ZeroDivisionError: division by zero (test_plugins.py:"),
+])
+def test_a_plugin_that_cannot_be_used_is_left_out_with_its_reason(hooks, error):
+    reg = build_registry(extra_plugins={"bad": _plugin(**hooks), "good": _plugin(peftkit_register_tasks=lambda: [_Task()])})
+    assert error in reg.broken["bad"], reg.broken
+    assert "bad" not in reg.plugins and reg.tasks["x/t"] and reg.owners[("tasks", "x/t")] == "good"
+    assert reg.pm.get_plugin("bad") is None  # none of its hooks runs
+    assert reg.problems()[0].startswith("plugin 'bad' was not loaded: ")
+    assert reg.problems()[0].endswith("PEFTKIT_DISABLE_PLUGINS=bad")
+
+
+def test_an_unknown_name_in_disable_plugins_is_named(monkeypatch):
+    monkeypatch.setenv("PEFTKIT_DISABLE_PLUGINS", "tensorbord,lora")
+    reg = build_registry()
+    assert reg.disabled == ["lora"] and reg.unknown_disabled == ["tensorbord"]
+    (line,) = reg.problems()
+    assert line.startswith("PEFTKIT_DISABLE_PLUGINS names 'tensorbord', which no installed plugin is called (installed: ")
+
+
+def test_every_command_works_and_warns_with_a_broken_plugin(tmp_path):
+    root = tmp_path / "site"
+    install_fake_dist(root, "hooklog", "from peftkit import hookimpl\n\n@hookimpl\ndef peftkit_on_epoch_end(state):\n    pass\n")
+    env = {**os.environ, "PYTHONPATH": str(root)}
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "peftkit", *args], capture_output=True, text=True, env=env)
+
+    listed = cli("plugins")
+    assert listed.returncode == 0 and "warning" not in listed.stderr
+    broken = {p["name"]: p for p in json.loads(listed.stdout)}["hooklog"]
+    assert broken["error"].startswith("implements unknown hook 'peftkit_on_epoch_end'")
+    recipe = str(REPO / "recipes" / "quickstart.yaml")
+    ok = cli("validate", recipe)
+    assert ok.returncode == 0 and "warning: plugin 'hooklog' was not loaded: implements unknown hook" in ok.stderr
+    strict = cli("validate", recipe, "--strict")
+    assert strict.returncode == 2 and "plugin 'hooklog' was not loaded" in strict.stderr
+    schema = cli("schema")
+    assert schema.returncode == 0 and "warning: plugin 'hooklog'" in schema.stderr
 
 
 def test_validate_and_plugins_do_not_import_torch():
     code = "import sys, peftkit.cli as c; c.main(['plugins']); assert 'torch' not in sys.modules, 'torch imported'"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
+
+
+def test_a_run_writes_plugin_problems_to_its_log(tiny_bert, tiny_data, tmp_path):
+    from peftkit.runner import run
+
+    reg = build_registry(extra_plugins={"hooklog": _plugin(peftkit_on_epoch_end=_misspelt)})
+    run(validate(tiny_recipe(tiny_bert, tiny_data, tmp_path / "run", max_steps=2), registry=reg), registry=reg)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "WARNING plugin 'hooklog' was not loaded: implements unknown hook 'peftkit_on_epoch_end'" in log
