@@ -95,15 +95,44 @@ def prepare(recipe: Recipe, registry: Any, splits: tuple[str, ...] = ("train", "
 def load_split(s: Setup, split: str) -> Encoded:
     from peftkit.errors import DataError
 
-    examples = s.task.load_split(s.tparams, split)
-    bad = [e for e in examples if e.label is not None and not (0 <= e.label < len(s.labels))]
-    if bad:
-        raise DataError(f"{split} split: label id {bad[0].label} (row id {bad[0].id!r}) is outside the task's {len(s.labels)} labels")
+    examples = checked_examples(s.task.load_split(s.tparams, split), s.task.name, split, len(s.labels))
     enc = encode(examples, s.tokenizer, s.recipe.data.max_length, use_token_types=s.use_token_types, split=split)
     if enc.truncated and s.recipe.data.truncation_warning:
         log.info("%s: %d of %d examples truncated to data.max_length=%d", split, enc.truncated, len(enc), s.recipe.data.max_length)
     s.data[split] = enc
     return enc
+
+
+def checked_examples(raw: Any, task: str, split: str, n_labels: int) -> list[Any]:
+    """What a task's ``load_split`` returned, as a list of examples a run can use; DataError naming the task,
+    split and row otherwise. Training and evaluation need a label on every row; test rows may have none."""
+    import numbers
+
+    from peftkit.errors import DataError
+
+    who = f"task {task!r}, {split} split"
+    if isinstance(raw, (str, bytes, dict)) or not hasattr(raw, "__iter__"):
+        raise DataError(f"{who}: load_split returned {type(raw).__name__}, not a list of peftkit.Example")
+    examples = list(raw)  # a generator is read once, here (an empty split is refused by encode)
+    for i, e in enumerate(examples):
+        row = f"{who}: row {i}" + (f" (id {e.id!r})" if getattr(e, "id", None) is not None else "")
+        if not all(hasattr(e, a) for a in ("text", "text_pair", "label", "id")):
+            raise DataError(f"{who}: row {i} is a {type(e).__name__}, not a peftkit.Example(text=..., label=..., id=...)")
+        for field_name in ("text", "text_pair"):
+            value = getattr(e, field_name)
+            if not isinstance(value, str) and not (field_name == "text_pair" and value is None):
+                raise DataError(f"{row}: {field_name} is {type(value).__name__} {value!r:.40}, not a string")
+        if e.label is None:
+            if split in ("train", "dev"):
+                n = sum(x.label is None for x in examples)
+                raise DataError(f"{row} has no label, nor do {n - 1} more of its {len(examples)} rows: training and evaluation "
+                                "need a label on every row (only test rows may be unlabelled)")
+        elif isinstance(e.label, bool) or not isinstance(e.label, numbers.Integral):
+            raise DataError(f"{row}: label is {type(e.label).__name__} {e.label!r:.40}, not a label id (an int from 0 to "
+                            f"{n_labels - 1}); map label names to ids with the task's label_names()")
+        elif not 0 <= e.label < n_labels:
+            raise DataError(f"{split} split: label id {e.label} (row id {e.id!r}) is outside the task's {n_labels} labels")
+    return examples
 
 
 def build_model(s: Setup, total_steps: int = 0, *, trained: Path | None = None) -> tuple[Any, ApplyContext]:

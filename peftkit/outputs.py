@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import sys
@@ -27,8 +28,21 @@ def atomic_write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _finite(data: Any) -> Any:
+    """NaN and infinities as null: strict JSON has no numbers for them (``json.dumps`` writes bare NaN)."""
+    if type(data).__module__ == "numpy" and hasattr(data, "item"):
+        data = data.item()  # numpy scalars (a task's np.float32 metric) as plain numbers, not strings
+    if isinstance(data, float) and not math.isfinite(data):
+        return None
+    if isinstance(data, dict):
+        return {k: _finite(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [_finite(v) for v in data]
+    return data
+
+
 def write_json(path: Path, data: Any) -> None:
-    atomic_write(path, json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    atomic_write(path, json.dumps(_finite(data), indent=2, ensure_ascii=False, default=str, allow_nan=False) + "\n")
 
 
 def write_recipe(path: Path, resolved: dict[str, Any]) -> None:

@@ -402,6 +402,12 @@ def _check_plugins(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
             problem = metric_problem(metric, obj, name, 2)
             if problem:
                 problems.append((("eval", "metric"), problem))
+        elif section == "task" and metric is None:
+            problem = metric_problem(obj.metric, obj, name, 2)
+            if problem:  # the task's own metric: a bug in its plugin, not in the recipe
+                problems.append((("task", "name"), f"task {name!r} keeps the best checkpoint by its main metric "
+                                 f"{obj.metric!r} (Task.metric), but its compute_metrics does not report it: "
+                                 f"{problem.split(', which ')[1].split(';')[0]}; fix the task's plugin, or set eval.metric"))
     model = data.get("model")
     if isinstance(model, dict) and isinstance(model.get("source"), str):
         problems += _check_source(model["source"], reg, allowed)

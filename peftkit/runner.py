@@ -305,16 +305,30 @@ def _evaluate_and_keep_best_timed(s: Setup, state: RunState, acc: Any) -> dict[s
     metrics, _ = evaluate(state.model, s.data["dev"], s.task, bs, s.pad_id, acc.device, acc.mixed_precision)
     key = _selection_metric(state)
     if key not in metrics:
-        raise PeftkitError(f"eval.metric: {key!r} is not among the task's metrics ({', '.join(sorted(metrics))})")
+        where = "eval.metric" if r.eval.metric else f"task {s.task.name!r} (its Task.metric)"
+        raise PeftkitError(f"{where}: {key!r} is not among the metrics the task's compute_metrics returned "
+                           f"({', '.join(sorted(metrics))})")
     entry = {"step": state.step, "epoch": _epochs_done(state), **metrics}
     state.history.append(entry)
     log.info("eval step %d: %s", state.step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-    if state.best is None or metrics[key] > state.best[key]:  # a tie keeps the earlier model
+    for k, v in metrics.items():
+        if not math.isfinite(v):
+            log.warning("eval step %d: %s is %s (training diverged, or the task's compute_metrics returned no number); "
+                        "metrics.json records it as null, and it is never the best", state.step, k, v)
+    s.hooks.peftkit_on_eval(state=state, metrics=metrics)
+    if _better(metrics[key], None if state.best is None else state.best[key]):  # a tie keeps the earlier model
         state.best = entry
         _save_model(s, state, acc)
         log.info("new best %s=%.4f at step %d: saved to %s", key, metrics[key], state.step, state.output_dir / "model")
-    s.hooks.peftkit_on_eval(state=state, metrics=metrics)
     return metrics
+
+
+def _better(new: float, best: float | None) -> bool:
+    """Whether ``new`` beats the best so far; a NaN never does, and anything beats a NaN (a first model is
+    always kept, so output_dir/model exists)."""
+    if best is None or math.isnan(best):
+        return True
+    return not math.isnan(new) and new > best
 
 
 def _save_model(s: Setup, state: RunState, acc: Any) -> None:
