@@ -260,19 +260,22 @@ def _row(task: str, method: str, group: list[RunRecord], metric: str | None) -> 
 
 
 def clue_average(rows: list[Row]) -> dict[str, Any]:
-    """Mean over tasks of each method's mean metric, over the tasks where every method has results."""
+    """Mean over tasks of each method's mean metric, over the tasks where every method has results. A method
+    with a collapsed cell (†) among them is never the best average."""
     methods = list(dict.fromkeys(r.method for r in rows))
     tasks = list(dict.fromkeys(r.task for r in rows))
     have = {(r.task, r.method): r.mean for r in rows}
     complete = [t for t in tasks if all((t, m) in have for m in methods)]
     by_method = {m: statistics.fmean(have[(t, m)] for t in complete) for m in methods} if complete else {}
+    collapsed = [m for m in by_method if any(r.collapsed for r in rows if r.method == m and r.task in complete)]
+    live = {m: v for m, v in by_method.items() if m not in collapsed}
     pick = max if all(higher_is_better(r.metric) for r in rows) else min
-    top = pick(by_method.values()) if by_method else None
-    best = [m for m, v in by_method.items() if top is not None and abs(v - top) < 1e-12]
-    if len(best) == len(by_method):
-        best = []  # one method, or every method ties: as in the task columns, nothing is "best"
+    top = pick(live.values()) if live else None
+    best = [m for m, v in live.items() if top is not None and abs(v - top) < 1e-12]
+    if top is None or all(abs(v - top) < 1e-12 for v in by_method.values()):
+        best = []  # one method, every method ties, or only collapsed ones: as in the task columns, nothing is "best"
     return {"tasks": complete, "excluded_tasks": [t for t in tasks if t not in complete], "by_method": by_method,
-            "best": best}
+            "best": best, "collapsed": collapsed}
 
 
 def is_fraction(rows: list[Row]) -> bool:

@@ -68,7 +68,8 @@ def summary_table(rows: list[Row], avg: dict[str, Any]) -> Table:
             r = cell.get((t, m))
             line.append((_value(r, pct), r.best) if r else ("—", False))
         if avg["by_method"]:
-            line.append((fmt_metric(avg["by_method"][m], None, pct), m in avg["best"]))
+            mark = " †" if m in avg.get("collapsed", ()) else ""
+            line.append((fmt_metric(avg["by_method"][m], None, pct) + mark, m in avg["best"]))
         body.append(line)
     return header, body
 

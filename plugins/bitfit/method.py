@@ -45,8 +45,7 @@ class BitFitMethod:
     quantization_note: str = (
         "BitFit's premise is exact pretrained weights with only the biases shifted; on a 4/8-bit base the weights "
         "carry quantization error that bias terms alone cannot compensate (QLoRA pairs a quantized base with "
-        "low-rank adapters for that reason). Use lora, adalora, ia3 or adapters on a quantized base, or drop "
-        "model.quantization to run BitFit"
+        "low-rank adapters for that reason)"
     )
     trains_base_params: str = r".*\.bias"
 

@@ -43,6 +43,11 @@ def resolve_folder(spec: TaskSpec, params: Params) -> Path | None:
     return folder
 
 
+def hub_offline() -> bool:
+    """Whether the Hugging Face hub is switched off for datasets in this environment."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+
+
 def split_file(spec: TaskSpec, folder: Path, params: Params, split: str) -> Path:
     """The file holding ``split`` (FewCLUE: the chosen train/dev split file)."""
     if isinstance(params, FewClueParams):
@@ -90,7 +95,7 @@ def load_hub(spec: TaskSpec, split: str, limit: int | None) -> Any:
     try:
         return datasets.load_dataset("clue", spec.hub_config, split=hub_split)
     except Exception as exc:  # offline, no route, hub changes ...: all end the same way for the user
-        offline = os.environ.get("HF_DATASETS_OFFLINE") == "1" or os.environ.get("HF_HUB_OFFLINE") == "1"
+        offline = hub_offline()
         why = ("HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set, so only datasets already in the HF cache load" if offline
                else "this machine may have no network route to the hub")
         first = (str(exc).splitlines() or [""])[0][:200]

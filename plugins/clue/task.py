@@ -39,11 +39,16 @@ class ClueTask:
         return f"ClueTask({self.name!r})"
 
     def check_data(self, params: sources.Params) -> list[tuple[str, str]]:
-        """For `peftkit validate`: the data folder a run on this machine would read exists (or the hub is the source)."""
+        """For `peftkit validate`: the data folder a run on this machine would read exists; or, when the hub is
+        the source, the hub is not switched off (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE)."""
         try:
-            sources.resolve_folder(self.spec, params)
+            folder = sources.resolve_folder(self.spec, params)
         except DataError as exc:
             return [("task.params.data_dir", str(exc))]
+        if folder is None and sources.hub_offline():
+            return [("task.params.data_dir", f"{self.name}: no local folder (task.params.data_dir or {sources.ENV}), so a run "
+                     f"reads the Hugging Face hub dataset clue/{self.spec.hub_config}, but HF_DATASETS_OFFLINE/HF_HUB_OFFLINE "
+                     "is set: only a copy already in the HF datasets cache would load")]
         return []
 
     def label_names(self, params: BaseModel) -> list[str]:

@@ -51,7 +51,7 @@ class FullMethod:
     quantized_bits: frozenset = field(default_factory=frozenset)
     quantization_note: str = (
         "full fine-tuning updates every base weight, and bitsandbytes 4/8-bit weights are frozen integers that "
-        "cannot take gradient updates (use lora/adalora/ia3/adapters for QLoRA-style training)"
+        "cannot take gradient updates"
     )
     trains_base_params: str = r".*"
 

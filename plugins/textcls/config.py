@@ -15,7 +15,7 @@ class TextClassificationParams(BaseModel):
     text_field: str = Field("text", description="Field holding the (first) text.")
     text_pair_field: str | None = Field(None, description="Field holding the second text, for pair tasks.")
     label_field: str = Field("label", description="Field holding the label.")
-    id_field: str | None = Field(None, description="Field used as the id in prediction files; null = the row number.")
+    id_field: str | None = Field(None, description="Field used as the id in prediction files; null = the row's position among the file's data rows, from 0 (a CSV header and blank lines do not count).")
     labels: list[str] | None = Field(
         None, description="The label space in id order. null = the sorted distinct labels of the whole train_file."
     )

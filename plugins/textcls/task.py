@@ -50,11 +50,12 @@ class TextClassification:
         limit = {"train": params.max_train_samples, "dev": params.max_dev_samples}.get(split)
         index = {name: i for i, name in enumerate(self.label_names(params))}
         out = []
-        for line, row in read_rows(path, params.format, limit=limit):
-            out.append(self._example(row, params, index, Path(path), line, labelled=split != "test"))
+        for position, (line, row) in enumerate(read_rows(path, params.format, limit=limit)):
+            out.append(self._example(row, params, index, Path(path), line, position, labelled=split != "test"))
         return out
 
-    def _example(self, row: dict, p: TextClassificationParams, index: dict, path: Path, line: int, labelled: bool) -> Example:
+    def _example(self, row: dict, p: TextClassificationParams, index: dict, path: Path, line: int, position: int,
+                 labelled: bool) -> Example:
         text = str(field(row, p.text_field, path, line))
         pair = str(field(row, p.text_pair_field, path, line)) if p.text_pair_field else None
         label = None
@@ -63,7 +64,7 @@ class TextClassification:
             if raw not in index:
                 raise DataError(f"{path}:{line}: label {raw!r} is not in the task's labels ({', '.join(index)})")
             label = index[raw]
-        rid = row.get(p.id_field) if p.id_field else line
+        rid = row.get(p.id_field) if p.id_field else position  # the data row's place in the file, from 0
         return Example(text, pair, label, rid)
 
     def compute_metrics(self, predictions: Any, references: Any) -> dict[str, float]:

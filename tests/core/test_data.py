@@ -101,3 +101,17 @@ def test_eval_batch_size_defaults_follow_precision(tiny_bert, tiny_data, tmp_pat
     assert bs({"mixed_precision": "no"}) == 8  # float32 matmuls peak at small batches on CPU
     assert bs({"mixed_precision": "bf16"}) == 32  # bf16 ones want bigger matrices
     assert bs({"mixed_precision": "bf16"}, {"batch_size": 5}) == 5  # an explicit eval.batch_size wins
+
+
+@pytest.mark.parametrize("name, body", [
+    ("rows.csv", "text,label\nhao,pos\n\ncha,neg\n"),
+    ("rows.jsonl", '{"text": "hao", "label": "pos"}\n\n{"text": "cha", "label": "neg"}\n'),
+])
+def test_text_classification_ids_without_id_field_are_row_positions_from_0(tmp_path, name, body):
+    """What joins predictions back to the rows: the data row's position (not the file's line number)."""
+    from peftkit.plugins import get_registry
+
+    (tmp_path / name).write_text(body, encoding="utf-8")
+    task = get_registry().tasks["text-classification"]
+    params = task.params_model(train_file=str(tmp_path / name), labels=["neg", "pos"])
+    assert [(e.id, e.text, e.label) for e in task.load_split(params, "train")] == [(0, "hao", 1), (1, "cha", 0)]

@@ -137,7 +137,13 @@ def test_html_embeds_the_png_files(compared, tmp_path):
     # accuracy ties at chance on the tiny model (then nothing is bold); eval_loss differs, so one cell is best
     report = json.loads((compared.report_dir / "report.json").read_text())
     assert ("<td class='num best'>" in page) == (any(r["best"] for r in report["rows"]) or bool(report["average"]["best"]))
-    write_report([compared.report_dir.parent], tmp_path / "loss", metric="eval_loss")
+    # the tiny runs all answer one class (†, never best); as if they did not, one eval_loss cell is best
+    runs = shutil.copytree(compared.report_dir.parent, tmp_path / "runs", ignore=shutil.ignore_patterns("model", "report"))
+    for f in runs.rglob("metrics.json"):
+        m = json.loads(f.read_text())
+        m["eval"]["top_class_share"] = 0.5
+        f.write_text(json.dumps(m))
+    write_report([runs], tmp_path / "loss", metric="eval_loss")
     assert "<td class='num best'>" in (tmp_path / "loss" / "report.html").read_text()
 
 
@@ -233,9 +239,15 @@ def test_clue_average_uses_only_tasks_every_method_has():
     assert avg["best"] == ["full"]
 
 
-def test_no_best_average_when_methods_tie_or_only_one_ran():
+def test_no_best_average_when_methods_tie_only_one_ran_or_it_collapsed():
     tie = [_row("afqmc", "lora", [0.69]), _row("afqmc", "ia3", [0.69])]
     assert clue_average(tie)["best"] == [] and clue_average(tie[:1])["best"] == []
+    high, low = _row("afqmc", "ia3", [0.70]), _row("afqmc", "lora", [0.60])
+    high.collapsed = True  # the higher average holds a collapsed cell: the other method is best
+    avg = clue_average([high, low])
+    assert avg["best"] == ["lora"] and avg["collapsed"] == ["ia3"]
+    low.collapsed = True
+    assert clue_average([high, low])["best"] == []
 
 
 def test_report_of_a_saved_grid_file_matches_its_yaml(compared):

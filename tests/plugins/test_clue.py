@@ -176,6 +176,17 @@ def test_hub_offline_error_names_the_setting_and_the_local_alternative(reg, monk
     assert "clue/afqmc" in msg and "HF_DATASETS_OFFLINE" in msg and "task.params.data_dir" in msg and "PEFTKIT_CLUE_DIR" in msg
 
 
+def test_validate_warns_when_the_hub_is_the_source_but_switched_off(reg, monkeypatch):
+    task = reg.tasks["clue/afqmc"]
+    monkeypatch.delenv("PEFTKIT_CLUE_DIR", raising=False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    assert task.check_data(task.params_model()) == []  # with a network, the hub is a source
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ((key, msg),) = task.check_data(task.params_model())
+    assert key == "task.params.data_dir" and "reads the Hugging Face hub dataset clue/afqmc" in msg and "HF_HUB_OFFLINE" in msg
+
+
 def test_hub_rows_map_class_label_names_and_ids():
     import datasets
 
