@@ -1,4 +1,5 @@
-"""The method conformance suite: what every Method must satisfy, for built-in and third-party methods alike.
+"""The conformance suites: what every Method (``check_method``) and Task (``check_task``) must satisfy,
+for built-in and third-party plugins alike.
 
 One line in a plugin's tests runs it on a tiny BERT (without a pooler, so the pooler is part of the
 task head) and a tiny Llama::
@@ -340,6 +341,74 @@ def check_method(method: Any, tmp_path: str | Path, *, params: dict | None = Non
     if all(isinstance(v, str) for v in out.values()):
         raise ConformanceError(f"method refuses every conformance model ({', '.join(models)}): {out}")
     return out
+
+
+def check_task(task: Any, params: dict | Any | None = None) -> dict[str, int]:
+    """The task conformance suite: what a run and ``peftkit predict`` rely on, without a model.
+
+    Loads every split the task declares (with ``params``: a dict for its ``params_model``, or an instance)
+    and checks that: the label space is a non-empty list of distinct strings; every row is an
+    :class:`~peftkit.interfaces.Example` with string text and an int label id inside it (train and dev rows
+    all labelled; test rows may not be); ``compute_metrics`` reports the task's own ``metric`` as a number,
+    and a perfect prediction scores at least as well as a wrong one; ``prediction_file`` is a bare file name;
+    ``format_prediction`` gives a JSON-serialisable dict for a row of the last split.
+
+    Returns:
+        ``{split: rows}``.
+
+    Raises:
+        ConformanceError: naming the task and what is wrong.
+    """
+    import numpy as np
+
+    from peftkit.components import checked_examples
+
+    if isinstance(task, str):
+        from peftkit.plugins import get_registry
+
+        task = get_registry().tasks[task]
+    name = getattr(task, "name", type(task).__name__)
+
+    def fail(msg: str) -> ConformanceError:
+        return ConformanceError(f"task {name!r}: {msg}")
+
+    p = params if params is not None and not isinstance(params, dict) else task.params_model(**(params or {}))
+    labels = list(task.label_names(p))
+    if not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) for x in labels):
+        raise fail(f"label_names() must be distinct strings, got {labels!r}")
+    rows: dict[str, int] = {}
+    last: list[Any] = []
+    for split in task.splits:
+        try:
+            examples = checked_examples(task.load_split(p, split), name, split, len(labels))
+        except PeftkitError as exc:
+            raise fail(str(exc)) from exc
+        rows[split] = len(examples)
+        last = examples or last
+    ids = np.arange(max(len(labels), 2)) % len(labels)
+    perfect = task.compute_metrics(ids, ids)
+    if task.metric not in perfect:
+        raise fail(f"compute_metrics() reports {sorted(perfect)}, not the task's own metric {task.metric!r}")
+    wrong = task.compute_metrics((ids + 1) % len(labels), ids)
+    try:
+        best, worse = float(perfect[task.metric]), float(wrong[task.metric])
+    except (TypeError, ValueError) as exc:
+        raise fail(f"compute_metrics()[{task.metric!r}] is not a number: {perfect[task.metric]!r}") from exc
+    if not best >= worse:
+        raise fail(f"{task.metric} of a perfect prediction ({best}) is below a wrong one's ({worse}); "
+                   "the best checkpoint is the one with the highest metric")
+    file = task.prediction_file(p)
+    if not isinstance(file, str) or not file or Path(file).name != file:
+        raise fail(f"prediction_file() must be a bare file name (written into the run folder), got {file!r}")
+    if last:
+        line = task.format_prediction(last[0], 0, p)
+        try:
+            json.dumps(line)
+        except (TypeError, ValueError) as exc:
+            raise fail(f"format_prediction() must give a JSON-serialisable dict, got {line!r}: {exc}") from exc
+        if not isinstance(line, dict):
+            raise fail(f"format_prediction() must give a dict (one line of {file}), got {type(line).__name__}")
+    return rows
 
 
 def cases() -> list[tuple[str, str]]:

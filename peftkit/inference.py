@@ -104,7 +104,10 @@ def load_run(run_dir: str | Path, *, registry: Any = None, splits: tuple[str, ..
                            "the rest must stay as the model was trained (train a new run to change it)")
     reg = registry or get_registry()
     recipe = load_recipe(run_dir / "recipe.yaml", [f"output_dir={run_dir}", *(overrides or [])], registry=reg)
-    s = prepare(recipe, reg, splits=splits)
+    s = prepare(recipe, reg, splits=splits)  # data problems surface here, before the model is loaded
+    missing = [sp for sp in splits if sp not in s.task.splits]
+    if missing:
+        raise PeftkitError(f"task {s.task.name!r} has no {' or '.join(missing)} split (it has {', '.join(s.task.splits)})")
     model, _ = build_model(s, trained=run_dir / "model")
     model.eval()
     return s, model
@@ -120,7 +123,7 @@ def inference_device() -> Any:
 def predict_run(run_dir: str | Path, *, registry: Any = None, overrides: list[str] | None = None) -> Path:
     """``peftkit predict RUN_DIR [key=value ...]``: the test-split submission file of a finished run."""
     t0 = time.perf_counter()
-    s, model = load_run(run_dir, registry=registry, overrides=overrides)
+    s, model = load_run(run_dir, registry=registry, overrides=overrides, splits=("test",))
     model, merged = _merged_for_inference(s, model)
     device = inference_device()
     model.to(device)

@@ -354,8 +354,21 @@ def validate(data: dict[str, Any], *, registry: Any = None, source: str | None =
     problems += _check_plugins(data, reg)
     if problems:
         raise RecipeError(_format(problems, lines, source, overridden), source)
-    reg.hooks_for(recipe.plugins).peftkit_configure(recipe=recipe)
+    try:
+        reg.hooks_for(recipe.plugins).peftkit_configure(recipe=recipe)
+    except RecipeError as exc:  # a plugin refused the recipe: say which, and which file
+        raise RecipeError([f"{line} (refused by {_configure_site(exc)})" for line in exc.problems], source) from exc
     return recipe
+
+
+def _configure_site(exc: BaseException) -> str:
+    """``peftkit_configure in acme/__init__.py:12``: the plugin function that raised ``exc``."""
+    import traceback
+
+    for frame, line in reversed(list(traceback.walk_tb(exc.__traceback__))):
+        if frame.f_code.co_name == "peftkit_configure":
+            return f"peftkit_configure in {frame.f_globals.get('__name__', '?')} ({Path(frame.f_code.co_filename).name}:{line})"
+    return "a plugin's peftkit_configure"
 
 
 def _closest(name: str, choices: list[str]) -> str:

@@ -189,7 +189,7 @@ import json
 
 import pytest
 
-from peftkit.conformance import check_method
+from peftkit.conformance import check_method, check_task
 from peftkit.errors import DataError
 from peftkit.plugins import get_registry
 from $pkg.task import ${cls}Task, ${cls}TaskParams
@@ -203,6 +203,15 @@ def test_plugin_is_installed():
 def test_method_passes_the_conformance_suite(tmp_path):
     reports = check_method("$name", tmp_path)  # tiny BERT and tiny Llama; raises ConformanceError on a failure
     assert reports["bert"].trainable < reports["bert"].total
+
+
+def test_task_passes_the_conformance_suite(tmp_path):
+    from peftkit.testing import make_text_dataset
+
+    data = make_text_dataset(tmp_path / "data")
+    rows = check_task("$task", {"train_file": str(data["train"]), "dev_file": str(data["dev"]),
+                                "test_file": str(data["test"]), "labels": ["neg", "pos"]})
+    assert rows["train"] == 64 and rows["dev"] == 32
 
 
 def test_task_reads_rows_and_names_the_line_of_a_bad_label(tmp_path):

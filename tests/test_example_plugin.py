@@ -87,7 +87,7 @@ def test_the_plugin_passes_its_tests_and_the_conformance_suite(hello_env):
     proc = subprocess.run([str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(src / "tests")],
                           capture_output=True, text=True, cwd=src, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert "4 passed" in proc.stdout
+    assert "5 passed" in proc.stdout
 
 
 def test_a_tiny_recipe_with_its_method_and_task_trains(hello_env, tmp_path):
@@ -133,4 +133,4 @@ def test_a_package_from_new_plugin_passes_its_own_tests_once_installed(tmp_path)
     proc = subprocess.run([str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(src / "tests")],
                           capture_output=True, text=True, cwd=src, timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert "4 passed" in proc.stdout
+    assert "5 passed" in proc.stdout

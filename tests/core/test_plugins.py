@@ -257,3 +257,23 @@ def test_a_run_writes_plugin_problems_to_its_log(tiny_bert, tiny_data, tmp_path)
     run(validate(tiny_recipe(tiny_bert, tiny_data, tmp_path / "run", max_steps=2), registry=reg), registry=reg)
     log = (tmp_path / "run" / "train.log").read_text()
     assert "WARNING plugin 'hooklog' was not loaded: implements unknown hook 'peftkit_on_epoch_end'" in log
+
+
+def test_a_recipe_refused_by_a_plugin_names_the_plugin_and_the_recipe(tiny_bert, tiny_data, tmp_path):
+    from peftkit import hookimpl
+    from peftkit.recipe import load_recipe
+
+    class Guard:
+        @hookimpl
+        def peftkit_configure(self, recipe):
+            if recipe.train.batch_size > 4:
+                raise RecipeError("train.batch_size: at most 4 on this cluster")
+
+    reg = build_registry(extra_plugins={"guard": Guard()})
+    path = tmp_path / "r.yaml"
+    path.write_text(json.dumps(tiny_recipe(tiny_bert, tiny_data, tmp_path / "o")))
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path, registry=reg)
+    assert str(info.value).startswith(f"invalid recipe {path} (1 problem):")
+    assert "train.batch_size: at most 4 on this cluster (refused by peftkit_configure in " in str(info.value)
+    assert "test_plugins (test_plugins.py:" in str(info.value)

@@ -111,6 +111,17 @@ def test_predict_refuses_to_change_the_model(finished_run, capsys):
     assert "method.params.r=4: a finished run can only change task.params.*" in capsys.readouterr().err
 
 
+def test_predict_finds_missing_test_data_before_loading_the_model(finished_run, tmp_path, capsys, monkeypatch):
+    import peftkit.inference
+
+    def no_model(*a, **k):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    monkeypatch.setattr(peftkit.inference, "build_model", no_model)
+    assert main(["predict", str(finished_run), f"task.params.test_file={tmp_path / 'gone.jsonl'}"]) == 2
+    assert "gone.jsonl" in capsys.readouterr().err
+
+
 def test_resolved_recipe_reruns(finished_run):
     resolved = yaml.safe_load((finished_run / "recipe.yaml").read_text())
     assert resolved["method"]["params"]["r"] == 8 and resolved["train"]["scheduler"] == "linear"

@@ -108,3 +108,59 @@ def test_hooks_run_in_the_documented_order(tiny_bert, tiny_data, tmp_path):
     run(validate(tiny_recipe(tiny_bert, tiny_data, tmp_path / "run", max_steps=2), registry=reg), registry=reg)
     assert calls[0] == "train_begin" and calls[-1] == "train_end"
     assert calls[1:3] == ["eval", "save"]  # the first evaluation is always a new best: on_eval, then on_save
+
+
+def test_builtin_task_passes_the_task_conformance_suite(tiny_data):
+    from peftkit.conformance import check_task
+
+    rows = check_task("text-classification", {"train_file": str(tiny_data["train"]), "dev_file": str(tiny_data["dev"]),
+                                              "test_file": str(tiny_data["test"]), "labels": ["neg", "pos"]})
+    assert rows == {"train": 96, "dev": 48, "test": 16}
+
+
+class _Broken:
+    """A small valid task; each test breaks one thing."""
+
+    name, summary, metric, splits = "acme/broken", "t", "accuracy", ("train", "test")
+
+    def __init__(self, **change):
+        from pydantic import BaseModel
+
+        self.params_model = type("NoParams", (BaseModel,), {})
+        self.__dict__.update(change)
+
+    def label_names(self, params):
+        return ["a", "b"]
+
+    def load_split(self, params, split):
+        return [Example("x", label=0 if split == "train" else None, id="r0")]
+
+    def compute_metrics(self, predictions, references):
+        return {"accuracy": float((predictions == references).mean())}
+
+    def prediction_file(self, params):
+        return "p.jsonl"
+
+    def format_prediction(self, example, label_id, params):
+        return {"id": example.id, "label": label_id}
+
+
+@pytest.mark.parametrize("change, error", [
+    ({}, None),
+    ({"label_names": lambda p: ["a", "a"]}, "label_names() must be distinct strings"),
+    ({"load_split": lambda p, s: [Example("x", label="a")]}, "train split: row 0: label is str 'a', not a label id"),
+    ({"compute_metrics": lambda pr, r: {"acc": 1.0}}, "reports ['acc'], not the task's own metric 'accuracy'"),
+    ({"compute_metrics": lambda pr, r: {"accuracy": float((pr != r).mean())}}, "of a perfect prediction (0.0) is below"),
+    ({"prediction_file": lambda p: "out/p.jsonl"}, "prediction_file() must be a bare file name"),
+    ({"format_prediction": lambda e, i, p: {"id": object()}}, "format_prediction() must give a JSON-serialisable dict"),
+])
+def test_task_conformance_names_what_is_broken(change, error):
+    from peftkit.conformance import ConformanceError, check_task
+
+    task = _Broken(**change)
+    if error is None:
+        assert check_task(task) == {"train": 1, "test": 1}
+        return
+    with pytest.raises(ConformanceError) as info:
+        check_task(task)
+    assert str(info.value).startswith("task 'acme/broken': ") and error in str(info.value)

