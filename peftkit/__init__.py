@@ -9,6 +9,7 @@ Public API (importing this package does not import torch):
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pluggy
@@ -19,6 +20,12 @@ from peftkit.recipe import Recipe, load_recipe
 __version__ = "0.1.0"
 
 hookimpl = pluggy.HookimplMarker("peftkit")
+
+# On AVX512-BF16 CPUs bitsandbytes warns, whenever peft imports it, that it could not fetch an optional
+# 4-bit kernel from the Hugging Face hub (the `kernels` package); its own 4/8-bit CPU path works without
+# it, and offline it can never succeed. Only that one message is dropped.
+logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
+    lambda record: not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward"))
 
 
 def run(recipe: Recipe, **kwargs: Any) -> dict[str, Any]:

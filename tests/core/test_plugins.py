@@ -277,3 +277,12 @@ def test_a_recipe_refused_by_a_plugin_names_the_plugin_and_the_recipe(tiny_bert,
     assert str(info.value).startswith(f"invalid recipe {path} (1 problem):")
     assert "train.batch_size: at most 4 on this cluster (refused by peftkit_configure in " in str(info.value)
     assert "test_plugins (test_plugins.py:" in str(info.value)
+
+
+def test_bitsandbytes_kernel_fetch_warning_is_dropped():
+    code = "import peft, bitsandbytes"
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if "gemm_4bit_forward" not in plain.stderr:
+        pytest.skip("bitsandbytes does not warn on this CPU (no AVX512-BF16, or the kernel loaded)")
+    ours = subprocess.run([sys.executable, "-c", "import peftkit; " + code], capture_output=True, text=True)
+    assert ours.returncode == 0 and "gemm_4bit_forward" not in ours.stderr, ours.stderr[-2000:]
