@@ -170,6 +170,8 @@ def _add(reg: Registry, name: str, plugin: object, info: PluginInfo) -> None:
     try:
         pm.register(plugin, name=name)
     except Exception as exc:  # pluggy.PluginValidationError: a hookimpl whose arguments its spec lacks
+        if pm.get_name(plugin) is not None:  # pluggy < 1.7 keeps the hooks it added before the bad one
+            pm.unregister(plugin)
         reg.broken[name] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
         return
     try:

@@ -201,6 +201,8 @@ def _misspelt(state):
      "implements unknown hook 'peftkit_on_stepend' (did you mean 'peftkit_on_step_end'?)"),
     ({"peftkit_on_eval": lambda metric: None},  # the spec's argument is `metrics`
      "PluginValidationError: Plugin 'bad' for hook 'peftkit_on_eval'"),
+    ({"peftkit_model_ready": lambda model: None, "peftkit_on_eval": lambda metric: None},  # a good hook first
+     "PluginValidationError: Plugin 'bad' for hook 'peftkit_on_eval'"),
     ({"peftkit_register_tasks": lambda: _Task()}, "peftkit_register_tasks() returned _Task"),
     ({"peftkit_register_tasks": lambda: [_Task]}, "returned _Task, a class: register an instance (_Task())"),
     ({"peftkit_register_tasks": lambda: [_Task(metric=1)]}, "returned _Task without metric, which a Task must have"),
@@ -211,6 +213,8 @@ def test_a_plugin_that_cannot_be_used_is_left_out_with_its_reason(hooks, error):
     assert error in reg.broken["bad"], reg.broken
     assert "bad" not in reg.plugins and reg.tasks["x/t"] and reg.owners[("tasks", "x/t")] == "good"
     assert reg.pm.get_plugin("bad") is None  # none of its hooks runs
+    assert all(i.plugin_name != "bad" for name in hooks if hasattr(reg.pm.hook, name)
+               for i in getattr(reg.pm.hook, name).get_hookimpls())
     assert reg.problems()[0].startswith("plugin 'bad' was not loaded: ")
     assert reg.problems()[0].endswith("PEFTKIT_DISABLE_PLUGINS=bad")
 
