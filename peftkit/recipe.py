@@ -509,6 +509,9 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None, *, 
         raise RecipeError([f"{path}: {what}"], str(path))
     text = p.read_text(encoding="utf-8")
     data = parse_yaml(text, str(path))
+    if isinstance(data, dict) and {"methods", "tasks"} <= set(data) and not {"method", "task"} & set(data):
+        raise RecipeError([f"{path} is a compare file (methods × tasks × seeds), not a recipe: check it with "
+                           f"`peftkit compare {path} --dry-run`, run it with `peftkit compare {path}`"], str(path))
     data = apply_overrides(data, list(overrides or []))
     return validate(data, registry=registry, source=str(path), text=text, overridden=override_keys(list(overrides or [])))
 

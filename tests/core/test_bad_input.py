@@ -191,3 +191,11 @@ def test_mutated_recipes_give_recipe_or_recipe_error(data, tiny_bert, tiny_data,
     except RecipeError as exc:
         assert exc.problems and all(isinstance(p, str) and p for p in exc.problems)
         json.dumps(exc.problems)
+
+
+def test_a_compare_file_given_as_a_recipe_says_what_it_is():
+    from pathlib import Path
+
+    grid = Path(__file__).resolve().parents[2] / "recipes" / "compare" / "clue-methods.yaml"
+    _assert_user_error(cli("validate", str(grid)), "is a compare file (methods × tasks × seeds), not a recipe",
+                       f"peftkit compare {grid} --dry-run")
