@@ -65,6 +65,9 @@ class TextClassification:
                 raise DataError(f"{path}:{line}: label {raw!r} is not in the task's labels ({', '.join(index)})")
             label = index[raw]
         rid = row.get(p.id_field) if p.id_field else position  # the data row's place in the file, from 0
+        if p.id_field and rid is None and not labelled:  # test ids are what predictions are joined back on
+            raise DataError(f"{path}:{line}: row has no id field {p.id_field!r} (fields: {', '.join(map(str, row))}); "
+                            "set task.params.id_field to the field holding the ids, or to null to use row positions")
         return Example(text, pair, label, rid)
 
     def compute_metrics(self, predictions: Any, references: Any) -> dict[str, float]:

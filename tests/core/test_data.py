@@ -115,3 +115,15 @@ def test_text_classification_ids_without_id_field_are_row_positions_from_0(tmp_p
     task = get_registry().tasks["text-classification"]
     params = task.params_model(train_file=str(tmp_path / name), labels=["neg", "pos"])
     assert [(e.id, e.text, e.label) for e in task.load_split(params, "train")] == [(0, "hao", 1), (1, "cha", 0)]
+
+
+def test_a_test_row_without_its_id_field_is_named(tmp_path):
+    from peftkit.errors import DataError
+    from peftkit.plugins import get_registry
+
+    (tmp_path / "test.jsonl").write_text('{"id": "a", "text": "hao"}\n{"text": "cha"}\n', encoding="utf-8")
+    task = get_registry().tasks["text-classification"]
+    params = task.params_model(train_file=str(tmp_path / "test.jsonl"), test_file=str(tmp_path / "test.jsonl"),
+                               labels=["neg", "pos"], id_field="id")
+    with pytest.raises(DataError, match=r"test.jsonl:2: row has no id field 'id' \(fields: text\); set task.params.id_field"):
+        task.load_split(params, "test")
