@@ -12,10 +12,10 @@ What each task gets right (see :mod:`peftkit_plugins.clue.specs` for the table):
 - OCNLI/CMNLI rows labelled ``-`` (no gold label) are dropped, as the hub does.
 - CLUEWSC: the noun (span1) is marked ``_noun_`` and the pronoun (span2) ``[pronoun]`` in the text, at
   the character offsets ``span*_index``, each checked against ``span*_text``.
-- CSL: text = the keywords joined by "；", text_pair = the abstract.
+- CSL: text = the keywords joined by a space (as CLUE's baselines do), text_pair = the abstract.
 - Submission files: the CLUE 1.1 names (``afqmc_predict.json``, ``tnews11_predict.json``,
-  ``cluewsc11_predict.json``, ``ocnli_50k_predict.json`` ...) and FewCLUE's (``tnewsf_predict.json``,
-  ``eprstmt_predict.json`` ...), one ``{"id": ..., "label": ...}`` line per test row, the label in the
+  ``cluewsc11_predict.json``, ``ocnli_50k_predict.json`` ...) and FewCLUE's, named by the training run
+  (``tnewsf_predict_0.json`` for train_0 … ``eprstmt_predict_all.json`` for train_few_all), one ``{"id": ..., "label": ...}`` line per test row, the label in the
   dataset's own vocabulary. From the hub, the id is the hub's ``idx`` (the 0-based row number: the hub
   drops the files' ``id``, except CSL's ``corpus_id``); that equals the official id for AFQMC and TNEWS
   (checked) but not for CLUEWSC (ids start at 1, and the hub serves the 1.0 test set), so build

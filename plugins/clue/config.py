@@ -23,10 +23,12 @@ class _Caps(BaseModel):
         f"null = ${ENV}/<task folder> (e.g. ${ENV}/afqmc, ${ENV}/fewclue/bustm) when {ENV} is set.",
     )
     max_train_samples: int | None = Field(
-        None, gt=0, description="Use only the first N training examples (quick runs; lower accuracy). null = all."
+        None, gt=0, description="Use only N training examples (quick runs; lower accuracy): CLUE the first N, FewCLUE a "
+        "fixed random N (its files are sorted by class). null = all."
     )
     max_dev_samples: int | None = Field(
-        None, gt=0, description="Evaluate on only the first N dev examples (faster, noisier numbers). null = all."
+        None, gt=0, description="Evaluate on only N dev examples (faster, noisier numbers): CLUE the first N, FewCLUE a "
+        "fixed random N (its files are sorted by class). null = all."
     )
 
 
@@ -54,8 +56,19 @@ class FewClueParams(_Caps):
         description="FewCLUE file to train on. train_few_all (the union of train_0..4, e.g. 160 rows for binary tasks) "
         "gives steadier numbers for comparing methods; train_0 is the single-run leaderboard protocol.",
     )
-    dev_split: FewDevSplit = Field(
-        "dev_few_all",
-        description="Labelled file to evaluate on (best checkpoint and final metrics). dev_few_all by default; "
-        "test_public gives numbers comparable to FewCLUE's published tables (but then also picks the checkpoint on it).",
+    dev_split: FewDevSplit | None = Field(
+        None,
+        description="Labelled file to evaluate on (best checkpoint and final metrics). null = the dev file paired with "
+        "train_split (train_0 → dev_0, train_few_all → dev_few_all), as FewCLUE pairs them. test_public is what "
+        "FewCLUE's published tables report, but as dev_split it also picks the checkpoint on those rows.",
     )
+
+    @property
+    def dev_file(self) -> str:
+        """The dev split in use: ``dev_split``, or the one paired with ``train_split``."""
+        return self.dev_split or self.train_split.replace("train_", "dev_", 1)
+
+    @property
+    def run_suffix(self) -> str:
+        """FewCLUE's name for the training file's run in submission files: ``0`` … ``4``, or ``all``."""
+        return self.train_split.removeprefix("train_").replace("few_all", "all")

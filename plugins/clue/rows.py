@@ -13,7 +13,7 @@ from peftkit_plugins.clue.specs import TaskSpec
 # tokenizer has, different for the two spans so the model can tell which is which.
 SPAN1 = ("_", "_")
 SPAN2 = ("[", "]")
-KEYWORD_SEP = "；"  # CSL keywords are joined with a full-width semicolon (none occurs inside a keyword)
+KEYWORD_SEP = " "  # CSL keywords joined by a space, as CLUE's own baselines (CslProcessor) do
 
 
 def to_example(spec: TaskSpec, row: dict[str, Any], where: str, line: int, index: dict[str, int],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 from typing import Any
 
 from pydantic import BaseModel
@@ -70,12 +71,16 @@ class ClueTask:
             rows = sources.local_rows(path)
             log.info("%s %s: reading %s", self.name, split, path)
         out: list[Example] = []
+        sampled = self.spec.few and limit is not None  # FewCLUE files are sorted by class: the first N is biased
         for where, line, row in rows:
-            if limit is not None and len(out) >= limit:
+            if limit is not None and len(out) >= limit and not sampled:
                 break
             example = to_example(self.spec, row, where, line, self._index, labelled=split != "test")
             if example is not None:
                 out.append(example)
+        if sampled and limit < len(out):
+            keep = sorted(random.Random(f"{self.name}/{split}").sample(range(len(out)), limit))  # same rows every run
+            out = [out[i] for i in keep]
         return out
 
     def compute_metrics(self, predictions: Any, references: Any) -> dict[str, float]:
@@ -83,9 +88,12 @@ class ClueTask:
         return classification_metrics(predictions, references, num_labels=len(self.spec.labels))
 
     def prediction_file(self, params: sources.Params) -> str:
-        """The benchmark's submission file name, e.g. ``afqmc_predict.json`` or ``eprstmt_predict.json``."""
+        """The benchmark's submission file name, e.g. ``afqmc_predict.json``; FewCLUE adds the training run, as its
+        multi-run submission examples do: ``eprstmt_predict_0.json`` (train_0) … ``eprstmt_predict_all.json``."""
         if self.spec.hub_prediction_file and sources.resolve_folder(self.spec, params) is None:
             return self.spec.hub_prediction_file
+        if self.spec.few:  # FewCLUE names a submission by the training file's run: tnewsf_predict_0.json ... _all.json
+            return self.spec.prediction_file.replace(".json", f"_{params.run_suffix}.json")
         return self.spec.prediction_file
 
     def format_prediction(self, example: Example, label_id: int, params: BaseModel) -> dict[str, Any]:

@@ -117,7 +117,7 @@ def test_csl_pairs_joined_keywords_with_the_abstract(reg, tmp_path):
     write(tmp_path, "train.json", [{"id": 3, "abst": "摘要内容", "keyword": ["水声学", "FFT"], "label": "1"}])
     write(tmp_path, "test.json", [{"id": 9, "abst": "另一个", "keyword": ["波束"]}])
     (ex,) = load(reg, "clue/csl", "train", data_dir=str(tmp_path))
-    assert (ex.text, ex.text_pair, ex.label, ex.id) == ("水声学；FFT", "摘要内容", 1, 3)
+    assert (ex.text, ex.text_pair, ex.label, ex.id) == ("水声学 FFT", "摘要内容", 1, 3)  # joined as CLUE's CslProcessor does
     (test,) = load(reg, "clue/csl", "test", data_dir=str(tmp_path))
     assert (test.text, test.label, test.id) == ("波束", None, 9)
 
@@ -159,7 +159,10 @@ def test_prediction_file_names(reg, tmp_path, monkeypatch):
     got = {n: reg.tasks[n].prediction_file(reg.tasks[n].params_model.model_validate(local)) for n in TASKS}
     assert got["clue/afqmc"] == "afqmc_predict.json" and got["clue/tnews"] == "tnews11_predict.json"
     assert got["clue/cluewsc2020"] == "cluewsc11_predict.json" and got["clue/ocnli"] == "ocnli_50k_predict.json"
-    assert got["fewclue/tnews"] == "tnewsf_predict.json" and got["fewclue/eprstmt"] == "eprstmt_predict.json"
+    # FewCLUE names a submission by its training run (its fewclue_m_submit_examples): _0 ... _4, _all
+    assert got["fewclue/tnews"] == "tnewsf_predict_all.json" and got["fewclue/eprstmt"] == "eprstmt_predict_all.json"
+    few = reg.tasks["fewclue/cluewsc"]
+    assert few.prediction_file(few.params_model(data_dir=str(tmp_path), train_split="train_3")) == "cluewscf_predict_3.json"
     hub = reg.tasks["clue/cluewsc2020"]
     assert hub.prediction_file(hub.params_model()) == "cluewsc10_predict.json"  # the hub's 2,574-row 1.0 test set
 
@@ -235,6 +238,27 @@ def test_fewclue_split_choice_and_label_file_check(reg, tmp_path):
     write(tmp_path / "t", "labels.json", [{"label": c, "label_desc": "x"} for c in TASKS["clue/tnews"].labels + ("105",)])
     with pytest.raises(DataError, match=r"labels.json: its labels differ .*unexpected: \['105'\]"):
         load(reg, "clue/tnews", "train", data_dir=str(tmp_path / "t"))
+
+
+def test_fewclue_dev_split_follows_the_train_split(reg, tmp_path):
+    for k in ("0", "3", "few_all"):
+        write(tmp_path, f"train_{k}.json", [{"id": 0, "sentence": f"train {k}", "label": "Negative"}])
+        write(tmp_path, f"dev_{k}.json", [{"id": 0, "sentence": f"dev {k}", "label": "Negative"}])
+    assert load(reg, "fewclue/eprstmt", "dev", data_dir=str(tmp_path))[0].text == "dev few_all"
+    assert load(reg, "fewclue/eprstmt", "dev", data_dir=str(tmp_path), train_split="train_3")[0].text == "dev 3"
+    assert load(reg, "fewclue/eprstmt", "dev", data_dir=str(tmp_path), train_split="train_3", dev_split="dev_0")[0].text == "dev 0"
+
+
+def test_fewclue_subsets_are_a_fixed_sample_not_the_class_sorted_head(reg, tmp_path):
+    rows = [{"id": i, "sentence": f"s{i}", "label": "Negative" if i < 50 else "Positive"} for i in range(100)]  # sorted by class
+    write(tmp_path, "train_few_all.json", rows)
+    first = load(reg, "fewclue/eprstmt", "train", data_dir=str(tmp_path), max_train_samples=20)
+    again = load(reg, "fewclue/eprstmt", "train", data_dir=str(tmp_path), max_train_samples=20)
+    assert [e.id for e in first] == [e.id for e in again] and len(first) == 20
+    assert [e.id for e in first] == sorted(e.id for e in first)  # file order kept
+    assert {e.label for e in first} == {0, 1}  # the first 20 rows would all be Negative
+    write(tmp_path / "clue", "train.json", [{"sentence1": "a", "sentence2": f"b{i}", "label": "0", "id": i} for i in range(10)])
+    assert [e.id for e in load(reg, "clue/afqmc", "train", data_dir=str(tmp_path / "clue"), max_train_samples=3)] == [0, 1, 2]
 
 
 def test_params_are_checked_in_recipes(reg, tiny_bert, tmp_path):
