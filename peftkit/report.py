@@ -109,7 +109,7 @@ def _read_run(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any
 
 def load_runs(paths: list[str | Path]) -> list[RunRecord]:
     """Every finished run under ``paths``, labelled by its compare cell (or by method/task name)."""
-    runs, unlabelled = [], []
+    runs = []
     for d in find_run_dirs(paths):
         got = _read_run(d)
         if got is None:
@@ -117,10 +117,8 @@ def load_runs(paths: list[str | Path]) -> list[RunRecord]:
         recipe, metrics, cell = got
         task = cell.get("task") or str(recipe["task"]["name"]).rsplit("/", 1)[-1]
         seed = int(cell.get("seed", recipe.get("train", {}).get("seed", 0)))
-        runs.append(RunRecord(d, task, cell.get("method") or "", seed, recipe, metrics))
-        if not cell.get("method"):
-            unlabelled.append(runs[-1])
-    _label_methods(unlabelled)
+        runs.append(RunRecord(d, task, cell.get("method") or recipe["method"]["name"], seed, recipe, metrics))
+    _label_methods(runs)
     if not runs:
         raise PeftkitError(f"no finished runs (metrics.json with final metrics) under {', '.join(map(str, paths))}")
     _check_duplicates(runs)
@@ -168,24 +166,30 @@ def _show(value: Any) -> str:
 
 
 def _label_methods(runs: list[RunRecord]) -> None:
-    """Method name as label; where runs of one method on one task differ in a setting, add the settings that
-    differ: ``lora(r=4)``, ``lora(train.lr=0.001)``. Differences between tasks (each task's own recipe) do not
-    split a method, so the table's columns line up; only runs that differ in nothing but the seed share a label."""
-    by_name: dict[str, list[RunRecord]] = {}
+    """Label every run by its compare cell's label, or else its method's name; where runs under one label differ
+    in a setting, add the settings that differ: ``lora(r=4)``, ``lora(train.lr=0.001)``. Method params split a
+    label everywhere (a method is its params); other settings only among runs of the same task, since each
+    task's recipe may set its own (``data.max_length``) and the table's columns should line up. So only runs
+    that differ in nothing but the seed share a label, whether they come from one compare grid or several."""
+    by_base: dict[str, list[RunRecord]] = {}
     for r in runs:
-        by_name.setdefault(r.recipe["method"]["name"], []).append(r)
-    for name, group in by_name.items():
+        by_base.setdefault(r.method, []).append(r)
+    for base, group in by_base.items():
         settings = {id(r): compared_settings(r.recipe) for r in group}
-        keys: set[str] = set()
+
+        def differing(members: list[RunRecord], only_method: bool = False) -> set[str]:
+            mine = [settings[id(r)] for r in members]
+            shared = set.intersection(*(set(x) for x in mine))  # a key a newer peftkit added is not a difference
+            return {k for k in shared if len({x[k] for x in mine}) > 1 and (not only_method or k.startswith("method."))}
+
+        keys = differing(group, only_method=True)
         for task in dict.fromkeys(r.task for r in group):
-            mine = [settings[id(r)] for r in group if r.task == task]
-            shared = set.intersection(*(set(s) for s in mine))  # a key a newer peftkit added is not a difference
-            keys |= {k for k in shared if len({s[k] for s in mine}) > 1}
+            keys |= differing([r for r in group if r.task == task])
         order = sorted(keys, key=lambda k: (not k.startswith("method.params."), k))
         for r in group:
             flat = _flat(r.recipe)
             shown = [f"{_short(k)}={_show(flat[k])}" for k in order if k in flat]
-            r.method = f"{name}({','.join(shown)})" if shown else name
+            r.method = f"{base}({','.join(shown)})" if shown else base
 
 
 def _check_duplicates(runs: list[RunRecord]) -> None:
@@ -195,8 +199,7 @@ def _check_duplicates(runs: list[RunRecord]) -> None:
         if key in seen:
             raise PeftkitError(
                 f"{seen[key]} and {r.path} are both task {r.task!r}, method {r.method!r}, seed {r.seed}, with the same "
-                "settings (a rerun?): one would count twice in the mean. Leave one of them out, or give them distinct "
-                "labels in a compare file"
+                "settings (a rerun, or a copy?): one would count twice in the mean. Leave one of them out of the report"
             )
         seen[key] = r.path
 

@@ -32,16 +32,32 @@ def settings_of(runs: list[RunRecord]) -> dict[str, Any]:
         values = list(dict.fromkeys(json.dumps(_get(r.recipe, key), sort_keys=True) for r in runs))
         common[key] = json.loads(values[0]) if len(values) == 1 else "varies: " + ", ".join(values)
     devices = sorted({str((r.metrics.get("memory") or {}).get("device", "?")) for r in runs})
-    tasks, methods = {}, {}
+    tasks: dict[str, list[dict[str, Any]]] = {}
+    methods: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         tp = {k: v for k, v in (r.recipe["task"].get("params") or {}).items() if v is not None}
-        tasks.setdefault(r.task, {"name": r.recipe["task"]["name"], "params": tp,
-                                  "train_samples_seen": (r.metrics.get("train") or {}).get("samples"),
-                                  "steps": (r.metrics.get("train") or {}).get("steps")})
-        methods.setdefault(r.method, {"name": r.recipe["method"]["name"], "params": r.recipe["method"].get("params") or {},
-                                      "lr": r.metrics.get("lr")})
+        tasks.setdefault(r.task, []).append({"name": r.recipe["task"]["name"], "params": tp,
+                                             "train_samples_seen": (r.metrics.get("train") or {}).get("samples"),
+                                             "steps": (r.metrics.get("train") or {}).get("steps")})
+        methods.setdefault(r.method, []).append({"name": r.recipe["method"]["name"], "lr": r.metrics.get("lr"),
+                                                 "params": r.recipe["method"].get("params") or {}})
     seeds = sorted({r.seed for r in runs})
+    tasks = {t: _merged(entries) for t, entries in tasks.items()}
+    methods = {m: _merged(entries) for m, entries in methods.items()}
     return {"common": common, "devices": devices, "seeds": seeds, "tasks": tasks, "methods": methods}
+
+
+def _merged(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """One description of several runs: a value they share, or ``varies: a, b`` (nested dicts key by key)."""
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(k for e in entries for k in e):
+        values = [e.get(key) for e in entries]
+        if all(isinstance(v, dict) for v in values):
+            out[key] = _merged(values)
+            continue
+        distinct = list(dict.fromkeys(json.dumps(v, sort_keys=True, default=str) for v in values))
+        out[key] = values[0] if len(distinct) == 1 else "varies: " + ", ".join(distinct)
+    return out
 
 
 def _num(x: float) -> str:
@@ -103,8 +119,9 @@ def _intro(rows: list[Row], avg: dict[str, Any], settings: dict[str, Any]) -> li
              f"metric of the run's saved best checkpoint{' ×100' if pct else ''}, mean ± sample standard deviation (n−1) "
              "over seeds; **bold** = best mean on that task (none when every method ties or only one ran)."]
     if any(r.collapsed for r in rows):
-        lines.append(f"† = the model answers one class for at least {COLLAPSED_SHARE:.0%} of the dev rows: it has "
-                     "collapsed to the class prior, so the number measures the data, not the method (never marked best).")
+        lines.append(f"† = in at least one of the cell's seeds the model answers one class for at least "
+                     f"{COLLAPSED_SHARE:.0%} of the dev rows: it collapsed to the class prior, so that number measures the "
+                     "data, not the method, and the cell is never marked best (the Runs section lists every seed's folder).")
     if avg["tasks"]:
         note = f"Average: mean over {', '.join(avg['tasks'])} of each method's mean (unweighted, as the CLUE leaderboard averages)"
         if avg["excluded_tasks"]:

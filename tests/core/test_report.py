@@ -286,3 +286,29 @@ def test_collapsed_runs_warn_in_log_and_metrics(compared):
         assert flagged == (share >= 0.99)
         assert flagged == ("collapsed to one class" in (c.output_dir / "train.log").read_text())
     assert max(shares) >= 0.99  # the check above saw a collapsed run
+
+
+def test_runs_under_one_compare_label_with_different_settings_are_not_pooled_as_seeds(compared, tmp_path):
+    """Two grids (or a grid whose method changed while only some tasks reran) reuse a label: the label
+    gains the setting that differs, instead of averaging r=2 and r=16 as if they were seeds."""
+    one = next(c for c in compared.cells if c.method == "lora-r2" and c.seed == 0)
+    copy = shutil.copytree(one.output_dir, tmp_path / "other-grid" / "r16", ignore=shutil.ignore_patterns("model", "checkpoints"))
+    recipe = yaml.safe_load((copy / "recipe.yaml").read_text())
+    recipe["method"]["params"]["r"] = 16
+    (copy / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    cell = json.loads((copy / "cell.json").read_text())
+    (copy / "cell.json").write_text(json.dumps({**cell, "seed": 7}))
+    runs = load_runs([compared.report_dir.parent, tmp_path / "other-grid"])
+    labels = {(r.method, r.seed) for r in runs}
+    assert ("lora-r2(r=16)", 7) in labels and ("lora-r2(r=2)", 0) in labels and ("lora-r2(r=2)", 1) in labels
+    assert {r.method for r in runs if r.method.startswith("lora-r8")} == {"lora-r8"}  # nothing differs there
+
+
+def test_settings_that_vary_under_one_label_are_shown_as_varying(compared, tmp_path):
+    from peftkit.report_pages import settings_of
+
+    runs = load_runs([compared.report_dir.parent])
+    one = [r for r in runs if r.method == "lora-r8"]
+    one[0].metrics = {**one[0].metrics, "lr": 0.5}
+    got = settings_of(one)["methods"]["lora-r8"]
+    assert got["params"]["r"] == 8 and str(got["lr"]).startswith("varies: ")
