@@ -231,6 +231,11 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespa
     return args
 
 
+INTERRUPT_HINTS = {
+    "run": "run the same command with --resume to continue from the last checkpoint (train.checkpoint_every, epoch ends)",
+    "compare": "run the same command again to go on: finished cells are kept, the interrupted one is redone",
+}
+
 # commands that report plugin problems themselves: `plugins` lists them, `validate` weighs them (--strict),
 # `run` writes them to its train.log too
 QUIET_ABOUT_PLUGINS = ("plugins", "validate", "run")
@@ -254,7 +259,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        command = next((a for a in argv if not a.startswith("-")), "")
+        hint = INTERRUPT_HINTS.get(command, "")
+        print(f"interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         return 130
 
 

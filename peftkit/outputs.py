@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -9,12 +10,69 @@ import os
 import shutil
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 RUN_FILES = ("metrics.json", "recipe.yaml", "model")
+LOCK = ".peftkit-run.lock"
+
+
+def _lock_alive(held: dict[str, Any]) -> bool:
+    """Whether the process that wrote a lock still runs (a lock from another machine counts as alive)."""
+    import socket
+
+    if held.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(held["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def run_lock(path: Path, enabled: bool = True) -> Iterator[None]:
+    """Hold ``path/.peftkit-run.lock`` while a run writes ``path``: a second run into the same folder (a compare
+    rerun while an orphaned cell still trains, two terminals) stops with an error instead of both writing it.
+    A lock left by a process that is gone is taken over."""
+    if not enabled:
+        yield
+        return
+    import socket
+
+    from peftkit.errors import PeftkitError
+
+    path.mkdir(parents=True, exist_ok=True)
+    lock = path / LOCK
+    try:
+        held = json.loads(lock.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        held = None
+    if isinstance(held, dict) and _lock_alive(held):
+        raise PeftkitError(f"{path} is being written by another peftkit run (pid {held.get('pid')} on {held.get('host')}, "
+                           f"since {held.get('started')}); wait for it or stop it, or, if that run is gone, delete {lock}")
+    lock.unlink(missing_ok=True)
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    try:
+        fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        raise PeftkitError(f"{path} is being written by another peftkit run that started just now; wait for it") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(me, f)
+    try:
+        yield
+    finally:
+        try:
+            if json.loads(lock.read_text(encoding="utf-8")) == me:
+                lock.unlink()
+        except (OSError, ValueError):
+            pass
 
 
 def atomic_write(path: Path, text: str) -> None:
@@ -75,7 +133,9 @@ def setup_logging(output_dir: Path | None, main: bool = True) -> logging.Logger:
             log.removeHandler(h)
             h.close()
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S")
-    handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
+    console = logging.StreamHandler(sys.stderr)
+    console.addFilter(lambda record: not getattr(record, "file_only", False))  # e.g. the error the CLI prints itself
+    handlers: list[logging.Handler] = [console]
     if output_dir is not None and main:
         output_dir.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(output_dir / "train.log", encoding="utf-8"))

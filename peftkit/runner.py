@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import shutil
 import sys
 import time
@@ -24,6 +25,7 @@ from peftkit.resources import MemoryMeter
 from peftkit.state import RunState
 
 log = logging.getLogger("peftkit")
+PARENT_ENV = "PEFTKIT_PARENT_PID"  # set by `peftkit compare` for the cells it runs as subprocesses
 OWNED = ("metrics.json", "recipe.yaml", "model", "checkpoints", "tensorboard", "train.log")
 
 
@@ -109,14 +111,23 @@ def plan_steps(recipe: Recipe, n_train: int, processes: int) -> tuple[int, int]:
 
 def run(recipe: Recipe, *, registry: Any = None, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:
     """Train, keep the best checkpoint, evaluate it from disk, and write output_dir. Returns metrics.json's content."""
-    from accelerate.utils import set_seed
-
     from peftkit.plugins import get_registry
 
     reg = registry or get_registry()
     out = Path(recipe.output_dir)
     resolved = resolved_dict(recipe, reg)
     acc = _accelerator(recipe)
+    with outputs.run_lock(out, acc.is_main_process):
+        try:
+            return _run(recipe, reg, out, resolved, acc, overwrite=overwrite, resume=resume)
+        except PeftkitError as exc:  # why the run ended belongs in its train.log too (the CLI prints it once)
+            log.error("run stopped: %s", exc, extra={"file_only": True})
+            raise
+
+
+def _run(recipe: Recipe, reg: Any, out: Path, resolved: dict[str, Any], acc: Any, *, overwrite: bool, resume: bool) -> dict[str, Any]:
+    from accelerate.utils import set_seed
+
     if acc.is_main_process:
         check_output_dir(out, resolved, overwrite=overwrite, resume=resume)
     acc.wait_for_everyone()
@@ -232,8 +243,20 @@ def _micro_step(s: Setup, state: RunState, model: Any, acc: Any, gbatch: list[in
     return float(loss.detach())
 
 
+def _started_by() -> int:
+    """The pid of the `peftkit compare` that started this process (PARENT_ENV), while it is our parent; else 0."""
+    pid = int(os.environ.get(PARENT_ENV, "0") or 0)
+    return pid if pid and pid == os.getppid() else 0
+
+
+_PARENT = _started_by()
+
+
 def _optimizer_step(s: Setup, state: RunState, model: Any, opt: Any, sched: Any, acc: Any, loss: float) -> None:
     t = state.recipe.train
+    if _PARENT and os.getppid() != _PARENT:  # the compare was killed: an orphan would train on, unseen
+        raise TrainingError(f"the peftkit compare (pid {_PARENT}) that started this run is gone; stopping at step "
+                            f"{state.step}. Rerun the compare to train this cell again")
     if not math.isfinite(loss):
         raise TrainingError(
             f"training loss became {loss} at step {state.step + 1}; lower train.lr (now {sched.get_last_lr()[0]:.2e}), "

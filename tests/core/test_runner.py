@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -237,3 +238,68 @@ def test_compile_trains_like_eager_and_saves_plain_weights(tmp_path, tiny_data):
     assert comp_keys == eager_keys and not any("_orig_mod" in k for k in comp_keys)
     assert comp["train"]["loss"] == pytest.approx(eager["train"]["loss"], abs=1e-3)
     assert comp["final"]["accuracy"] == pytest.approx(eager["final"]["accuracy"], abs=0.02)
+
+
+def test_a_second_run_into_a_folder_being_written_is_refused(tmp_path, tiny_bert, tiny_data):
+    import json as _json
+    import socket
+    import subprocess
+    import sys
+
+    from peftkit import outputs
+
+    out = tmp_path / "out"
+    out.mkdir()
+    live = {"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}  # this test process is alive
+    (out / outputs.LOCK).write_text(_json.dumps(live))
+    recipe = validate(tiny_recipe(tiny_bert, tiny_data, out, max_steps=1))
+    with pytest.raises(PeftkitError, match=rf"is being written by another peftkit run \(pid {os.getpid()} on "):
+        run(recipe)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    (out / outputs.LOCK).write_text(_json.dumps({**live, "pid": int(gone.stdout)}))  # that process has exited
+    run(recipe)  # a stale lock is taken over
+    assert (out / "metrics.json").is_file() and not (out / outputs.LOCK).exists()  # and released at the end
+
+
+def test_a_compare_cell_stops_when_the_compare_that_started_it_is_killed(tmp_path, tiny_bert, tiny_data):
+    """The cell's parent exits while the cell trains: the cell stops instead of training on as an orphan."""
+    import subprocess
+    import sys
+    import time
+
+    recipe = tiny_recipe(tiny_bert, tiny_data, tmp_path / "out", max_steps=200, batch_size=2)
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    console = tmp_path / "console.txt"
+    parent = ("import os, subprocess, sys, time\n"
+              f"p = subprocess.Popen([sys.executable, '-m', 'peftkit', 'run', {str(path)!r}], "
+              f"stdout=open({str(console)!r}, 'w'), stderr=subprocess.STDOUT, "
+              "env={**os.environ, 'PEFTKIT_PARENT_PID': str(os.getpid())})\n"
+              "print(p.pid, flush=True)\n"
+              f"while 'step 2/' not in open({str(tmp_path / 'out' / 'train.log')!r}).read() if os.path.exists("
+              f"{str(tmp_path / 'out' / 'train.log')!r}) else True: time.sleep(0.2)\n"
+              "os._exit(0)\n")
+    proc = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=300)
+    child = int(proc.stdout.split()[0])
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.5)
+    log = (tmp_path / "out" / "train.log").read_text()
+    assert "ERROR run stopped: the peftkit compare (pid" in log and "that started this run is gone; stopping at step" in log, log[-2000:]
+    assert console.read_text().count("that started this run is gone") == 1  # printed once on the console
+    assert not (tmp_path / "out" / "metrics.json").exists()
+
+
+def test_an_interrupted_run_says_how_to_go_on(monkeypatch, capsys):
+    import peftkit.recipe
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(peftkit.recipe, "load_recipe", interrupted)
+    assert main(["run", "r.yaml"]) == 130
+    assert "interrupted; run the same command with --resume" in capsys.readouterr().err
