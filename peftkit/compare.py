@@ -153,24 +153,24 @@ def load_compare(path: str | Path, overrides: list[str] | None = None) -> Grid:
     """Read and validate a compare file. ``overrides`` (``a.b=c``) apply to every cell and win over the file."""
     p = Path(path)
     if not p.is_file():
-        raise RecipeError([f"{path}: no such compare file"], str(path))
+        raise RecipeError([f"{path}: no such compare file"], str(path), what="compare file")
     text = p.read_text(encoding="utf-8")
     data = parse_yaml(text, str(path))
     lines = line_index(text)
     try:
         spec = CompareFile.model_validate(data)
     except ValidationError as exc:
-        raise RecipeError(_format(pydantic_problems(exc, fields=CompareFile), lines, str(path)), str(path)) from None
+        raise RecipeError(_format(pydantic_problems(exc, fields=CompareFile), lines, str(path)), str(path), what="compare file") from None
     problems = _duplicate_labels(spec)
     if problems:
-        raise RecipeError(_format(problems, lines, str(path)), str(path))
+        raise RecipeError(_format(problems, lines, str(path)), str(path), what="compare file")
     base = _load_base(spec, p)
     if overrides:
         # Stored as a pseudo-entry applied last: a command-line key beats the file's per-method ones.
         cli = apply_overrides({}, list(overrides))
         reserved = [f"{key}: cannot be overridden on the command line: {RESERVED[key]}" for key in _flatten(cli) if key in RESERVED]
         if reserved:
-            raise RecipeError(reserved, str(path))
+            raise RecipeError(reserved, str(path), what="compare file")
         base["__cli__"] = cli
     return Grid(spec, base, str(path), lines)
 
@@ -194,7 +194,7 @@ def _load_base(spec: CompareFile, path: Path) -> dict[str, Any]:
     tried = [Path(spec.base)] if Path(spec.base).is_absolute() else [path.parent / spec.base, Path(spec.base)]
     ref = next((p for p in tried if p.is_file()), None)
     if ref is None:
-        raise RecipeError([f"base: recipe file {spec.base!r} not found (looked for {', '.join(map(str, tried))})"], str(path))
+        raise RecipeError([f"base: recipe file {spec.base!r} not found (looked for {', '.join(map(str, tried))})"], str(path), what="compare file")
     return parse_yaml(ref.read_text(encoding="utf-8"), str(ref))
 
 
@@ -286,7 +286,7 @@ def expand(grid: Grid, *, registry: Any = None) -> list[Cell]:
                 resolved = resolved_dict(recipe, reg)
                 cells.append(Cell(name, task.key, method.key, seed, recipe, resolved, recipe_hash(chosen_settings(recipe, reg))))
     if problems:
-        raise RecipeError([f"{p} [{_cells_note(names)}]" for p, names in problems.items()], grid.source)
+        raise RecipeError([f"{p} [{_cells_note(names)}]" for p, names in problems.items()], grid.source, what="compare file")
     return cells
 
 

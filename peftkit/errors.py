@@ -17,10 +17,11 @@ class RecipeError(PeftkitError):
         source: the recipe file the problems refer to, if any.
     """
 
-    def __init__(self, problems: list[str] | str, source: str | None = None):
+    def __init__(self, problems: list[str] | str, source: str | None = None, *, what: str = "recipe"):
         self.problems = [problems] if isinstance(problems, str) else list(problems)
         self.source = source
-        head = f"invalid recipe {source}" if source else "invalid recipe"
+        self.what = what
+        head = f"invalid {what} {source}" if source else f"invalid {what}"
         noun = "problem" if len(self.problems) == 1 else "problems"
         lines = [f"{head} ({len(self.problems)} {noun}):"] + [f"  - {p}" for p in self.problems]
         super().__init__("\n".join(lines))

@@ -88,17 +88,18 @@ def tradeoff(rows: list[Row], path: Path) -> Path:
     return _save(fig, path)
 
 
-def _bar_values(rows: list[Row], avg: dict[str, Any], groups: list[str], m: str) -> list[tuple[int, float, float, bool]]:
-    """(group index, mean, std or 0, is best) of method m in each group it has a value for."""
+def _bar_values(rows: list[Row], avg: dict[str, Any], groups: list[str], m: str) -> list[tuple[int, float, float, str]]:
+    """(group index, mean, std or 0, mark: ★ best, † collapsed, or "") of method m in each group it has a value for."""
     cell = {(r.task, r.method): r for r in rows}
     out = []
     for g, task in enumerate(groups):
         if task == "average":
             if m in avg["by_method"]:
-                out.append((g, avg["by_method"][m], 0.0, m in avg["best"]))
+                mark = "★" if m in avg["best"] else "†" if m in avg.get("collapsed", ()) else ""
+                out.append((g, avg["by_method"][m], 0.0, mark))
         elif (task, m) in cell:
             r = cell[(task, m)]
-            out.append((g, r.mean, r.std or 0.0, r.best))
+            out.append((g, r.mean, r.std or 0.0, "★" if r.best else "†" if r.collapsed else ""))
     return out
 
 
@@ -115,11 +116,11 @@ def bars(rows: list[Row], avg: dict[str, Any], path: Path) -> Path:
     for i, m in enumerate(methods):
         vals = [(g + (i - (len(methods) - 1) / 2) * width, v * k, e * k, best) for g, v, e, best in _bar_values(rows, avg, groups, m)]
         ax.bar([x for x, *_ in vals], [y for _, y, *_ in vals], width * 0.95, color=colors[m], label=m)
-        for x, y, e, best in vals:
+        for x, y, e, mark in vals:
             if e > 0:  # no error bar for a single seed or for the average
                 ax.errorbar(x, y, yerr=e, fmt="none", ecolor="black", capsize=2, linewidth=1)
-            if best:
-                ax.annotate("★", (x, y + e), textcoords="offset points", xytext=(0, 1), ha="center", fontsize=9)
+            if mark:
+                ax.annotate(mark, (x, y + e), textcoords="offset points", xytext=(0, 1), ha="center", fontsize=9)
             highs.append(y + e)
     ax.set_xticks(range(len(groups)), groups)
     # Bars start at 0: a cut axis makes a bar's height lie about its value (the table gives exact numbers,
@@ -127,7 +128,9 @@ def bars(rows: list[Row], avg: dict[str, Any], path: Path) -> Path:
     ax.set_ylim(0.0, max(highs) * 1.08 if highs and max(highs) > 0 else 1.0)
     names = list(dict.fromkeys(r.metric for r in rows))
     label = (names[0] if len(names) == 1 else "metric") + (" (%)" if k == 100 else "")
-    ax.set_ylabel(label + ("; ★ = best" if any(r.best for r in rows) else ""))
+    marks = (["★ = best"] if any(r.best for r in rows) or avg["best"] else []) + \
+        (["† = a seed collapsed to one class"] if any(r.collapsed for r in rows) else [])
+    ax.set_ylabel("; ".join([label, *marks]))
     ax.legend(fontsize=8, ncol=min(len(methods), 6), loc="upper center", bbox_to_anchor=(0.5, -0.1))
     ax.grid(True, axis="y", alpha=0.3)
     return _save(fig, path)

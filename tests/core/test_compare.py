@@ -235,3 +235,14 @@ def test_shipped_compare_files_expand(name):
 def test_only_that_matches_nothing_is_an_error(grid_file):
     with pytest.raises(PeftkitError, match="no cell matches; cell names look like sent/lora-r2/seed0"):
         run_compare(load_compare(grid_file), only=["afqmc/*"])
+
+
+def test_compare_file_errors_say_compare_file(tmp_path):
+    from peftkit.compare import load_compare
+    from peftkit.errors import RecipeError
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("methods: [{name: lora}]\ntasks: [{name: clue/afqmc}]\nseed: [0]\n")
+    with pytest.raises(RecipeError) as info:
+        load_compare(path)
+    assert str(info.value).startswith(f"invalid compare file {path} (") and "did you mean 'seeds'" in str(info.value)

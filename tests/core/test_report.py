@@ -312,3 +312,13 @@ def test_settings_that_vary_under_one_label_are_shown_as_varying(compared, tmp_p
     one[0].metrics = {**one[0].metrics, "lr": 0.5}
     got = settings_of(one)["methods"]["lora-r8"]
     assert got["params"]["r"] == 8 and str(got["lr"]).startswith("varies: ")
+
+
+def test_bar_marks_best_and_collapsed_cells():
+    from peftkit.report_plots import _bar_values
+
+    good, gone = _row("afqmc", "lora", [0.70]), _row("afqmc", "ia3", [0.69])
+    good.best, gone.collapsed = True, True
+    avg = clue_average([good, gone])
+    assert [v[3] for v in _bar_values([good, gone], avg, ["afqmc", "average"], "lora")] == ["★", "★"]
+    assert [v[3] for v in _bar_values([good, gone], avg, ["afqmc", "average"], "ia3")] == ["†", "†"]
