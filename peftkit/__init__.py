@@ -10,6 +10,7 @@ Public API (importing this package does not import torch):
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import pluggy
@@ -26,6 +27,9 @@ hookimpl = pluggy.HookimplMarker("peftkit")
 # it, and offline it can never succeed. Only that one message is dropped.
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
     lambda record: not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward"))
+# peft asks every model `is_gradient_checkpointing`, which transformers 5 deprecates with a FutureWarning on
+# each run; neither the user nor peftkit calls it.
+warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def run(recipe: Recipe, **kwargs: Any) -> dict[str, Any]:

@@ -290,3 +290,13 @@ def test_bitsandbytes_kernel_fetch_warning_is_dropped():
         pytest.skip("bitsandbytes does not warn on this CPU (no AVX512-BF16, or the kernel loaded)")
     ours = subprocess.run([sys.executable, "-c", "import peftkit; " + code], capture_output=True, text=True)
     assert ours.returncode == 0 and "gemm_4bit_forward" not in ours.stderr, ours.stderr[-2000:]
+
+
+def test_peft_s_gradient_checkpointing_deprecation_warning_is_dropped(tiny_bert):
+    code = ("import transformers, peft; m = transformers.AutoModelForSequenceClassification.from_pretrained("
+            f"{str(tiny_bert)!r}, num_labels=2); peft.get_peft_model(m, peft.LoraConfig(target_modules=['query']))")
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    if "is_gradient_checkpointing" not in plain.stderr:
+        pytest.skip("this transformers/peft pair does not warn")
+    ours = subprocess.run([sys.executable, "-c", "import peftkit; " + code], capture_output=True, text=True)
+    assert ours.returncode == 0 and "is_gradient_checkpointing" not in ours.stderr, ours.stderr[-2000:]
