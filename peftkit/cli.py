@@ -55,9 +55,8 @@ def _relaunch(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check a recipe (schema + plugin params) without loading any model; then whether its data is on this machine."""
-    from peftkit.recipe import data_problems, load_recipe
-
     from peftkit.plugins import get_registry
+    from peftkit.recipe import data_problems, load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     missing, plugins = data_problems(recipe), get_registry().problems()

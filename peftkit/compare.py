@@ -24,7 +24,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from peftkit.errors import RecipeError
-from peftkit.recipe import (Recipe, _format, apply_overrides, line_index, method_params, parse_yaml, pydantic_problems,
+from peftkit.recipe import (Recipe, _format, apply_overrides, flatten, line_index, method_params, parse_yaml, pydantic_problems,
                             resolved_dict, task_params, validate)
 
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
@@ -168,7 +168,7 @@ def load_compare(path: str | Path, overrides: list[str] | None = None) -> Grid:
     if overrides:
         # Stored as a pseudo-entry applied last: a command-line key beats the file's per-method ones.
         cli = apply_overrides({}, list(overrides))
-        reserved = [f"{key}: cannot be overridden on the command line: {RESERVED[key]}" for key in _flatten(cli) if key in RESERVED]
+        reserved = [f"{key}: cannot be overridden on the command line: {RESERVED[key]}" for key in flatten(cli) if key in RESERVED]
         if reserved:
             raise RecipeError(reserved, str(path), what="compare file")
         base["__cli__"] = cli
@@ -210,17 +210,6 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = copy.deepcopy(value)
 
 
-def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in data.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 Origin = dict[str, tuple[str, ...]]
 
 
@@ -229,7 +218,7 @@ def cell_data(grid: Grid, task: TaskEntry, method: MethodEntry, seed: int) -> tu
     ti, mi = str(grid.spec.tasks.index(task)), str(grid.spec.methods.index(method))
     base = {k: v for k, v in grid.base.items() if k != "__cli__"}
     data = copy.deepcopy(base)
-    origin: Origin = {k: ("base", *k.split(".")) for k in _flatten(base)}
+    origin: Origin = {k: ("base", *k.split(".")) for k in flatten(base)}
     data["method"] = {"name": method.name, "params": copy.deepcopy(method.params)}
     data["task"] = {"name": task.name, "params": copy.deepcopy(task.params)}
     origin.update({"method.name": ("methods", mi, "name"), "method.params": ("methods", mi, "params"),
@@ -238,7 +227,7 @@ def cell_data(grid: Grid, task: TaskEntry, method: MethodEntry, seed: int) -> tu
     layers = [(("tasks", ti, "overrides"), task.overrides), (("methods", mi, "overrides"), method.overrides),
               (("command line",), grid.base.get("__cli__", {}))]
     for where, overrides in layers:
-        for key, value in _flatten(overrides).items():
+        for key, value in flatten(overrides).items():
             set_dotted(data, key, value)
             origin[key] = (*where, key)
     if not isinstance(data.get("train", {}), dict):

@@ -107,7 +107,7 @@ def run_subprocess(cell: Cell, device: str | None, registry: Any) -> None:
     """Run a cell as ``python -m peftkit run cell.yaml --overwrite``; output goes to the cell's ``cell.log``."""
     recipe_file = cell.output_dir / "cell.yaml"
     outputs.write_recipe(recipe_file, {**cell.resolved, "output_dir": str(cell.output_dir)})
-    env = {**os.environ, "PEFTKIT_PARENT_PID": str(os.getpid())}  # the cell stops if this compare is killed
+    env = {**os.environ, outputs.PARENT_ENV: str(os.getpid())}  # the cell stops if this compare is killed
     if device is not None:
         env["CUDA_VISIBLE_DEVICES"] = device
     with open(cell.output_dir / "cell.log", "w", encoding="utf-8") as logf:

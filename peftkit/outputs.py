@@ -19,6 +19,7 @@ import yaml
 
 RUN_FILES = ("metrics.json", "recipe.yaml", "model")
 LOCK = ".peftkit-run.lock"
+PARENT_ENV = "PEFTKIT_PARENT_PID"  # set by `peftkit compare` for the cells it runs as subprocesses
 
 
 def _lock_alive(held: dict[str, Any]) -> bool:

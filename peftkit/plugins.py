@@ -108,10 +108,11 @@ def _entry_points() -> list[md.EntryPoint]:
     return sorted(seen.values(), key=lambda e: e.name)
 
 
-# what each registration hook returns, the protocol its objects follow, and the attribute naming them
-_KINDS = (("peftkit_register_methods", "Method", "name", "methods"),
-          ("peftkit_register_tasks", "Task", "name", "tasks"),
-          ("peftkit_register_model_sources", "ModelSource", "scheme", "sources"))
+# each registration hook: the protocol its objects follow, the attribute naming them, the Registry table they
+# go into and the PluginInfo list that names them
+_KINDS = (("peftkit_register_methods", "Method", "name", "methods", "methods"),
+          ("peftkit_register_tasks", "Task", "name", "tasks", "tasks"),
+          ("peftkit_register_model_sources", "ModelSource", "scheme", "sources", "model_sources"))
 
 
 def _where(exc: BaseException) -> str:
@@ -135,12 +136,13 @@ def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
     return bad
 
 
-def _registered(pm: pluggy.PluginManager, plugin: object) -> dict[str, list[Any]]:
-    """What ``plugin``'s own registration hooks return, checked against the protocols (PluginError if not)."""
+def _registered(pm: pluggy.PluginManager, plugin: object) -> list[tuple[str, str, str, list[Any]]]:
+    """``(table, info list, name attribute, objects)`` that ``plugin``'s own registration hooks return, checked
+    against the protocols (PluginError if not)."""
     from peftkit import interfaces
 
-    got: dict[str, list[Any]] = {}
-    for hook_name, protocol, key, table in _KINDS:
+    got = []
+    for hook_name, protocol, key, table, info_attr in _KINDS:
         impls = [i for i in getattr(pm.hook, hook_name).get_hookimpls() if i.plugin is plugin]
         objs: list[Any] = []
         for impl in impls:
@@ -160,7 +162,7 @@ def _registered(pm: pluggy.PluginManager, plugin: object) -> dict[str, list[Any]
                                   f"(see the {protocol} protocol in peftkit.interfaces)")
             if not isinstance(getattr(obj, key), str) or not getattr(obj, key):
                 raise PluginError(f"{what} whose {key} is {getattr(obj, key)!r}, not a name")
-        got[table] = objs
+        got.append((table, info_attr, key, objs))
     return got
 
 
@@ -180,8 +182,7 @@ def _add(reg: Registry, name: str, plugin: object, info: PluginInfo) -> None:
             raise PluginError(f"implements unknown hook {', '.join(unknown)}; the hooks are listed in the docs' "
                               "Hooks reference")
         got = _registered(pm, plugin)
-        for table, objs in got.items():
-            key = "scheme" if table == "sources" else "name"
+        for table, _, key, objs in got:
             for obj in objs:
                 other = reg.owners.get((table, getattr(obj, key)))
                 if other:
@@ -192,12 +193,11 @@ def _add(reg: Registry, name: str, plugin: object, info: PluginInfo) -> None:
         msg = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}{_where(exc)}"
         reg.broken[name] = msg
         return
-    for table, objs in got.items():
-        key = "scheme" if table == "sources" else "name"
+    for table, info_attr, key, objs in got:
         for obj in objs:
             getattr(reg, table)[getattr(obj, key)] = obj
             reg.owners[(table, getattr(obj, key))] = name
-            getattr(info, "model_sources" if table == "sources" else table).append(getattr(obj, key))
+            getattr(info, info_attr).append(getattr(obj, key))
     info.hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or [])
     reg.plugins[name] = info
 

@@ -318,6 +318,18 @@ def _model_at(model: Any, loc: tuple) -> Any:
     return model
 
 
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{"train.lr": 0.001, ...}`` (dotted keys, as overrides write them; empty mappings kept)."""
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
 def override_keys(overrides: list[str]) -> dict[tuple[str, ...], str]:
     """``{key path: "key=value"}`` of command-line overrides, so errors point at them rather than the file."""
     return {tuple(item.partition("=")[0].strip().split(".")): item for item in overrides if "=" in item}
@@ -416,11 +428,11 @@ def _check_plugins(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
             if problem:
                 problems.append((("eval", "metric"), problem))
         elif section == "task" and metric is None:
-            problem = metric_problem(obj.metric, obj, name, 2)
-            if problem:  # the task's own metric: a bug in its plugin, not in the recipe
+            reported = reported_metrics(obj, 2)
+            if obj.metric not in reported:  # the task's own metric: a bug in its plugin, not in the recipe
                 problems.append((("task", "name"), f"task {name!r} keeps the best checkpoint by its main metric "
                                  f"{obj.metric!r} (Task.metric), but its compute_metrics does not report it: "
-                                 f"{problem.split(', which ')[1].split(';')[0]}; fix the task's plugin, or set eval.metric"))
+                                 f"reports {', '.join(reported)}; fix the task's plugin, or set eval.metric"))
     model = data.get("model")
     if isinstance(model, dict) and isinstance(model.get("source"), str):
         problems += _check_source(model["source"], reg, allowed)
@@ -428,18 +440,23 @@ def _check_plugins(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
     return problems
 
 
+def reported_metrics(task: Any, n_labels: int) -> list[str]:
+    """The metric names a task's ``compute_metrics`` reports (sorted), from a dummy prediction of ``n_labels`` classes."""
+    import numpy as np
+
+    ids = np.arange(max(n_labels, 2)) % max(n_labels, 1)
+    return sorted(task.compute_metrics(ids, ids))
+
+
 def metric_problem(metric: str | None, task: Any, task_name: str, n_labels: int) -> str | None:
     """Why ``eval.metric`` is not one the task reports (None when it is, or unset): the task's metrics on a
     dummy prediction of ``n_labels`` classes name what it reports."""
-    import numpy as np
-
     if metric is None:
         return None
-    ids = np.arange(max(n_labels, 2)) % max(n_labels, 1)
-    reported = task.compute_metrics(ids, ids)
+    reported = reported_metrics(task, n_labels)
     if metric in reported:
         return None
-    return (f"{metric!r} is not a metric of task {task_name!r}, which reports {', '.join(sorted(reported))}; use one "
+    return (f"{metric!r} is not a metric of task {task_name!r}, which reports {', '.join(reported)}; use one "
             f"of them, or remove eval.metric for the task's main metric ({task.metric})")
 
 
@@ -471,11 +488,7 @@ def _check_quantization(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str
 
 
 def _owner(reg: Any, section: str, name: str) -> str | None:
-    attr = {"method": "methods", "task": "tasks", "model": "model_sources"}[section]
-    for pname, info in reg.plugins.items():
-        if name in getattr(info, attr):
-            return pname
-    return None
+    return reg.owners.get(({"method": "methods", "task": "tasks", "model": "sources"}[section], name))
 
 
 def split_source(ref: str) -> tuple[str, str]:

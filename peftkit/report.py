@@ -21,6 +21,7 @@ import yaml
 
 from peftkit import outputs
 from peftkit.errors import PeftkitError
+from peftkit.recipe import flatten
 
 # a model that answers one class for at least this share of the dev rows has learned the class prior only
 COLLAPSED_SHARE = 0.99
@@ -136,18 +137,9 @@ NOT_COMPARED = frozenset({
 LOCATION_PARAMS = frozenset({"data_dir", "cache_dir"})
 
 
-def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        out.update(_flat(v, key) if isinstance(v, dict) else {key: v})
-    return out
-
-
-def compared_settings(recipe: dict[str, Any]) -> dict[str, str]:
-    """The recipe flattened to dotted keys (``train.lr``, ``method.params.r``), values as canonical JSON,
-    without the settings that do not change what a run measures."""
-    flat = _flat(recipe)
+def compared_settings(flat: dict[str, Any]) -> dict[str, str]:
+    """A flattened recipe (dotted keys: ``train.lr``, ``method.params.r``) as canonical JSON values, without
+    the settings that do not change what a run measures."""
     return {k: json.dumps(v, sort_keys=True, ensure_ascii=False) for k, v in flat.items()
             if k not in NOT_COMPARED and not (k.startswith("task.params.") and k.rsplit(".", 1)[-1] in LOCATION_PARAMS)}
 
@@ -175,7 +167,8 @@ def _label_methods(runs: list[RunRecord]) -> None:
     for r in runs:
         by_base.setdefault(r.method, []).append(r)
     for base, group in by_base.items():
-        settings = {id(r): compared_settings(r.recipe) for r in group}
+        flat = {id(r): flatten(r.recipe) for r in group}
+        settings = {id(r): compared_settings(flat[id(r)]) for r in group}
 
         def differing(members: list[RunRecord], only_method: bool = False) -> set[str]:
             mine = [settings[id(r)] for r in members]
@@ -187,8 +180,7 @@ def _label_methods(runs: list[RunRecord]) -> None:
             keys |= differing([r for r in group if r.task == task])
         order = sorted(keys, key=lambda k: (not k.startswith("method.params."), k))
         for r in group:
-            flat = _flat(r.recipe)
-            shown = [f"{_short(k)}={_show(flat[k])}" for k in order if k in flat]
+            shown = [f"{_short(k)}={_show(flat[id(r)][k])}" for k in order if k in flat[id(r)]]
             r.method = f"{base}({','.join(shown)})" if shown else base
 
 

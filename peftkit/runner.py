@@ -25,7 +25,6 @@ from peftkit.resources import MemoryMeter
 from peftkit.state import RunState
 
 log = logging.getLogger("peftkit")
-PARENT_ENV = "PEFTKIT_PARENT_PID"  # set by `peftkit compare` for the cells it runs as subprocesses
 OWNED = ("metrics.json", "recipe.yaml", "model", "checkpoints", "tensorboard", "train.log")
 
 
@@ -244,8 +243,8 @@ def _micro_step(s: Setup, state: RunState, model: Any, acc: Any, gbatch: list[in
 
 
 def _started_by() -> int:
-    """The pid of the `peftkit compare` that started this process (PARENT_ENV), while it is our parent; else 0."""
-    pid = int(os.environ.get(PARENT_ENV, "0") or 0)
+    """The pid of the `peftkit compare` that started this process (outputs.PARENT_ENV), while it is our parent; else 0."""
+    pid = int(os.environ.get(outputs.PARENT_ENV, "0") or 0)
     return pid if pid and pid == os.getppid() else 0
 
 
