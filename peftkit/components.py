@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from peftkit.data import Encoded, encode
-from peftkit.interfaces import ApplyContext
+from peftkit.interfaces import MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION, ApplyContext, task_head
 from peftkit.loading import load_model, load_tokenizer, method_float_modules, resolve_source
 from peftkit.recipe import Recipe, method_params, task_params
 
@@ -95,7 +95,7 @@ def prepare(recipe: Recipe, registry: Any, splits: tuple[str, ...] = ("train", "
 def load_split(s: Setup, split: str) -> Encoded:
     from peftkit.errors import DataError
 
-    examples = checked_examples(s.task.load_split(s.tparams, split), s.task.name, split, len(s.labels))
+    examples = checked_examples(s.task.load_split(s.tparams, split), s.task.name, split, len(s.labels), task_head(s.task))
     enc = encode(examples, s.tokenizer, s.recipe.data.max_length, use_token_types=s.use_token_types, split=split)
     if enc.truncated and s.recipe.data.truncation_warning:
         log.info("%s: %d of %d examples truncated to data.max_length=%d", split, enc.truncated, len(enc), s.recipe.data.max_length)
@@ -103,9 +103,10 @@ def load_split(s: Setup, split: str) -> Encoded:
     return enc
 
 
-def checked_examples(raw: Any, task: str, split: str, n_labels: int) -> list[Any]:
+def checked_examples(raw: Any, task: str, split: str, n_labels: int, head: str = SEQUENCE_CLASSIFICATION) -> list[Any]:
     """What a task's ``load_split`` returned, as a list of examples a run can use; DataError naming the task,
-    split and row otherwise. Training and evaluation need a label on every row; test rows may have none."""
+    split and row otherwise. Training and evaluation need a label on every row; test rows may have none.
+    Rows of a ``multiple-choice`` task carry ``n_labels`` string choices; other tasks' rows carry none."""
     import numbers
 
     from peftkit.errors import DataError
@@ -122,6 +123,7 @@ def checked_examples(raw: Any, task: str, split: str, n_labels: int) -> list[Any
             value = getattr(e, field_name)
             if not isinstance(value, str) and not (field_name == "text_pair" and value is None):
                 raise DataError(f"{row}: {field_name} is {type(value).__name__} {value!r:.40}, not a string")
+        _check_choices(getattr(e, "choices", None), row, n_labels, head)
         if e.label is None:
             if split in ("train", "dev"):
                 n = sum(x.label is None for x in examples)
@@ -135,6 +137,20 @@ def checked_examples(raw: Any, task: str, split: str, n_labels: int) -> list[Any
     return examples
 
 
+def _check_choices(choices: Any, row: str, n_labels: int, head: str) -> None:
+    from peftkit.errors import DataError
+
+    if head != MULTIPLE_CHOICE:
+        if choices is not None:
+            raise DataError(f"{row} has choices, but the task's head is {head!r}; a multiple-choice task sets "
+                            f"head = {MULTIPLE_CHOICE!r}")
+        return
+    if not isinstance(choices, (list, tuple)) or len(choices) != n_labels or not all(isinstance(c, str) for c in choices):
+        got = f"{len(choices)} {type(choices).__name__}" if isinstance(choices, (list, tuple)) else repr(choices)[:40]
+        raise DataError(f"{row}: a multiple-choice row needs Example.choices, a list of {n_labels} strings (one per "
+                        f"label), got {got}")
+
+
 def build_model(s: Setup, total_steps: int = 0, *, trained: Path | None = None) -> tuple[Any, ApplyContext]:
     """Load the base (seeded by the caller) and apply the method, or load a trained one from ``trained``."""
     q = s.recipe.model.quantization
@@ -142,7 +158,7 @@ def build_model(s: Setup, total_steps: int = 0, *, trained: Path | None = None) 
     keep = method_float_modules(s.method, s.mparams, s.model_path, total_steps, trained) if q else []
     model, heads = load_model(
         s.model_path, s.recipe.model, s.labels, s.tokenizer, gradient_checkpointing=s.recipe.train.gradient_checkpointing,
-        keep_float=keep,
+        keep_float=keep, head=task_head(s.task),
     )
     ctx = ApplyContext(head_modules=heads, model_type=model.config.model_type, total_steps=total_steps,
                        quantization_bits=q.bits if q else None)

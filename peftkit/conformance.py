@@ -2,7 +2,7 @@
 for built-in and third-party plugins alike.
 
 One line in a plugin's tests runs it on a tiny BERT (without a pooler, so the pooler is part of the
-task head) and a tiny Llama::
+task head), a tiny Llama, and the tiny BERT with a multiple-choice head (two choices per row)::
 
     from peftkit.conformance import check_method
 
@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from peftkit.errors import PeftkitError
-from peftkit.interfaces import ApplyContext, Example
+from peftkit.interfaces import MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION, ApplyContext, Example, method_heads
 from peftkit.methods import MethodNotApplicable, count_parameters
 
-MODELS = ("bert", "llama")
+MODELS = ("bert", "llama", "bert-multiple-choice")  # the last: tiny BERT with a multiple-choice head
 LABELS = ["neg", "pos"]
 # Pretrained-scale weights: with the usual 0.02 a tiny model's [CLS] state hardly depends on the input,
 # and methods that only steer attention (prefix tuning) cannot lower the loss at all.
@@ -78,6 +78,7 @@ def _tiny_model_dir(kind: str) -> Path:
     """Tiny model folders are built once per process (seeded, so identical every time)."""
     from peftkit.testing import make_tiny_bert, make_tiny_llama
 
+    kind = "bert" if kind == "bert-multiple-choice" else kind  # same weights; the head is chosen when loading
     if kind not in _CACHE:
         root = Path(tempfile.mkdtemp(prefix="peftkit-conformance-"))
         atexit.register(shutil.rmtree, root, True)
@@ -101,8 +102,12 @@ def _bench(kind: str) -> _Bench:
     cfg = ModelConfig(source=f"local:{path}")
     tok = load_tokenizer(path, cfg)
     rows = sentiment_rows(16, seed=0)
-    examples = [Example(text=r["text"], label=LABELS.index(r["label"]), id=r["id"]) for r in rows]
-    enc = encode(examples, tok, 32, use_token_types=kind == "bert", split="train")
+    if kind == "bert-multiple-choice":  # which of two words ("bad", "good") has the row's sentiment
+        examples = [Example(text=r["text"], label=i % 2, id=r["id"], choices=["bad", "good"] if i % 2 == (r["label"] == "pos")
+                            else ["good", "bad"]) for i, r in enumerate(rows)]
+    else:
+        examples = [Example(text=r["text"], label=LABELS.index(r["label"]), id=r["id"]) for r in rows]
+    enc = encode(examples, tok, 32, use_token_types=kind.startswith("bert"), split="train")
     return _Bench(kind, path, cfg, tok, collate(enc, list(range(len(examples))), int(tok.pad_token_id)))
 
 
@@ -114,7 +119,8 @@ def _base(b: _Bench, seed: int, bits: int | None = None) -> tuple[Any, list[str]
 
     torch.manual_seed(seed)  # the head (and pooler) are random: a different seed exposes an unsaved head
     cfg = b.cfg.model_copy(update={"quantization": QuantizationConfig(bits=bits) if bits else None})
-    return load_model(b.path, cfg, LABELS, b.tok)
+    head = MULTIPLE_CHOICE if b.kind == "bert-multiple-choice" else SEQUENCE_CLASSIFICATION
+    return load_model(b.path, cfg, LABELS, b.tok, head=head)
 
 
 def _resolve(method: Any) -> tuple[Any, Any]:
@@ -133,7 +139,7 @@ def _resolve(method: Any) -> tuple[Any, Any]:
 
 
 def run_conformance(method: Any, tmp_path: str | Path, *, params: dict | None = None, model: str = "bert",
-                    steps: int = 8, lr: float | None = None, trains_base: Any = _UNSET,
+                    steps: int | None = None, lr: float | None = None, trains_base: Any = _UNSET,
                     atol: float = 1e-5, bits: int | None = None) -> ConformanceReport:
     """Run every check for one method on one tiny model.
 
@@ -141,8 +147,11 @@ def run_conformance(method: Any, tmp_path: str | Path, *, params: dict | None = 
         method: a Method object or a registered method name.
         tmp_path: a writable folder (saved models go under it).
         params: ``method.params`` (validated by the method's params_model); None = its defaults.
-        model: ``bert`` or ``llama``.
-        steps: optimizer steps on the fixed batch (also the ``total_steps`` the method is told).
+        model: ``bert``, ``llama`` or ``bert-multiple-choice`` (a multiple-choice head on the tiny BERT; a method
+            whose ``task_heads`` leave that head out raises MethodNotApplicable).
+        steps: optimizer steps on the fixed batch (also the ``total_steps`` the method is told); None = 8, or 16 on
+            the multiple-choice model (its head must learn how text and choice interact, not a class: IA3 at its
+            default rate needs more than 8 steps there).
         lr: learning rate; None = the method's default_lr, at least 1e-3 so a few steps move a tiny model.
         trains_base: regex of base parameters the method trains; default = its ``trains_base_params``.
         atol: largest logit difference accepted for save → load and merge.
@@ -157,6 +166,7 @@ def run_conformance(method: Any, tmp_path: str | Path, *, params: dict | None = 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: one thread is ~5x faster than several contending ones
     try:
+        steps = steps or (16 if model == "bert-multiple-choice" else 8)
         return _run(method, Path(tmp_path), params, model, steps, lr, trains_base, atol, bits)
     finally:
         torch.set_num_threads(threads)
@@ -168,6 +178,8 @@ def _run(method: Any, tmp_path: Path, params: dict | None, model: str, steps: in
     tag = f"[{m.name} on tiny {model}{f' ({bits}-bit)' if bits else ''}]"
     if bits and bits not in m.quantized_bits:
         raise ConformanceError(f"{tag} the method does not list {bits} in quantized_bits; nothing to check")
+    if model == "bert-multiple-choice" and MULTIPLE_CHOICE not in method_heads(m):
+        raise MethodNotApplicable(getattr(m, "task_heads_note", "") or "the method's task_heads leave out multiple-choice")
     p = m.params_model.model_validate(params or {})
     b = _bench(model)
     base, heads = _base(b, 0, bits)
@@ -362,6 +374,7 @@ def check_task(task: Any, params: dict | Any | None = None) -> dict[str, int]:
     import numpy as np
 
     from peftkit.components import checked_examples
+    from peftkit.interfaces import HEADS, task_head
 
     if isinstance(task, str):
         from peftkit.plugins import get_registry
@@ -372,6 +385,8 @@ def check_task(task: Any, params: dict | Any | None = None) -> dict[str, int]:
     def fail(msg: str) -> ConformanceError:
         return ConformanceError(f"task {name!r}: {msg}")
 
+    if task_head(task) not in HEADS:
+        raise fail(f"head must be one of {', '.join(HEADS)}, got {task_head(task)!r}")
     p = params if params is not None and not isinstance(params, dict) else task.params_model(**(params or {}))
     labels = list(task.label_names(p))
     if not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) for x in labels):
@@ -380,7 +395,7 @@ def check_task(task: Any, params: dict | Any | None = None) -> dict[str, int]:
     last: list[Any] = []
     for split in task.splits:
         try:
-            examples = checked_examples(task.load_split(p, split), name, split, len(labels))
+            examples = checked_examples(task.load_split(p, split), name, split, len(labels), task_head(task))
         except PeftkitError as exc:
             raise fail(str(exc)) from exc
         rows[split] = len(examples)

@@ -25,14 +25,34 @@ class Example:
     Attributes:
         text: first (or only) text.
         text_pair: second text for pair tasks (AFQMC, NLI), else None.
-        label: index into the task's label space, or None for unlabelled rows (test splits).
+        label: index into the task's label space, or None for unlabelled rows (test splits). For a
+            multiple-choice task: the position of the right answer in ``choices``.
         id: the row's id as the task's submission format wants it back.
+        choices: multiple-choice tasks only (``Task.head == "multiple-choice"``): the candidate answers, one per
+            label, each scored as the pair ``(text, choice)``, or alone when ``text`` is empty (a cloze task
+            whose choices are the passage with each candidate filled in); None for classification tasks.
     """
 
     text: str
     text_pair: str | None = None
     label: int | None = None
     id: Any = None
+    choices: list[str] | None = None
+
+
+SEQUENCE_CLASSIFICATION = "sequence-classification"
+MULTIPLE_CHOICE = "multiple-choice"
+HEADS = (SEQUENCE_CLASSIFICATION, MULTIPLE_CHOICE)
+
+
+def task_head(task: Any) -> str:
+    """The model head a task needs: its optional ``head`` attribute, ``sequence-classification`` when absent."""
+    return getattr(task, "head", SEQUENCE_CLASSIFICATION)
+
+
+def method_heads(method: Any) -> frozenset[str]:
+    """The task heads a method trains with: its optional ``task_heads`` attribute, every head when absent."""
+    return frozenset(getattr(method, "task_heads", HEADS))
 
 
 @dataclass
@@ -72,6 +92,9 @@ class Method(Protocol):
         trains_base_params: full-match regex over the *base* model's parameter names that the method
             unfreezes itself (``.*`` for full fine-tuning, ``.*\\.bias`` for BitFit); None = it only trains
             parameters it adds, plus the task head. The conformance suite checks exactly this set trains.
+        task_heads: the task heads (:data:`HEADS`) the method works with; absent = all. Prefix tuning lists only
+            ``sequence-classification``: its virtual tokens are built per row, not per (row, choice).
+        task_heads_note: why a head is missing from ``task_heads`` (shown when a recipe asks for it).
     """
 
     name: str
@@ -114,6 +137,10 @@ class Task(Protocol):
         check_data: ``check_data(params) -> list[(dotted_key, message)]``, cheap checks that the data
             a run would read is there on this machine (files, folders). ``peftkit validate`` prints them
             as warnings (errors with ``--strict``): a recipe may be checked where its data is not.
+        head: the model head the task needs: ``sequence-classification`` (the default: one logit per label,
+            ``AutoModelForSequenceClassification``) or ``multiple-choice`` (every row carries
+            ``Example.choices``, one per label; each ``(text, choice)`` pair gets one score and the
+            label is the best choice's position: ``AutoModelForMultipleChoice``, BERT-style encoders).
     """
 
     name: str

@@ -180,8 +180,9 @@ def _prepare_quantized(model: Any, keep_float: Sequence[str], gradient_checkpoin
 
 
 def load_model(path: Path, cfg: ModelConfig, labels: list[str], tokenizer: Any, *, gradient_checkpointing: bool = False,
-               keep_float: Sequence[str] = ()) -> tuple[Any, list[str]]:
-    """Load ``AutoModelForSequenceClassification`` for ``labels``.
+               keep_float: Sequence[str] = (), head: str = "sequence-classification") -> tuple[Any, list[str]]:
+    """Load ``AutoModelForSequenceClassification`` for ``labels`` (``AutoModelForMultipleChoice`` when ``head`` is
+    ``multiple-choice``: one score per choice, the labels being choice positions).
 
     Returns:
         (model, head_modules): head_modules are the head's module names that must be trained and
@@ -190,8 +191,9 @@ def load_model(path: Path, cfg: ModelConfig, labels: list[str], tokenizer: Any, 
         names that stay unquantized when ``cfg.quantization`` is set (see :func:`method_float_modules`).
     """
     import torch
-    from transformers import AutoModelForSequenceClassification
+    import transformers
 
+    auto = transformers.AutoModelForMultipleChoice if head == "multiple-choice" else transformers.AutoModelForSequenceClassification
     if cfg.trust_remote_code:
         log.warning("model.trust_remote_code is on: code shipped with %s will run", path)
     _check_weights(path, cfg.allow_pickle)
@@ -210,9 +212,9 @@ def load_model(path: Path, cfg: ModelConfig, labels: list[str], tokenizer: Any, 
     if cfg.quantization is not None:
         kwargs["quantization_config"] = _quant_config(cfg, keep_float)
     try:
-        model, info = AutoModelForSequenceClassification.from_pretrained(str(path), **kwargs)
+        model, info = auto.from_pretrained(str(path), **kwargs)
     except (OSError, ValueError) as exc:
-        raise PeftkitError(f"model.source: cannot load a classification model from {path}: {exc}") from exc
+        raise PeftkitError(f"model.source: cannot load a {head} model from {path}: {_load_problem(exc, head)}") from exc
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
     missing = set(info.get("missing_keys", []))
@@ -228,6 +230,15 @@ def load_model(path: Path, cfg: ModelConfig, labels: list[str], tokenizer: Any, 
     elif gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return model, heads
+
+
+def _load_problem(exc: Exception, head: str) -> str:
+    """transformers' message; for an architecture without a multiple-choice head its first line and what to do."""
+    text = str(exc)
+    if head != "multiple-choice" or "Unrecognized configuration class" not in text:
+        return text
+    return (text.strip().splitlines()[0] + " Multiple-choice heads exist for BERT-style encoders (bert, xlm-roberta, "
+            "ernie, ...), not for decoders (llama, qwen2, gemma): choose an encoder model.source for this task")
 
 
 def _find_head(model: Any, name: str) -> str | None:

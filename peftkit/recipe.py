@@ -437,6 +437,7 @@ def _check_plugins(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
     if isinstance(model, dict) and isinstance(model.get("source"), str):
         problems += _check_source(model["source"], reg, allowed)
     problems += _check_quantization(data, reg)
+    problems += _check_task_head(data, reg)
     return problems
 
 
@@ -485,6 +486,23 @@ def _check_quantization(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str
     why = getattr(obj, "quantization_note", "") or "it trains base weights, which are frozen integers in a quantized model"
     return [(("model", "quantization"), f"method {obj.name!r} cannot train a {bits}-bit base: {why}. "
              f"Remove model.quantization, or use one of: {', '.join(ok)}")]
+
+
+def _check_task_head(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
+    """A multiple-choice task needs a method that works with that head (prefix tuning does not)."""
+    from peftkit.interfaces import method_heads, task_head
+
+    method, task = data.get("method"), data.get("task")
+    if not (isinstance(method, dict) and isinstance(task, dict)):
+        return []
+    m, t = reg.methods.get(method.get("name")), reg.tasks.get(task.get("name"))
+    if m is None or t is None or task_head(t) in method_heads(m):
+        return []
+    head = task_head(t)
+    ok = sorted(n for n, x in reg.methods.items() if head in method_heads(x))
+    why = getattr(m, "task_heads_note", "") or f"it lists only {', '.join(sorted(method_heads(m)))} in task_heads"
+    return [(("method", "name"), f"method {m.name!r} cannot train task {t.name!r}, which needs a {head} head: {why}. "
+             f"Use one of: {', '.join(ok)}")]
 
 
 def _owner(reg: Any, section: str, name: str) -> str | None:

@@ -1,4 +1,4 @@
-"""CLUE and FewCLUE classification tasks: ``clue/afqmc`` ... ``clue/csl``, ``fewclue/bustm`` ... ``fewclue/csldcp``.
+"""CLUE and FewCLUE tasks: ``clue/afqmc`` ... ``clue/csl``, ``fewclue/bustm`` ... ``fewclue/csldcp``, ``fewclue/chid``.
 
 Data comes from a local folder in the official format (one JSON object per line) — ``task.params.data_dir``,
 or ``$PEFTKIT_CLUE_DIR/<task>`` (e.g. ``$PEFTKIT_CLUE_DIR/afqmc``, ``$PEFTKIT_CLUE_DIR/fewclue/bustm``) — or,
@@ -21,11 +21,10 @@ What each task gets right (see :mod:`peftkit_plugins.clue.specs` for the table):
   (checked) but not for CLUEWSC (ids start at 1, and the hub serves the 1.0 test set), so build
   submission files from a local folder.
 
-ChID (FewCLUE ``chid``) is deliberately not provided: its answer is a position in a per-example list
-of 7 candidate idioms, so label id 3 means a different idiom in every row. A classification head over
-fixed label ids can only learn it by pointing into the list; the sound formulation scores each
-candidate filled into the blank and normalises over the 7 (a multiple-choice head), which is not an
-one-example → one-label task.
+- ChID (``fewclue/chid``) is multiple choice: its answer is a position among 7 candidate idioms that
+  differ in every row, so a label id names no class. Each candidate is written into the passage's
+  ``#idiom#`` blank, the 7 passages are scored by a multiple-choice head and the best one is the
+  answer; submissions are FewCLUE's ``{"id": ..., "answer": <position>}``.
 """
 
 from peftkit import hookimpl

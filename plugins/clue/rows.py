@@ -14,6 +14,8 @@ from peftkit_plugins.clue.specs import TaskSpec
 SPAN1 = ("_", "_")
 SPAN2 = ("[", "]")
 KEYWORD_SEP = " "  # CSL keywords joined by a space, as CLUE's own baselines (CslProcessor) do
+IDIOM_BLANK = "#idiom#"  # where ChID's passage lost its idiom (once per passage in every FewCLUE file)
+CHID_CANDIDATES = 7
 
 
 def to_example(spec: TaskSpec, row: dict[str, Any], where: str, line: int, index: dict[str, int],
@@ -30,7 +32,7 @@ def to_example(spec: TaskSpec, row: dict[str, Any], where: str, line: int, index
     """
     label = None
     if labelled:
-        raw = str(field(row, "label", where, line))  # FewCLUE tnews/iflytek store ints, CLUE strings: compare as text
+        raw = str(field(row, spec.label_field, where, line))  # FewCLUE tnews/iflytek store ints, CLUE strings: compare as text
         if raw in spec.skip_labels:
             return None
         if raw not in index:
@@ -38,8 +40,22 @@ def to_example(spec: TaskSpec, row: dict[str, Any], where: str, line: int, index
             raise DataError(f"{where}:{line}: label {raw!r} is not one of {spec.name}'s {len(index)} labels ({shown}); "
                             "is data_dir pointing at the right task?")
         label = index[raw]
+    if spec.kind == "chid":
+        return Example("", None, label, row_id(row, where, line, labelled), choices=filled_in(row, where, line))
     text, pair = texts(spec, row, where, line)
     return Example(text, pair, label, row_id(row, where, line, labelled))
+
+
+def filled_in(row: dict[str, Any], where: str, line: int) -> list[str]:
+    """ChID: the passage once per candidate idiom, the idiom written into the blank (``#idiom#``)."""
+    content = str(field(row, "content", where, line))
+    candidates = field(row, "candidates", where, line)
+    if content.count(IDIOM_BLANK) != 1:
+        raise DataError(f"{where}:{line}: `content` must hold the blank {IDIOM_BLANK} once, found it "
+                        f"{content.count(IDIOM_BLANK)} times")
+    if not isinstance(candidates, list) or len(candidates) != CHID_CANDIDATES:
+        raise DataError(f"{where}:{line}: `candidates` must be a list of {CHID_CANDIDATES} idioms, got {candidates!r:.80}")
+    return [content.replace(IDIOM_BLANK, str(c)) for c in candidates]
 
 
 def row_id(row: dict[str, Any], where: str, line: int, labelled: bool) -> Any:

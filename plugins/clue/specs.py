@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Kind = Literal["single", "pair", "wsc", "csl"]
+Kind = Literal["single", "pair", "wsc", "csl", "chid"]
 
 BINARY = ("0", "1")
 # HF clue: tnews ClassLabel = the 15 codes in numeric order (there is no 105 and no 111).
@@ -19,6 +19,7 @@ TNEWS = ("100", "101", "102", "103", "104", "106", "107", "108", "109", "110", "
 IFLYTEK = tuple(str(i) for i in range(119))  # HF clue: [str(label) for label in range(119)]
 NLI = ("neutral", "entailment", "contradiction")  # HF clue cmnli / ocnli order (not the alphabetical one)
 WSC = ("true", "false")  # HF clue cluewsc2020: ClassLabel(names=["true", "false"]), so true = 0
+CHID = tuple(str(i) for i in range(7))  # FewCLUE chid: `answer` is the position of the idiom among 7 candidates
 SENTIMENT = ("Negative", "Positive")  # eprstmt is FewCLUE-only (not on the hub); Positive = 1 as usual
 # FewCLUE csldcp/labels_all.txt, in file order (67 disciplines; not on the hub).
 CSLDCP = (
@@ -45,7 +46,8 @@ class TaskSpec:
         folder: the task's folder under ``$PEFTKIT_CLUE_DIR`` (``afqmc``, ``fewclue/bustm``).
         labels: the fixed label space in id order, in the dataset's own vocabulary.
         kind: how a row becomes text(s): ``single``/``pair`` read ``fields``; ``wsc`` marks the two
-            spans in ``text``; ``csl`` pairs the joined keywords with the abstract.
+            spans in ``text``; ``csl`` pairs the joined keywords with the abstract; ``chid`` makes one
+            multiple-choice row per passage (each candidate idiom filled into the blank).
         fields: the text field(s) for ``single``/``pair``.
         prediction_file: the submission file name the benchmark expects.
         summary: one line for ``peftkit plugins``.
@@ -56,6 +58,7 @@ class TaskSpec:
         label_file: a file in the folder listing the labels; checked against ``labels`` when present.
         hub_id: hub column used as the submission id (HF drops the files' ``id`` except csl's ``corpus_id``).
         hub_prediction_file: submission name when rows come from the hub, if its test set differs.
+        label_field: the row field holding the gold label (ChID: ``answer``, a candidate position).
     """
 
     name: str
@@ -72,6 +75,12 @@ class TaskSpec:
     label_file: str | None = None
     hub_id: str = "idx"
     hub_prediction_file: str | None = None
+    label_field: str = "label"
+
+    @property
+    def head(self) -> str:
+        """The model head: ``multiple-choice`` for ChID, ``sequence-classification`` for the rest."""
+        return "multiple-choice" if self.kind == "chid" else "sequence-classification"
 
 
 _NO_GOLD = frozenset({"-"})
@@ -122,4 +131,6 @@ SPECS: tuple[TaskSpec, ...] = (
          "BUSTM: do two assistant utterances mean the same? (binary)"),
     _few("csldcp", CSLDCP, "single", ("content",), "csldcp_predict.json",
          "CSLDCP: discipline of a paper abstract (67 classes)", label_file="labels_all.txt"),
+    _few("chid", CHID, "chid", (), "chidf_predict.json",
+         "ChID: which of 7 idioms fills the blank in a passage (multiple choice; accuracy)", label_field="answer"),
 )

@@ -20,7 +20,7 @@ log = logging.getLogger("peftkit")
 
 
 class ClueTask:
-    """A CLUE or FewCLUE classification task built from a :class:`TaskSpec`.
+    """A CLUE or FewCLUE task built from a :class:`TaskSpec` (classification; ChID multiple choice).
 
     Splits: ``train`` and ``dev`` are labelled (FewCLUE: the files chosen by ``train_split`` /
     ``dev_split``); ``test`` is the unlabelled file whose predictions form the submission.
@@ -34,6 +34,7 @@ class ClueTask:
         self.name = spec.name
         self.summary = spec.summary
         self.params_model: type[BaseModel] = FewClueParams if spec.few else ClueParams
+        self.head = spec.head
         self._index = {label: i for i, label in enumerate(spec.labels)}
 
     def __repr__(self) -> str:
@@ -84,8 +85,10 @@ class ClueTask:
         return out
 
     def compute_metrics(self, predictions: Any, references: Any) -> dict[str, float]:
-        """Accuracy (the CLUE metric) plus macro/micro/weighted F1 over the task's labels."""
-        return classification_metrics(predictions, references, num_labels=len(self.spec.labels))
+        """Accuracy (the CLUE metric) plus macro/micro/weighted F1 over the task's labels; ChID only accuracy (its
+        labels are candidate positions, which have no class to average an F1 over)."""
+        metrics = classification_metrics(predictions, references, num_labels=len(self.spec.labels))
+        return {"accuracy": metrics["accuracy"]} if self.spec.head == "multiple-choice" else metrics
 
     def prediction_file(self, params: sources.Params) -> str:
         """The benchmark's submission file name, e.g. ``afqmc_predict.json``; FewCLUE adds the training run, as its
@@ -97,9 +100,12 @@ class ClueTask:
         return self.spec.prediction_file
 
     def format_prediction(self, example: Example, label_id: int, params: BaseModel) -> dict[str, Any]:
-        """``{"id": <the test row's id>, "label": <label in the dataset's vocabulary>}``.
+        """``{"id": <the test row's id>, "label": <label in the dataset's vocabulary>}``; ChID:
+        ``{"id": ..., "answer": <position of the chosen idiom>}``.
 
         Labels are written as the strings the benchmark's submission examples use ("102" for TNEWS,
         "true" for WSC, "Positive" for EPRSTMT), also for FewCLUE TNEWS/IFLYTEK whose files store ints.
         """
+        if self.spec.head == "multiple-choice":  # FewCLUE chidf_predict: {"id": 3000, "answer": 0}
+            return {"id": example.id, "answer": label_id}
         return {"id": example.id, "label": self.spec.labels[label_id]}

@@ -13,9 +13,9 @@ import logging
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from peftkit.interfaces import ApplyContext
+from peftkit.interfaces import SEQUENCE_CLASSIFICATION, ApplyContext
 from peftkit.methods import PeftMethod
 
 log = logging.getLogger("peftkit")
@@ -58,6 +58,11 @@ def _accepts_cache(model: Any) -> bool:
 @dataclass
 class PrefixMethod(PeftMethod):
     """PeftMethod that binds the transformers-5 prefix forward to the models it builds and loads."""
+
+    task_heads: ClassVar[frozenset[str]] = frozenset({SEQUENCE_CLASSIFICATION})
+    task_heads_note: ClassVar[str] = (
+        "peft builds one prefix per input row, while a multiple-choice model scores every (row, choice) pair as a "
+        "row of its own, so the shapes do not meet")
 
     def apply(self, model: Any, params: Any, ctx: ApplyContext) -> Any:
         from peftkit.methods import MethodNotApplicable

@@ -6,6 +6,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 import peftkit_plugins.clue as clue_plugin
@@ -48,12 +49,85 @@ def load(reg, task: str, split: str, **params):
 
 # ---------------------------------------------------------------------------------------------- unit tests
 
-def test_every_task_is_registered_without_chid(reg):
+def test_every_task_is_registered(reg):
     names = {n for n in reg.tasks if n.startswith(("clue/", "fewclue/"))}
     assert names == {"clue/afqmc", "clue/tnews", "clue/iflytek", "clue/cmnli", "clue/ocnli", "clue/cluewsc2020", "clue/csl",
                      "fewclue/tnews", "fewclue/iflytek", "fewclue/ocnli", "fewclue/csl", "fewclue/cluewsc",
-                     "fewclue/eprstmt", "fewclue/bustm", "fewclue/csldcp"}
-    assert "ChID" in clue_plugin.__doc__  # left out on purpose, and the docstring says why
+                     "fewclue/eprstmt", "fewclue/bustm", "fewclue/csldcp", "fewclue/chid"}  # all nine FewCLUE tasks
+    assert {n: reg.tasks[n].head for n in names if reg.tasks[n].head != "sequence-classification"} == {"fewclue/chid": "multiple-choice"}
+    assert "ChID" in clue_plugin.__doc__
+
+
+CHID_ROW = {"id": 5, "candidates": ["一", "二", "三", "四", "五", "六", "七"], "content": "前文#idiom#后文", "answer": 2}
+
+
+def test_chid_fills_each_candidate_into_the_blank(reg, tmp_path):
+    write(tmp_path, "train_few_all.json", [CHID_ROW])
+    write(tmp_path, "test.json", [{k: v for k, v in CHID_ROW.items() if k != "answer"}])
+    (ex,) = load(reg, "fewclue/chid", "train", data_dir=str(tmp_path))
+    assert (ex.text, ex.text_pair, ex.label, ex.id) == ("", None, 2, 5)
+    assert ex.choices == [f"前文{c}后文" for c in CHID_ROW["candidates"]]
+    task = reg.tasks["fewclue/chid"]
+    params = task.params_model(data_dir=str(tmp_path), train_split="train_2")
+    (test,) = task.load_split(params, "test")
+    assert test.label is None and task.format_prediction(test, 6, params) == {"id": 5, "answer": 6}  # FewCLUE's chidf_predict
+    assert task.prediction_file(params) == "chidf_predict_2.json"
+    assert task.compute_metrics(np.array([1, 2, 3]), np.array([1, 2, 0])) == {"accuracy": pytest.approx(2 / 3)}
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"content": "no blank here"}, "train_few_all.json:1: `content` must hold the blank #idiom# once, found it 0 times"),
+    ({"content": "#idiom# twice #idiom#"}, "found it 2 times"),
+    ({"candidates": ["一", "二"]}, "train_few_all.json:1: `candidates` must be a list of 7 idioms, got ['一', '二']"),
+    ({"answer": 7}, "train_few_all.json:1: label '7' is not one of fewclue/chid's 7 labels (0, 1, 2, 3, 4, 5, 6)"),
+])
+def test_chid_rows_that_do_not_fit_the_format_are_named(reg, tmp_path, change, error):
+    write(tmp_path, "train_few_all.json", [{**CHID_ROW, **change}])
+    with pytest.raises(DataError) as info:
+        load(reg, "fewclue/chid", "train", data_dir=str(tmp_path))
+    assert error in str(info.value)
+
+
+def _chid_rows(n: int, seed: int) -> list[dict]:
+    """Learnable ChID-shaped rows in the tiny BERT's English vocabulary: the one positive word is the answer."""
+    import random
+
+    from peftkit.testing import FILLER, NEGATIVE, POSITIVE
+
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        wrong = rng.sample(NEGATIVE + ["the", "a", "day"], 6)
+        answer = rng.randrange(7)
+        candidates = wrong[:answer] + [rng.choice(POSITIVE)] + wrong[answer:]
+        rows.append({"id": i, "candidates": candidates, "answer": answer,
+                     "content": " ".join(rng.sample(FILLER, 3)) + " #idiom# " + rng.choice(FILLER)})
+    return rows
+
+
+def test_chid_trains_a_multiple_choice_head_and_writes_its_submission(reg, tiny_bert, tmp_path, one_thread):
+    from peftkit.inference import predict_run
+    from peftkit.recipe import validate
+    from peftkit.runner import run
+
+    data = tmp_path / "chid"
+    write(data, "train_few_all.json", _chid_rows(96, 1))
+    write(data, "dev_few_all.json", _chid_rows(42, 2))
+    write(data, "test.json", [{k: v for k, v in r.items() if k != "answer"} for r in _chid_rows(20, 3)])
+    recipe = validate({
+        "model": {"source": f"local:{tiny_bert}"}, "method": {"name": "lora", "params": {"r": 4}},
+        "task": {"name": "fewclue/chid", "params": {"data_dir": str(data)}},
+        "data": {"max_length": 16}, "train": {"epochs": 6, "batch_size": 8, "seed": 0, "lr": 2e-2},
+        "eval": {"predict": True}, "output_dir": str(tmp_path / "run"),
+    })
+    summary = run(recipe)
+    assert summary["final"]["accuracy"] >= 0.6  # chance is 1/7: the head learned to compare the choices
+    assert summary["eval"]["top_class_share"] < 0.5  # answers spread over the candidate positions
+    lines = [json.loads(x) for x in Path(summary["predictions"]).read_text().splitlines()]
+    assert Path(summary["predictions"]).name == "chidf_predict_all.json" and [x["id"] for x in lines] == list(range(20))
+    assert all(set(x) == {"id", "answer"} and x["answer"] in range(7) for x in lines)
+    again = predict_run(tmp_path / "run", registry=reg)
+    assert [json.loads(x) for x in again.read_text().splitlines()] == lines  # the saved model reloads with its head
 
 
 def test_label_spaces_follow_the_hub_class_label_order(reg):
@@ -307,4 +381,7 @@ def test_real_task_trains_evaluates_and_writes_its_submission(name, tiny_bert, t
     lines = [json.loads(x) for x in predicted.read_text(encoding="utf-8").split("\n") if x.strip()]
     raw = [json.loads(x) for x in (CLUE_DIR / spec.folder / "test.json").read_text(encoding="utf-8").split("\n") if x.strip()]
     assert [p["id"] for p in lines] == [r["id"] for r in raw]  # one line per test row, in order, with its own id
-    assert all(set(p) == {"id", "label"} and p["label"] in spec.labels for p in lines)
+    if spec.kind == "chid":  # FewCLUE's chidf_predict: the position of the chosen idiom
+        assert all(set(p) == {"id", "answer"} and p["answer"] in range(7) for p in lines)
+    else:
+        assert all(set(p) == {"id", "label"} and p["label"] in spec.labels for p in lines)
