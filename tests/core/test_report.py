@@ -322,3 +322,29 @@ def test_bar_marks_best_and_collapsed_cells():
     avg = clue_average([good, gone])
     assert [v[3] for v in _bar_values([good, gone], avg, ["afqmc", "average"], "lora")] == ["★", "★"]
     assert [v[3] for v in _bar_values([good, gone], avg, ["afqmc", "average"], "ia3")] == ["†", "†"]
+
+
+def test_settings_say_max_steps_ended_the_runs_not_epochs(compared, tmp_path):
+    """The grid sets train.max_steps=3 and leaves train.epochs at its default 3: the runs stopped a quarter of the
+    way through their first epoch, so the Settings must not say they trained 3 epochs."""
+    from peftkit.report_pages import settings_of
+
+    recorded = {json.loads((c.output_dir / "metrics.json").read_text())["train"]["epochs"] for c in compared.cells}
+    assert len(recorded) == 1 and next(iter(recorded)) < 1  # what the runs really did: 3 steps, under one epoch
+    got = settings_of(load_runs([compared.report_dir.parent]))
+    assert got["common"]["train.max_steps"] == 3
+    assert got["common"]["train.epochs"].startswith("not used (train.max_steps overrides it")
+    assert got["tasks"]["sent"]["epochs_trained"] == next(iter(recorded))
+    md = (compared.report_dir / "report.md").read_text()
+    assert "- `train.epochs`: 3.0" not in md and "- `train.epochs`: not used" in md
+    assert f"steps: 3, epochs trained: {next(iter(recorded))})" in md
+    # Without max_steps the recipe's epochs is the run's length again; a metrics.json without train.epochs
+    # (written by an older peftkit) gives steps / steps_per_epoch.
+    plain = _plain_copy(compared.cells[0], tmp_path / "epochs", train__max_steps=None, train__epochs=1.0)
+    m = json.loads((plain / "metrics.json").read_text())
+    del m["train"]["epochs"]
+    m["train"]["steps"] = m["steps_per_epoch"]
+    (plain / "metrics.json").write_text(json.dumps(m))
+    got = settings_of(load_runs([plain]))
+    assert got["common"]["train.epochs"] == 1.0 and got["common"]["train.max_steps"] is None
+    assert got["tasks"]["text-classification"]["epochs_trained"] == 1.0
