@@ -322,3 +322,74 @@ def test_bar_marks_best_and_collapsed_cells():
     avg = clue_average([good, gone])
     assert [v[3] for v in _bar_values([good, gone], avg, ["afqmc", "average"], "lora")] == ["★", "★"]
     assert [v[3] for v in _bar_values([good, gone], avg, ["afqmc", "average"], "ia3")] == ["†", "†"]
+
+
+def test_settings_say_max_steps_ended_the_runs_not_epochs(compared, tmp_path):
+    """The grid sets train.max_steps=3 and leaves train.epochs at its default 3: the runs stopped a quarter of the
+    way through their first epoch, so the Settings must not say they trained 3 epochs."""
+    from peftkit.report_pages import settings_of
+
+    recorded = {json.loads((c.output_dir / "metrics.json").read_text())["train"]["epochs"] for c in compared.cells}
+    assert len(recorded) == 1 and next(iter(recorded)) < 1  # what the runs really did: 3 steps, under one epoch
+    got = settings_of(load_runs([compared.report_dir.parent]))
+    assert got["common"]["train.max_steps"] == 3
+    assert got["common"]["train.epochs"].startswith("not used (train.max_steps overrides it")
+    assert got["tasks"]["sent"]["epochs_trained"] == next(iter(recorded))
+    md = (compared.report_dir / "report.md").read_text()
+    assert "- `train.epochs`: 3.0" not in md and "- `train.epochs`: not used" in md
+    assert f"steps: 3, epochs trained: {next(iter(recorded))})" in md
+    # Without max_steps the recipe's epochs is the run's length again; a metrics.json without train.epochs
+    # (written by an older peftkit) gives steps / steps_per_epoch.
+    plain = _plain_copy(compared.cells[0], tmp_path / "epochs", train__max_steps=None, train__epochs=1.0)
+    m = json.loads((plain / "metrics.json").read_text())
+    del m["train"]["epochs"]
+    m["train"]["steps"] = m["steps_per_epoch"]
+    (plain / "metrics.json").write_text(json.dumps(m))
+    got = settings_of(load_runs([plain]))
+    assert got["common"]["train.epochs"] == 1.0 and got["common"]["train.max_steps"] is None
+    assert got["tasks"]["text-classification"]["epochs_trained"] == 1.0
+
+
+def test_tradeoff_names_stay_readable_when_methods_tie_or_sit_close(tmp_path, monkeypatch):
+    """The measured AFQMC panel (every method at 66.50%, ia3 and bitfit 0.15% and 0.17% apart) drew names over
+    each other; methods tied on both axes drew two names on one spot."""
+    from matplotlib.text import Text
+
+    from peftkit import report_plots
+
+    def row(task, method, pct, acc):
+        r = _row(task, method, [acc])
+        r.trainable_percent = pct
+        return r
+
+    close = [row("afqmc", m, p, 0.665) for m, p in
+             [("lora", 0.686), ("adalora", 0.964), ("adapters", 0.318), ("full", 100.0), ("ia3", 0.150), ("bitfit", 0.170)]]
+    tied = [row("tie", "lora", 0.69, 0.70), row("tie", "lora-b", 0.69, 0.70), row("tie", "ia3", 0.15, 0.70),
+            row("tie", "full", 100.0, 0.71)]
+    panels = []
+
+    def save(fig, path, layout=True):  # measure what is saved, as it is saved
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:
+            for a in ax.texts:
+                a.update_positions(renderer)
+            labels = [(a.get_text(), a.xy, Text.get_window_extent(a, renderer)) for a in ax.texts]  # the text, not its line
+            panels.append((ax, ax.get_window_extent(renderer), labels))
+        return real_save(fig, path, layout)
+
+    real_save = report_plots._save
+    monkeypatch.setattr(report_plots, "_save", save)
+    path = report_plots.tradeoff(close + tied, tmp_path / "tradeoff.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    want = {"afqmc": {m.method: (m.trainable_percent, 66.5) for m in close},
+            "tie": {"lora, lora-b": (0.69, 70.0), "ia3": (0.15, 70.0), "full": (100.0, 71.0)}}
+    for ax, frame, labels in panels:
+        points = want[ax.get_title()]
+        assert {t: pytest.approx(xy) for t, xy, _ in labels} == points  # one name per spot, at its own point
+        boxes = [box for *_, box in labels]
+        for i, (text, _, box) in enumerate(labels):
+            assert not any(box.overlaps(b) for b in boxes[i + 1:]), f"{text!r} overlaps another name"
+            assert frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1), f"{text!r} outside its panel"
+            for other, xy in points.items():  # a name never covers another method's point
+                sx, sy = ax.transData.transform(xy)
+                assert other == text or not (box.x0 < sx < box.x1 and box.y0 < sy < box.y1), f"{text!r} covers {other}"
