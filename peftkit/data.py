@@ -68,7 +68,8 @@ def encode(examples: list[Example], tokenizer: Any, max_length: int, *, use_toke
     kwargs = dict(truncation=True, max_length=max_length, return_token_type_ids=use_token_types)
     enc = tokenizer(texts, pairs, **kwargs) if has_pair else tokenizer(texts, **kwargs)
     full = tokenizer(texts, pairs, truncation=False) if has_pair else tokenizer(texts, truncation=False)
-    truncated = sum(len(a) > max_length for a in full["input_ids"])
+    cut = np.fromiter((len(a) > max_length for a in full["input_ids"]), dtype=bool, count=len(texts))
+    truncated = int(cut.reshape(len(examples), choices).any(axis=1).sum() if choices else cut.sum())  # examples, not sequences
     labels = np.array([-1 if e.label is None else e.label for e in examples], dtype=np.int64)
     types = enc.get("token_type_ids") if use_token_types else None
     return Encoded(enc["input_ids"], labels, examples, truncated, types, choices)

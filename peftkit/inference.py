@@ -13,6 +13,7 @@ from peftkit import outputs
 from peftkit.components import Setup, build_model, load_split, prepare
 from peftkit.errors import PeftkitError
 from peftkit.evaluation import eval_batch_size, evaluate, mixed_precision, predict_logits
+from peftkit.interfaces import MULTIPLE_CHOICE, task_head
 from peftkit.report import COLLAPSED_SHARE
 
 log = logging.getLogger("peftkit")
@@ -38,8 +39,10 @@ def final_evaluation(s: Setup, state: Any, device: Any) -> dict[str, Any]:
                        "mixed_precision": mp, "top_class_share": round(float(counts[top] / max(len(preds), 1)), 4)}
         key = s.recipe.eval.metric or s.task.metric
         if len(s.labels) > 1 and out["eval"]["top_class_share"] >= COLLAPSED_SHARE:
-            msg = (f"the model answers {s.labels[top]!r} for {out['eval']['top_class_share']:.1%} of the dev rows: it has "
-                   f"collapsed to one class, and {key}={metrics[key]:.4f} is about what always answering it scores. "
+            answer, what = ((f"choice {top} (counting from 0)", "one choice position") if task_head(s.task) == MULTIPLE_CHOICE
+                            else (repr(s.labels[top]), "one class"))
+            msg = (f"the model answers {answer} for {out['eval']['top_class_share']:.1%} of the dev rows: it has "
+                   f"collapsed to {what}, and {key}={metrics[key]:.4f} is about what always answering it scores. "
                    "Try another train.lr, more steps, or a larger model")
             log.warning(msg)
             out["warnings"] = [msg]

@@ -42,6 +42,11 @@ def test_choices_are_scored_alone_when_the_text_is_empty(tok):
     assert [tok.decode(x) for x in enc.input_ids] == ["[CLS] good movie [SEP]", "[CLS] bad movie [SEP]"]
 
 
+def test_truncation_is_counted_per_row_not_per_choice(tok):
+    rows = [Example("the movie was", label=0, choices=["good", "very very good"]), Example("a", label=1, choices=["b", "c"])]
+    assert encode(rows, tok, 6, use_token_types=True, split="dev").truncated == 1  # row 0: both choices cut
+
+
 @pytest.mark.parametrize("row, head, error", [
     (Example("a", label=0, choices=["x", "y"]), "sequence-classification",
      "row 0 has choices, but the task's head is 'sequence-classification'; a multiple-choice task sets head = 'multiple-choice'"),
@@ -95,3 +100,10 @@ def test_multiple_choice_logits_are_one_score_per_choice(tiny_bert, tok):
     logits, loss = predict_logits(model, enc, 2, 0, "cpu")
     assert logits.shape == (5, 3) and loss is not None and np.isfinite(loss)
     assert np.allclose(logits, logits[0], atol=1e-5)  # same text and choices → same scores, in every batch position
+
+
+def test_lora_trains_a_multiple_choice_head_on_a_4bit_base(tmp_path):
+    from peftkit.conformance import run_conformance
+
+    report = run_conformance("lora", tmp_path, model="bert-multiple-choice", bits=4)
+    assert report.loss_after < report.loss_before and report.reload_max_diff <= 1e-5
