@@ -68,3 +68,15 @@ def field(row: dict[str, Any], name: str, path: Path | str, line: int) -> Any:
     if name not in row or row[name] is None:
         raise DataError(f"{path}:{line}: row has no field {name!r} (fields: {', '.join(map(str, row))})")
     return row[name]
+
+
+def missing_files(params: Any, keys: tuple[str, ...] = ("train_file", "dev_file", "test_file")) -> list[tuple[str, str]]:
+    """``(task.params.KEY, message)`` for each data file named by ``params.KEY`` that does not exist here; for a
+    task's ``check_data`` (``peftkit validate`` shows them as warnings)."""
+    out = []
+    for key in keys:
+        path = getattr(params, key)
+        if path is not None and not Path(path).expanduser().exists():
+            where = "" if Path(path).is_absolute() else f" (relative paths are read from the current folder, {Path.cwd()})"
+            out.append((f"task.params.{key}", f"data file {path} does not exist{where}"))
+    return out

@@ -495,7 +495,9 @@ def _check_task_head(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
     method, task = data.get("method"), data.get("task")
     if not (isinstance(method, dict) and isinstance(task, dict)):
         return []
-    m, t = reg.methods.get(method.get("name")), reg.tasks.get(task.get("name"))
+    if not (isinstance(method.get("name"), str) and isinstance(task.get("name"), str)):
+        return []  # a name that is not a string (a list, a mapping) is already reported by the schema
+    m, t = reg.methods.get(method["name"]), reg.tasks.get(task["name"])
     if m is None or t is None or task_head(t) in method_heads(m):
         return []
     head = task_head(t)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from peftkit.datafiles import field, read_rows
+from peftkit.datafiles import field, missing_files, read_rows
 from peftkit.errors import DataError
 from peftkit.interfaces import Example
 from peftkit.metrics import classification_metrics
@@ -24,10 +24,7 @@ class TextClassification:
 
     def check_data(self, params: TextClassificationParams) -> list[tuple[str, str]]:
         """For `peftkit validate`: every data file the recipe names exists on this machine."""
-        return [(f"task.params.{key}", f"data file {path} does not exist" + ("" if Path(path).is_absolute() else
-                 f" (relative paths are read from the current folder, {Path.cwd()})"))
-                for key in ("train_file", "dev_file", "test_file")
-                if (path := getattr(params, key)) is not None and not Path(path).expanduser().exists()]
+        return missing_files(params)
 
     def label_names(self, params: TextClassificationParams) -> list[str]:
         if params.labels:
@@ -64,11 +61,7 @@ class TextClassification:
             if raw not in index:
                 raise DataError(f"{path}:{line}: label {raw!r} is not in the task's labels ({', '.join(index)})")
             label = index[raw]
-        rid = row.get(p.id_field) if p.id_field else position  # the data row's place in the file, from 0
-        if p.id_field and rid is None and not labelled:  # test ids are what predictions are joined back on
-            raise DataError(f"{path}:{line}: row has no id field {p.id_field!r} (fields: {', '.join(map(str, row))}); "
-                            "set task.params.id_field to the field holding the ids, or to null to use row positions")
-        return Example(text, pair, label, rid)
+        return Example(text, pair, label, row_id(row, p.id_field, path, line, position, labelled))
 
     def compute_metrics(self, predictions: Any, references: Any) -> dict[str, float]:
         return classification_metrics(predictions, references)
@@ -78,3 +71,16 @@ class TextClassification:
 
     def format_prediction(self, example: Example, label_id: int, params: TextClassificationParams) -> dict[str, Any]:
         return {"id": example.id, "label": self.label_names(params)[label_id]}
+
+
+def row_id(row: dict, id_field: str | None, path: Path | str, line: int, position: int, labelled: bool) -> Any:
+    """The id a prediction is written with: ``row[id_field]``, or the data row's position in its file (from 0).
+
+    Raises:
+        DataError: an unlabelled (test) row lacks ``id_field``; test ids are what predictions are joined back on.
+    """
+    rid = row.get(id_field) if id_field else position
+    if id_field and rid is None and not labelled:
+        raise DataError(f"{path}:{line}: row has no id field {id_field!r} (fields: {', '.join(map(str, row))}); "
+                        "set task.params.id_field to the field holding the ids, or to null to use row positions")
+    return rid

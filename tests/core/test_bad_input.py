@@ -193,6 +193,15 @@ def test_mutated_recipes_give_recipe_or_recipe_error(data, tiny_bert, tiny_data,
         json.dumps(exc.problems)
 
 
+@pytest.mark.parametrize("section, name", [("method", []), ("task", {"a": 1}), ("method", 3)])
+def test_a_name_that_is_not_a_string_is_a_recipe_error(section, name, tiny_bert, tiny_data, tmp_path):
+    """Found by the mutation test above: the task-head check looked a list up as a registry key (TypeError)."""
+    r = tiny_recipe(tiny_bert, tiny_data, tmp_path / "o")
+    r[section]["name"] = name
+    with pytest.raises(RecipeError, match=rf"{section}.name: input should be a valid string"):
+        validate(r)
+
+
 def test_a_compare_file_given_as_a_recipe_says_what_it_is():
     from pathlib import Path
 
