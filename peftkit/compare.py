@@ -18,6 +18,7 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
+from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, Literal
 
@@ -95,6 +96,11 @@ class CompareFile(_Strict):
     methods: list[MethodEntry] = Field(min_length=1, description="Methods to compare, each with its params and overrides.")
     tasks: list[TaskEntry] = Field(min_length=1, description="Tasks to run every method on.")
     seeds: list[int] = Field(min_length=1, description="train.seed values; each (task, method) runs once per seed.")
+    exclude: list[str] = Field(
+        default_factory=list, description="Cells left out of the grid, as patterns on cell names `task/method/seedN` "
+        "(`chid/prefix/*`: prefix tuning has no multiple-choice form). Left-out cells are not validated, run or "
+        "reported; the average then leaves out tasks where a method has no result. A pattern matching no cell is an error.",
+    )
     metric: str | None = Field(None, description="Metric the report compares; null = each task's main metric (eval.metric if set).")
     executor: Literal["subprocess", "inprocess"] = Field(
         "subprocess", description="subprocess = one `python -m peftkit run` per cell (isolated memory, true per-cell peak "
@@ -260,10 +266,20 @@ def expand(grid: Grid, *, registry: Any = None) -> list[Cell]:
     reg = registry or get_registry()
     cells: list[Cell] = []
     problems: dict[str, list[str]] = {}
+    unused = [p for p in grid.spec.exclude if not any(fnmatch(n, p) for n in _names(grid))]
+    if unused:
+        raise RecipeError([f"exclude: {p!r} matches no cell; cell names look like {_names(grid)[0]}" for p in unused],
+                          grid.source, what="compare file")
     for task in grid.spec.tasks:
         for method in grid.spec.methods:
             for seed in grid.spec.seeds:
                 name = f"{task.key}/{method.key}/seed{seed}"
+                if any(fnmatch(name, p) for p in grid.spec.exclude):
+                    continue
+                if _head_mismatch(reg, task.name, method.name):
+                    problems.setdefault(_head_mismatch(reg, task.name, method.name) + f" Leave the pair out of the grid "
+                                        f"with `exclude: [\"{task.key}/{method.key}/*\"]`", []).append(name)
+                    continue
                 origin: Origin = {}
                 try:
                     data, origin = cell_data(grid, task, method, seed)
@@ -277,6 +293,20 @@ def expand(grid: Grid, *, registry: Any = None) -> list[Cell]:
     if problems:
         raise RecipeError([f"{p} [{_cells_note(names)}]" for p, names in problems.items()], grid.source, what="compare file")
     return cells
+
+
+def _names(grid: Grid) -> list[str]:
+    return [f"{t.key}/{m.key}/seed{s}" for t in grid.spec.tasks for m in grid.spec.methods for s in grid.spec.seeds]
+
+
+def _head_mismatch(reg: Any, task: str, method: str) -> str | None:
+    """Why ``method`` cannot train ``task``'s head (prefix tuning and a multiple-choice task), or None."""
+    from peftkit.interfaces import method_heads, task_head
+
+    t, m = reg.tasks.get(task), reg.methods.get(method)
+    if t is None or m is None or task_head(t) in method_heads(m):
+        return None
+    return f"method {method!r} cannot train task {task!r}, which needs a {task_head(t)} head."
 
 
 def _cells_note(names: list[str]) -> str:

@@ -99,6 +99,10 @@ def load_split(s: Setup, split: str) -> Encoded:
     enc = encode(examples, s.tokenizer, s.recipe.data.max_length, use_token_types=s.use_token_types, split=split)
     if enc.truncated and s.recipe.data.truncation_warning:
         log.info("%s: %d of %d examples truncated to data.max_length=%d", split, enc.truncated, len(enc), s.recipe.data.max_length)
+    if enc.indistinct:
+        log.warning("%s: in %d of %d rows every choice is the same after truncation to data.max_length=%d (the part where "
+                    "they differ was cut off), so those rows cannot be answered; raise data.max_length", split,
+                    enc.indistinct, len(enc), s.recipe.data.max_length)
     s.data[split] = enc
     return enc
 
@@ -123,7 +127,7 @@ def checked_examples(raw: Any, task: str, split: str, n_labels: int, head: str =
             value = getattr(e, field_name)
             if not isinstance(value, str) and not (field_name == "text_pair" and value is None):
                 raise DataError(f"{row}: {field_name} is {type(value).__name__} {value!r:.40}, not a string")
-        _check_choices(getattr(e, "choices", None), row, n_labels, head)
+        _check_choices(e, row, n_labels, head)
         if e.label is None:
             if split in ("train", "dev"):
                 n = sum(x.label is None for x in examples)
@@ -137,18 +141,26 @@ def checked_examples(raw: Any, task: str, split: str, n_labels: int, head: str =
     return examples
 
 
-def _check_choices(choices: Any, row: str, n_labels: int, head: str) -> None:
+def _check_choices(e: Any, row: str, n_labels: int, head: str) -> None:
     from peftkit.errors import DataError
 
+    choices = getattr(e, "choices", None)
     if head != MULTIPLE_CHOICE:
         if choices is not None:
             raise DataError(f"{row} has choices, but the task's head is {head!r}; a multiple-choice task sets "
                             f"head = {MULTIPLE_CHOICE!r}")
         return
-    if not isinstance(choices, (list, tuple)) or len(choices) != n_labels or not all(isinstance(c, str) for c in choices):
-        got = f"{len(choices)} {type(choices).__name__}" if isinstance(choices, (list, tuple)) else repr(choices)[:40]
-        raise DataError(f"{row}: a multiple-choice row needs Example.choices, a list of {n_labels} strings (one per "
-                        f"label), got {got}")
+    need = f"a multiple-choice row needs Example.choices, a list of {n_labels} strings (one per label)"
+    if not isinstance(choices, (list, tuple)):
+        raise DataError(f"{row}: {need}, got {type(choices).__name__} {choices!r:.40}")
+    if len(choices) != n_labels:
+        raise DataError(f"{row}: {need}, got {len(choices)} choices")
+    bad = next((i for i, c in enumerate(choices) if not isinstance(c, str)), None)
+    if bad is not None:
+        raise DataError(f"{row}: {need}; choice {bad} is {type(choices[bad]).__name__} {choices[bad]!r:.40}")
+    if e.text_pair is not None:
+        raise DataError(f"{row}: a multiple-choice row has no text_pair (it would not be read): put it into text, which "
+                        "is read with every choice, or into each choice")
 
 
 def build_model(s: Setup, total_steps: int = 0, *, trained: Path | None = None) -> tuple[Any, ApplyContext]:

@@ -33,6 +33,7 @@ class Encoded:
     truncated: int = 0
     token_type_ids: list[list[int]] | None = None
     choices: int = 0
+    indistinct: int = 0  # multiple choice: rows whose choices all became the same sequence (truncation cut the difference)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -50,29 +51,55 @@ class Encoded:
 
 
 def encode(examples: list[Example], tokenizer: Any, max_length: int, *, use_token_types: bool, split: str) -> Encoded:
-    """Tokenise a split in one batched call (fast tokenizers run it in Rust)."""
+    """Tokenise a split in batched calls (fast tokenizers run them in Rust)."""
     if not examples:
         raise DataError(f"the {split} split is empty: no examples were loaded; check the task's data files")
-    choices = len(examples[0].choices) if examples[0].choices is not None else 0
-    if choices:  # one (text, choice) pair per candidate, or the choice alone when every text is empty
-        pairs: list[str | None] = [c for e in examples for c in e.choices or ()]
-        texts = [e.text for e in examples for _ in range(choices)]
-        if not any(texts):
-            texts, pairs = [p or "" for p in pairs], [None] * len(pairs)
-    else:
-        texts = [e.text for e in examples]
-        pairs = [e.text_pair for e in examples]
-    has_pair = pairs[0] is not None
-    if any((p is not None) != has_pair for p in pairs):
+    texts, pairs, choices = _sequences(examples)
+    if not choices and any((p is not None) != (pairs[0] is not None) for p in pairs):
         raise DataError(f"the {split} split mixes single texts and text pairs")
-    kwargs = dict(truncation=True, max_length=max_length, return_token_type_ids=use_token_types)
-    enc = tokenizer(texts, pairs, **kwargs) if has_pair else tokenizer(texts, **kwargs)
-    full = tokenizer(texts, pairs, truncation=False) if has_pair else tokenizer(texts, truncation=False)
+    enc = _tokenize(tokenizer, texts, pairs, truncation=True, max_length=max_length, return_token_type_ids=use_token_types)
+    full = _tokenize(tokenizer, texts, pairs, truncation=False)
     cut = np.fromiter((len(a) > max_length for a in full["input_ids"]), dtype=bool, count=len(texts))
     truncated = int(cut.reshape(len(examples), choices).any(axis=1).sum() if choices else cut.sum())  # examples, not sequences
     labels = np.array([-1 if e.label is None else e.label for e in examples], dtype=np.int64)
     types = enc.get("token_type_ids") if use_token_types else None
-    return Encoded(enc["input_ids"], labels, examples, truncated, types, choices)
+    out = Encoded(enc["input_ids"], labels, examples, truncated, types, choices)
+    if choices:
+        out.indistinct = int(sum(len({tuple(x) for x in out.input_ids[i * choices:(i + 1) * choices]}) == 1
+                                 for i in range(len(examples))))
+    return out
+
+
+def _sequences(examples: list[Example]) -> tuple[list[str], list[str | None], int]:
+    """(first segments, second segments or None, choices per row): one sequence per example, or per
+    (example, choice) in a multiple-choice split — ``(text, choice)``, or the choice alone where the row's text is empty."""
+    choices = len(examples[0].choices) if examples[0].choices is not None else 0
+    if not choices:
+        return [e.text for e in examples], [e.text_pair for e in examples], 0
+    texts: list[str] = []
+    pairs: list[str | None] = []
+    for e in examples:
+        for c in e.choices or ():
+            texts.append(e.text or c)
+            pairs.append(c if e.text else None)
+    return texts, pairs, choices
+
+
+def _tokenize(tokenizer: Any, texts: list[str], pairs: list[str | None], **kwargs: Any) -> dict[str, list[Any]]:
+    """One batched call for the single texts and one for the pairs (a multiple-choice split may hold both), merged
+    back in order."""
+    out: dict[str, list[Any]] = {}
+    for want_pair in (False, True):
+        idx = [i for i, p in enumerate(pairs) if (p is not None) == want_pair]
+        if not idx:
+            continue
+        firsts = [texts[i] for i in idx]
+        enc = tokenizer(firsts, [pairs[i] for i in idx], **kwargs) if want_pair else tokenizer(firsts, **kwargs)
+        for key, values in enc.items():
+            column = out.setdefault(key, [None] * len(texts))
+            for i, v in zip(idx, values):
+                column[i] = v
+    return out
 
 
 def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, mega: int = 50) -> list[list[int]]:

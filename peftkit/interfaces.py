@@ -55,6 +55,19 @@ def method_heads(method: Any) -> frozenset[str]:
     return frozenset(getattr(method, "task_heads", HEADS))
 
 
+def head_problem(obj: Any, protocol: str) -> str | None:
+    """What is wrong with a Task's ``head`` or a Method's ``task_heads`` (checked when the plugin registers), or None."""
+    if protocol == "Task" and task_head(obj) not in HEADS:
+        return f"head {task_head(obj)!r}, which is not one of {', '.join(HEADS)}"
+    heads = getattr(obj, "task_heads", HEADS) if protocol == "Method" else HEADS
+    if isinstance(heads, str) or not isinstance(heads, (set, frozenset, list, tuple)):
+        return f"task_heads {heads!r}, not a set of task heads ({', '.join(HEADS)})"
+    unknown = [h for h in heads if h not in HEADS]
+    if unknown:
+        return f"task_heads naming {', '.join(map(repr, unknown))}, not one of {', '.join(HEADS)}"
+    return None
+
+
 @dataclass
 class ApplyContext:
     """What a method needs to know about the model and run it is applied to.

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
-from peftkit.architectures import HEAD_NAMES
+from peftkit.architectures import FAMILIES, HEAD_NAMES
 from peftkit.errors import ModelSourceError, PeftkitError
 from peftkit.interfaces import ApplyContext
 from peftkit.recipe import ModelConfig, split_source
@@ -237,8 +237,11 @@ def _load_problem(exc: Exception, head: str) -> str:
     text = str(exc)
     if head != "multiple-choice" or "Unrecognized configuration class" not in text:
         return text
-    return (text.strip().splitlines()[0] + " Multiple-choice heads exist for BERT-style encoders (bert, xlm-roberta, "
-            "ernie, ...), not for decoders (llama, qwen2, gemma): choose an encoder model.source for this task")
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES as HAVE
+
+    known = [t for t in FAMILIES if t in HAVE]
+    return (text.strip().splitlines()[0] + f" transformers has a multiple-choice head for {len(HAVE)} model types, among "
+            f"them {', '.join(known)} (not decoders such as llama, qwen2, gemma): choose such a model.source for this task")
 
 
 def _find_head(model: Any, name: str) -> str | None:

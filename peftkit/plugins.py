@@ -162,6 +162,9 @@ def _registered(pm: pluggy.PluginManager, plugin: object) -> list[tuple[str, str
                                   f"(see the {protocol} protocol in peftkit.interfaces)")
             if not isinstance(getattr(obj, key), str) or not getattr(obj, key):
                 raise PluginError(f"{what} whose {key} is {getattr(obj, key)!r}, not a name")
+            bad_head = interfaces.head_problem(obj, protocol)
+            if bad_head:
+                raise PluginError(f"{what} with {bad_head}")
         got.append((table, info_attr, key, objs))
     return got
 

@@ -145,9 +145,10 @@ def _intro(rows: list[Row], avg: dict[str, Any], settings: dict[str, Any]) -> li
              f"metric of the run's saved best checkpoint{' ×100' if pct else ''}, mean ± sample standard deviation (n−1) "
              "over seeds; **bold** = best mean on that task (none when every method ties or only one ran)."]
     if any(r.collapsed for r in rows):
-        lines.append(f"† = in at least one of the cell's seeds the model answers one class for at least "
-                     f"{COLLAPSED_SHARE:.0%} of the dev rows: it collapsed to the class prior, so that number measures the "
-                     "data, not the method, and the cell is never marked best (the Runs section lists every seed's folder).")
+        lines.append(f"† = in at least one of the cell's seeds the model gives one answer (one class, or one choice position "
+                     f"in a multiple-choice task) for at least {COLLAPSED_SHARE:.0%} of the dev rows: it collapsed to the "
+                     "prior, so that number measures the data, not the method, and the cell is never marked best (the Runs "
+                     "section lists every seed's folder).")
     if avg["tasks"]:
         note = f"Average: mean over {', '.join(avg['tasks'])} of each method's mean (unweighted, as the CLUE leaderboard averages)"
         if avg["excluded_tasks"]:
@@ -166,7 +167,8 @@ def _run_lines(rows: list[Row]) -> list[str]:
 def _settings_lines(settings: dict[str, Any]) -> list[str]:
     out = [f"- `{k}`: {_plain(v)}" for k, v in settings["common"].items()]
     out.append("- peak memory: peak RSS of the run's process on CPU, peak CUDA allocation on GPU; train time: wall time "
-               "of the training loop without its dev evaluations and checkpoint saves (those are train.paused_seconds)")
+               "of the training loop without its dev evaluations and checkpoint saves (those are train.paused_seconds); "
+               "samples/s: training rows a second (a multiple-choice row is one sequence per choice)")
     out += [f"- task `{t}`: {d['name']} {json.dumps(d['params'], ensure_ascii=False)} (train samples seen: {d['train_samples_seen']}, "
             f"steps: {d['steps']}, epochs trained: {d.get('epochs_trained')})" for t, d in settings["tasks"].items()]
     out += [f"- method `{m}`: {d['name']} {json.dumps(d['params'], ensure_ascii=False)}, lr {d['lr']}"

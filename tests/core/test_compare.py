@@ -246,3 +246,24 @@ def test_compare_file_errors_say_compare_file(tmp_path):
     with pytest.raises(RecipeError) as info:
         load_compare(path)
     assert str(info.value).startswith(f"invalid compare file {path} (") and "did you mean 'seeds'" in str(info.value)
+
+
+def test_exclude_leaves_cells_out_and_a_stray_pattern_is_an_error(tmp_path, tiny_bert, tiny_data):
+    grid = grid_dict(tiny_bert, tiny_data, tmp_path / "out", exclude=["sent/lora-r8/seed1"])
+    cells = expand(load_compare(write_grid(tmp_path / "g.yaml", grid)))
+    assert [c.name for c in cells] == ["sent/lora-r2/seed0", "sent/lora-r2/seed1", "sent/lora-r8/seed0"]
+    grid["exclude"] = ["sent/lora-r9/*"]
+    with pytest.raises(RecipeError, match=r"exclude: 'sent/lora-r9/\*' matches no cell; cell names look like sent/lora-r2/seed0"):
+        expand(load_compare(write_grid(tmp_path / "g.yaml", grid)))
+
+
+def test_a_method_that_cannot_train_a_task_s_head_points_at_exclude(tmp_path, tiny_bert):
+    grid = {"output_dir": str(tmp_path / "out"), "base": {"model": {"source": f"local:{tiny_bert}"}},
+            "methods": [{"name": "lora"}, {"name": "prefix"}], "tasks": [{"name": "fewclue/chid", "params": {"data_dir": str(tmp_path)}}],
+            "seeds": [0, 1]}
+    with pytest.raises(RecipeError) as info:
+        expand(load_compare(write_grid(tmp_path / "g.yaml", grid)))
+    assert ("method 'prefix' cannot train task 'fewclue/chid', which needs a multiple-choice head. Leave the pair out of the "
+            'grid with `exclude: ["chid/prefix/*"]` [cells chid/prefix/seed0, chid/prefix/seed1]') in str(info.value)
+    grid["exclude"] = ["chid/prefix/*"]
+    assert [c.name for c in expand(load_compare(write_grid(tmp_path / "g.yaml", grid)))] == ["chid/lora/seed0", "chid/lora/seed1"]

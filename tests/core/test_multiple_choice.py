@@ -13,12 +13,16 @@ from peftkit.errors import DataError, PeftkitError, RecipeError
 from peftkit.interfaces import MULTIPLE_CHOICE
 
 
-@pytest.fixture(scope="module")
-def tok(tiny_bert):
+def tok_of(path):
     from peftkit.loading import load_tokenizer
     from peftkit.recipe import ModelConfig
 
-    return load_tokenizer(tiny_bert, ModelConfig(source=f"local:{tiny_bert}"))
+    return load_tokenizer(path, ModelConfig(source=f"local:{path}"))
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_bert):
+    return tok_of(tiny_bert)
 
 
 def test_each_choice_is_paired_with_the_text_and_batches_keep_rows_together(tok):
@@ -37,9 +41,20 @@ def test_each_choice_is_paired_with_the_text_and_batches_keep_rows_together(tok)
     assert eval_batches(enc.lengths, 1) == [[1], [0]]
 
 
-def test_choices_are_scored_alone_when_the_text_is_empty(tok):
-    enc = encode([Example("", label=0, choices=["good movie", "bad movie"])], tok, 32, use_token_types=True, split="dev")
-    assert [tok.decode(x) for x in enc.input_ids] == ["[CLS] good movie [SEP]", "[CLS] bad movie [SEP]"]
+def test_choices_are_scored_alone_where_the_row_has_no_text(tok):
+    rows = [Example("", label=0, choices=["good movie", "bad movie"]), Example("the day", label=1, choices=["sad", "fine"])]
+    enc = encode(rows, tok, 32, use_token_types=True, split="dev")
+    assert [tok.decode(x) for x in enc.input_ids] == ["[CLS] good movie [SEP]", "[CLS] bad movie [SEP]",
+                                                      "[CLS] the day [SEP] sad [SEP]", "[CLS] the day [SEP] fine [SEP]"]
+    assert enc.token_type_ids[0] == [0] * 4 and enc.token_type_ids[3] == [0, 0, 0, 0, 1, 1]
+    alone = encode(rows[:1], tok, 32, use_token_types=True, split="test")  # the same row encodes the same in any split
+    assert alone.input_ids == enc.input_ids[:2]
+
+
+def test_rows_whose_choices_truncation_made_identical_are_counted(tiny_bert):
+    rows = [Example("", label=0, id=i, choices=[f"the movie was very {w}" for w in ("good", "bad")]) for i in range(3)]
+    assert encode(rows, tok_of(tiny_bert), 5, use_token_types=True, split="dev").indistinct == 3
+    assert encode(rows, tok_of(tiny_bert), 8, use_token_types=True, split="dev").indistinct == 0
 
 
 def test_truncation_is_counted_per_row_not_per_choice(tok):
@@ -51,8 +66,9 @@ def test_truncation_is_counted_per_row_not_per_choice(tok):
     (Example("a", label=0, choices=["x", "y"]), "sequence-classification",
      "row 0 has choices, but the task's head is 'sequence-classification'; a multiple-choice task sets head = 'multiple-choice'"),
     (Example("a", label=0), MULTIPLE_CHOICE, "row 0: a multiple-choice row needs Example.choices, a list of 2 strings (one per label), got None"),
-    (Example("a", label=0, choices=["x", "y", "z"]), MULTIPLE_CHOICE, "a list of 2 strings (one per label), got 3 list"),
-    (Example("a", label=0, choices=["x", 3]), MULTIPLE_CHOICE, "a list of 2 strings (one per label), got 2 list"),
+    (Example("a", label=0, choices=["x", "y", "z"]), MULTIPLE_CHOICE, "a list of 2 strings (one per label), got 3 choices"),
+    (Example("a", label=0, choices=["x", 3]), MULTIPLE_CHOICE, "a list of 2 strings (one per label); choice 1 is int 3"),
+    (Example("a", "why?", label=0, choices=["x", "y"]), MULTIPLE_CHOICE, "row 0: a multiple-choice row has no text_pair"),
 ])
 def test_rows_must_match_the_task_head(row, head, error):
     with pytest.raises(DataError) as info:
@@ -82,7 +98,7 @@ def test_a_decoder_has_no_multiple_choice_head_and_the_error_says_what_to_use(ti
         load_model(tiny_llama, cfg, ["0", "1"], load_tokenizer(tiny_llama, cfg), head=MULTIPLE_CHOICE)
     text = str(info.value)
     assert text.startswith("model.source: cannot load a multiple-choice model from") and "LlamaConfig" in text
-    assert "choose an encoder model.source for this task" in text and "\n" not in text
+    assert "among them bert, roberta, xlm-roberta" in text and "choose such a model.source for this task" in text and "\n" not in text
 
 
 def test_multiple_choice_logits_are_one_score_per_choice(tiny_bert, tok):

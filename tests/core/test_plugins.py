@@ -196,6 +196,22 @@ def _misspelt(state):
     pass
 
 
+def _with(obj, **attrs):
+    for k, v in attrs.items():
+        setattr(obj, k, v)
+    return obj
+
+
+def _lora():
+    import copy
+
+    from peftkit.plugins import get_registry
+
+    m = copy.copy(get_registry().methods["lora"])
+    m.name = "lora-copy"
+    return m
+
+
 @pytest.mark.parametrize("hooks, error", [
     ({"peftkit_on_stepend": _misspelt},
      "implements unknown hook 'peftkit_on_stepend' (did you mean 'peftkit_on_step_end'?)"),
@@ -207,6 +223,12 @@ def _misspelt(state):
     ({"peftkit_register_tasks": lambda: [_Task]}, "returned _Task, a class: register an instance (_Task())"),
     ({"peftkit_register_tasks": lambda: [_Task(metric=1)]}, "returned _Task without metric, which a Task must have"),
     ({"peftkit_register_tasks": lambda: 1 / 0}, "ZeroDivisionError: division by zero (test_plugins.py:"),
+    ({"peftkit_register_tasks": lambda: [_with(_Task(), head="multiple_choice")]},
+     "returned _Task with head 'multiple_choice', which is not one of sequence-classification, multiple-choice"),
+    ({"peftkit_register_methods": lambda: [_with(_lora(), task_heads="sequence-classification")]},
+     "with task_heads 'sequence-classification', not a set of task heads"),
+    ({"peftkit_register_methods": lambda: [_with(_lora(), task_heads={"sequence_classification"})]},
+     "with task_heads naming 'sequence_classification', not one of sequence-classification, multiple-choice"),
 ])
 def test_a_plugin_that_cannot_be_used_is_left_out_with_its_reason(hooks, error):
     reg = build_registry(extra_plugins={"bad": _plugin(**hooks), "good": _plugin(peftkit_register_tasks=lambda: [_Task()])})
