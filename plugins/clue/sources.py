@@ -66,6 +66,14 @@ def local_rows(path: Path) -> Rows:
         yield str(path), line, row
 
 
+def count_rows(path: Path) -> int | None:
+    """Non-blank lines of a JSON-lines file (its rows), or None when it is not there."""
+    if not path.is_file():
+        return None
+    with path.open("rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
 def check_label_file(spec: TaskSpec, folder: Path) -> None:
     """When the folder ships a label list (tnews labels.json, csldcp labels_all.txt ...), it must match ours."""
     if spec.label_file is None or not (folder / spec.label_file).is_file():

@@ -59,6 +59,8 @@ class TaskSpec:
         hub_id: hub column used as the submission id (HF drops the files' ``id`` except csl's ``corpus_id``).
         hub_prediction_file: submission name when rows come from the hub, if its test set differs.
         label_field: the row field holding the gold label (ChID: ``answer``, a candidate position).
+        older_tests: ``(test rows, submission name)`` of an earlier release whose test set differs: a local
+            folder whose test file has that many rows gets that name (CLUEWSC2020 1.0: 2,574 rows).
     """
 
     name: str
@@ -76,6 +78,7 @@ class TaskSpec:
     hub_id: str = "idx"
     hub_prediction_file: str | None = None
     label_field: str = "label"
+    older_tests: tuple[tuple[int, str], ...] = ()
 
     @property
     def head(self) -> str:
@@ -114,7 +117,8 @@ SPECS: tuple[TaskSpec, ...] = (
           train_files=("train.json", "train.50k.json")),
     _clue("cluewsc2020", WSC, "wsc", (), "cluewsc11_predict.json",
           "CLUEWSC2020: does the marked pronoun refer to the marked noun? (true/false; accuracy)",
-          hub_prediction_file="cluewsc10_predict.json"),  # the hub serves the 2,574-row CLUE 1.0 test set
+          hub_prediction_file="cluewsc10_predict.json",  # the hub serves the 2,574-row CLUE 1.0 test set
+          older_tests=((2574, "cluewsc10_predict.json"),)),  # CLUE 1.1's test.json has 290 rows
     _clue("csl", BINARY, "csl", (), "csl_predict.json",
           "CSL: are all keywords real keywords of the abstract? (binary; accuracy)", hub_id="corpus_id"),
     _few("tnews", TNEWS, "single", ("sentence",), "tnewsf_predict.json",

@@ -92,9 +92,15 @@ class ClueTask:
 
     def prediction_file(self, params: sources.Params) -> str:
         """The benchmark's submission file name, e.g. ``afqmc_predict.json``; FewCLUE adds the training run, as its
-        multi-run submission examples do: ``eprstmt_predict_0.json`` (train_0) … ``eprstmt_predict_all.json``."""
-        if self.spec.hub_prediction_file and sources.resolve_folder(self.spec, params) is None:
+        multi-run submission examples do: ``eprstmt_predict_0.json`` (train_0) … ``eprstmt_predict_all.json``.
+        CLUEWSC2020 is named by the test set it predicts: ``cluewsc11_predict.json`` for CLUE 1.1's 290 rows,
+        ``cluewsc10_predict.json`` for 1.0's 2,574 (a 1.0 folder, or the hub)."""
+        folder = sources.resolve_folder(self.spec, params)
+        if self.spec.hub_prediction_file and folder is None:
             return self.spec.hub_prediction_file
+        if folder is not None and self.spec.older_tests:  # a folder of an earlier release (CLUEWSC2020 1.0)
+            rows = sources.count_rows(folder / "test.json")
+            return dict(self.spec.older_tests).get(rows, self.spec.prediction_file)
         if self.spec.few:  # FewCLUE names a submission by the training file's run: tnewsf_predict_0.json ... _all.json
             return self.spec.prediction_file.replace(".json", f"_{params.run_suffix}.json")
         return self.spec.prediction_file

@@ -239,6 +239,12 @@ def test_prediction_file_names(reg, tmp_path, monkeypatch):
     assert few.prediction_file(few.params_model(data_dir=str(tmp_path), train_split="train_3")) == "cluewscf_predict_3.json"
     hub = reg.tasks["clue/cluewsc2020"]
     assert hub.prediction_file(hub.params_model()) == "cluewsc10_predict.json"  # the hub's 2,574-row 1.0 test set
+    wsc = reg.tasks["clue/cluewsc2020"]  # a local folder is named by the test set it holds
+    row = {"id": 0, "text": "x", "target": {"span1_text": "x", "span1_index": 0, "span2_text": "x", "span2_index": 0}}
+    write(tmp_path / "wsc10", "test.json", [row] * 2574)
+    assert wsc.prediction_file(wsc.params_model(data_dir=str(tmp_path / "wsc10"))) == "cluewsc10_predict.json"
+    write(tmp_path / "wsc11", "test.json", [row] * 290)
+    assert wsc.prediction_file(wsc.params_model(data_dir=str(tmp_path / "wsc11"))) == "cluewsc11_predict.json"
 
 
 def test_hub_offline_error_names_the_setting_and_the_local_alternative(reg, monkeypatch):
