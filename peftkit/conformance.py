@@ -102,9 +102,11 @@ def _bench(kind: str) -> _Bench:
     cfg = ModelConfig(source=f"local:{path}")
     tok = load_tokenizer(path, cfg)
     rows = sentiment_rows(16, seed=0)
-    if kind == "bert-multiple-choice":  # which of two words ("bad", "good") has the row's sentiment
-        examples = [Example(text=r["text"], label=i % 2, id=r["id"], choices=["bad", "good"] if i % 2 == (r["label"] == "pos")
-                            else ["good", "bad"]) for i, r in enumerate(rows)]
+    if kind == "bert-multiple-choice":  # which of two words ("good", "bad") has the row's sentiment; the right one
+        examples = []                      # comes first in even rows and second in odd rows
+        for i, r in enumerate(rows):
+            right, wrong = ("good", "bad") if r["label"] == "pos" else ("bad", "good")
+            examples.append(Example(text=r["text"], label=i % 2, id=r["id"], choices=[right, wrong] if i % 2 == 0 else [wrong, right]))
     else:
         examples = [Example(text=r["text"], label=LABELS.index(r["label"]), id=r["id"]) for r in rows]
     enc = encode(examples, tok, 32, use_token_types=kind.startswith("bert"), split="train")
