@@ -267,3 +267,13 @@ def test_a_method_that_cannot_train_a_task_s_head_points_at_exclude(tmp_path, ti
             'grid with `exclude: ["chid/prefix/*"]` [cells chid/prefix/seed0, chid/prefix/seed1]') in str(info.value)
     grid["exclude"] = ["chid/prefix/*"]
     assert [c.name for c in expand(load_compare(write_grid(tmp_path / "g.yaml", grid)))] == ["chid/lora/seed0", "chid/lora/seed1"]
+
+
+def test_the_shipped_fewclue_grid_covers_every_fewclue_task_but_prefix_on_chid():
+    from pathlib import Path
+
+    grid = load_compare(Path(__file__).resolve().parents[2] / "recipes" / "compare" / "fewclue-methods.yaml")
+    cells = expand(grid)
+    assert {c.task for c in cells} == {"eprstmt", "bustm", "ocnli", "csl", "cluewsc", "tnews", "iflytek", "csldcp", "chid"}
+    assert len(cells) == 9 * 7 * 3 - 3 and not [c for c in cells if c.name.startswith("chid/prefix/")]
+    assert {c.recipe.train.batch_size for c in cells if c.task == "chid"} == {8}
