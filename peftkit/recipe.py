@@ -498,6 +498,11 @@ def _check_task_head(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
     if not (isinstance(method.get("name"), str) and isinstance(task.get("name"), str)):
         return []  # a name that is not a string (a list, a mapping) is already reported by the schema
     m, t = reg.methods.get(method["name"]), reg.tasks.get(task["name"])
+    if t is not None and task_head(t) == "multiple-choice":
+        decoder = _local_decoder(data.get("model"))
+        if decoder:
+            return [(("model", "source"), f"task {t.name!r} needs a multiple-choice head, which transformers has for "
+                     f"encoders (bert, xlm-roberta, ...) but not for {decoder} models like this one; use an encoder")]
     if m is None or t is None or task_head(t) in method_heads(m):
         return []
     head = task_head(t)
@@ -505,6 +510,25 @@ def _check_task_head(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
     why = getattr(m, "task_heads_note", "") or f"it lists only {', '.join(sorted(method_heads(m)))} in task_heads"
     return [(("method", "name"), f"method {m.name!r} cannot train task {t.name!r}, which needs a {head} head: {why}. "
              f"Use one of: {', '.join(ok)}")]
+
+
+def _local_decoder(model: Any) -> str | None:
+    """The model_type of a ``local:`` model folder when it is a decoder family (read from config.json, nothing imported)."""
+    import json
+
+    from peftkit.architectures import DECODER, FAMILIES
+
+    if not isinstance(model, dict) or not isinstance(model.get("source"), str):
+        return None
+    scheme, rest = split_source(model["source"])
+    config = Path(rest).expanduser() / "config.json"
+    if scheme != "local" or not config.is_file():
+        return None
+    try:
+        kind = json.loads(config.read_text(encoding="utf-8")).get("model_type")
+    except (OSError, ValueError):
+        return None
+    return kind if FAMILIES.get(kind) is DECODER else None
 
 
 def _owner(reg: Any, section: str, name: str) -> str | None:

