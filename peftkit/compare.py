@@ -266,19 +266,21 @@ def expand(grid: Grid, *, registry: Any = None) -> list[Cell]:
     reg = registry or get_registry()
     cells: list[Cell] = []
     problems: dict[str, list[str]] = {}
-    unused = [p for p in grid.spec.exclude if not any(fnmatch(n, p) for n in _names(grid))]
+    names = [f"{t.key}/{m.key}/seed{s}" for t in grid.spec.tasks for m in grid.spec.methods for s in grid.spec.seeds]
+    unused = [p for p in grid.spec.exclude if not any(fnmatch(n, p) for n in names)]
     if unused:
-        raise RecipeError([f"exclude: {p!r} matches no cell; cell names look like {_names(grid)[0]}" for p in unused],
+        raise RecipeError([f"exclude: {p!r} matches no cell; cell names look like {names[0]}" for p in unused],
                           grid.source, what="compare file")
     for task in grid.spec.tasks:
         for method in grid.spec.methods:
+            mismatch = _head_mismatch(reg, task.name, method.name)
             for seed in grid.spec.seeds:
                 name = f"{task.key}/{method.key}/seed{seed}"
                 if any(fnmatch(name, p) for p in grid.spec.exclude):
                     continue
-                if _head_mismatch(reg, task.name, method.name):
-                    problems.setdefault(_head_mismatch(reg, task.name, method.name) + f" Leave the pair out of the grid "
-                                        f"with `exclude: [\"{task.key}/{method.key}/*\"]`", []).append(name)
+                if mismatch:
+                    problems.setdefault(f"{mismatch}. Leave the pair out of the grid with "
+                                        f"`exclude: [\"{task.key}/{method.key}/*\"]`", []).append(name)
                     continue
                 origin: Origin = {}
                 try:
@@ -295,18 +297,12 @@ def expand(grid: Grid, *, registry: Any = None) -> list[Cell]:
     return cells
 
 
-def _names(grid: Grid) -> list[str]:
-    return [f"{t.key}/{m.key}/seed{s}" for t in grid.spec.tasks for m in grid.spec.methods for s in grid.spec.seeds]
-
-
 def _head_mismatch(reg: Any, task: str, method: str) -> str | None:
-    """Why ``method`` cannot train ``task``'s head (prefix tuning and a multiple-choice task), or None."""
-    from peftkit.interfaces import method_heads, task_head
+    """:func:`peftkit.interfaces.head_mismatch` for registered names (None when either is unknown: validation says so)."""
+    from peftkit.interfaces import head_mismatch
 
     t, m = reg.tasks.get(task), reg.methods.get(method)
-    if t is None or m is None or task_head(t) in method_heads(m):
-        return None
-    return f"method {method!r} cannot train task {task!r}, which needs a {task_head(t)} head."
+    return head_mismatch(t, m) if t is not None and m is not None else None
 
 
 def _cells_note(names: list[str]) -> str:

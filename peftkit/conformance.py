@@ -376,7 +376,7 @@ def check_task(task: Any, params: dict | Any | None = None) -> dict[str, int]:
     import numpy as np
 
     from peftkit.components import checked_examples
-    from peftkit.interfaces import HEADS, task_head
+    from peftkit.interfaces import head_problem, task_head
 
     if isinstance(task, str):
         from peftkit.plugins import get_registry
@@ -387,8 +387,9 @@ def check_task(task: Any, params: dict | Any | None = None) -> dict[str, int]:
     def fail(msg: str) -> ConformanceError:
         return ConformanceError(f"task {name!r}: {msg}")
 
-    if task_head(task) not in HEADS:
-        raise fail(f"head must be one of {', '.join(HEADS)}, got {task_head(task)!r}")
+    bad_head = head_problem(task, "Task")  # the rule registration applies, for a task not registered yet
+    if bad_head:
+        raise fail(f"has {bad_head}")
     p = params if params is not None and not isinstance(params, dict) else task.params_model(**(params or {}))
     labels = list(task.label_names(p))
     if not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) for x in labels):

@@ -63,11 +63,9 @@ def encode(examples: list[Example], tokenizer: Any, max_length: int, *, use_toke
     truncated = int(cut.reshape(len(examples), choices).any(axis=1).sum() if choices else cut.sum())  # examples, not sequences
     labels = np.array([-1 if e.label is None else e.label for e in examples], dtype=np.int64)
     types = enc.get("token_type_ids") if use_token_types else None
-    out = Encoded(enc["input_ids"], labels, examples, truncated, types, choices)
-    if choices:
-        out.indistinct = int(sum(len({tuple(x) for x in out.input_ids[i * choices:(i + 1) * choices]}) == 1
-                                 for i in range(len(examples))))
-    return out
+    ids = enc["input_ids"]
+    indistinct = sum(len({tuple(x) for x in ids[i * choices:(i + 1) * choices]}) == 1 for i in range(len(examples))) if choices else 0
+    return Encoded(ids, labels, examples, truncated, types, choices, indistinct)
 
 
 def _sequences(examples: list[Example]) -> tuple[list[str], list[str | None], int]:

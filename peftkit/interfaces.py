@@ -55,6 +55,15 @@ def method_heads(method: Any) -> frozenset[str]:
     return frozenset(getattr(method, "task_heads", HEADS))
 
 
+def head_mismatch(task: Any, method: Any) -> str | None:
+    """``method X cannot train task Y, which needs a H head`` when the method's task_heads leave out the task's
+    head (prefix tuning and a multiple-choice task), else None."""
+    head = task_head(task)
+    if head in method_heads(method):
+        return None
+    return f"method {method.name!r} cannot train task {task.name!r}, which needs a {head} head"
+
+
 def head_problem(obj: Any, protocol: str) -> str | None:
     """What is wrong with a Task's ``head`` or a Method's ``task_heads`` (checked when the plugin registers), or None."""
     if protocol == "Task" and task_head(obj) not in HEADS:

@@ -490,7 +490,7 @@ def _check_quantization(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str
 
 def _check_task_head(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
     """A multiple-choice task needs a method that works with that head (prefix tuning does not)."""
-    from peftkit.interfaces import method_heads, task_head
+    from peftkit.interfaces import MULTIPLE_CHOICE, head_mismatch, method_heads, task_head
 
     method, task = data.get("method"), data.get("task")
     if not (isinstance(method, dict) and isinstance(task, dict)):
@@ -498,18 +498,17 @@ def _check_task_head(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
     if not (isinstance(method.get("name"), str) and isinstance(task.get("name"), str)):
         return []  # a name that is not a string (a list, a mapping) is already reported by the schema
     m, t = reg.methods.get(method["name"]), reg.tasks.get(task["name"])
-    if t is not None and task_head(t) == "multiple-choice":
+    if t is not None and task_head(t) == MULTIPLE_CHOICE:
         decoder = _local_decoder(data.get("model"))
         if decoder:
             return [(("model", "source"), f"task {t.name!r} needs a multiple-choice head, which transformers has for "
                      f"encoders (bert, xlm-roberta, ...) but not for {decoder} models like this one; use an encoder")]
-    if m is None or t is None or task_head(t) in method_heads(m):
+    mismatch = head_mismatch(t, m) if m is not None and t is not None else None
+    if mismatch is None:
         return []
-    head = task_head(t)
-    ok = sorted(n for n, x in reg.methods.items() if head in method_heads(x))
+    ok = sorted(n for n, x in reg.methods.items() if head_mismatch(t, x) is None)
     why = getattr(m, "task_heads_note", "") or f"it lists only {', '.join(sorted(method_heads(m)))} in task_heads"
-    return [(("method", "name"), f"method {m.name!r} cannot train task {t.name!r}, which needs a {head} head: {why}. "
-             f"Use one of: {', '.join(ok)}")]
+    return [(("method", "name"), f"{mismatch}: {why}. Use one of: {', '.join(ok)}")]
 
 
 def _local_decoder(model: Any) -> str | None:

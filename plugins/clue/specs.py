@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from peftkit.interfaces import MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION
+
 Kind = Literal["single", "pair", "wsc", "csl", "chid"]
 
 BINARY = ("0", "1")
@@ -83,7 +85,7 @@ class TaskSpec:
     @property
     def head(self) -> str:
         """The model head: ``multiple-choice`` for ChID, ``sequence-classification`` for the rest."""
-        return "multiple-choice" if self.kind == "chid" else "sequence-classification"
+        return MULTIPLE_CHOICE if self.kind == "chid" else SEQUENCE_CLASSIFICATION
 
 
 _NO_GOLD = frozenset({"-"})

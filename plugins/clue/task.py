@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from peftkit.errors import DataError
-from peftkit.interfaces import Example
+from peftkit.interfaces import MULTIPLE_CHOICE, Example
 from peftkit.metrics import classification_metrics
 from peftkit_plugins.clue import sources
 from peftkit_plugins.clue.config import ClueParams, FewClueParams
@@ -88,7 +88,7 @@ class ClueTask:
         """Accuracy (the CLUE metric) plus macro/micro/weighted F1 over the task's labels; ChID only accuracy (its
         labels are candidate positions, which have no class to average an F1 over)."""
         metrics = classification_metrics(predictions, references, num_labels=len(self.spec.labels))
-        return {"accuracy": metrics["accuracy"]} if self.spec.head == "multiple-choice" else metrics
+        return {"accuracy": metrics["accuracy"]} if self.spec.head == MULTIPLE_CHOICE else metrics
 
     def prediction_file(self, params: sources.Params) -> str:
         """The benchmark's submission file name, e.g. ``afqmc_predict.json``; FewCLUE adds the training run, as its
@@ -112,6 +112,6 @@ class ClueTask:
         Labels are written as the strings the benchmark's submission examples use ("102" for TNEWS,
         "true" for WSC, "Positive" for EPRSTMT), also for FewCLUE TNEWS/IFLYTEK whose files store ints.
         """
-        if self.spec.head == "multiple-choice":  # FewCLUE chidf_predict: {"id": 3000, "answer": 0}
+        if self.spec.head == MULTIPLE_CHOICE:  # FewCLUE chidf_predict: {"id": 3000, "answer": 0}
             return {"id": example.id, "answer": label_id}
         return {"id": example.id, "label": self.spec.labels[label_id]}
