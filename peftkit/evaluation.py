@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from peftkit.data import Encoded, collate, eval_batches
+from peftkit.prepack import packed_linears
 
 
 HALF_PRECISION_EVAL_BATCH = 4
@@ -56,14 +57,15 @@ def predict_logits(model: Any, data: Encoded, batch_size: int, pad_id: int, devi
                    precision: str = "no") -> tuple[np.ndarray, float | None]:
     """Logits for every example in ``data`` order, and the mean loss when all rows are labelled.
 
-    ``precision`` (``no``, ``bf16``, ``fp16``) runs the forward under autocast, as in training."""
+    ``precision`` (``no``, ``bf16``, ``fp16``) runs the forward under autocast, as in training. In float32 on
+    CPU the linear layers run with oneDNN-prepacked weights (``peftkit.prepack``)."""
     import torch
 
     was_training = model.training
     model.eval()
     out: np.ndarray | None = None
     loss_sum, n_loss = 0.0, 0
-    with torch.inference_mode(), autocast(device, precision):
+    with torch.inference_mode(), autocast(device, precision), packed_linears(model, device, precision):
         for idx in eval_batches(data.lengths, batch_size):
             batch = {k: v.to(device) for k, v in collate(data, idx, pad_id).items()}
             labels = batch.pop("labels", None)
@@ -83,7 +85,12 @@ def evaluate(model: Any, data: Encoded, task: Any, batch_size: int, pad_id: int,
     """The task's metrics (plus ``eval_loss``) on a labelled split, and the predicted label ids."""
     logits, loss = predict_logits(model, data, batch_size, pad_id, device, precision)
     preds = logits.argmax(-1)
-    metrics = dict(task.compute_metrics(preds, data.labels))
+    return scores(task, preds, data.labels, loss), preds
+
+
+def scores(task: Any, preds: np.ndarray, labels: np.ndarray, loss: float | None) -> dict[str, float]:
+    """The task's metrics of ``preds`` against ``labels``, plus ``eval_loss`` when there is one."""
+    metrics = dict(task.compute_metrics(preds, labels))
     if loss is not None:
         metrics["eval_loss"] = loss
-    return metrics, preds
+    return metrics
