@@ -84,7 +84,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     summary = run(recipe, overwrite=args.overwrite, resume=args.resume)
     final = summary.get("final") or {}
-    print(json.dumps({"output_dir": recipe.output_dir, "final": final, "params": summary.get("params")}, indent=2))
+    shown = {"output_dir": recipe.output_dir, "final": final, **({"test": summary["test"]} if "test" in summary else {}),
+             "params": summary.get("params")}
+    print(json.dumps(shown, indent=2))
     return 0
 
 
@@ -171,7 +173,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     setup_logging(None)
     if args.out is None and len(args.run_dirs) > 1:
         raise PeftkitError("several run dirs given: say where the report goes with --out DIR")
-    out = write_report(args.run_dirs, args.out or Path(args.run_dirs[0]) / "report", title=args.title, metric=args.metric)
+    out = write_report(args.run_dirs, args.out or Path(args.run_dirs[0]) / "report", title=args.title, metric=args.metric,
+                       split=args.split)
     print(f"report: {out / 'report.md'} (also .html, .csv, .json)")
     return 0
 
@@ -181,6 +184,9 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", help="report folder (default: RUN_DIR/report when one RUN_DIR is given)")
     p.add_argument("--title", default="peftkit comparison", help="report title")
     p.add_argument("--metric", help="metric to compare (default: each task's main metric)")
+    p.add_argument("--split", choices=["dev", "test"], default="dev",
+                   help="what to compare: dev (default; each run's best checkpoint on dev) or test (that checkpoint on a "
+                        "labelled test split: runs with eval.predict on FewCLUE test_public or an own test file with labels)")
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None] | None]] = {

@@ -12,7 +12,7 @@ import numpy as np
 from peftkit import outputs
 from peftkit.components import Setup, build_model, load_split, prepare
 from peftkit.errors import PeftkitError
-from peftkit.evaluation import eval_batch_size, evaluate, mixed_precision, predict_logits
+from peftkit.evaluation import eval_batch_size, evaluate, mixed_precision, predict_logits, scores
 from peftkit.interfaces import MULTIPLE_CHOICE, task_head
 from peftkit.report import COLLAPSED_SHARE
 
@@ -51,7 +51,10 @@ def final_evaluation(s: Setup, state: Any, device: Any) -> dict[str, Any]:
         if state.best is not None and abs(metrics[key] - state.best[key]) > tol:
             log.warning("reloaded model gives %s=%.6f but %.6f was measured in training", key, metrics[key], state.best[key])
     if s.recipe.eval.predict:
-        out["predictions"] = str(write_test_predictions(s, model, state.output_dir, device))
+        path, test = write_test_predictions(s, model, state.output_dir, device)
+        out["predictions"] = str(path)
+        if test is not None:
+            out["test"] = test
     return out
 
 
@@ -65,19 +68,31 @@ def _merged_for_inference(s: Setup, model: Any) -> tuple[Any, bool]:
     return model, True
 
 
-def write_test_predictions(s: Setup, model: Any, out_dir: Path, device: Any) -> Path:
-    """Predict the task's test split and write its submission file (e.g. ``afqmc_predict.json``)."""
+def write_test_predictions(s: Setup, model: Any, out_dir: Path, device: Any) -> tuple[Path, dict[str, float] | None]:
+    """Predict the task's test split and write its submission file (e.g. ``afqmc_predict.json``).
+
+    Returns the file and, when every test row has a label (a held-out labelled test set, such as FewCLUE's
+    ``test_public`` or an own-data test file with labels), the task's metrics on it; else ``None``."""
     if "test" not in s.task.splits:
         raise PeftkitError(f"task {s.task.name!r} has no test split to predict")
     data = s.data.get("test") or load_split(s, "test")
     bs = eval_batch_size(s.recipe)
-    logits, _ = predict_logits(model, data, bs, s.pad_id, device, mixed_precision(s.recipe))
+    logits, loss = predict_logits(model, data, bs, s.pad_id, device, mixed_precision(s.recipe))
     preds = logits.argmax(-1)
     rows = [s.task.format_prediction(ex, int(p), s.tparams) for ex, p in zip(data.examples, preds)]
     path = out_dir / s.task.prediction_file(s.tparams)
     outputs.write_predictions(path, rows)
     log.info("wrote %d predictions to %s", len(rows), path)
-    return path
+    labelled = int((data.labels >= 0).sum())
+    if not labelled or not len(data):
+        return path, None
+    if labelled < len(data):
+        log.warning("test split: %d of %d rows have a label; test metrics need every row labelled, so none are "
+                    "reported", labelled, len(data))
+        return path, None
+    metrics = scores(s.task, preds, data.labels, loss)
+    log.info("test (%d labelled rows): %s", len(data), ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return path, metrics
 
 
 # what `peftkit predict` may change about a finished run: where the data is and how inference runs, never
@@ -133,6 +148,6 @@ def predict_run(run_dir: str | Path, *, registry: Any = None, overrides: list[st
     mp = mixed_precision(s.recipe)
     log.info("predicting %s test split on %s (%s, %s)", s.task.name, device, "method merged into the base" if merged
              else "unmerged", "float32" if mp == "no" else f"{mp} autocast")
-    path = write_test_predictions(s, model, Path(run_dir), device)
+    path, _ = write_test_predictions(s, model, Path(run_dir), device)
     log.info("done in %.1f s", time.perf_counter() - t0)
     return path

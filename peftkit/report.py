@@ -27,7 +27,10 @@ from peftkit.recipe import flatten
 COLLAPSED_SHARE = 0.99
 
 log = logging.getLogger("peftkit")
-SKIP_DIRS = ("_stale", "report")  # moved-aside runs and report folders are not runs of the grid
+SKIP_DIRS = ("_stale", "report")
+# the split a report compares → the metrics.json section holding it: the dev metrics of the saved (best) model, or
+# that model's metrics on a labelled test split (eval.predict on FewCLUE test_public, or an own test file with labels)
+SPLITS = {"dev": "final", "test": "test"}  # moved-aside runs and report folders are not runs of the grid
 
 
 @dataclass
@@ -40,6 +43,12 @@ class RunRecord:
     seed: int
     recipe: dict[str, Any]
     metrics: dict[str, Any]
+    section: str = "final"  # the metrics.json section compared: "final" (dev) or "test"
+
+    @property
+    def scores(self) -> dict[str, Any]:
+        """The run's metrics on the split the report compares."""
+        return self.metrics.get(self.section) or {}
 
 
 @dataclass
@@ -91,7 +100,7 @@ def find_run_dirs(paths: list[str | Path]) -> list[Path]:
     return list(dict.fromkeys(found))
 
 
-def _read_run(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
+def _read_run(path: Path, section: str = "final") -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
     try:
         metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
         recipe = yaml.safe_load((path / "recipe.yaml").read_text(encoding="utf-8"))
@@ -101,6 +110,9 @@ def _read_run(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any
     if not isinstance(metrics, dict) or not isinstance(metrics.get("final"), dict) or not isinstance(recipe, dict):
         log.warning("%s: skipped, no final metrics (an unfinished run?)", path)
         return None
+    if not isinstance(metrics.get(section), dict):
+        log.warning("%s: skipped, no test metrics (they come from eval.predict: true on a test split with labels)", path)
+        return None
     try:
         cell = json.loads((path / "cell.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -108,20 +120,25 @@ def _read_run(path: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any
     return recipe, metrics, cell if isinstance(cell, dict) else {}
 
 
-def load_runs(paths: list[str | Path]) -> list[RunRecord]:
-    """Every finished run under ``paths``, labelled by its compare cell (or by method/task name)."""
+def load_runs(paths: list[str | Path], split: str = "dev") -> list[RunRecord]:
+    """Every finished run under ``paths``, labelled by its compare cell (or by method/task name); with
+    ``split="test"`` only the runs that scored a labelled test split, compared on it."""
+    if split not in SPLITS:
+        raise PeftkitError(f"split {split!r}: choose one of {', '.join(SPLITS)}")
+    section = SPLITS[split]
     runs = []
     for d in find_run_dirs(paths):
-        got = _read_run(d)
+        got = _read_run(d, section)
         if got is None:
             continue
         recipe, metrics, cell = got
         task = cell.get("task") or str(recipe["task"]["name"]).rsplit("/", 1)[-1]
         seed = int(cell.get("seed", recipe.get("train", {}).get("seed", 0)))
-        runs.append(RunRecord(d, task, cell.get("method") or recipe["method"]["name"], seed, recipe, metrics))
+        runs.append(RunRecord(d, task, cell.get("method") or recipe["method"]["name"], seed, recipe, metrics, section))
     _label_methods(runs)
     if not runs:
-        raise PeftkitError(f"no finished runs (metrics.json with final metrics) under {', '.join(map(str, paths))}")
+        what = "final" if split == "dev" else "test (eval.predict: true on a test split with labels)"
+        raise PeftkitError(f"no finished runs (metrics.json with {what} metrics) under {', '.join(map(str, paths))}")
     _check_duplicates(runs)
     return runs
 
@@ -205,9 +222,9 @@ def task_metric(run: RunRecord, metric: str | None) -> str:
         from peftkit.plugins import get_registry
 
         task = get_registry().tasks.get(run.recipe["task"]["name"])
-        chosen = getattr(task, "metric", None) or ("accuracy" if "accuracy" in run.metrics["final"] else next(iter(run.metrics["final"])))
-    if chosen not in run.metrics["final"]:
-        raise PeftkitError(f"{run.path}: metric {chosen!r} is not in its final metrics ({', '.join(run.metrics['final'])}); "
+        chosen = getattr(task, "metric", None) or ("accuracy" if "accuracy" in run.scores else next(iter(run.scores)))
+    if chosen not in run.scores:
+        raise PeftkitError(f"{run.path}: metric {chosen!r} is not in its {run.section} metrics ({', '.join(run.scores)}); "
                            "choose another with --metric")
     return chosen
 
@@ -249,7 +266,7 @@ def _row(task: str, method: str, group: list[RunRecord], metric: str | None) -> 
 
     collapsed = any(float((r.metrics.get("eval") or {}).get("top_class_share", 0.0)) >= COLLAPSED_SHARE for r in group)
     return Row(task, method, group[0].recipe["method"]["name"], m, [r.seed for r in group],
-               [float(r.metrics["final"][m]) for r in group], int(first["params"]["trainable"]), int(first["params"]["total"]),
+               [float(r.scores[m]) for r in group], int(first["params"]["trainable"]), int(first["params"]["total"]),
                float(first["params"]["percent"]), mean_of("memory", "peak_bytes"), mean_of("train", "seconds"),
                mean_of("train", "samples_per_second"), first.get("lr"), [str(r.path) for r in group], collapsed=collapsed)
 
@@ -308,17 +325,19 @@ def report_json(rows: list[Row], avg: dict[str, Any], title: str, settings: dict
 
 
 def write_report(paths: list[str | Path], out_dir: str | Path, *, title: str = "peftkit comparison",
-                 metric: str | None = None) -> Path:
-    """Build the report of the runs under ``paths`` into ``out_dir``; returns ``out_dir``."""
+                 metric: str | None = None, split: str = "dev") -> Path:
+    """Build the report of the runs under ``paths`` into ``out_dir``; returns ``out_dir``. ``split`` is what the
+    tables compare: ``dev`` (each run's saved best checkpoint on dev) or ``test`` (that checkpoint on a labelled
+    test split, for runs that scored one)."""
     from peftkit import report_plots
     from peftkit.report_pages import html_page, markdown, settings_of
 
-    runs = load_runs(paths)
+    runs = load_runs(paths, split)
     rows = summarize(runs, metric)
     avg = clue_average(rows)
-    settings = settings_of(runs)
+    settings = {**settings_of(runs), "split": split}
     out = Path(out_dir)
-    plots = report_plots.draw_all(runs, rows, avg, out / "plots")
+    plots = report_plots.draw_all(runs, rows, avg, out / "plots", split)
     outputs.atomic_write(out / "report.md", markdown(rows, avg, title, settings, plots, out))
     outputs.atomic_write(out / "report.csv", csv_text(rows))
     outputs.write_json(out / "report.json", report_json(rows, avg, title, settings))

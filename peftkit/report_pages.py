@@ -136,13 +136,20 @@ def detail_table(rows: list[Row]) -> Table:
     return header, body
 
 
+def _what_is_scored(settings: dict[str, Any]) -> str:
+    if settings.get("split") == "test":
+        return ("the held-out test-set metric of the checkpoint the run's dev evaluations picked (its labelled test "
+                "split, scored once after training)")
+    return "the dev-set metric of the run's saved best checkpoint"
+
+
 def _intro(rows: list[Row], avg: dict[str, Any], settings: dict[str, Any]) -> list[str]:
     pct = is_fraction(rows)
     n_runs = sum(len(r.values) for r in rows)
     tasks = list(dict.fromkeys(r.task for r in rows))
     lines = [f"{n_runs} runs: {len(tasks)} task(s) × {len({r.method for r in rows})} method(s) × seeds "
-             f"{', '.join(map(str, settings['seeds']))}, on {', '.join(settings['devices'])}. Each number is the dev-set "
-             f"metric of the run's saved best checkpoint{' ×100' if pct else ''}, mean ± sample standard deviation (n−1) "
+             f"{', '.join(map(str, settings['seeds']))}, on {', '.join(settings['devices'])}. Each number is "
+             f"{_what_is_scored(settings)}{' ×100' if pct else ''}, mean ± sample standard deviation (n−1) "
              "over seeds; **bold** = best mean on that task (none when every method ties or only one ran)."]
     if any(r.collapsed for r in rows):
         lines.append(f"† = in at least one of the cell's seeds the model gives one answer (one class, or one choice position "

@@ -65,8 +65,8 @@ def _task_panels(rows: list[Row], height: float) -> tuple[float, list[str], dict
     return (100.0 if is_fraction(rows) else 1.0), tasks, colors, fig, axes
 
 
-def _metric_label(rows: list[Row], task: str, k: float) -> str:
-    return next(r.metric for r in rows if r.task == task) + (" (%)" if k == 100 else "")
+def _metric_label(rows: list[Row], task: str, k: float, split: str) -> str:
+    return f"{split} " + next(r.metric for r in rows if r.task == task) + (" (%)" if k == 100 else "")
 
 
 def _hide_unused(axes: Any, used: int) -> None:
@@ -74,7 +74,7 @@ def _hide_unused(axes: Any, used: int) -> None:
         ax.set_visible(False)
 
 
-def tradeoff(rows: list[Row], path: Path) -> Path:
+def tradeoff(rows: list[Row], path: Path, split: str = "dev") -> Path:
     """Per task: metric (mean ± std) against trainable parameters in %, log x, each point named."""
     k, tasks, colors, fig, axes = _task_panels(rows, 3.8)
     for ax, task in zip(axes.flat, tasks):
@@ -83,7 +83,7 @@ def tradeoff(rows: list[Row], path: Path) -> Path:
                         label=r.method, markersize=7 if not r.best else 10)
         _log_x(ax, [r.trainable_percent for r in rows if r.task == task])
         ax.set_xlabel("trainable parameters (%)")
-        ax.set_ylabel(_metric_label(rows, task, k))
+        ax.set_ylabel(_metric_label(rows, task, k, split))
         ax.set_title(task)
         ax.grid(True, which="both", alpha=0.3)
     _hide_unused(axes, len(tasks))
@@ -188,7 +188,7 @@ def _bar_values(rows: list[Row], avg: dict[str, Any], groups: list[str], m: str)
     return out
 
 
-def bars(rows: list[Row], avg: dict[str, Any], path: Path) -> Path:
+def bars(rows: list[Row], avg: dict[str, Any], path: Path, split: str = "dev") -> Path:
     """Grouped bars: one group per task (+ the average), one bar per method, error bars = std over seeds, ★ = best."""
     plt = _pyplot()
     k = 100.0 if is_fraction(rows) else 1.0
@@ -212,7 +212,7 @@ def bars(rows: list[Row], avg: dict[str, Any], path: Path) -> Path:
     # the trade-off plot zooms per task).
     ax.set_ylim(0.0, max(highs) * 1.08 if highs and max(highs) > 0 else 1.0)
     names = list(dict.fromkeys(r.metric for r in rows))
-    label = (names[0] if len(names) == 1 else "metric") + (" (%)" if k == 100 else "")
+    label = f"{split} " + (names[0] if len(names) == 1 else "metric") + (" (%)" if k == 100 else "")
     marks = (["★ = best"] if any(r.best for r in rows) or avg["best"] else []) + \
         (["† = a seed collapsed to one class"] if any(r.collapsed for r in rows) else [])
     ax.set_ylabel("; ".join([label, *marks]))
@@ -248,7 +248,7 @@ def curves(runs: list[RunRecord], rows: list[Row], path: Path) -> Path:
         ax.set_title(task)
         ax.set_xlabel("optimizer step")
         ax.xaxis.get_major_locator().set_params(integer=True)
-        ax.set_ylabel(_metric_label(rows, task, k))
+        ax.set_ylabel(_metric_label(rows, task, k, "dev"))  # the curves are the dev evaluations during training
         ax.grid(True, alpha=0.3)
     _hide_unused(axes, len(tasks))
     by_label: dict[str, Any] = {}
@@ -262,7 +262,7 @@ def curves(runs: list[RunRecord], rows: list[Row], path: Path) -> Path:
     return _save(fig, path, layout=not handles)
 
 
-def draw_all(runs: list[RunRecord], rows: list[Row], avg: dict[str, Any], out: Path) -> dict[str, Path]:
-    """Every plot, as PNG files under ``out``; returns {name: path}."""
-    return {"tradeoff": tradeoff(rows, out / "tradeoff.png"), "bars": bars(rows, avg, out / "bars.png"),
+def draw_all(runs: list[RunRecord], rows: list[Row], avg: dict[str, Any], out: Path, split: str = "dev") -> dict[str, Path]:
+    """Every plot, as PNG files under ``out``; returns {name: path}. ``split`` names what the rows compare."""
+    return {"tradeoff": tradeoff(rows, out / "tradeoff.png", split), "bars": bars(rows, avg, out / "bars.png", split),
             "curves": curves(runs, rows, out / "curves.png")}

@@ -63,6 +63,14 @@ class FewClueParams(_Caps):
         "FewCLUE's published tables report, but as dev_split it also picks the checkpoint on those rows.",
     )
 
+    test_split: Literal["test", "test_public"] = Field(
+        "test",
+        description="File `eval.predict` predicts. test = FewCLUE's unlabelled test set, whose predictions are the "
+        "submission (eprstmt_predict_0.json); test_public = its labelled public test set, the one FewCLUE's published "
+        "tables report: predictions go to eprstmt_predict_0_test_public.json and the accuracy to metrics.json `test`, "
+        "measured once on the checkpoint dev picked.",
+    )
+
     @property
     def dev_file(self) -> str:
         """The dev split in use: ``dev_split``, or the one paired with ``train_split``."""

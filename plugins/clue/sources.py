@@ -51,7 +51,7 @@ def hub_offline() -> bool:
 def split_file(spec: TaskSpec, folder: Path, params: Params, split: str) -> Path:
     """The file holding ``split`` (FewCLUE: the chosen train/dev split file)."""
     if isinstance(params, FewClueParams):
-        names: tuple[str, ...] = ({"train": params.train_split, "dev": params.dev_file, "test": "test"}[split] + ".json",)
+        names: tuple[str, ...] = ({"train": params.train_split, "dev": params.dev_file, "test": params.test_split}[split] + ".json",)
     else:
         names = spec.train_files if split == "train" else (f"{split}.json",)
     for name in names:

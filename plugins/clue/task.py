@@ -23,7 +23,8 @@ class ClueTask:
     """A CLUE or FewCLUE task built from a :class:`TaskSpec` (classification; ChID multiple choice).
 
     Splits: ``train`` and ``dev`` are labelled (FewCLUE: the files chosen by ``train_split`` /
-    ``dev_split``); ``test`` is the unlabelled file whose predictions form the submission.
+    ``dev_split``); ``test`` is the unlabelled file whose predictions form the submission, or with FewCLUE's
+    ``test_split: test_public`` the labelled public test set (scored as well as predicted).
     """
 
     metric = "accuracy"
@@ -76,13 +77,17 @@ class ClueTask:
         for where, line, row in rows:
             if limit is not None and len(out) >= limit and not sampled:
                 break
-            example = to_example(self.spec, row, where, line, self._index, labelled=split != "test")
+            example = to_example(self.spec, row, where, line, self._index, labelled=self._labelled(params, split))
             if example is not None:
                 out.append(example)
         if sampled and limit < len(out):
             keep = sorted(random.Random(f"{self.name}/{split}").sample(range(len(out)), limit))  # same rows every run
             out = [out[i] for i in keep]
         return out
+
+    def _labelled(self, params: sources.Params, split: str) -> bool:
+        """train and dev are; test is not, except FewCLUE's ``test_split: test_public``."""
+        return split != "test" or getattr(params, "test_split", "test") == "test_public"
 
     def compute_metrics(self, predictions: Any, references: Any) -> dict[str, float]:
         """Accuracy (the CLUE metric) plus macro/micro/weighted F1 over the task's labels; ChID only accuracy (its
@@ -102,7 +107,8 @@ class ClueTask:
             rows = sources.count_rows(folder / "test.json")
             return dict(self.spec.older_tests).get(rows, self.spec.prediction_file)
         if self.spec.few:  # FewCLUE names a submission by the training file's run: tnewsf_predict_0.json ... _all.json
-            return self.spec.prediction_file.replace(".json", f"_{params.run_suffix}.json")
+            public = "_test_public" if params.test_split == "test_public" else ""  # not a submission: say so in the name
+            return self.spec.prediction_file.replace(".json", f"_{params.run_suffix}{public}.json")
         return self.spec.prediction_file
 
     def format_prediction(self, example: Example, label_id: int, params: BaseModel) -> dict[str, Any]:

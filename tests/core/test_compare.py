@@ -277,3 +277,5 @@ def test_the_shipped_fewclue_grid_covers_every_fewclue_task_but_prefix_on_chid()
     assert {c.task for c in cells} == {"eprstmt", "bustm", "ocnli", "csl", "cluewsc", "tnews", "iflytek", "csldcp", "chid"}
     assert len(cells) == 9 * 7 * 3 - 3 and not [c for c in cells if c.name.startswith("chid/prefix/")]
     assert {c.recipe.train.batch_size for c in cells if c.task == "chid"} == {8}
+    # every cell scores FewCLUE's labelled public test set once, for `peftkit report --split test`
+    assert all(c.recipe.eval.predict and c.recipe.task.params["test_split"] == "test_public" for c in cells)

@@ -17,7 +17,7 @@ from peftkit.cli import main
 from peftkit.compare import load_compare
 from peftkit.compare_run import run_compare
 from peftkit.errors import PeftkitError
-from peftkit.report import Row, clue_average, load_runs, write_report
+from peftkit.report import Row, clue_average, find_run_dirs, load_runs, write_report
 PLOTS = ("tradeoff", "bars", "curves")
 
 
@@ -393,3 +393,32 @@ def test_tradeoff_names_stay_readable_when_methods_tie_or_sit_close(tmp_path, mo
             for other, xy in points.items():  # a name never covers another method's point
                 sx, sy = ax.transData.transform(xy)
                 assert other == text or not (box.x0 < sx < box.x1 and box.y0 < sy < box.y1), f"{text!r} covers {other}"
+
+
+def test_report_compares_the_labelled_test_split_on_request(compared, tmp_path, capsys):
+    """`peftkit report --split test`: each run's metrics.json `test` section, runs without one skipped by name."""
+    runs = tmp_path / "runs"
+    shutil.copytree(compared.cells[0].output_dir.parents[2], runs, ignore=shutil.ignore_patterns("report"))
+    dirs = find_run_dirs([runs])  # what a report reads (earlier tests may have left a _stale run beside them)
+    scored = {}
+    for i, d in enumerate(dirs[:-1]):  # the last run scored no test split
+        m = json.loads((d / "metrics.json").read_text())
+        m["test"] = {"accuracy": 0.5 + 0.1 * i, "eval_loss": 1.0 - 0.1 * i}
+        (d / "metrics.json").write_text(json.dumps(m))
+        scored[d] = m["test"]["accuracy"]
+    assert main(["report", str(runs), "--split", "test", "--out", str(tmp_path / "rep")]) == 0
+    assert f"{dirs[-1]}: skipped, no test metrics" in capsys.readouterr().err
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    assert report["settings"]["split"] == "test"
+    got = {v for row in report["rows"] for v in row["values"]}
+    assert got == set(scored.values())  # the test numbers, not the dev ones
+    assert "held-out test-set metric" in (tmp_path / "rep" / "report.md").read_text()
+    dev = json.loads((write_report([runs], tmp_path / "dev-rep") / "report.json").read_text())
+    assert sum(len(r["values"]) for r in dev["rows"]) == len(dirs) and dev["settings"]["split"] == "dev"
+
+
+def test_report_on_the_test_split_without_scored_runs_says_how_to_get_them(compared, tmp_path):
+    with pytest.raises(PeftkitError, match=r"no finished runs \(metrics.json with test \(eval.predict: true"):
+        load_runs([compared.cells[0].output_dir.parents[2]], split="test")
+    with pytest.raises(PeftkitError, match="split 'train': choose one of dev, test"):
+        load_runs([compared.cells[0].output_dir], split="train")

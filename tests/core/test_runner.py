@@ -49,6 +49,34 @@ def test_metrics_json_contents(finished_run):
     p = m["params"]
     assert 0 < p["trainable"] < p["total"] and p["percent"] == round(100 * p["trainable"] / p["total"], 4)
     assert m["memory"]["peak_bytes"] > 0 and m["train"]["samples"] == 3 * 96
+    assert "test" not in m  # the test file has no labels: predictions only
+
+
+def test_a_labelled_test_file_is_scored_once_at_the_end(tmp_path, tiny_bert, tiny_data):
+    """eval.predict on a test file with labels: metrics.json `test` holds the task's metrics on it."""
+    recipe = tiny_recipe(tiny_bert, tiny_data, tmp_path / "out", epochs=1, batch_size=16)
+    recipe["task"]["params"]["test_file"] = str(tiny_data["dev"])  # labelled, with ids: dev doubles as a test set here
+    recipe["eval"] = {"predict": True}
+    m = run(validate(recipe))
+    assert set(m["test"]) == set(m["final"])
+    assert m["test"]["accuracy"] == m["final"]["accuracy"]  # same rows, same saved model
+    assert m["test"]["eval_loss"] == pytest.approx(m["final"]["eval_loss"], rel=1e-6)
+    assert "test (48 labelled rows): accuracy=" in (tmp_path / "out" / "train.log").read_text()
+
+
+def test_a_partly_labelled_test_file_is_not_scored(tmp_path, tiny_bert, tiny_data):
+    rows = [json.loads(x) for x in tiny_data["dev"].read_text().splitlines()]
+    for r in rows[::2]:
+        del r["label"]
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = tiny_recipe(tiny_bert, tiny_data, tmp_path / "out", epochs=1, batch_size=16)
+    recipe["task"]["params"]["test_file"] = str(mixed)
+    recipe["eval"] = {"predict": True}
+    m = run(validate(recipe))
+    assert "test" not in m and m["predictions"].endswith("test_predictions.jsonl")
+    log = (tmp_path / "out" / "train.log").read_text()
+    assert "test split: 24 of 48 rows have a label; test metrics need every row labelled" in log
 
 
 def test_final_evaluation_unmerged_on_request(tmp_path, tiny_bert, tiny_data):

@@ -320,6 +320,20 @@ def test_fewclue_split_choice_and_label_file_check(reg, tmp_path):
         load(reg, "clue/tnews", "train", data_dir=str(tmp_path / "t"))
 
 
+def test_fewclue_test_public_is_a_labelled_test_split(reg, tmp_path):
+    write(tmp_path, "test.json", [{"id": 7, "sentence": "hidden"}])
+    write(tmp_path, "test_public.json", [{"id": 8, "sentence": "public", "label": "Positive"}])
+    few = reg.tasks["fewclue/eprstmt"]
+    hidden = load(reg, "fewclue/eprstmt", "test", data_dir=str(tmp_path))
+    public = load(reg, "fewclue/eprstmt", "test", data_dir=str(tmp_path), test_split="test_public")
+    assert (hidden[0].text, hidden[0].label) == ("hidden", None)  # the submission's test set has no labels
+    assert (public[0].text, public[0].id, public[0].label) == ("public", 8, 1)
+    params = few.params_model(data_dir=str(tmp_path), train_split="train_2", test_split="test_public")
+    assert few.prediction_file(params) == "eprstmt_predict_2_test_public.json"  # never mistaken for a submission
+    with pytest.raises(ValueError, match="test_split"):
+        few.params_model(data_dir=str(tmp_path), test_split="dev_0")
+
+
 def test_fewclue_dev_split_follows_the_train_split(reg, tmp_path):
     for k in ("0", "3", "few_all"):
         write(tmp_path, f"train_{k}.json", [{"id": 0, "sentence": f"train {k}", "label": "Negative"}])
@@ -391,3 +405,27 @@ def test_real_task_trains_evaluates_and_writes_its_submission(name, tiny_bert, t
         assert all(set(p) == {"id", "answer"} and p["answer"] in range(7) for p in lines)
     else:
         assert all(set(p) == {"id", "label"} and p["label"] in spec.labels for p in lines)
+
+
+@pytest.mark.integration
+def test_fewclue_run_scores_the_labelled_public_test_set(tiny_bert, tmp_path, one_thread):
+    """`test_split: test_public` with eval.predict: FewCLUE's reported number lands in metrics.json `test`."""
+    from peftkit.recipe import validate
+    from peftkit.runner import run
+
+    folder = CLUE_DIR / "fewclue" / "eprstmt"
+    if not (folder / "test_public.json").is_file():
+        pytest.skip(f"{folder} is absent; the split choice is unit-tested above")
+    recipe = validate({
+        "model": {"source": f"local:{tiny_bert}"}, "method": {"name": "lora", "params": {"r": 4}},
+        "task": {"name": "fewclue/eprstmt", "params": {"data_dir": str(folder), "test_split": "test_public"}},
+        "data": {"max_length": 32}, "train": {"epochs": 1, "batch_size": 16, "seed": 0, "lr": 5e-3},
+        "eval": {"predict": True}, "output_dir": str(tmp_path / "run"),
+    })
+    summary = run(recipe)
+    labels = [json.loads(x)["label"] for x in (folder / "test_public.json").read_text(encoding="utf-8").splitlines() if x.strip()]
+    predicted = [json.loads(x)["label"] for x in Path(summary["predictions"]).read_text(encoding="utf-8").splitlines()]
+    assert Path(summary["predictions"]).name == "eprstmt_predict_all_test_public.json" and len(predicted) == len(labels) == 610
+    # the recorded accuracy is the predictions' own, against the file's labels
+    assert summary["test"]["accuracy"] == pytest.approx(np.mean([p == g for p, g in zip(predicted, labels)]))
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["test"] == summary["test"]
