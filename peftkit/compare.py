@@ -76,7 +76,14 @@ class TaskEntry(_Strict):
     overrides: dict[str, Any] = Field(
         default_factory=dict, description="Dotted recipe keys set for this task only, e.g. `data.max_length: 64`.",
     )
+    per_seed: dict[str, list[Any]] = Field(
+        default_factory=dict, description="Dotted recipe keys whose value goes with the seed: the cell of the i-th entry "
+        "of `seeds` gets the i-th value, so every list is as long as `seeds`. FewCLUE's protocol — five runs, each "
+        "trained on its own split — is `task.params.train_split: [train_0, train_1, train_2, train_3, train_4]` "
+        "with five seeds; the report then averages the five runs as it averages seeds. Applied after `overrides`.",
+    )
     _overrides = field_validator("overrides")(_check_overrides)
+    _per_seed = field_validator("per_seed")(_check_overrides)
 
     @property
     def key(self) -> str:
@@ -102,6 +109,10 @@ class CompareFile(_Strict):
         "reported; the average then leaves out tasks where a method has no result. A pattern matching no cell is an error.",
     )
     metric: str | None = Field(None, description="Metric the report compares; null = each task's main metric (eval.metric if set).")
+    split: Literal["dev", "test"] = Field(
+        "dev", description="What the report compares: dev = each cell's best checkpoint on dev; test = that checkpoint "
+        "on a labelled test split, scored once after training (cells need eval.predict: true and a test split with "
+        "labels, e.g. FewCLUE's test_split: test_public). `peftkit report --split` redraws it either way.")
     executor: Literal["subprocess", "inprocess"] = Field(
         "subprocess", description="subprocess = one `python -m peftkit run` per cell (isolated memory, true per-cell peak "
         "memory, one CUDA device each); inprocess = call the runner in this process, one cell after another.",
@@ -167,7 +178,7 @@ def load_compare(path: str | Path, overrides: list[str] | None = None) -> Grid:
         spec = CompareFile.model_validate(data)
     except ValidationError as exc:
         raise RecipeError(_format(pydantic_problems(exc, fields=CompareFile), lines, str(path)), str(path), what="compare file") from None
-    problems = _duplicate_labels(spec)
+    problems = _duplicate_labels(spec) + _per_seed_lengths(spec)
     if problems:
         raise RecipeError(_format(problems, lines, str(path)), str(path), what="compare file")
     base = _load_base(spec, p)
@@ -191,6 +202,12 @@ def _duplicate_labels(spec: CompareFile) -> list[tuple[tuple, str]]:
                             f"entry a distinct `label:` such as {e.key}-2"))
             seen.setdefault(e.key, i)
     return out
+
+
+def _per_seed_lengths(spec: CompareFile) -> list[tuple[tuple, str]]:
+    return [(("tasks", i, "per_seed", key), f"{len(values)} values for {len(spec.seeds)} seeds ({spec.seeds}); give one "
+             "value per seed, in the order of `seeds`")
+            for i, task in enumerate(spec.tasks) for key, values in task.per_seed.items() if len(values) != len(spec.seeds)]
 
 
 def _load_base(spec: CompareFile, path: Path) -> dict[str, Any]:
@@ -229,9 +246,11 @@ def cell_data(grid: Grid, task: TaskEntry, method: MethodEntry, seed: int) -> tu
     data["task"] = {"name": task.name, "params": copy.deepcopy(task.params)}
     origin.update({"method.name": ("methods", mi, "name"), "method.params": ("methods", mi, "params"),
                    "task.name": ("tasks", ti, "name"), "task.params": ("tasks", ti, "params")})
-    # Later layers win: task overrides < method overrides < command line.
-    layers = [(("tasks", ti, "overrides"), task.overrides), (("methods", mi, "overrides"), method.overrides),
-              (("command line",), grid.base.get("__cli__", {}))]
+    # Later layers win: task overrides < the task's per-seed values < method overrides < command line.
+    at = grid.spec.seeds.index(seed)
+    layers = [(("tasks", ti, "overrides"), task.overrides),
+              (("tasks", ti, "per_seed"), {key: values[at] for key, values in task.per_seed.items()}),
+              (("methods", mi, "overrides"), method.overrides), (("command line",), grid.base.get("__cli__", {}))]
     for where, overrides in layers:
         for key, value in flatten(overrides).items():
             set_dotted(data, key, value)

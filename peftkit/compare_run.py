@@ -265,4 +265,5 @@ def write_grid_report(grid: Grid, cells: list[Cell]) -> Path | None:
     if not finished:
         log.warning("no finished cells yet; no report written")
         return None
-    return write_report(finished, grid.output_dir / "report", title=grid.title, metric=grid.spec.metric)
+    return write_report(finished, grid.output_dir / "report", title=grid.title, metric=grid.spec.metric,
+                        split=grid.spec.split)

@@ -54,6 +54,22 @@ def test_expansion_names_dirs_and_overrides(grid_file, tmp_path):
     assert cells[0].hash == recipe_hash(chosen_settings(cells[0].recipe, get_registry()))
 
 
+def test_per_seed_values_go_with_their_seed_and_average_as_seeds(tmp_path, tiny_bert, tiny_data):
+    """FewCLUE's protocol in a grid: run i trains on its own file; the cells stay seeds of one (task, method)."""
+    other = tmp_path / "train-b.jsonl"
+    other.write_text(tiny_data["train"].read_text())
+    grid = grid_dict(tiny_bert, tiny_data, tmp_path / "out", seeds=[3, 7])
+    grid["tasks"][0]["per_seed"] = {"task.params.train_file": [str(tiny_data["train"]), str(other)], "train.lr": [0.1, 0.2]}
+    grid["methods"][1]["overrides"] = {}  # a method's override would win over the per-seed lr
+    cells = expand(load_compare(write_grid(tmp_path / "grid.yaml", grid)))
+    assert [(c.name, c.recipe.task.params["train_file"], c.recipe.train.lr) for c in cells] == [
+        ("sent/lora-r2/seed3", str(tiny_data["train"]), 0.1), ("sent/lora-r2/seed7", str(other), 0.2),
+        ("sent/lora-r8/seed3", str(tiny_data["train"]), 0.1), ("sent/lora-r8/seed7", str(other), 0.2)]
+    grid["methods"][1]["overrides"] = {"train.lr": 0.5}
+    cells = expand(load_compare(write_grid(tmp_path / "grid.yaml", grid)))
+    assert [c.recipe.train.lr for c in cells] == [0.1, 0.2, 0.5, 0.5]  # method overrides still win
+
+
 def test_hash_is_what_the_grid_chose_not_every_default(grid_file):
     """Writing a default out, or a new peftkit adding a key with a default, leaves finished cells finished."""
     a = expand(load_compare(grid_file))
@@ -112,6 +128,9 @@ def test_broken_cell_names_path_cell_and_line(tmp_path, tiny_bert, tiny_data):
     (lambda g: g["methods"][0].update(overrides={"train.seed": 3}), "'train.seed' cannot be overridden"),
     (lambda g: g["methods"][0].update(label="a/b"), "methods.0.label: string should match pattern"),
     (lambda g: g.update(seeds=[1, 1]), "seeds: seeds must be distinct"),
+    (lambda g: g["tasks"][0].update(per_seed={"train.lr": [0.1]}),
+     "tasks.0.per_seed.train.lr: 1 values for 2 seeds ([0, 1]); give one value per seed"),
+    (lambda g: g["tasks"][0].update(per_seed={"output_dir": ["a", "b"]}), "'output_dir' cannot be overridden"),
 ])
 def test_compare_file_errors(tmp_path, tiny_bert, tiny_data, change, expected):
     grid = grid_dict(tiny_bert, tiny_data, tmp_path / "out")
@@ -279,3 +298,27 @@ def test_the_shipped_fewclue_grid_covers_every_fewclue_task_but_prefix_on_chid()
     assert {c.recipe.train.batch_size for c in cells if c.task == "chid"} == {8}
     # every cell scores FewCLUE's labelled public test set once, for `peftkit report --split test`
     assert all(c.recipe.eval.predict and c.recipe.task.params["test_split"] == "test_public" for c in cells)
+
+
+def test_the_shipped_fewclue_protocol_grid_trains_run_i_on_train_i():
+    from pathlib import Path
+
+    grid = load_compare(Path(__file__).resolve().parents[2] / "recipes" / "compare" / "fewclue-protocol.yaml")
+    cells = expand(grid)
+    assert len(cells) == 9 * 7 * 5 - 5 and not [c for c in cells if c.name.startswith("chid/prefix/")]
+    for c in cells:  # seed i ↔ FewCLUE run i, picked on its own dev_i (the default pairing), scored on test_public
+        assert c.recipe.task.params["train_split"] == f"train_{c.seed}" and c.recipe.train.seed == c.seed
+        assert c.recipe.task.params["test_split"] == "test_public" and c.recipe.eval.predict
+    assert {c.recipe.train.epochs for c in cells if c.task == "eprstmt"} == {100}
+
+
+
+def test_a_grid_can_report_its_cells_on_a_labelled_test_split(tmp_path, tiny_bert, tiny_data):
+    grid = grid_dict(tiny_bert, tiny_data, tmp_path / "out", split="test", seeds=[0])
+    grid["tasks"][0]["params"]["test_file"] = str(tiny_data["dev"])  # labelled: scored once after training
+    grid["base"]["eval"]["predict"] = True
+    res = run_compare(load_compare(write_grid(tmp_path / "grid.yaml", grid)))
+    report = json.loads((res.report_dir / "report.json").read_text())
+    tested = {c.method: json.loads((c.output_dir / "metrics.json").read_text())["test"]["accuracy"] for c in res.cells}
+    assert report["settings"]["split"] == "test"
+    assert {r["method"]: r["values"] for r in report["rows"]} == {m: [v] for m, v in tested.items()}
