@@ -27,10 +27,10 @@ from peftkit.recipe import flatten
 COLLAPSED_SHARE = 0.99
 
 log = logging.getLogger("peftkit")
-SKIP_DIRS = ("_stale", "report")
+SKIP_DIRS = ("_stale", "report")  # moved-aside runs and report folders are not runs of the grid
 # the split a report compares → the metrics.json section holding it: the dev metrics of the saved (best) model, or
 # that model's metrics on a labelled test split (eval.predict on FewCLUE test_public, or an own test file with labels)
-SPLITS = {"dev": "final", "test": "test"}  # moved-aside runs and report folders are not runs of the grid
+SPLITS = {"dev": "final", "test": "test"}
 
 
 @dataclass
