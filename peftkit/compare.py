@@ -160,6 +160,7 @@ class Cell:
     recipe: Recipe
     resolved: dict[str, Any]
     hash: str
+    seed_keys: tuple[str, ...] = ()  # recipe keys whose value goes with the seed (the task entry's per_seed)
 
     @property
     def output_dir(self) -> Path:
@@ -310,7 +311,8 @@ def expand(grid: Grid, *, registry: Any = None) -> list[Cell]:
                         problems.setdefault(_locate(p, origin, grid), []).append(name)
                     continue
                 resolved = resolved_dict(recipe, reg)
-                cells.append(Cell(name, task.key, method.key, seed, recipe, resolved, recipe_hash(chosen_settings(recipe, reg))))
+                cells.append(Cell(name, task.key, method.key, seed, recipe, resolved, recipe_hash(chosen_settings(recipe, reg)),
+                                  tuple(sorted(task.per_seed))))
     if problems:
         raise RecipeError([f"{p} [{_cells_note(names)}]" for p, names in problems.items()], grid.source, what="compare file")
     return cells

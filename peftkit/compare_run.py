@@ -89,7 +89,7 @@ def _write_cell(cell: Cell, **info: Any) -> None:
     path = cell.output_dir / "cell.json"
     data = read_json(path) or {}
     data.update(name=cell.name, task=cell.task, method=cell.method, method_name=cell.recipe.method.name,
-                seed=cell.seed, hash=cell.hash, **info)
+                seed=cell.seed, seed_keys=list(cell.seed_keys), hash=cell.hash, **info)
     outputs.write_json(path, data)
 
 
@@ -224,6 +224,9 @@ def run_compare(grid: Grid, *, registry: Any = None, dry_run: bool = False, only
         return result
     todo = [(c, states[c.name]) for c in cells if states[c.name] != "done"]
     result.status.update({c.name: "skipped" for c in cells if states[c.name] == "done"})
+    for c in cells:  # a finished cell's labels follow the file (e.g. per_seed added after it ran); its run is untouched
+        if states[c.name] == "done" and (read_json(c.output_dir / "cell.json") or {}).get("seed_keys") != list(c.seed_keys):
+            _write_cell(c)
     handler = _compare_log(grid.output_dir)
     try:
         log.info("%s: %d cells, %d finished (skipped), %d to run", grid.source, len(cells), len(cells) - len(todo), len(todo))

@@ -44,6 +44,7 @@ class RunRecord:
     recipe: dict[str, Any]
     metrics: dict[str, Any]
     section: str = "final"  # the metrics.json section compared: "final" (dev) or "test"
+    seed_keys: frozenset[str] = frozenset()  # settings that go with the seed in its compare grid (per_seed)
 
     @property
     def scores(self) -> dict[str, Any]:
@@ -134,7 +135,8 @@ def load_runs(paths: list[str | Path], split: str = "dev") -> list[RunRecord]:
         recipe, metrics, cell = got
         task = cell.get("task") or str(recipe["task"]["name"]).rsplit("/", 1)[-1]
         seed = int(cell.get("seed", recipe.get("train", {}).get("seed", 0)))
-        runs.append(RunRecord(d, task, cell.get("method") or recipe["method"]["name"], seed, recipe, metrics, section))
+        runs.append(RunRecord(d, task, cell.get("method") or recipe["method"]["name"], seed, recipe, metrics, section,
+                              frozenset(cell.get("seed_keys") or ())))
     _label_methods(runs)
     if not runs:
         what = "final" if split == "dev" else "test (eval.predict: true on a test split with labels)"
@@ -179,13 +181,14 @@ def _label_methods(runs: list[RunRecord]) -> None:
     in a setting, add the settings that differ: ``lora(r=4)``, ``lora(train.lr=0.001)``. Method params split a
     label everywhere (a method is its params); other settings only among runs of the same task, since each
     task's recipe may set its own (``data.max_length``) and the table's columns should line up. So only runs
-    that differ in nothing but the seed share a label, whether they come from one compare grid or several."""
+    that differ in nothing but the seed share a label, whether they come from one compare grid or several; a
+    grid's ``per_seed`` settings (FewCLUE's train_0..4 for seeds 0..4) count as part of the seed."""
     by_base: dict[str, list[RunRecord]] = {}
     for r in runs:
         by_base.setdefault(r.method, []).append(r)
     for base, group in by_base.items():
         flat = {id(r): flatten(r.recipe) for r in group}
-        settings = {id(r): compared_settings(flat[id(r)]) for r in group}
+        settings = {id(r): {k: v for k, v in compared_settings(flat[id(r)]).items() if k not in r.seed_keys} for r in group}
 
         def differing(members: list[RunRecord], only_method: bool = False) -> set[str]:
             mine = [settings[id(r)] for r in members]

@@ -322,3 +322,24 @@ def test_a_grid_can_report_its_cells_on_a_labelled_test_split(tmp_path, tiny_ber
     tested = {c.method: json.loads((c.output_dir / "metrics.json").read_text())["test"]["accuracy"] for c in res.cells}
     assert report["settings"]["split"] == "test"
     assert {r["method"]: r["values"] for r in report["rows"]} == {m: [v] for m, v in tested.items()}
+
+
+def test_per_seed_runs_report_as_seeds_of_one_method(tmp_path, tiny_bert, tiny_data):
+    """Cells that differ only in their per_seed values are one method's seeds in the report, not split labels;
+    cells finished before per_seed was written get it recorded on the next compare, without rerunning."""
+    other = tmp_path / "train-b.jsonl"
+    other.write_text(tiny_data["train"].read_text())
+    grid = grid_dict(tiny_bert, tiny_data, tmp_path / "out")
+    grid["tasks"][0]["per_seed"] = {"task.params.train_file": [str(tiny_data["train"]), str(other)]}
+    path = write_grid(tmp_path / "grid.yaml", grid)
+    res = run_compare(load_compare(path))
+    report = json.loads((res.report_dir / "report.json").read_text())
+    assert {r["method"]: r["seeds"] for r in report["rows"]} == {"lora-r2": [0, 1], "lora-r8": [0, 1]}
+    cell = res.cells[1].output_dir / "cell.json"
+    info = json.loads(cell.read_text())
+    assert info["seed_keys"] == ["task.params.train_file"]
+    del info["seed_keys"]  # as a cell written before per_seed existed
+    cell.write_text(json.dumps(info))
+    again = run_compare(load_compare(path))
+    assert set(again.status.values()) == {"skipped"} and json.loads(cell.read_text())["seed_keys"] == ["task.params.train_file"]
+    assert {r["method"] for r in json.loads((again.report_dir / "report.json").read_text())["rows"]} == {"lora-r2", "lora-r8"}
