@@ -84,7 +84,7 @@ def write_test_predictions(s: Setup, model: Any, out_dir: Path, device: Any) -> 
     outputs.write_predictions(path, rows)
     log.info("wrote %d predictions to %s", len(rows), path)
     labelled = int((data.labels >= 0).sum())
-    if not labelled or not len(data):
+    if not labelled:  # an unlabelled (or empty) test split: predictions only
         return path, None
     if labelled < len(data):
         log.warning("test split: %d of %d rows have a label; test metrics need every row labelled, so none are "
