@@ -3,47 +3,96 @@
 Public API (importing this package does not import torch):
 
 - :data:`hookimpl` — decorator for plugin hook implementations.
-- :class:`Method`, :class:`Task`, :class:`ModelSource`, :class:`Example`, :class:`ApplyContext` — plugin contracts.
+- :class:`Method`, :class:`Task`, :class:`ModelSource`, :class:`Example`, :class:`ApplyContext`,
+  :class:`RunState` — plugin contracts; the errors a plugin raises.
 - :func:`load_recipe`, :func:`run`, :func:`load_run` — use peftkit from Python.
+
+Plugin authors also import :mod:`peftkit.kit`; nothing else of the core is API.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
+from pathlib import Path
 from typing import Any
 
-import pluggy
-
-from peftkit.interfaces import ApplyContext, Example, Method, ModelSource, Task
+from peftkit.errors import DataError, ModelSourceError, PeftkitError, PluginError, RecipeError, TrainingError
+from peftkit.plugin.contracts import ApplyContext, Example, Method, ModelSource, Task
+from peftkit.plugin.hookspecs import hookimpl
+from peftkit.plugin.state import RunState
 from peftkit.recipe import Recipe, load_recipe
+from peftkit.run_dir import RunResult
 
 __version__ = "0.1.0"
-
-hookimpl = pluggy.HookimplMarker("peftkit")
 
 # On AVX512-BF16 CPUs bitsandbytes warns, whenever peft imports it, that it could not fetch an optional
 # 4-bit kernel from the Hugging Face hub (the `kernels` package); its own 4/8-bit CPU path works without
 # it, and offline it can never succeed. Only that one message is dropped.
 logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
-    lambda record: not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward"))
+    lambda record: not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward")
+)
 # peft asks every model `is_gradient_checkpointing`, which transformers 5 deprecates with a FutureWarning on
 # each run; neither the user nor peftkit calls it.
 warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
-def run(recipe: Recipe, **kwargs: Any) -> dict[str, Any]:
-    """Train a validated recipe; see :func:`peftkit.runner.run`."""
-    from peftkit.runner import run as _run
+def run(recipe: Recipe, *, overwrite: bool = False, resume: bool = False, registry: Any = None) -> RunResult:
+    """Train a validated recipe into ``recipe.output_dir``.
 
-    return _run(recipe, **kwargs)
+    Args:
+        recipe: from :func:`load_recipe`.
+        overwrite: replace a finished run already in ``output_dir``.
+        resume: continue an interrupted run from its last checkpoint.
+        registry: the plugin registry to use (default: every installed plugin).
+
+    Returns:
+        What ``metrics.json`` holds: the final dev metrics, the best evaluation, timings, memory.
+    """
+    from peftkit.train.loop import run as _run
+
+    return _run(recipe, registry=registry, overwrite=overwrite, resume=resume)
 
 
-def load_run(run_dir: Any, **kwargs: Any) -> Any:
-    """Load a finished run's ``(setup, model)``; see :func:`peftkit.inference.load_run`."""
-    from peftkit.inference import load_run as _load
+def load_run(run_dir: str | Path, *, splits: tuple[str, ...] = (), overrides: list[str] | None = None,
+             registry: Any = None) -> tuple[Any, Any]:
+    """Rebuild a finished run's model for inference.
 
-    return _load(run_dir, **kwargs)
+    Args:
+        run_dir: a folder a finished :func:`run` wrote.
+        splits: task splits to load and tokenise as well (``("dev",)``, ``("test",)``).
+        overrides: ``key=value`` changes allowed on a finished run (``task.params.*``, ``eval.batch_size``,
+            ``eval.merged``, ``train.mixed_precision``).
+        registry: the plugin registry to use (default: every installed plugin).
+
+    Returns:
+        ``(setup, model)``: ``setup.recipe`` is the run's resolved recipe, ``setup.task`` / ``setup.method``
+        the plugin objects, ``setup.tokenizer`` the tokenizer, ``setup.data[split]`` the tokenised splits
+        asked for; ``model`` is the trained model (transformers, with the method applied) in eval mode.
+    """
+    from peftkit.evaluation.runs import load_run as _load
+
+    return _load(run_dir, registry=registry, splits=splits, overrides=overrides)
 
 
-__all__ = ["hookimpl", "Method", "Task", "ModelSource", "Example", "ApplyContext", "Recipe", "load_recipe", "run", "load_run", "__version__"]
+__all__ = [
+    "ApplyContext",
+    "DataError",
+    "Example",
+    "Method",
+    "ModelSource",
+    "ModelSourceError",
+    "PeftkitError",
+    "PluginError",
+    "Recipe",
+    "RecipeError",
+    "RunResult",
+    "RunState",
+    "Task",
+    "TrainingError",
+    "__version__",
+    "hookimpl",
+    "load_recipe",
+    "load_run",
+    "run",
+]

@@ -55,7 +55,7 @@ def _relaunch(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check a recipe (schema + plugin params) without loading any model; then whether its data is on this machine."""
-    from peftkit.plugins import get_registry
+    from peftkit.plugin.registry import get_registry
     from peftkit.recipe import data_problems, load_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     recipe = load_recipe(args.recipe, args.overrides)
     if args.num_processes > 1 and "WORLD_SIZE" not in os.environ:
         return _relaunch(args)
-    from peftkit.runner import run
+    from peftkit.train.loop import run
 
     summary = run(recipe, overwrite=args.overwrite, resume=args.resume)
     final = summary.get("final") or {}
@@ -92,7 +92,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
     """List installed plugins as JSON: name, distribution, version, hooks, what they register."""
-    from peftkit.plugins import list_plugins
+    from peftkit.plugin.registry import list_plugins
 
     print(json.dumps(list_plugins(), indent=2))
     return 0
@@ -108,8 +108,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_predict(args: argparse.Namespace) -> int:
     """Write the test-split submission file (e.g. afqmc_predict.json) of a finished run."""
-    from peftkit.inference import predict_run
-    from peftkit.outputs import setup_logging
+    from peftkit.evaluation.runs import predict_run
+    from peftkit.run_dir import setup_logging
 
     setup_logging(None)
     print(predict_run(args.run_dir, overrides=args.overrides))
@@ -125,7 +125,7 @@ def _predict_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_new_plugin(args: argparse.Namespace) -> int:
     """Create a plugin package (a method, a task, tests) that passes the conformance suite as generated."""
-    from peftkit.scaffold import new_plugin
+    from peftkit.kit.scaffold import new_plugin
 
     root = new_plugin(args.name, args.dir)
     print(f"created {root}\nnext: pip install -e {root} && peftkit plugins && pytest {root / 'tests'}")
@@ -139,9 +139,9 @@ def _new_plugin_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Run every cell of a compare file (methods × tasks × seeds), skipping finished ones, then write the report."""
-    from peftkit.compare import load_compare
-    from peftkit.compare_run import run_compare
-    from peftkit.outputs import setup_logging
+    from peftkit.compare.grid import load_compare
+    from peftkit.compare.execute import run_compare
+    from peftkit.run_dir import setup_logging
 
     setup_logging(None)
     grid = load_compare(args.grid, args.overrides)
@@ -167,8 +167,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Build a report (markdown, CSV, JSON, HTML with plots) from finished run dirs or folders holding them."""
     from pathlib import Path
 
-    from peftkit.outputs import setup_logging
-    from peftkit.report import write_report
+    from peftkit.run_dir import setup_logging
+    from peftkit.compare.report.tables import write_report
 
     setup_logging(None)
     if args.out is None and len(args.run_dirs) > 1:
@@ -211,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
         if configure:
             configure(p)
         p.set_defaults(func=func)
-    from peftkit.plugins import get_registry
+    from peftkit.plugin.registry import get_registry
 
     get_registry().hook.peftkit_add_commands(subparsers=sub)
     return parser
@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args = _parse(parser, argv)
         if args.command not in QUIET_ABOUT_PLUGINS:
-            from peftkit.plugins import get_registry
+            from peftkit.plugin.registry import get_registry
 
             for line in get_registry().problems():
                 print(f"warning: {line}", file=sys.stderr)

@@ -17,20 +17,20 @@ CLUE_DIR = Path(os.environ.get("PEFTKIT_CLUE_DIR", REPO.parent / "shared" / "dat
 
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
-    from peftkit.testing import make_tiny_bert
+    from peftkit.kit.tiny import make_tiny_bert
 
     return make_tiny_bert(tmp_path_factory.mktemp("models") / "bert")
 
 
 @pytest.fixture(scope="session")
 def tiny_llama(tmp_path_factory) -> Path:
-    from peftkit.testing import make_tiny_llama
+    from peftkit.kit.tiny import make_tiny_llama
 
     return make_tiny_llama(tmp_path_factory.mktemp("models") / "llama")
 
 
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> dict:
-    from peftkit.testing import make_text_dataset
+    from peftkit.kit.tiny import make_text_dataset
 
     return make_text_dataset(tmp_path_factory.mktemp("data"), n_train=96, n_dev=48, n_test=16)

@@ -88,7 +88,7 @@ def test_built_site_fetches_nothing_from_the_network(site):
 
 
 def test_every_hook_is_documented_with_its_exact_signature(site):
-    from peftkit import hookspecs
+    from peftkit.plugin import hookspecs
 
     text = squash(page_text(site, "hooks"))
     specs = [f for name, f in vars(hookspecs).items() if name.startswith("peftkit_") and callable(f)]
@@ -118,7 +118,7 @@ def test_every_cli_command_and_option_is_documented(site):
 
 
 def test_recipe_reference_lists_every_key_with_its_help(site):
-    from peftkit.plugins import get_registry
+    from peftkit.plugin.registry import get_registry
     from peftkit.recipe import json_schema
 
     gen = generator()
@@ -137,7 +137,7 @@ def test_recipe_reference_lists_every_key_with_its_help(site):
 
 
 def test_every_builtin_method_has_a_page_with_generated_params(site):
-    from peftkit.plugins import get_registry
+    from peftkit.plugin.registry import get_registry
 
     reg = get_registry()
     builtin = [n for n, info in reg.plugins.items() if info.distribution == "peftkit"]
@@ -179,7 +179,7 @@ def test_every_recipe_in_recipes_validates():
     assert files, "recipes/ holds no recipes"
     for path in files:
         if "compare" in path.relative_to(ROOT / "recipes").parts:
-            from peftkit.compare import expand, load_compare
+            from peftkit.compare.grid import expand, load_compare
 
             assert expand(load_compare(path)), f"{path} expands to no cells"
         else:
@@ -250,7 +250,7 @@ def setup_tiny_models(cwd: Path) -> dict[str, str]:
     import torch
     from safetensors.torch import load_file
 
-    from peftkit.testing import make_text_dataset, make_tiny_bert
+    from peftkit.kit.tiny import make_text_dataset, make_tiny_bert
 
     make_tiny_bert(cwd / "models" / "my-bert")
     make_text_dataset(cwd / "data")

@@ -93,7 +93,7 @@ def test_the_plugin_passes_its_tests_and_the_conformance_suite(hello_env):
 def test_a_tiny_recipe_with_its_method_and_task_trains(hello_env, tmp_path):
     py, _ = hello_env
     model = tmp_path / "model"
-    subprocess.run([str(py), "-c", f"from peftkit.testing import make_tiny_bert; make_tiny_bert({str(model)!r})"],
+    subprocess.run([str(py), "-c", f"from peftkit.kit.tiny import make_tiny_bert; make_tiny_bert({str(model)!r})"],
                    check=True, timeout=300)
     recipe = {
         "model": {"source": f"local:{model}"},

@@ -33,7 +33,7 @@ class GenerationError(Exception):
 
 
 def _registry() -> Any:
-    from peftkit.plugins import get_registry
+    from peftkit.plugin.registry import get_registry
 
     return get_registry()
 
@@ -144,7 +144,7 @@ def plugin_params(kind: str, name: str, *, heading: bool = True) -> str:
 
 
 def model_table(dotted: str) -> str:
-    """The keys of any pydantic model, by import path (e.g. ``peftkit.compare.CompareFile``)."""
+    """The keys of any pydantic model, by import path (e.g. ``peftkit.compare.grid.CompareFile``)."""
     import importlib
 
     module, _, attr = dotted.rpartition(".")

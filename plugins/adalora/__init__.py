@@ -7,7 +7,7 @@ The budget update runs in this plugin's own ``peftkit_on_step_end`` hook, which 
 from typing import Any
 
 from peftkit import hookimpl
-from peftkit.errors import PeftkitError
+from peftkit import PeftkitError
 from peftkit_plugins.adalora.config import AdaLoraParams
 from peftkit_plugins.adalora.method import STEP_ATTR, AdaLoraMethod, facts, make_config
 

@@ -7,10 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftkit.architectures import resolve_targets
-from peftkit.errors import PeftkitError
-from peftkit.interfaces import ApplyContext
-from peftkit.methods import PeftMethod
+from peftkit.kit import resolve_targets
+from peftkit import PeftkitError
+from peftkit import ApplyContext
+from peftkit.kit import PeftMethod
 from peftkit_plugins.adalora.schedule import check, derive
 
 log = logging.getLogger("peftkit")

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftkit.architectures import family
-from peftkit.interfaces import ApplyContext
-from peftkit.methods import PeftMethod
+from peftkit.kit import family
+from peftkit import ApplyContext
+from peftkit.kit import PeftMethod
 
 DEFAULT_REDUCTION = 16
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peftkit.interfaces import ApplyContext
-from peftkit.methods import MethodNotApplicable
+from peftkit import ApplyContext
+from peftkit.kit import MethodNotApplicable
 from peftkit_plugins.bitfit.config import BitFitParams
 
 WEIGHTS = "bitfit.safetensors"
@@ -73,7 +73,7 @@ class BitFitMethod:
         (directory / "bitfit.json").write_text(json.dumps({"method": "bitfit", "parameters": sorted(state)}, indent=1))
 
     def load(self, base: Any, directory: Path) -> Any:
-        from peftkit_plugins.full.method import load_safetensors_into
+        from peftkit.kit import load_safetensors_into
 
         loaded = set(load_safetensors_into(base, Path(directory), strict=False))
         for name, p in base.named_parameters():

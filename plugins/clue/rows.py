@@ -1,12 +1,12 @@
-"""One CLUE row (a dict, from a local file or the hub) → one :class:`~peftkit.interfaces.Example`."""
+"""One CLUE row (a dict, from a local file or the hub) → one :class:`~peftkit.plugin.contracts.Example`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from peftkit.datafiles import field
-from peftkit.errors import DataError
-from peftkit.interfaces import Example
+from peftkit.kit import field
+from peftkit import DataError
+from peftkit import Example
 from peftkit_plugins.clue.specs import TaskSpec
 
 # Markers around the two WSC spans: the noun (span1) and the pronoun (span2). Plain ASCII that every

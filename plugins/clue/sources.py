@@ -10,8 +10,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
-from peftkit.datafiles import read_rows
-from peftkit.errors import DataError
+from peftkit.kit import read_rows
+from peftkit import DataError
 from peftkit_plugins.clue.config import ENV, ClueParams, FewClueParams
 from peftkit_plugins.clue.specs import TaskSpec
 

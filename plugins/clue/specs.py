@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from peftkit.interfaces import MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION
+from peftkit.kit import MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION
 
 Kind = Literal["single", "pair", "wsc", "csl", "chid"]
 

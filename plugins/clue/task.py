@@ -8,9 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from peftkit.errors import DataError
-from peftkit.interfaces import MULTIPLE_CHOICE, Example
-from peftkit.metrics import classification_metrics
+from peftkit import DataError
+from peftkit import Example
+from peftkit.kit import MULTIPLE_CHOICE
+from peftkit.kit import classification_metrics
 from peftkit_plugins.clue import sources
 from peftkit_plugins.clue.config import ClueParams, FewClueParams
 from peftkit_plugins.clue.rows import to_example

@@ -1,7 +1,7 @@
 """(IA)³ (Liu et al., 2022) through peft: learned vectors rescale keys, values and FFN activations; mergeable."""
 
 from peftkit import hookimpl
-from peftkit.methods import PeftMethod
+from peftkit.kit import PeftMethod
 from peftkit_plugins.ia3.config import IA3Params
 from peftkit_plugins.ia3.method import facts, make_config
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from peftkit.architectures import family
-from peftkit.interfaces import ApplyContext
+from peftkit.kit import family
+from peftkit import ApplyContext
 
 
 def default_targets(model_type: str) -> tuple[str, str]:

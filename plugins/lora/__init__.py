@@ -1,7 +1,7 @@
 """LoRA (Hu et al., 2021) through peft: low-rank updates W + (alpha/r)·B·A on chosen linear layers."""
 
 from peftkit import hookimpl
-from peftkit.methods import PeftMethod
+from peftkit.kit import PeftMethod
 from peftkit_plugins.lora.config import LoraParams
 from peftkit_plugins.lora.method import make_config
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from peftkit.errors import ModelSourceError
+from peftkit import ModelSourceError
 
 log = logging.getLogger("peftkit")
 

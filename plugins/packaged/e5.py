@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from peftkit.errors import ModelSourceError
-from peftkit.loading import quiet_transformers
+from peftkit import ModelSourceError
+from peftkit.kit import quiet_transformers
 from peftkit_plugins.packaged.e5s1 import E5S1File, Header
 from peftkit_plugins.packaged.tokenizer import save_tokenizer
 

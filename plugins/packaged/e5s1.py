@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from peftkit.errors import ModelSourceError
+from peftkit import ModelSourceError
 
 MAGIC = b"E5S1"
 Q4_BLOCK = 32

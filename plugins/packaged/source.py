@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from peftkit.errors import ModelSourceError
+from peftkit import ModelSourceError
 
 log = logging.getLogger("peftkit")
 

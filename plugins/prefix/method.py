@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from peftkit.interfaces import SEQUENCE_CLASSIFICATION, ApplyContext
-from peftkit.methods import PeftMethod
+from peftkit import ApplyContext
+
+from peftkit.kit import SEQUENCE_CLASSIFICATION
+from peftkit.kit import PeftMethod
 
 log = logging.getLogger("peftkit")
 
@@ -65,7 +67,7 @@ class PrefixMethod(PeftMethod):
         "row of its own, so the shapes do not meet")
 
     def apply(self, model: Any, params: Any, ctx: ApplyContext) -> Any:
-        from peftkit.methods import MethodNotApplicable
+        from peftkit.kit import MethodNotApplicable
 
         if not _accepts_cache(model):
             raise MethodNotApplicable(

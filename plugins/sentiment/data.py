@@ -13,7 +13,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from peftkit.errors import DataError
+from peftkit import DataError
 
 LABELS: tuple[str, ...] = ("negative", "positive")
 FILES: dict[str, str] = {"negative": "neg.txt", "positive": "pos.txt"}

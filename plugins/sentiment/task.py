@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from peftkit.interfaces import Example
-from peftkit.metrics import classification_metrics
+from peftkit import Example
+from peftkit.kit import classification_metrics
 from peftkit_plugins.sentiment.config import SnowNLPReviewsParams
 from peftkit_plugins.sentiment.data import LABELS, Review, locate, read_corpus, split_corpus
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from peftkit import hookimpl
-from peftkit.errors import ModelSourceError
+from peftkit import ModelSourceError
 
 
 class LocalSource:

@@ -6,10 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from peftkit.datafiles import field, missing_files, read_rows
-from peftkit.errors import DataError
-from peftkit.interfaces import MULTIPLE_CHOICE, Example
-from peftkit.metrics import classification_metrics
+from peftkit.kit import field, missing_files, read_rows
+from peftkit import DataError
+from peftkit import Example
+from peftkit.kit import MULTIPLE_CHOICE
+from peftkit.kit import classification_metrics
 from peftkit_plugins.textcls.config import MultipleChoiceParams
 from peftkit_plugins.textcls.task import row_id
 
@@ -18,7 +19,7 @@ QUESTION_SEP = " "  # between the question and each choice: the second segment r
 
 @dataclass
 class ChoiceExample(Example):
-    """An :class:`~peftkit.interfaces.Example` that keeps the choices as the file wrote them.
+    """An :class:`~peftkit.plugin.contracts.Example` that keeps the choices as the file wrote them.
 
     ``choices`` is what the model scores (with ``question_field`` set, the question in front of each choice);
     ``options`` is the bare choices, for the predictions file.

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from peftkit.datafiles import field, missing_files, read_rows
-from peftkit.errors import DataError
-from peftkit.interfaces import Example
-from peftkit.metrics import classification_metrics
+from peftkit.kit import field, missing_files, read_rows
+from peftkit import DataError
+from peftkit import Example
+from peftkit.kit import classification_metrics
 from peftkit_plugins.textcls.config import TextClassificationParams
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from peftkit.errors import RecipeError
 from peftkit.recipe import validate
-from peftkit.testing import tiny_recipe
+from peftkit.kit.tiny import tiny_recipe
 
 
 def cli(*args, cwd=None):

@@ -7,11 +7,11 @@ import json
 import pytest
 import yaml
 
-from peftkit import runner
+from peftkit.train import loop as runner
 from peftkit.cli import main
-from peftkit.compare import chosen_settings, expand, load_compare, recipe_hash
-from peftkit.plugins import get_registry
-from peftkit.compare_run import cell_status, run_compare
+from peftkit.compare.grid import chosen_settings, expand, load_compare, recipe_hash
+from peftkit.plugin.registry import get_registry
+from peftkit.compare.execute import cell_status, run_compare
 from peftkit.errors import PeftkitError, RecipeError
 
 
@@ -257,7 +257,7 @@ def test_only_that_matches_nothing_is_an_error(grid_file):
 
 
 def test_compare_file_errors_say_compare_file(tmp_path):
-    from peftkit.compare import load_compare
+    from peftkit.compare.grid import load_compare
     from peftkit.errors import RecipeError
 
     path = tmp_path / "grid.yaml"

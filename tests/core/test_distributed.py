@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from peftkit.testing import make_tiny_bert, tiny_recipe
+from peftkit.kit.tiny import make_tiny_bert, tiny_recipe
 
 pytestmark = pytest.mark.integration  # two process groups: ~30 s
 

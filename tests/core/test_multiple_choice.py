@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from peftkit import Example
-from peftkit.components import checked_examples
-from peftkit.data import collate, encode, eval_batches
+from peftkit.build.setup import checked_examples
+from peftkit.build.batches import collate, encode, eval_batches
 from peftkit.errors import DataError, PeftkitError, RecipeError
-from peftkit.interfaces import MULTIPLE_CHOICE
+from peftkit.plugin.contracts import MULTIPLE_CHOICE
 
 
 def tok_of(path):
-    from peftkit.loading import load_tokenizer
+    from peftkit.build.model import load_tokenizer
     from peftkit.recipe import ModelConfig
 
     return load_tokenizer(path, ModelConfig(source=f"local:{path}"))
@@ -103,7 +103,7 @@ def test_validate_refuses_a_local_decoder_for_a_multiple_choice_task(tiny_llama,
 
 
 def test_a_decoder_has_no_multiple_choice_head_and_the_error_says_what_to_use(tiny_llama):
-    from peftkit.loading import load_model, load_tokenizer
+    from peftkit.build.model import load_model, load_tokenizer
     from peftkit.recipe import ModelConfig
 
     cfg = ModelConfig(source=f"local:{tiny_llama}")
@@ -117,8 +117,8 @@ def test_a_decoder_has_no_multiple_choice_head_and_the_error_says_what_to_use(ti
 def test_multiple_choice_logits_are_one_score_per_choice(tiny_bert, tok):
     import torch
 
-    from peftkit.evaluation import predict_logits
-    from peftkit.loading import load_model
+    from peftkit.evaluation.evaluate import predict_logits
+    from peftkit.build.model import load_model
     from peftkit.recipe import ModelConfig
 
     torch.manual_seed(0)
@@ -132,7 +132,7 @@ def test_multiple_choice_logits_are_one_score_per_choice(tiny_bert, tok):
 
 
 def test_lora_trains_a_multiple_choice_head_on_a_4bit_base(tmp_path):
-    from peftkit.conformance import run_conformance
+    from peftkit.kit.conformance import run_conformance
 
     report = run_conformance("lora", tmp_path, model="bert-multiple-choice", bits=4)
     assert report.loss_after < report.loss_before and report.reload_max_diff <= 1e-5

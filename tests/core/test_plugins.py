@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from peftkit.errors import PluginError, RecipeError
-from peftkit.plugins import build_registry, list_plugins
+from peftkit.plugin.registry import build_registry, list_plugins
 from peftkit.recipe import validate
-from peftkit.testing import tiny_recipe
+from peftkit.kit.tiny import tiny_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -117,7 +117,7 @@ def test_third_party_plugin_is_discovered_listed_and_used(third_party, tiny_bert
     data = tiny_recipe(tiny_bert, {"train": "x", "dev": "x", "test": "x"}, tmp_path / "run", max_steps=4)
     data["task"] = {"name": "acme/parity", "params": {"n": 32}}
     recipe = validate(data, registry=reg)
-    from peftkit.runner import run
+    from peftkit.train.loop import run
 
     summary = run(recipe, registry=reg)
     import acme_peftkit
@@ -205,7 +205,7 @@ def _with(obj, **attrs):
 def _lora():
     import copy
 
-    from peftkit.plugins import get_registry
+    from peftkit.plugin.registry import get_registry
 
     m = copy.copy(get_registry().methods["lora"])
     m.name = "lora-copy"
@@ -277,7 +277,7 @@ def test_validate_and_plugins_do_not_import_torch():
 
 
 def test_a_run_writes_plugin_problems_to_its_log(tiny_bert, tiny_data, tmp_path):
-    from peftkit.runner import run
+    from peftkit.train.loop import run
 
     reg = build_registry(extra_plugins={"hooklog": _plugin(peftkit_on_epoch_end=_misspelt)})
     run(validate(tiny_recipe(tiny_bert, tiny_data, tmp_path / "run", max_steps=2), registry=reg), registry=reg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peftkit.prepack import _supported, packed_linears
+from peftkit.evaluation.prepack import _supported, packed_linears
 
 
 def _bert(tiny_bert):

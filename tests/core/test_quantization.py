@@ -10,17 +10,17 @@ import bitsandbytes as bnb  # a dependency of peftkit: CPU 4/8-bit layers since 
 import pytest
 import torch
 
-from peftkit.architectures import ENCODER
-from peftkit.components import build_model, prepare
+from peftkit.plugin.architectures import ENCODER
+from peftkit.build.setup import build_model, prepare
 from peftkit.errors import PeftkitError, RecipeError
-from peftkit.evaluation import predict_logits
-from peftkit.loading import load_model
-from peftkit.methods import PeftMethod
-from peftkit.plugins import get_registry
+from peftkit.evaluation.evaluate import predict_logits
+from peftkit.build.model import load_model
+from peftkit.kit.peft_method import PeftMethod
+from peftkit.plugin.registry import get_registry
 from peftkit.recipe import validate
-from peftkit.resources import model_bytes
-from peftkit.runner import run
-from peftkit.testing import make_tiny_bert, tiny_recipe
+from peftkit.train.memory import model_bytes
+from peftkit.train.loop import run
+from peftkit.kit.tiny import make_tiny_bert, tiny_recipe
 
 QUANTS = {
     "nf4": {"bits": 4, "type": "nf4", "double_quant": False},
@@ -231,7 +231,7 @@ def test_method_trains_on_quantized_base_and_reloads(name, bits, bert_no_pooler,
     assert trainable and all(p.is_floating_point() and type(p).__name__ not in _QUANT_PARAMS for p in trainable.values())
     before = {n: p.detach().clone() for n, p in trainable.items()}
     opt = torch.optim.AdamW(trainable.values(), lr=1e-2)
-    from peftkit.data import collate
+    from peftkit.build.batches import collate
 
     batch = collate(s.data["train"], list(range(32)), s.pad_id)
     model.train()
@@ -250,7 +250,7 @@ def test_method_trains_on_quantized_base_and_reloads(name, bits, bert_no_pooler,
 
 
 def test_benchmark_recipes_differ_only_in_quantization(tmp_path):
-    from peftkit.bench.quantization import BASE_RECIPE, _parser, build_recipes, table
+    from benchmarks.quantization import BASE_RECIPE, _parser, build_recipes, table
 
     a = _parser().parse_args(["--train-rows", "100", "--dev-rows", "40", "--max-length", "48", "--output", str(tmp_path),
                               "--set", "train.batch_size=16"])

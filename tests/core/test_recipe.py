@@ -11,7 +11,7 @@ import yaml
 
 from peftkit.errors import RecipeError
 from peftkit.recipe import apply_overrides, json_schema, load_recipe, validate
-from peftkit.testing import tiny_recipe
+from peftkit.kit.tiny import tiny_recipe
 
 
 @pytest.fixture
@@ -131,7 +131,7 @@ def test_plugins_allow_list(recipe_file):
 def test_plugins_allow_list_limits_hooks_too(tmp_path, tiny_bert, tiny_data):
     """Only listed plugins' hooks run: without `tensorboard` in the list a run writes no TensorBoard events."""
     from peftkit.recipe import validate
-    from peftkit.runner import run
+    from peftkit.train.loop import run
 
     recipe = tiny_recipe(tiny_bert, tiny_data, tmp_path / "out", max_steps=2, batch_size=16)
     recipe["plugins"] = ["lora", "textcls", "sources"]

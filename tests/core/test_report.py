@@ -14,10 +14,10 @@ import pytest
 import yaml
 
 from peftkit.cli import main
-from peftkit.compare import load_compare
-from peftkit.compare_run import run_compare
+from peftkit.compare.grid import load_compare
+from peftkit.compare.execute import run_compare
 from peftkit.errors import PeftkitError
-from peftkit.report import Row, clue_average, find_run_dirs, load_runs, write_report
+from peftkit.compare.report.tables import Row, clue_average, find_run_dirs, load_runs, write_report
 PLOTS = ("tradeoff", "bars", "curves")
 
 
@@ -259,7 +259,7 @@ def test_report_of_a_saved_grid_file_matches_its_yaml(compared):
 def test_best_marks_skip_ties_single_methods_and_collapsed_runs():
     from pathlib import Path
 
-    from peftkit.report import RunRecord, summarize
+    from peftkit.compare.report.tables import RunRecord, summarize
 
     def rec(task, method, acc, share):
         metrics = {"final": {"accuracy": acc}, "eval": {"top_class_share": share},
@@ -305,7 +305,7 @@ def test_runs_under_one_compare_label_with_different_settings_are_not_pooled_as_
 
 
 def test_settings_that_vary_under_one_label_are_shown_as_varying(compared, tmp_path):
-    from peftkit.report_pages import settings_of
+    from peftkit.compare.report.pages import settings_of
 
     runs = load_runs([compared.report_dir.parent])
     one = [r for r in runs if r.method == "lora-r8"]
@@ -315,7 +315,7 @@ def test_settings_that_vary_under_one_label_are_shown_as_varying(compared, tmp_p
 
 
 def test_bar_marks_best_and_collapsed_cells():
-    from peftkit.report_plots import _bar_values
+    from peftkit.compare.report.plots import _bar_values
 
     good, gone = _row("afqmc", "lora", [0.70]), _row("afqmc", "ia3", [0.69])
     good.best, gone.collapsed = True, True
@@ -327,7 +327,7 @@ def test_bar_marks_best_and_collapsed_cells():
 def test_settings_say_max_steps_ended_the_runs_not_epochs(compared, tmp_path):
     """The grid sets train.max_steps=3 and leaves train.epochs at its default 3: the runs stopped a quarter of the
     way through their first epoch, so the Settings must not say they trained 3 epochs."""
-    from peftkit.report_pages import settings_of
+    from peftkit.compare.report.pages import settings_of
 
     recorded = {json.loads((c.output_dir / "metrics.json").read_text())["train"]["epochs"] for c in compared.cells}
     assert len(recorded) == 1 and next(iter(recorded)) < 1  # what the runs really did: 3 steps, under one epoch
@@ -355,7 +355,7 @@ def test_tradeoff_names_stay_readable_when_methods_tie_or_sit_close(tmp_path, mo
     each other; methods tied on both axes drew two names on one spot."""
     from matplotlib.text import Text
 
-    from peftkit import report_plots
+    from peftkit.compare.report import plots as report_plots
 
     def row(task, method, pct, acc):
         r = _row(task, method, [acc])

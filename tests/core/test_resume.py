@@ -17,12 +17,12 @@ import yaml
 
 pytestmark = pytest.mark.integration  # several subprocess runs: ~1 min
 
-from peftkit.testing import tiny_recipe
+from peftkit.kit.tiny import tiny_recipe
 
 FAULTS = '''
 import os, signal
-import peftkit.checkpoint as ck
-import peftkit.runner as runner
+import peftkit.train.checkpoint as ck
+import peftkit.train.loop as runner
 from peftkit import hookimpl
 
 KIND, _, AT = os.environ.get("PEFTKIT_TEST_KILL", ":").partition(":")
@@ -135,6 +135,6 @@ def test_half_written_checkpoint_is_never_used(setup):
     ckpts = sorted(p.name for p in (d / "half" / "checkpoints").iterdir())
     assert "step-00000002" in ckpts and "step-00000004" not in ckpts
     assert any(n.startswith(".tmp-step-00000004") for n in ckpts)
-    from peftkit import checkpoint
+    from peftkit.train import checkpoint
 
     assert checkpoint.latest(d / "half").name == "step-00000002"

@@ -13,8 +13,8 @@ import yaml
 from peftkit.cli import main
 from peftkit.errors import PeftkitError
 from peftkit.recipe import validate
-from peftkit.runner import micro_count, run
-from peftkit.testing import tiny_recipe
+from peftkit.train.loop import micro_count, run
+from peftkit.kit.tiny import tiny_recipe
 
 
 @pytest.fixture(scope="module")
@@ -141,12 +141,12 @@ def test_predict_refuses_to_change_the_model(finished_run, capsys):
 
 
 def test_predict_finds_missing_test_data_before_loading_the_model(finished_run, tmp_path, capsys, monkeypatch):
-    import peftkit.inference
+    import peftkit.evaluation.runs
 
     def no_model(*a, **k):
         raise AssertionError("the model was loaded before the data was checked")
 
-    monkeypatch.setattr(peftkit.inference, "build_model", no_model)
+    monkeypatch.setattr(peftkit.evaluation.runs, "build_model", no_model)
     assert main(["predict", str(finished_run), f"task.params.test_file={tmp_path / 'gone.jsonl'}"]) == 2
     assert "gone.jsonl" in capsys.readouterr().err
 
@@ -180,7 +180,7 @@ def _trained_weights(out):
 
 
 def test_grad_accumulation_matches_bigger_batch(tmp_path, tiny_data):
-    from peftkit.testing import make_tiny_bert
+    from peftkit.kit.tiny import make_tiny_bert
 
     tiny_bert = make_tiny_bert(tmp_path / "bert", dropout=0.0)  # dropout masks would differ between batch shapes
     params = {"dropout": 0.0}
@@ -202,7 +202,7 @@ def test_micro_count_last_short_window():
 
 
 def test_warmup_and_cosine_schedule(tmp_path, tiny_bert, tiny_data):
-    from peftkit.runner import _optimizer, _scheduler
+    from peftkit.train.loop import _optimizer, _scheduler
 
     r = validate(tiny_recipe(tiny_bert, tiny_data, tmp_path, warmup=2, scheduler="cosine", lr=1.0))
     opt = _optimizer(torch.nn.Linear(2, 2), r, 1.0)
@@ -216,7 +216,7 @@ def test_warmup_and_cosine_schedule(tmp_path, tiny_bert, tiny_data):
 
 
 def test_no_decay_for_bias_and_layernorm(tmp_path, tiny_bert, tiny_data):
-    from peftkit.runner import _optimizer
+    from peftkit.train.loop import _optimizer
 
     r = validate(tiny_recipe(tiny_bert, tiny_data, tmp_path))
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2))
@@ -226,17 +226,17 @@ def test_no_decay_for_bias_and_layernorm(tmp_path, tiny_bert, tiny_data):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the warning is about CPUs; a GPU runs bf16 natively")
 def test_bf16_on_a_cpu_without_native_bf16_warns(tmp_path, tiny_bert, tiny_data, monkeypatch, caplog):
-    import peftkit.loading
-    from peftkit.runner import _accelerator
+    import peftkit.build.model
+    from peftkit.train.loop import _accelerator
 
     recipe = tiny_recipe(tiny_bert, tiny_data, tmp_path / "out")
     recipe["train"]["mixed_precision"] = "bf16"
-    monkeypatch.setattr(peftkit.loading, "cpu_has_bf16", lambda: False)
+    monkeypatch.setattr(peftkit.build.model, "cpu_has_bf16", lambda: False)
     with caplog.at_level("WARNING", logger="peftkit"):
         _accelerator(validate(recipe))
     assert "train.mixed_precision=bf16: this CPU has no AVX512-BF16" in caplog.text and "train.mixed_precision: no" in caplog.text
     caplog.clear()
-    monkeypatch.setattr(peftkit.loading, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(peftkit.build.model, "cpu_has_bf16", lambda: True)
     with caplog.at_level("WARNING", logger="peftkit"):
         _accelerator(validate(recipe))
     assert "AVX512-BF16" not in caplog.text
@@ -249,7 +249,7 @@ def test_compile_trains_like_eager_and_saves_plain_weights(tmp_path, tiny_data):
     from safetensors import safe_open
     from torch._dynamo.utils import counters
 
-    from peftkit.testing import make_tiny_bert
+    from peftkit.kit.tiny import make_tiny_bert
 
     bert = make_tiny_bert(tmp_path / "bert", dropout=0.0)  # inductor draws dropout masks from its own RNG
     results = {}
@@ -274,7 +274,7 @@ def test_a_second_run_into_a_folder_being_written_is_refused(tmp_path, tiny_bert
     import subprocess
     import sys
 
-    from peftkit import outputs
+    from peftkit import run_dir as outputs
 
     out = tmp_path / "out"
     out.mkdir()

@@ -15,7 +15,7 @@ import pytest
 
 from peftkit.cli import main
 from peftkit.errors import PeftkitError
-from peftkit.scaffold import new_plugin, normalise_name, render_files, substitutions
+from peftkit.kit.scaffold import new_plugin, normalise_name, render_files, substitutions
 
 
 @pytest.mark.parametrize("given, short", [("my-method", "my-method"), ("peftkit-loha2", "loha2"), ("x", "x")])
@@ -79,8 +79,8 @@ def generated(tmp_path):
 
 
 def test_generated_plugin_registers_and_its_method_passes_conformance(generated, tmp_path):
-    from peftkit.conformance import check_method
-    from peftkit.plugins import build_registry
+    from peftkit.kit.conformance import check_method
+    from peftkit.plugin.registry import build_registry
 
     reg = build_registry(extra_plugins={"gen-demo": generated})
     assert "gen-demo" in reg.methods and "gen-demo/jsonl" in reg.tasks
@@ -90,9 +90,9 @@ def test_generated_plugin_registers_and_its_method_passes_conformance(generated,
 
 
 def test_generated_task_reads_jsonl_and_validates_in_a_recipe(generated, tmp_path, tiny_bert):
-    from peftkit.plugins import build_registry
+    from peftkit.plugin.registry import build_registry
     from peftkit.recipe import validate
-    from peftkit.testing import make_text_dataset
+    from peftkit.kit.tiny import make_text_dataset
 
     reg = build_registry(extra_plugins={"gen-demo": generated})
     data = make_text_dataset(tmp_path / "data", n_train=8, n_dev=4, n_test=2)

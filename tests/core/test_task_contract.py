@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from peftkit import Example, hookimpl
-from peftkit.components import checked_examples
+from peftkit.build.setup import checked_examples
 from peftkit.errors import DataError, RecipeError
-from peftkit.outputs import write_json
-from peftkit.plugins import build_registry
+from peftkit.run_dir import write_json
+from peftkit.plugin.registry import build_registry
 from peftkit.recipe import validate
-from peftkit.runner import _better, run
-from peftkit.testing import tiny_recipe
+from peftkit.train.loop import _better, run
+from peftkit.kit.tiny import tiny_recipe
 
 
 def _gen():
@@ -111,7 +111,7 @@ def test_hooks_run_in_the_documented_order(tiny_bert, tiny_data, tmp_path):
 
 
 def test_builtin_task_passes_the_task_conformance_suite(tiny_data):
-    from peftkit.conformance import check_task
+    from peftkit.kit.conformance import check_task
 
     rows = check_task("text-classification", {"train_file": str(tiny_data["train"]), "dev_file": str(tiny_data["dev"]),
                                               "test_file": str(tiny_data["test"]), "labels": ["neg", "pos"]})
@@ -155,7 +155,7 @@ class _Broken:
     ({"format_prediction": lambda e, i, p: {"id": object()}}, "format_prediction() must give a JSON-serialisable dict"),
 ])
 def test_task_conformance_names_what_is_broken(change, error):
-    from peftkit.conformance import ConformanceError, check_task
+    from peftkit.kit.conformance import ConformanceError, check_task
 
     task = _Broken(**change)
     if error is None:

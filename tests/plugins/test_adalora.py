@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from peftkit.errors import PeftkitError, RecipeError
-from peftkit.interfaces import ApplyContext
+from peftkit.plugin.contracts import ApplyContext
 from peftkit.recipe import validate
-from peftkit.runner import run
-from peftkit.testing import tiny_recipe
+from peftkit.train.loop import run
+from peftkit.kit.tiny import tiny_recipe
 from peftkit_plugins.adalora.config import AdaLoraParams
 from peftkit_plugins.adalora.schedule import derive
 
@@ -68,7 +68,7 @@ def test_resume_is_exact(tmp_path, tiny_bert, tiny_data, resume_at):
     total_step - tfinal = 9) ends byte-identical to the uninterrupted run."""
     import shutil
 
-    from peftkit.checkpoint import complete
+    from peftkit.train.checkpoint import complete
 
     def recipe(out):
         return validate(tiny_recipe(tiny_bert, tiny_data, out, method="adalora", epochs=2, batch_size=8, grad_accum=2,
@@ -117,9 +117,9 @@ def test_target_rank_above_initial_is_refused():
 
 
 def _tiny_adalora(tiny_bert, orth: float):
-    from peftkit.conformance import LABELS
-    from peftkit.loading import load_model, load_tokenizer
-    from peftkit.plugins import get_registry
+    from peftkit.kit.conformance import LABELS
+    from peftkit.build.model import load_model, load_tokenizer
+    from peftkit.plugin.registry import get_registry
     from peftkit.recipe import ModelConfig
 
     cfg = ModelConfig(source=f"local:{tiny_bert}")
@@ -144,7 +144,7 @@ def test_orthogonal_regulariser_is_added_to_the_loss(tiny_bert):
 
 def test_save_between_reallocations_reloads_exactly(tiny_bert, tmp_path):
     """A pruned singular value revived by the optimizer must not be dropped from the file."""
-    from peftkit.loading import load_model, load_tokenizer
+    from peftkit.build.model import load_model, load_tokenizer
     from peftkit.recipe import ModelConfig
 
     m, model, batch = _tiny_adalora(tiny_bert, 0.5)

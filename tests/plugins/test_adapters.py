@@ -9,8 +9,8 @@ import torch
 from pydantic import ValidationError
 
 from peftkit.errors import PeftkitError
-from peftkit.interfaces import ApplyContext
-from peftkit.plugins import get_registry
+from peftkit.plugin.contracts import ApplyContext
+from peftkit.plugin.registry import get_registry
 from peftkit_plugins.adapters.config import AdapterParams
 
 LABELS = ["neg", "pos"]
@@ -26,7 +26,7 @@ def _one_thread():
 
 
 def _base(path, seed=0):
-    from peftkit.loading import load_model, load_tokenizer
+    from peftkit.build.model import load_model, load_tokenizer
     from peftkit.recipe import ModelConfig
 
     cfg = ModelConfig(source=f"local:{path}")
@@ -139,8 +139,8 @@ def test_registration_is_idempotent():
 
 def test_run_reports_bottleneck_facts(tiny_data, tmp_path):
     from peftkit.recipe import validate
-    from peftkit.runner import run
-    from peftkit.testing import make_tiny_bert, tiny_recipe
+    from peftkit.train.loop import run
+    from peftkit.kit.tiny import make_tiny_bert, tiny_recipe
 
     # pretrained-scale weights: with 0.02 the tiny model's [CLS] state barely depends on the input
     bert = make_tiny_bert(tmp_path / "bert", init_std=0.2)

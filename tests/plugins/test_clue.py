@@ -11,7 +11,7 @@ import pytest
 
 import peftkit_plugins.clue as clue_plugin
 from peftkit.errors import DataError, RecipeError
-from peftkit.plugins import get_registry
+from peftkit.plugin.registry import get_registry
 from peftkit_plugins.clue.specs import SPECS
 
 CLUE_DIR = Path(os.environ.get("PEFTKIT_CLUE_DIR") or Path(__file__).parents[2] / ".." / "shared" / "data" / "clue")
@@ -92,7 +92,7 @@ def _chid_rows(n: int, seed: int) -> list[dict]:
     """Learnable ChID-shaped rows in the tiny BERT's English vocabulary: the one positive word is the answer."""
     import random
 
-    from peftkit.testing import FILLER, NEGATIVE, POSITIVE
+    from peftkit.kit.tiny import FILLER, NEGATIVE, POSITIVE
 
     rng = random.Random(seed)
     rows = []
@@ -106,9 +106,9 @@ def _chid_rows(n: int, seed: int) -> list[dict]:
 
 
 def test_chid_trains_a_multiple_choice_head_and_writes_its_submission(reg, tiny_bert, tmp_path, one_thread):
-    from peftkit.inference import predict_run
+    from peftkit.evaluation.runs import predict_run
     from peftkit.recipe import validate
-    from peftkit.runner import run
+    from peftkit.train.loop import run
 
     data = tmp_path / "chid"
     write(data, "train_few_all.json", _chid_rows(96, 1))
@@ -376,7 +376,7 @@ def _present(spec) -> bool:
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_real_task_trains_evaluates_and_writes_its_submission(name, tiny_bert, tmp_path, one_thread):
     from peftkit.recipe import validate
-    from peftkit.runner import run
+    from peftkit.train.loop import run
 
     spec = TASKS[name]
     if not CLUE_DIR.is_dir():
@@ -391,7 +391,7 @@ def test_real_task_trains_evaluates_and_writes_its_submission(name, tiny_bert, t
     })
     summary = run(recipe)
     assert 0.0 <= summary["final"]["accuracy"] <= 1.0 and summary["train"]["steps"] == 2
-    from peftkit.conformance import check_task  # the whole real splits (test too) keep the task contract
+    from peftkit.kit.conformance import check_task  # the whole real splits (test too) keep the task contract
 
     rows = check_task(name, {"data_dir": str(CLUE_DIR / spec.folder)})
     assert rows["train"] > 32 and rows["dev"] > 32 and rows["test"] > 0
@@ -411,7 +411,7 @@ def test_real_task_trains_evaluates_and_writes_its_submission(name, tiny_bert, t
 def test_fewclue_run_scores_the_labelled_public_test_set(tiny_bert, tmp_path, one_thread):
     """`test_split: test_public` with eval.predict: FewCLUE's reported number lands in metrics.json `test`."""
     from peftkit.recipe import validate
-    from peftkit.runner import run
+    from peftkit.train.loop import run
 
     folder = CLUE_DIR / "fewclue" / "eprstmt"
     if not (folder / "test_public.json").is_file():

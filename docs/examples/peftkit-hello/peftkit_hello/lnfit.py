@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from peftkit.errors import PeftkitError
-from peftkit.interfaces import ApplyContext
+from peftkit import PeftkitError
+from peftkit import ApplyContext
 
 WEIGHTS = "lnfit.safetensors"
 MANIFEST = "lnfit.json"
@@ -52,7 +52,7 @@ def head_names(model: Any, head_modules: list[str]) -> list[str]:
 
 
 class LNFit:
-    """The Method object peftkit calls; see :class:`peftkit.interfaces.Method`."""
+    """The Method object peftkit calls; see :class:`peftkit.plugin.contracts.Method`."""
 
     name = "lnfit"
     summary = "LNFit: train only LayerNorm/RMSNorm scales and shifts plus the task head (example plugin)."

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from peftkit.conformance import check_method, check_task
-from peftkit.plugins import get_registry
+from peftkit.kit.conformance import check_method, check_task
+from peftkit.plugin.registry import get_registry
 from peftkit_hello.keywords import KeywordParams, KeywordTask
 
 

@@ -1,0 +1,179 @@
+"""From a validated recipe to the objects a run needs: plugins, data, tokenizer, model."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from peftkit.build.batches import Encoded, encode
+from peftkit.plugin.contracts import MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION, ApplyContext, task_head
+from peftkit.build.model import load_model, load_tokenizer, method_float_modules, resolve_source
+from peftkit.recipe import Recipe, method_params, task_params
+
+log = logging.getLogger("peftkit")
+
+
+@dataclass
+class Setup:
+    """Everything resolved for a recipe, before the model is built."""
+
+    recipe: Recipe
+    registry: Any
+    method: Any
+    task: Any
+    mparams: Any
+    tparams: Any
+    model_path: Path
+    tokenizer: Any
+    labels: list[str]
+    use_token_types: bool
+    data: dict[str, Encoded] = field(default_factory=dict)
+
+    @cached_property
+    def hooks(self) -> Any:
+        """The hooks this run calls: every plugin's, or only those in the recipe's ``plugins:`` list (built once,
+        not on every step)."""
+        return self.registry.hooks_for(self.recipe.plugins)
+
+    @property
+    def pad_id(self) -> int:
+        return int(self.tokenizer.pad_token_id)
+
+
+def _model_config(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads((path / "config.json").read_text())
+
+
+def _uses_token_types(path: Path) -> bool:
+    return int(_model_config(path).get("type_vocab_size", 0) or 0) > 1
+
+
+def _check_max_length(recipe: Recipe, path: Path) -> None:
+    """data.max_length beyond the model's position table would crash deep inside the forward pass."""
+    from peftkit.errors import PeftkitError
+
+    limit = _model_config(path).get("max_position_embeddings")
+    if limit and recipe.data.max_length > int(limit):
+        raise PeftkitError(
+            f"data.max_length: {recipe.data.max_length} exceeds the model's limit of {limit} positions "
+            f"({recipe.model.source}); set data.max_length to {limit} or less"
+        )
+
+
+def _check_metric(recipe: Recipe, task: Any, n_labels: int) -> None:
+    """eval.metric must be one the task reports: found out before training, not at the first evaluation."""
+    from peftkit.errors import RecipeError
+    from peftkit.recipe import metric_problem
+
+    problem = metric_problem(recipe.eval.metric, task, recipe.task.name, n_labels)
+    if problem:
+        raise RecipeError(f"eval.metric: {problem}")
+
+
+def prepare(recipe: Recipe, registry: Any, splits: tuple[str, ...] = ("train", "dev")) -> Setup:
+    """Resolve plugins, the model folder and tokenizer, and tokenise the requested splits."""
+    method = registry.methods[recipe.method.name]
+    task = registry.tasks[recipe.task.name]
+    mparams, tparams = method_params(recipe, registry), task_params(recipe, registry)
+    path = resolve_source(recipe.model, registry)
+    _check_max_length(recipe, path)
+    tok = load_tokenizer(path, recipe.model)
+    labels = list(task.label_names(tparams))
+    _check_metric(recipe, task, len(labels))
+    s = Setup(recipe, registry, method, task, mparams, tparams, path, tok, labels, _uses_token_types(path))
+    for split in splits:
+        if split in task.splits:
+            load_split(s, split)
+    return s
+
+
+def load_split(s: Setup, split: str) -> Encoded:
+    from peftkit.errors import DataError
+
+    examples = checked_examples(s.task.load_split(s.tparams, split), s.task.name, split, len(s.labels), task_head(s.task))
+    enc = encode(examples, s.tokenizer, s.recipe.data.max_length, use_token_types=s.use_token_types, split=split)
+    if enc.truncated and s.recipe.data.truncation_warning:
+        log.info("%s: %d of %d examples truncated to data.max_length=%d", split, enc.truncated, len(enc), s.recipe.data.max_length)
+    if enc.indistinct:
+        log.warning("%s: in %d of %d rows every choice is the same after truncation to data.max_length=%d (the part where "
+                    "they differ was cut off), so those rows cannot be answered; raise data.max_length", split,
+                    enc.indistinct, len(enc), s.recipe.data.max_length)
+    s.data[split] = enc
+    return enc
+
+
+def checked_examples(raw: Any, task: str, split: str, n_labels: int, head: str = SEQUENCE_CLASSIFICATION) -> list[Any]:
+    """What a task's ``load_split`` returned, as a list of examples a run can use; DataError naming the task,
+    split and row otherwise. Training and evaluation need a label on every row; test rows may have none.
+    Rows of a ``multiple-choice`` task carry ``n_labels`` string choices; other tasks' rows carry none."""
+    import numbers
+
+    from peftkit.errors import DataError
+
+    who = f"task {task!r}, {split} split"
+    if isinstance(raw, (str, bytes, dict)) or not hasattr(raw, "__iter__"):
+        raise DataError(f"{who}: load_split returned {type(raw).__name__}, not a list of peftkit.Example")
+    examples = list(raw)  # a generator is read once, here (an empty split is refused by encode)
+    for i, e in enumerate(examples):
+        row = f"{who}: row {i}" + (f" (id {e.id!r})" if getattr(e, "id", None) is not None else "")
+        if not all(hasattr(e, a) for a in ("text", "text_pair", "label", "id")):
+            raise DataError(f"{who}: row {i} is a {type(e).__name__}, not a peftkit.Example(text=..., label=..., id=...)")
+        for field_name in ("text", "text_pair"):
+            value = getattr(e, field_name)
+            if not isinstance(value, str) and not (field_name == "text_pair" and value is None):
+                raise DataError(f"{row}: {field_name} is {type(value).__name__} {value!r:.40}, not a string")
+        _check_choices(e, row, n_labels, head)
+        if e.label is None:
+            if split in ("train", "dev"):
+                n = sum(x.label is None for x in examples)
+                raise DataError(f"{row} has no label, nor do {n - 1} more of its {len(examples)} rows: training and evaluation "
+                                "need a label on every row (only test rows may be unlabelled)")
+        elif isinstance(e.label, bool) or not isinstance(e.label, numbers.Integral):
+            raise DataError(f"{row}: label is {type(e.label).__name__} {e.label!r:.40}, not a label id (an int from 0 to "
+                            f"{n_labels - 1}); map label names to ids with the task's label_names()")
+        elif not 0 <= e.label < n_labels:
+            raise DataError(f"{split} split: label id {e.label} (row id {e.id!r}) is outside the task's {n_labels} labels")
+    return examples
+
+
+def _check_choices(e: Any, row: str, n_labels: int, head: str) -> None:
+    from peftkit.errors import DataError
+
+    choices = getattr(e, "choices", None)
+    if head != MULTIPLE_CHOICE:
+        if choices is not None:
+            raise DataError(f"{row} has choices, but the task's head is {head!r}; a multiple-choice task sets "
+                            f"head = {MULTIPLE_CHOICE!r}")
+        return
+    need = f"a multiple-choice row needs Example.choices, a list of {n_labels} strings (one per label)"
+    if not isinstance(choices, (list, tuple)):
+        raise DataError(f"{row}: {need}, got {type(choices).__name__} {choices!r:.40}")
+    if len(choices) != n_labels:
+        raise DataError(f"{row}: {need}, got {len(choices)} choices")
+    bad = next((i for i, c in enumerate(choices) if not isinstance(c, str)), None)
+    if bad is not None:
+        raise DataError(f"{row}: {need}; choice {bad} is {type(choices[bad]).__name__} {choices[bad]!r:.40}")
+    if e.text_pair is not None:
+        raise DataError(f"{row}: a multiple-choice row has no text_pair (it would not be read): put it into text, which "
+                        "is read with every choice, or into each choice")
+
+
+def build_model(s: Setup, total_steps: int = 0, *, trained: Path | None = None) -> tuple[Any, ApplyContext]:
+    """Load the base (seeded by the caller) and apply the method, or load a trained one from ``trained``."""
+    q = s.recipe.model.quantization
+    # modules the method trains in full must not be quantized (bitsandbytes integers cannot train)
+    keep = method_float_modules(s.method, s.mparams, s.model_path, total_steps, trained) if q else []
+    model, heads = load_model(
+        s.model_path, s.recipe.model, s.labels, s.tokenizer, gradient_checkpointing=s.recipe.train.gradient_checkpointing,
+        keep_float=keep, head=task_head(s.task),
+    )
+    ctx = ApplyContext(head_modules=heads, model_type=model.config.model_type, total_steps=total_steps,
+                       quantization_bits=q.bits if q else None)
+    if trained is not None:
+        return s.method.load(model, trained), ctx
+    return s.method.apply(model, s.mparams, ctx), ctx

@@ -1,0 +1,96 @@
+"""Batched, gradient-free evaluation and prediction (length-sorted batches, original order restored)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import numpy as np
+
+from peftkit.build.batches import Encoded, collate, eval_batches
+from peftkit.evaluation.prepack import packed_linears
+
+
+HALF_PRECISION_EVAL_BATCH = 4
+
+
+def eval_batch_size(recipe: Any) -> int:
+    """``eval.batch_size``, or when unset ``train.batch_size`` (float32) or 4 × ``train.batch_size`` (bf16/fp16).
+
+    Measured on TNEWS dev with length-sorted batches on a 2-core AVX512-BF16 CPU: float32 runs at its
+    peak from batch 32 (32: 169, 64: 166, 128: 157 samples/s), bf16 needs bigger matrices (32: 236,
+    128: 263-299, 512: 226). Evaluation keeps no activations for backward, so 4× fits where training fits.
+    """
+    if recipe.eval.batch_size:
+        return recipe.eval.batch_size
+    half = mixed_precision(recipe) != "no"
+    return recipe.train.batch_size * (HALF_PRECISION_EVAL_BATCH if half else 1)
+
+
+def mixed_precision(recipe: Any) -> str:
+    """``train.mixed_precision`` with ``auto`` resolved: ``bf16`` on GPUs that support it, else ``no``.
+
+    Training and every evaluation of the run (in-loop, final, ``peftkit predict``) use the same value.
+    """
+    import torch
+
+    mp = recipe.train.mixed_precision
+    if mp == "auto":
+        mp = "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+    if recipe.model.quantization is not None and mp == "fp16":
+        mp = "no"  # bitsandbytes layers already compute in bnb_4bit_compute_dtype
+    return mp
+
+
+def autocast(device: Any, precision: str) -> Any:
+    """The autocast context for ``precision`` (``no``, ``bf16``, ``fp16``) on ``device``, as Accelerate sets it
+    for training."""
+    if precision == "no":
+        return contextlib.nullcontext()
+    import torch
+
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
+
+
+def predict_logits(model: Any, data: Encoded, batch_size: int, pad_id: int, device: Any,
+                   precision: str = "no") -> tuple[np.ndarray, float | None]:
+    """Logits for every example in ``data`` order, and the mean loss when all rows are labelled.
+
+    ``precision`` (``no``, ``bf16``, ``fp16``) runs the forward under autocast, as in training. In float32 on
+    CPU the linear layers run with oneDNN-prepacked weights (``peftkit.evaluation.prepack``)."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    out: np.ndarray | None = None
+    loss_sum, n_loss = 0.0, 0
+    with torch.inference_mode(), autocast(device, precision), packed_linears(model, device, precision):
+        for idx in eval_batches(data.lengths, batch_size):
+            batch = {k: v.to(device) for k, v in collate(data, idx, pad_id).items()}
+            labels = batch.pop("labels", None)
+            logits = model(**batch).logits.float()
+            if labels is not None:
+                loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+                n_loss += len(idx)
+            if out is None:
+                out = np.zeros((len(data), logits.shape[-1]), dtype=np.float32)
+            out[idx] = logits.cpu().numpy()
+    model.train(was_training)
+    return out, (loss_sum / n_loss if n_loss == len(data) else None)
+
+
+def evaluate(model: Any, data: Encoded, task: Any, batch_size: int, pad_id: int, device: Any,
+             precision: str = "no") -> tuple[dict[str, float], np.ndarray]:
+    """The task's metrics (plus ``eval_loss``) on a labelled split, and the predicted label ids."""
+    logits, loss = predict_logits(model, data, batch_size, pad_id, device, precision)
+    preds = logits.argmax(-1)
+    return scores(task, preds, data.labels, loss), preds
+
+
+def scores(task: Any, preds: np.ndarray, labels: np.ndarray, loss: float | None) -> dict[str, float]:
+    """The task's metrics of ``preds`` against ``labels``, plus ``eval_loss`` when there is one."""
+    metrics = dict(task.compute_metrics(preds, labels))
+    if loss is not None:
+        metrics["eval_loss"] = loss
+    return metrics

@@ -1,0 +1,436 @@
+"""The conformance suites: what every Method (``check_method``) and Task (``check_task``) must satisfy,
+for built-in and third-party plugins alike.
+
+One line in a plugin's tests runs it on a tiny BERT (without a pooler, so the pooler is part of the
+task head), a tiny Llama, and the tiny BERT with a multiple-choice head (two choices per row)::
+
+    from peftkit.kit.conformance import check_method
+
+    def test_my_method(tmp_path):
+        check_method(MyMethod(), tmp_path)          # or check_method("my-method", tmp_path)
+
+For each model it checks that: the method applies; exactly the intended parameters train (what the
+method adds, the task head, and the base parameters its ``trains_base_params`` regex names); the
+reported trainable count (:func:`peftkit.kit.peft_method.count_parameters`) equals the true count; forward
+and backward run and every trainable parameter gets a gradient; a few optimizer steps (firing the
+method plugin's own ``peftkit_on_step_end`` hook, as the runner does, when the method is registered
+through an entry point) lower the loss on a fixed batch;
+save → load into a *differently seeded* fresh base gives identical logits (so a head that is not
+saved fails); merged equals unmerged where ``can_merge``, and ``merge`` refuses with an explanation
+otherwise. A method raising :class:`peftkit.kit.peft_method.MethodNotApplicable` for a model is skipped for it
+with its message. Failures raise :class:`ConformanceError` naming the method, the model and the fix.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import re
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peftkit.errors import PeftkitError
+from peftkit.plugin.contracts import MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION, ApplyContext, Example, method_heads
+from peftkit.kit.peft_method import MethodNotApplicable, count_parameters
+
+MODELS = ("bert", "llama", "bert-multiple-choice")  # the last: tiny BERT with a multiple-choice head
+LABELS = ["neg", "pos"]
+# Pretrained-scale weights: with the usual 0.02 a tiny model's [CLS] state hardly depends on the input,
+# and methods that only steer attention (prefix tuning) cannot lower the loss at all.
+INIT_STD = 0.2
+_UNSET: Any = object()
+_CACHE: dict[str, Path] = {}
+
+
+class ConformanceError(AssertionError):
+    """A method broke the Method contract; the message names the method, the model and what is wrong."""
+
+
+@dataclass
+class ConformanceReport:
+    """What one conformance run measured (for a test to assert more, or to print)."""
+
+    method: str
+    model: str
+    trainable: int
+    total: int
+    loss_before: float
+    loss_after: float
+    reload_max_diff: float
+    merge_max_diff: float | None
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _Bench:
+    kind: str
+    path: Path
+    cfg: Any
+    tok: Any
+    batch: dict[str, Any]
+
+
+def _tiny_model_dir(kind: str) -> Path:
+    """Tiny model folders are built once per process (seeded, so identical every time)."""
+    from peftkit.kit.tiny import make_tiny_bert, make_tiny_llama
+
+    kind = "bert" if kind == "bert-multiple-choice" else kind  # same weights; the head is chosen when loading
+    if kind not in _CACHE:
+        root = Path(tempfile.mkdtemp(prefix="peftkit-conformance-"))
+        atexit.register(shutil.rmtree, root, True)
+        if kind == "bert":
+            # no pooler: it becomes part of the task head, which must train and be saved
+            _CACHE[kind] = make_tiny_bert(root / kind, with_pooler=False, init_std=INIT_STD)
+        elif kind == "llama":
+            _CACHE[kind] = make_tiny_llama(root / kind, init_std=INIT_STD)
+        else:
+            raise ValueError(f"model must be one of {MODELS}, got {kind!r}")
+    return _CACHE[kind]
+
+
+def _bench(kind: str) -> _Bench:
+    from peftkit.build.batches import collate, encode
+    from peftkit.build.model import load_tokenizer
+    from peftkit.recipe import ModelConfig
+    from peftkit.kit.tiny import sentiment_rows
+
+    path = _tiny_model_dir(kind)
+    cfg = ModelConfig(source=f"local:{path}")
+    tok = load_tokenizer(path, cfg)
+    rows = sentiment_rows(16, seed=0)
+    if kind == "bert-multiple-choice":  # which of two words ("good", "bad") has the row's sentiment; the right one
+        examples = []                      # comes first in even rows and second in odd rows
+        for i, r in enumerate(rows):
+            right, wrong = ("good", "bad") if r["label"] == "pos" else ("bad", "good")
+            examples.append(Example(text=r["text"], label=i % 2, id=r["id"], choices=[right, wrong] if i % 2 == 0 else [wrong, right]))
+    else:
+        examples = [Example(text=r["text"], label=LABELS.index(r["label"]), id=r["id"]) for r in rows]
+    enc = encode(examples, tok, 32, use_token_types=kind.startswith("bert"), split="train")
+    return _Bench(kind, path, cfg, tok, collate(enc, list(range(len(examples))), int(tok.pad_token_id)))
+
+
+def _base(b: _Bench, seed: int, bits: int | None = None) -> tuple[Any, list[str]]:
+    import torch
+
+    from peftkit.build.model import load_model
+    from peftkit.recipe import QuantizationConfig
+
+    torch.manual_seed(seed)  # the head (and pooler) are random: a different seed exposes an unsaved head
+    cfg = b.cfg.model_copy(update={"quantization": QuantizationConfig(bits=bits) if bits else None})
+    head = MULTIPLE_CHOICE if b.kind == "bert-multiple-choice" else SEQUENCE_CLASSIFICATION
+    return load_model(b.path, cfg, LABELS, b.tok, head=head)
+
+
+def _resolve(method: Any) -> tuple[Any, Any]:
+    """(Method, the plugin object that registered it or None)."""
+    from peftkit.plugin.registry import get_registry
+
+    reg = get_registry()
+    if isinstance(method, str):
+        if method not in reg.methods:
+            raise ConformanceError(f"no method {method!r} is registered (registered: {', '.join(sorted(reg.methods))})")
+        method = reg.methods[method]
+    for pname, info in reg.plugins.items():
+        if reg.methods.get(method.name) is method and method.name in info.methods:
+            return method, reg.pm.get_plugin(pname)
+    return method, None
+
+
+def run_conformance(method: Any, tmp_path: str | Path, *, params: dict | None = None, model: str = "bert",
+                    steps: int | None = None, lr: float | None = None, trains_base: Any = _UNSET,
+                    atol: float = 1e-5, bits: int | None = None) -> ConformanceReport:
+    """Run every check for one method on one tiny model.
+
+    Args:
+        method: a Method object or a registered method name.
+        tmp_path: a writable folder (saved models go under it).
+        params: ``method.params`` (validated by the method's params_model); None = its defaults.
+        model: ``bert``, ``llama`` or ``bert-multiple-choice`` (a multiple-choice head on the tiny BERT; a method
+            whose ``task_heads`` leave that head out raises MethodNotApplicable).
+        steps: optimizer steps on the fixed batch (also the ``total_steps`` the method is told); None = 8, or 16 on
+            the multiple-choice model (its head must learn how text and choice interact, not a class: IA3 at its
+            default rate needs more than 8 steps there).
+        lr: learning rate; None = the method's default_lr, at least 1e-3 so a few steps move a tiny model.
+        trains_base: regex of base parameters the method trains; default = its ``trains_base_params``.
+        atol: largest logit difference accepted for save → load and merge.
+        bits: load the base bitsandbytes-quantized (4 or 8; the method must list it in quantized_bits).
+            The merge check is skipped then (merging into a quantized base is refused by design).
+
+    Raises:
+        ConformanceError: a check failed. MethodNotApplicable: the method refuses this model.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is ~5x faster than several contending ones
+    try:
+        steps = steps or (16 if model == "bert-multiple-choice" else 8)
+        return _run(method, Path(tmp_path), params, model, steps, lr, trains_base, atol, bits)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(method: Any, tmp_path: Path, params: dict | None, model: str, steps: int, lr: float | None,
+         trains_base: Any, atol: float, bits: int | None) -> ConformanceReport:
+    m, owner = _resolve(method)
+    tag = f"[{m.name} on tiny {model}{f' ({bits}-bit)' if bits else ''}]"
+    if bits and bits not in m.quantized_bits:
+        raise ConformanceError(f"{tag} the method does not list {bits} in quantized_bits; nothing to check")
+    if model == "bert-multiple-choice" and MULTIPLE_CHOICE not in method_heads(m):
+        raise MethodNotApplicable(getattr(m, "task_heads_note", "") or "the method's task_heads leave out multiple-choice")
+    p = m.params_model.model_validate(params or {})
+    b = _bench(model)
+    base, heads = _base(b, 0, bits)
+    base_names = {id(t): n for n, t in base.named_parameters()}
+    ctx = ApplyContext(head_modules=heads, model_type=base.config.model_type, total_steps=steps, quantization_bits=bits)
+    trained = m.apply(base, p, ctx)
+    regex = getattr(m, "trains_base_params", None) if trains_base is _UNSET else trains_base
+    _check_trainable(trained, base_names, heads, regex, tag)
+    counts = _check_count(trained, tag)
+    _check_backward(trained, b.batch, tag)
+    before, after = _train(m, owner, trained, b.batch, steps, lr or max(m.default_lr, 1e-3), tag)
+    ref = _logits(trained, b.batch)
+    loaded, reload_diff = _reload(m, trained, b, tmp_path / f"{m.name}-{model}", heads, ref, atol, tag, bits)
+    merge_diff = None if bits else _check_merge(m, loaded, b.batch, ref, atol, tag)
+    facts = m.facts(trained)
+    try:
+        json.dumps(facts)
+    except (TypeError, ValueError) as exc:
+        raise ConformanceError(f"{tag} facts() must return JSON-serialisable data for metrics.json: {exc}") from exc
+    return ConformanceReport(m.name, model, counts["trainable"], counts["total"], before, after, reload_diff,
+                             merge_diff, facts)
+
+
+def _in_head(name: str, heads: list[str]) -> bool:
+    return any(f".{h}." in f".{name}" for h in heads)
+
+
+def _check_trainable(model: Any, base_names: dict[int, str], heads: list[str], regex: str | None, tag: str) -> None:
+    live = {id(t): t for _, t in model.named_parameters()}
+    train = [(n, t) for n, t in model.named_parameters() if t.requires_grad]
+    wrong = [base_names[id(t)] for _, t in train if id(t) in base_names and not _in_head(base_names[id(t)], heads)
+             and not (regex and re.fullmatch(regex, base_names[id(t)]))]
+    if wrong:
+        raise ConformanceError(f"{tag} base parameters train that the method does not declare: {wrong[:5]} "
+                               f"({len(wrong)} in all). Freeze them, or name them in trains_base_params")
+    if regex:
+        frozen = [n for i, n in base_names.items() if re.fullmatch(regex, n) and not _in_head(n, heads)
+                  and not (i in live and live[i].requires_grad)]
+        if frozen:
+            raise ConformanceError(f"{tag} trains_base_params {regex!r} names parameters that do not train: {frozen[:5]}")
+    for h in heads:
+        if not any(_in_head(n, [h]) for n, _ in train):
+            raise ConformanceError(f"{tag} task head {h!r} does not train; apply() must train (and save) ctx.head_modules")
+    if not any(not _in_head(base_names.get(id(t), n), heads) for n, t in train):
+        raise ConformanceError(f"{tag} only the task head trains; the method added or unfroze nothing")
+
+
+def _check_count(model: Any, tag: str) -> dict[str, Any]:
+    counts = count_parameters(model)
+    true = sum({id(t): t.numel() for _, t in model.named_parameters(remove_duplicate=False) if t.requires_grad}.values())
+    if counts["trainable"] != true:
+        raise ConformanceError(f"{tag} reported trainable parameters {counts['trainable']:,} != true count {true:,}")
+    if hasattr(model, "get_nb_trainable_parameters") and model.get_nb_trainable_parameters()[0] != true:
+        raise ConformanceError(f"{tag} peft counts {model.get_nb_trainable_parameters()[0]:,} trainable, true count {true:,}")
+    return counts
+
+
+def _check_backward(model: Any, batch: dict[str, Any], tag: str) -> None:
+    import torch
+
+    model.train()
+    loss = model(**batch).loss
+    if loss is None or not torch.isfinite(loss):
+        raise ConformanceError(f"{tag} forward gave loss {loss}; the model must return a finite loss for labelled batches")
+    loss.backward()
+    params = [(n, t) for n, t in model.named_parameters() if t.requires_grad]
+    missing = [n for n, t in params if t.grad is None]
+    if missing:
+        raise ConformanceError(f"{tag} trainable parameters got no gradient (not on the forward path?): {missing[:5]}")
+    if all(float(t.grad.abs().sum()) == 0 for _, t in params):
+        raise ConformanceError(f"{tag} every gradient is zero; the trainable parameters do not affect the loss")
+    model.zero_grad(set_to_none=True)
+
+
+def _logits(model: Any, batch: dict[str, Any]) -> Any:
+    import torch
+
+    model.eval()
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        return model(**inputs).logits.float()
+
+
+def _ce(model: Any, batch: dict[str, Any]) -> float:
+    import torch.nn.functional as F
+
+    return float(F.cross_entropy(_logits(model, batch), batch["labels"]))
+
+
+def _train(m: Any, owner: Any, model: Any, batch: dict[str, Any], steps: int, lr: float, tag: str) -> tuple[float, float]:
+    """A few AdamW steps on one batch, firing the method plugin's own step hook like the runner does."""
+    import torch
+
+    from peftkit.plugin.registry import get_registry
+    from peftkit.plugin.state import RunState
+
+    reg = get_registry()
+    hook = None
+    if owner is not None:
+        others = [p for p in reg.pm.get_plugins() if p is not owner]
+        hook = reg.pm.subset_hook_caller("peftkit_on_step_end", remove_plugins=others)
+    before = _ce(model, batch)
+    opt = torch.optim.AdamW([t for t in model.parameters() if t.requires_grad], lr=lr, weight_decay=0.0)
+    state = RunState(recipe=None, method=m, task=None, model=model, optimizer=opt, total_steps=steps)
+    for step in range(1, steps + 1):
+        model.train()
+        model(**batch).loss.backward()
+        opt.step()
+        state.step = step
+        if hook is not None:
+            hook(state=state)  # after step, before zero_grad: where the runner fires it
+        opt.zero_grad(set_to_none=True)
+    after = _ce(model, batch)
+    if not after < before:
+        raise ConformanceError(f"{tag} {steps} steps at lr {lr:g} did not lower the loss on a fixed batch "
+                               f"({before:.5f} → {after:.5f})")
+    return before, after
+
+
+def _reload(m: Any, model: Any, b: _Bench, directory: Path, heads: list[str], ref: Any, atol: float, tag: str,
+            bits: int | None = None) -> tuple[Any, float]:
+    if directory.exists():
+        shutil.rmtree(directory)
+    m.save(model, directory)
+    if not any(directory.iterdir()):
+        raise ConformanceError(f"{tag} save() wrote nothing to {directory}")
+    fresh, _ = _base(b, 1234, bits)
+    loaded = m.load(fresh, directory)
+    diff = float((_logits(loaded, b.batch) - ref).abs().max())
+    if diff > atol:
+        raise ConformanceError(f"{tag} save → load changed the logits by {diff:.3g} (> {atol:g}): something that trained "
+                               f"was not saved or not restored (the task head {heads}?)")
+    return loaded, diff
+
+
+def _check_merge(m: Any, loaded: Any, batch: dict[str, Any], ref: Any, atol: float, tag: str) -> float | None:
+    if not m.can_merge:
+        try:
+            m.merge(loaded)
+        except PeftkitError as exc:
+            if "merge" not in str(exc).lower() or len(str(exc)) < 40:
+                raise ConformanceError(f"{tag} merge() refusal should explain why it cannot merge; got {exc!r}") from exc
+            return None
+        raise ConformanceError(f"{tag} can_merge is False but merge() did not raise PeftkitError")
+    merged = m.merge(loaded)
+    if hasattr(merged, "peft_config"):
+        raise ConformanceError(f"{tag} merge() returned a model that still carries peft layers")
+    diff = float((_logits(merged, batch) - ref).abs().max())
+    if diff > atol:
+        raise ConformanceError(f"{tag} merged logits differ from unmerged by {diff:.3g} (> {atol:g})")
+    return diff
+
+
+def check_method(method: Any, tmp_path: str | Path, *, params: dict | None = None,
+                 models: tuple[str, ...] = MODELS, **kwargs: Any) -> dict[str, ConformanceReport | str]:
+    """Run the suite on every tiny model; the one-line entry point for plugin tests.
+
+    Returns:
+        ``{model: report}``, or ``{model: reason}`` for a model the method refuses (also warned about).
+
+    Raises:
+        ConformanceError: a check failed, or the method refuses every model.
+    """
+    out: dict[str, ConformanceReport | str] = {}
+    for kind in models:
+        try:
+            out[kind] = run_conformance(method, Path(tmp_path) / kind, params=params, model=kind, **kwargs)
+        except MethodNotApplicable as exc:
+            out[kind] = str(exc)
+            warnings.warn(f"conformance: skipped tiny {kind}: {exc}", stacklevel=2)
+    if all(isinstance(v, str) for v in out.values()):
+        raise ConformanceError(f"method refuses every conformance model ({', '.join(models)}): {out}")
+    return out
+
+
+def check_task(task: Any, params: dict | Any | None = None) -> dict[str, int]:
+    """The task conformance suite: what a run and ``peftkit predict`` rely on, without a model.
+
+    Loads every split the task declares (with ``params``: a dict for its ``params_model``, or an instance)
+    and checks that: the label space is a non-empty list of distinct strings; every row is an
+    :class:`~peftkit.plugin.contracts.Example` with string text and an int label id inside it (train and dev rows
+    all labelled; test rows may not be); ``compute_metrics`` reports the task's own ``metric`` as a number,
+    and a perfect prediction scores at least as well as a wrong one; ``prediction_file`` is a bare file name;
+    ``format_prediction`` gives a JSON-serialisable dict for a row of the last split.
+
+    Returns:
+        ``{split: rows}``.
+
+    Raises:
+        ConformanceError: naming the task and what is wrong.
+    """
+    import numpy as np
+
+    from peftkit.build.setup import checked_examples
+    from peftkit.plugin.contracts import head_problem, task_head
+
+    if isinstance(task, str):
+        from peftkit.plugin.registry import get_registry
+
+        task = get_registry().tasks[task]
+    name = getattr(task, "name", type(task).__name__)
+
+    def fail(msg: str) -> ConformanceError:
+        return ConformanceError(f"task {name!r}: {msg}")
+
+    bad_head = head_problem(task, "Task")  # the rule registration applies, for a task not registered yet
+    if bad_head:
+        raise fail(f"has {bad_head}")
+    p = params if params is not None and not isinstance(params, dict) else task.params_model(**(params or {}))
+    labels = list(task.label_names(p))
+    if not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) for x in labels):
+        raise fail(f"label_names() must be distinct strings, got {labels!r}")
+    rows: dict[str, int] = {}
+    last: list[Any] = []
+    for split in task.splits:
+        try:
+            examples = checked_examples(task.load_split(p, split), name, split, len(labels), task_head(task))
+        except PeftkitError as exc:
+            raise fail(str(exc)) from exc
+        rows[split] = len(examples)
+        last = examples or last
+    ids = np.arange(max(len(labels), 2)) % len(labels)
+    perfect = task.compute_metrics(ids, ids)
+    if task.metric not in perfect:
+        raise fail(f"compute_metrics() reports {sorted(perfect)}, not the task's own metric {task.metric!r}")
+    wrong = task.compute_metrics((ids + 1) % len(labels), ids)
+    try:
+        best, worse = float(perfect[task.metric]), float(wrong[task.metric])
+    except (TypeError, ValueError) as exc:
+        raise fail(f"compute_metrics()[{task.metric!r}] is not a number: {perfect[task.metric]!r}") from exc
+    if not best >= worse:
+        raise fail(f"{task.metric} of a perfect prediction ({best}) is below a wrong one's ({worse}); "
+                   "the best checkpoint is the one with the highest metric")
+    file = task.prediction_file(p)
+    if not isinstance(file, str) or not file or Path(file).name != file:
+        raise fail(f"prediction_file() must be a bare file name (written into the run folder), got {file!r}")
+    if last:
+        line = task.format_prediction(last[0], 0, p)
+        try:
+            json.dumps(line)
+        except (TypeError, ValueError) as exc:
+            raise fail(f"format_prediction() must give a JSON-serialisable dict, got {line!r}: {exc}") from exc
+        if not isinstance(line, dict):
+            raise fail(f"format_prediction() must give a dict (one line of {file}), got {type(line).__name__}")
+    return rows
+
+
+def cases() -> list[tuple[str, str]]:
+    """``(method name, model)`` for every registered method × tiny model, for ``pytest.mark.parametrize``."""
+    from peftkit.plugin.registry import get_registry
+
+    return [(name, kind) for name in sorted(get_registry().methods) for kind in MODELS]

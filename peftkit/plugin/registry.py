@@ -1,0 +1,266 @@
+"""Plugin discovery: the ``peftkit`` entry-point group, for built-ins and third parties alike.
+
+``PEFTKIT_DISABLE_PLUGINS=a,b`` skips plugins by entry-point name. A plugin that cannot be used (it
+fails to import, misspells a hook, returns something that is not a method/task/model source, or takes a
+name another plugin has) is left out and recorded with its error: ``peftkit plugins`` shows it, every
+other command warns about it, and the others keep working; a recipe that needs something it would have
+registered gets an error naming the broken plugin.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import os
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from peftkit.plugin import hookspecs
+from peftkit.errors import PluginError
+
+GROUP = "peftkit"
+_CACHE: dict[tuple, Registry] = {}
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    distribution: str | None
+    version: str | None
+    module: str
+    hooks: list[str] = field(default_factory=list)
+    methods: list[str] = field(default_factory=list)
+    tasks: list[str] = field(default_factory=list)
+    model_sources: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Registry:
+    """Everything the installed plugins provide, by name."""
+
+    pm: pluggy.PluginManager
+    methods: dict[str, Any] = field(default_factory=dict)
+    tasks: dict[str, Any] = field(default_factory=dict)
+    sources: dict[str, Any] = field(default_factory=dict)
+    plugins: dict[str, PluginInfo] = field(default_factory=dict)
+    broken: dict[str, str] = field(default_factory=dict)  # plugin name -> error
+    disabled: list[str] = field(default_factory=list)  # installed, skipped through PEFTKIT_DISABLE_PLUGINS
+    unknown_disabled: list[str] = field(default_factory=list)  # names in PEFTKIT_DISABLE_PLUGINS nothing has
+    owners: dict[tuple[str, str], str] = field(default_factory=dict)  # (table, name) -> plugin
+
+    @property
+    def hook(self):
+        return self.pm.hook
+
+    def hooks_for(self, allowed: list[str] | None) -> Any:
+        """The hooks of a recipe's run: every plugin's, or, with a ``plugins:`` allow-list, only the listed ones'."""
+        if allowed is None:
+            return self.pm.hook
+        return _SubsetHooks(self.pm, [self.pm.get_plugin(n) for n in self.plugins if n not in allowed])
+
+    def broken_note(self) -> str:
+        """Why a name may be missing: plugins that failed to load or were disabled (empty when none)."""
+        note = ""
+        if self.broken:
+            names = ", ".join(sorted(self.broken))
+            note += f" (plugins that failed to load and may provide it: {names}; run `peftkit plugins` for their errors)"
+        if self.disabled:
+            note += f" (plugins disabled by PEFTKIT_DISABLE_PLUGINS: {', '.join(sorted(self.disabled))})"
+        return note
+
+    def problems(self) -> list[str]:
+        """One line per plugin that could not be loaded, and per unknown name in PEFTKIT_DISABLE_PLUGINS."""
+        lines = [f"plugin {name!r} was not loaded: {error}. Its hooks will not run; fix it, or skip it "
+                 f"without this warning: PEFTKIT_DISABLE_PLUGINS={name}" for name, error in sorted(self.broken.items())]
+        if self.unknown_disabled:
+            installed = ", ".join(sorted([*self.plugins, *self.broken, *self.disabled]))
+            lines.append(f"PEFTKIT_DISABLE_PLUGINS names {', '.join(map(repr, self.unknown_disabled))}, which no installed "
+                         f"plugin is called (installed: {installed})")
+        return lines
+
+
+class _SubsetHooks:
+    """``registry.hook`` minus some plugins: ``hooks.peftkit_on_eval(...)`` calls only the others."""
+
+    def __init__(self, pm: pluggy.PluginManager, remove: list[Any]) -> None:
+        self._pm, self._remove = pm, remove
+
+    def __getattr__(self, name: str) -> Any:  # only for names not cached yet
+        caller = self._pm.subset_hook_caller(name, remove_plugins=self._remove)
+        setattr(self, name, caller)
+        return caller
+
+
+def _disabled() -> set[str]:
+    raw = os.environ.get("PEFTKIT_DISABLE_PLUGINS", "")
+    return {n.strip() for n in raw.split(",") if n.strip()}
+
+
+def _entry_points() -> list[md.EntryPoint]:
+    eps = md.entry_points(group=GROUP)
+    seen: dict[str, md.EntryPoint] = {}
+    for ep in eps:  # the same dist can appear twice (egg-info + dist-info); keep the first
+        seen.setdefault(ep.name, ep)
+    return sorted(seen.values(), key=lambda e: e.name)
+
+
+# each registration hook: the protocol its objects follow, the attribute naming them, the Registry table they
+# go into and the PluginInfo list that names them
+_KINDS = (("peftkit_register_methods", "Method", "name", "methods", "methods"),
+          ("peftkit_register_tasks", "Task", "name", "tasks", "tasks"),
+          ("peftkit_register_model_sources", "ModelSource", "scheme", "sources", "model_sources"))
+
+
+def _where(exc: BaseException) -> str:
+    """`` (file.py:12)`` for the innermost frame of an exception, else empty."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    return f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+
+
+def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
+    """Hook implementations of ``plugin`` that match no hook spec (misspelt names). Like pluggy's
+    ``check_pending``, names starting with ``_`` are not hooks (an imported hookimpl kept as ``_lora``)."""
+    import difflib
+
+    specs = [n for n in dir(hookspecs) if n.startswith("peftkit_")]
+    bad = []
+    for caller in pm.get_hookcallers(plugin) or []:
+        if caller.name.startswith("_") or caller.has_spec() or all(i.optionalhook for i in caller.get_hookimpls() if i.plugin is plugin):
+            continue
+        close = difflib.get_close_matches(caller.name, specs, n=1)
+        bad.append(f"{caller.name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return bad
+
+
+def _registered(pm: pluggy.PluginManager, plugin: object) -> list[tuple[str, str, str, list[Any]]]:
+    """``(table, info list, name attribute, objects)`` that ``plugin``'s own registration hooks return, checked
+    against the protocols (PluginError if not)."""
+    from peftkit.plugin import contracts as interfaces
+
+    got = []
+    for hook_name, protocol, key, table, info_attr in _KINDS:
+        impls = [i for i in getattr(pm.hook, hook_name).get_hookimpls() if i.plugin is plugin]
+        objs: list[Any] = []
+        for impl in impls:
+            result = impl.function()
+            if result is None:
+                continue
+            if not isinstance(result, (list, tuple)):
+                raise PluginError(f"{hook_name}() returned {type(result).__name__} {result!r:.60}, not a list: return [obj]")
+            objs.extend(result)
+        for obj in objs:
+            what = f"{hook_name}() returned {getattr(obj, '__name__', None) or type(obj).__name__}"
+            if isinstance(obj, type):
+                raise PluginError(f"{what}, a class: register an instance ({obj.__name__}())")
+            missing = interfaces.missing_members(obj, getattr(interfaces, protocol))
+            if missing:
+                raise PluginError(f"{what} without {', '.join(missing)}, which a {protocol} must have "
+                                  f"(see the {protocol} protocol in peftkit.plugin.contracts)")
+            if not isinstance(getattr(obj, key), str) or not getattr(obj, key):
+                raise PluginError(f"{what} whose {key} is {getattr(obj, key)!r}, not a name")
+            bad_head = interfaces.head_problem(obj, protocol)
+            if bad_head:
+                raise PluginError(f"{what} with {bad_head}")
+        got.append((table, info_attr, key, objs))
+    return got
+
+
+def _add(reg: Registry, name: str, plugin: object, info: PluginInfo) -> None:
+    """Register one plugin, or record why it cannot be used and leave it out entirely."""
+    pm = reg.pm
+    try:
+        pm.register(plugin, name=name)
+    except Exception as exc:  # pluggy.PluginValidationError: a hookimpl whose arguments its spec lacks
+        if pm.get_name(plugin) is not None:  # pluggy < 1.7 keeps the hooks it added before the bad one
+            pm.unregister(plugin)
+        reg.broken[name] = f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        return
+    try:
+        unknown = _unknown_hooks(pm, plugin)
+        if unknown:
+            raise PluginError(f"implements unknown hook {', '.join(unknown)}; the hooks are listed in the docs' "
+                              "Hooks reference")
+        got = _registered(pm, plugin)
+        for table, _, key, objs in got:
+            for obj in objs:
+                other = reg.owners.get((table, getattr(obj, key)))
+                if other:
+                    raise PluginError(f"{table[:-1]} name {getattr(obj, key)!r} is already registered by plugin {other!r}; "
+                                      f"rename it, or set PEFTKIT_DISABLE_PLUGINS={other} to use this one instead")
+    except Exception as exc:  # also what a registration hook itself raises
+        pm.unregister(plugin)
+        msg = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}{_where(exc)}"
+        reg.broken[name] = msg
+        return
+    for table, info_attr, key, objs in got:
+        for obj in objs:
+            getattr(reg, table)[getattr(obj, key)] = obj
+            reg.owners[(table, getattr(obj, key))] = name
+            getattr(info, info_attr).append(getattr(obj, key))
+    info.hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or [])
+    reg.plugins[name] = info
+
+
+def _order(eps: list[md.EntryPoint]) -> list[md.EntryPoint]:
+    """peftkit's own plugins first, so a third-party name clash never displaces a built-in; then by name."""
+    return sorted(eps, key=lambda e: (not (e.dist and e.dist.metadata["Name"] == "peftkit"), e.name))
+
+
+def build_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
+    """Load every entry point of the ``peftkit`` group (plus ``extra_plugins``, for tests).
+
+    A plugin that cannot be used (fails to import, a hook implementation its spec does not allow, a misspelt
+    hook, registration hooks returning something that is not a list of methods/tasks/model sources, or a
+    name another plugin already registered) is left out as a whole and recorded in ``broken``; the others work.
+    """
+    pm = pluggy.PluginManager(GROUP)
+    pm.add_hookspecs(hookspecs)
+    reg = Registry(pm=pm)
+    disabled = _disabled()
+    eps = _entry_points()
+    reg.unknown_disabled = sorted(disabled - {ep.name for ep in eps} - set(extra_plugins or {}))
+    for ep in _order(eps):
+        if ep.name in disabled:
+            reg.disabled.append(ep.name)
+            continue
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken plugin must not take the others down
+            reg.broken[ep.name] = f"{type(exc).__name__}: {exc}{_where(exc)}"
+            if os.environ.get("PEFTKIT_DEBUG"):
+                traceback.print_exc(file=sys.stderr)
+            continue
+        dist = ep.dist
+        _add(reg, ep.name, module, PluginInfo(ep.name, dist.metadata["Name"] if dist else None, dist.version if dist else None, ep.value))
+    for name, obj in (extra_plugins or {}).items():
+        if name not in disabled:
+            _add(reg, name, obj, PluginInfo(name, None, None, getattr(obj, "__name__", repr(obj))))
+    reg.disabled.sort()
+    return reg
+
+
+def get_registry(*, refresh: bool = False) -> Registry:
+    """The process-wide registry (rebuilt when PEFTKIT_DISABLE_PLUGINS changes)."""
+    key = (os.environ.get("PEFTKIT_DISABLE_PLUGINS", ""),)
+    if refresh or key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = build_registry()
+    return _CACHE[key]
+
+
+def get_plugin_manager() -> pluggy.PluginManager:
+    """The pluggy PluginManager with every installed peftkit plugin registered."""
+    return get_registry().pm
+
+
+def list_plugins(reg: Registry | None = None) -> list[dict[str, Any]]:
+    """JSON-ready description of every plugin, broken ones included (with their error)."""
+    reg = reg or get_registry()
+    out: list[dict[str, Any]] = [dict(vars(info)) for info in reg.plugins.values()]
+    for name, error in reg.broken.items():
+        out.append({"name": name, "error": error})
+    return sorted(out, key=lambda d: d["name"])
