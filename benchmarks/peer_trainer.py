@@ -43,14 +43,22 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--targets", default="query,key,value,dense", help="LoRA target module names, comma-separated")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--out", default="/tmp/peftkit-peer")
-    ap.add_argument("--bf16", action="store_true", help="bf16 autocast for training and prediction (TrainingArguments(bf16=True))")
+    ap.add_argument(
+        "--bf16", action="store_true", help="bf16 autocast for training and prediction (TrainingArguments(bf16=True))"
+    )
     a = ap.parse_args(argv)
 
     import datasets
     import numpy as np
     from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
     set_seed(a.seed)
     tok = AutoTokenizer.from_pretrained(a.model)
@@ -59,11 +67,26 @@ def main(argv: list[str] | None = None) -> dict:
     enc = lambda b: tok(b["text"], truncation=True, max_length=a.max_length)  # noqa: E731
     train, dev = train.map(enc, batched=True), dev.map(enc, batched=True)
     model = AutoModelForSequenceClassification.from_pretrained(a.model, num_labels=len(TNEWS_LABELS))
-    cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1, target_modules=a.targets.split(","))
+    cfg = LoraConfig(
+        task_type=TaskType.SEQ_CLS, r=8, lora_alpha=16, lora_dropout=0.1, target_modules=a.targets.split(",")
+    )
     model = get_peft_model(model, cfg)
-    args = TrainingArguments(output_dir=a.out, per_device_train_batch_size=a.batch_size, per_device_eval_batch_size=a.eval_batch_size,
-                             learning_rate=a.lr, num_train_epochs=1, warmup_steps=0.06, weight_decay=0.01, seed=a.seed,
-                             logging_steps=50, save_strategy="no", eval_strategy="no", report_to=[], use_cpu=True, bf16=a.bf16)
+    args = TrainingArguments(
+        output_dir=a.out,
+        per_device_train_batch_size=a.batch_size,
+        per_device_eval_batch_size=a.eval_batch_size,
+        learning_rate=a.lr,
+        num_train_epochs=1,
+        warmup_steps=0.06,
+        weight_decay=0.01,
+        seed=a.seed,
+        logging_steps=50,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        use_cpu=True,
+        bf16=a.bf16,
+    )
     trainer = Trainer(model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tok))
     t0 = time.perf_counter()
     trainer.train()
@@ -72,9 +95,17 @@ def main(argv: list[str] | None = None) -> dict:
     pred = trainer.predict(dev)
     eval_s = time.perf_counter() - t0
     acc = float((np.argmax(pred.predictions, -1) == np.array(dev["label"])).mean())
-    out = {"train_seconds": train_s, "train_samples_per_second": len(train) / train_s, "eval_seconds": eval_s,
-           "eval_samples_per_second": len(dev) / eval_s, "dev_accuracy": acc, "train_rows": len(train), "dev_rows": len(dev),
-           "torch_threads": __import__("torch").get_num_threads(), "pid": os.getpid()}
+    out = {
+        "train_seconds": train_s,
+        "train_samples_per_second": len(train) / train_s,
+        "eval_seconds": eval_s,
+        "eval_samples_per_second": len(dev) / eval_s,
+        "dev_accuracy": acc,
+        "train_rows": len(train),
+        "dev_rows": len(dev),
+        "torch_threads": __import__("torch").get_num_threads(),
+        "pid": os.getpid(),
+    }
     print(json.dumps(out))
     return out
 

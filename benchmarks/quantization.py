@@ -51,16 +51,27 @@ BASE_RECIPE: dict[str, Any] = {
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.quantization", description=__doc__.splitlines()[0])
     ap.add_argument("--recipe", type=Path, help="base recipe YAML (default: the quickstart recipe, built in)")
-    ap.add_argument("--configs", default="fp32,int8,nf4",
-                    help=f"comma-separated, from {', '.join(CONFIGS)}; {BASELINE} is always run (ratios divide by it)")
+    ap.add_argument(
+        "--configs",
+        default="fp32,int8,nf4",
+        help=f"comma-separated, from {', '.join(CONFIGS)}; {BASELINE} is always run (ratios divide by it)",
+    )
     ap.add_argument("--train-rows", type=int, default=600, help="training rows (task.params.max_train_samples)")
-    ap.add_argument("--dev-rows", type=int, default=300, help="dev rows scored after the last step (task.params.max_dev_samples)")
+    ap.add_argument(
+        "--dev-rows", type=int, default=300, help="dev rows scored after the last step (task.params.max_dev_samples)"
+    )
     ap.add_argument("--steps", type=int, help="optimizer steps, the same for every configuration (default: one epoch)")
     ap.add_argument("--max-length", type=int, help="data.max_length (default: the base recipe's)")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a key of the base recipe, e.g. --set train.batch_size=16 (repeatable)")
-    ap.add_argument("--output", type=Path, default=Path("runs/bench-quantization"),
-                    help="one run folder per configuration in here")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the base recipe, e.g. --set train.batch_size=16 (repeatable)",
+    )
+    ap.add_argument(
+        "--output", type=Path, default=Path("runs/bench-quantization"), help="one run folder per configuration in here"
+    )
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)  # internal: run one recipe JSON in this process
     return ap
 
@@ -107,8 +118,13 @@ def run_config(name: str, recipe: dict[str, Any], output: Path) -> dict[str, Any
     path.write_text(json.dumps(recipe, indent=1))
     env = {**os.environ, "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     print(f"[bench] {name}: running ({recipe['output_dir']}/train.log)", file=sys.stderr, flush=True)
-    proc = subprocess.run([sys.executable, "-m", "benchmarks.quantization", "--worker", str(path)],
-                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks.quantization", "--worker", str(path)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     if proc.returncode != 0:
         raise SystemExit(f"[bench] {name} failed (exit {proc.returncode}):\n{proc.stderr[-4000:]}")
     return json.loads((Path(recipe["output_dir"]) / "metrics.json").read_text())
@@ -128,16 +144,18 @@ def summarise(metrics: dict[str, Any], metric: str) -> dict[str, Any]:
 
 
 def _size(n: float) -> str:
-    return f"{n / 1024 ** 2:,.0f} MiB" if n >= 1024 ** 2 else f"{n / 1024:,.0f} KiB"
+    return f"{n / 1024**2:,.0f} MiB" if n >= 1024**2 else f"{n / 1024:,.0f} KiB"
 
 
 def table(rows: dict[str, dict[str, Any]], metric: str) -> str:
     """Markdown table: absolute numbers and the ratio to the baseline measured in the same run."""
     base = rows[BASELINE]
-    cols = [("peak memory", "peak_bytes", _size),
-            ("model size", "model_bytes", _size),
-            ("train samples/s", "samples_per_second", lambda v: f"{v:.1f}"),
-            (f"dev {metric}", metric, lambda v: f"{v:.4f}")]
+    cols = [
+        ("peak memory", "peak_bytes", _size),
+        ("model size", "model_bytes", _size),
+        ("train samples/s", "samples_per_second", lambda v: f"{v:.1f}"),
+        (f"dev {metric}", metric, lambda v: f"{v:.4f}"),
+    ]
     head = "| base | " + " | ".join(f"{label} | × {BASELINE}" for label, _, _ in cols) + " |"
     lines = [head, "|---|" + "---:|---:|" * len(cols)]
     for name, r in rows.items():
@@ -190,9 +208,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     metric = base.get("eval", {}).get("metric") or task.metric
     rows = {n: summarise(run_config(n, r, a.output), metric) for n, r in recipes.items()}
     first = recipes[BASELINE]
-    print(f"{first['model']['source']} + {first['method']['name']} on {first['task']['name']}: "
-          f"{a.train_rows} train rows, {rows[BASELINE]['steps']} steps of batch {first['train'].get('batch_size', 32)}, "
-          f"max_length {first.get('data', {}).get('max_length', 128)}, {a.dev_rows} dev rows; {_machine()}\n")
+    print(
+        f"{first['model']['source']} + {first['method']['name']} on {first['task']['name']}: "
+        f"{a.train_rows} train rows, {rows[BASELINE]['steps']} steps of batch {first['train'].get('batch_size', 32)}, "
+        f"max_length {first.get('data', {}).get('max_length', 128)}, {a.dev_rows} dev rows; {_machine()}\n"
+    )
     print(table(rows, metric))
     result = {"rows": rows, "recipes": recipes, "machine": _machine()}
     print("\n" + json.dumps(result))

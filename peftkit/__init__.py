@@ -54,8 +54,9 @@ def run(recipe: Recipe, *, overwrite: bool = False, resume: bool = False, regist
     return _run(recipe, registry=registry, overwrite=overwrite, resume=resume)
 
 
-def load_run(run_dir: str | Path, *, splits: tuple[str, ...] = (), overrides: list[str] | None = None,
-             registry: Any = None) -> tuple[Any, Any]:
+def load_run(
+    run_dir: str | Path, *, splits: tuple[str, ...] = (), overrides: list[str] | None = None, registry: Any = None
+) -> tuple[Any, Any]:
     """Rebuild a finished run's model for inference.
 
     Args:

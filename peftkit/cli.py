@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
 
 from peftkit.errors import PeftkitError
 
@@ -14,7 +14,9 @@ from peftkit.errors import PeftkitError
 def _add_overrides(p: argparse.ArgumentParser) -> None:
     p.add_argument("recipe", help="path to a recipe YAML file")
     # default=[]: without it argparse calls the optional overrides "required" when the recipe is missing
-    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="override recipe keys, e.g. train.lr=3e-4")
+    p.add_argument(
+        "overrides", nargs="*", default=[], metavar="key=value", help="override recipe keys, e.g. train.lr=3e-4"
+    )
 
 
 def _processes(raw: str) -> int:
@@ -29,25 +31,46 @@ def _processes(raw: str) -> int:
 
 def _validate_args(p: argparse.ArgumentParser) -> None:
     _add_overrides(p)
-    p.add_argument("--strict", action="store_true", help="also fail (exit 2) when the data a run would read is missing here")
+    p.add_argument(
+        "--strict", action="store_true", help="also fail (exit 2) when the data a run would read is missing here"
+    )
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
     _add_overrides(p)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--overwrite", action="store_true", help="replace an earlier run in output_dir (its files are deleted)")
-    g.add_argument("--resume", action="store_true", help="continue the run in output_dir from its newest complete checkpoint")
-    p.add_argument("--num-processes", type=_processes, default=1, metavar="N",
-                   help="train data-parallel in N processes (one per GPU, or N CPU processes with gloo); "
-                   "train.batch_size is per process. Multi-node/FSDP/DeepSpeed: use `accelerate launch -m peftkit run ...`")
+    g.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier run in output_dir (its files are deleted)"
+    )
+    g.add_argument(
+        "--resume", action="store_true", help="continue the run in output_dir from its newest complete checkpoint"
+    )
+    p.add_argument(
+        "--num-processes",
+        type=_processes,
+        default=1,
+        metavar="N",
+        help="train data-parallel in N processes (one per GPU, or N CPU processes with gloo); "
+        "train.batch_size is per process. Multi-node/FSDP/DeepSpeed: use `accelerate launch -m peftkit run ...`",
+    )
 
 
 def _relaunch(args: argparse.Namespace) -> int:
     """Run this same command in N processes through torch.distributed (what `accelerate launch` does)."""
     import subprocess
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.num_processes}",
-           "-m", "peftkit", "run", args.recipe, *args.overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={args.num_processes}",
+        "-m",
+        "peftkit",
+        "run",
+        args.recipe,
+        *args.overrides,
+    ]
     cmd += ["--overwrite"] if args.overwrite else []
     cmd += ["--resume"] if args.resume else []
     return subprocess.call(cmd)
@@ -62,10 +85,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
     missing, plugins = data_problems(recipe), get_registry().problems()
     if (missing or plugins) and args.strict:
         lines = "".join(f"\n  - {line}" for line in missing + plugins)
-        what = " and ".join((["the data a run would read is missing on this machine"] if missing else [])
-                            + (["an installed plugin could not be loaded"] if plugins else []))
+        what = " and ".join(
+            (["the data a run would read is missing on this machine"] if missing else [])
+            + (["an installed plugin could not be loaded"] if plugins else [])
+        )
         raise PeftkitError(f"{args.recipe} is valid, but {what}:{lines}")
-    print(f"{args.recipe}: OK (method={recipe.method.name}, task={recipe.task.name}, model={recipe.model.source})", flush=True)
+    print(
+        f"{args.recipe}: OK (method={recipe.method.name}, task={recipe.task.name}, model={recipe.model.source})",
+        flush=True,
+    )
     for line in missing:
         print(f"warning: {line} (a run on this machine would stop here; --strict makes this an error)", file=sys.stderr)
     for line in plugins:
@@ -84,8 +112,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     summary = run(recipe, overwrite=args.overwrite, resume=args.resume)
     final = summary.get("final") or {}
-    shown = {"output_dir": recipe.output_dir, "final": final, **({"test": summary["test"]} if "test" in summary else {}),
-             "params": summary.get("params")}
+    shown = {
+        "output_dir": recipe.output_dir,
+        "final": final,
+        **({"test": summary["test"]} if "test" in summary else {}),
+        "params": summary.get("params"),
+    }
     print(json.dumps(shown, indent=2))
     return 0
 
@@ -118,9 +150,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def _predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", help="output_dir of a finished run")
-    p.add_argument("overrides", nargs="*", default=[], metavar="key=value",
-                   help="change where the data is or how inference runs: task.params.*, eval.batch_size, eval.merged, "
-                   "train.mixed_precision (e.g. task.params.data_dir=/data/clue/afqmc)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="key=value",
+        help="change where the data is or how inference runs: task.params.*, eval.batch_size, eval.merged, "
+        "train.mixed_precision (e.g. task.params.data_dir=/data/clue/afqmc)",
+    )
 
 
 def cmd_new_plugin(args: argparse.Namespace) -> int:
@@ -139,8 +176,8 @@ def _new_plugin_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Run every cell of a compare file (methods × tasks × seeds), skipping finished ones, then write the report."""
-    from peftkit.compare.grid import load_compare
     from peftkit.compare.execute import run_compare
+    from peftkit.compare.grid import load_compare
     from peftkit.run_dir import setup_logging
 
     setup_logging(None)
@@ -156,10 +193,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("grid", help="compare file (YAML): base recipe, methods, tasks, seeds")
-    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="override recipe keys in every cell, e.g. train.max_steps=5")
-    p.add_argument("--dry-run", action="store_true", help="print one line per cell (status, method, lr, hash, folder); run nothing")
-    p.add_argument("--only", action="append", metavar="PATTERN", help="run only cells whose name matches, e.g. 'afqmc/*' (repeatable)")
-    p.add_argument("--devices", metavar="IDS", help="CUDA device ids to spread cells over, e.g. 0,1 (default: the file's `devices`)")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="key=value",
+        help="override recipe keys in every cell, e.g. train.max_steps=5",
+    )
+    p.add_argument(
+        "--dry-run", action="store_true", help="print one line per cell (status, method, lr, hash, folder); run nothing"
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="PATTERN",
+        help="run only cells whose name matches, e.g. 'afqmc/*' (repeatable)",
+    )
+    p.add_argument(
+        "--devices",
+        metavar="IDS",
+        help="CUDA device ids to spread cells over, e.g. 0,1 (default: the file's `devices`)",
+    )
     p.add_argument("--no-report", action="store_true", help="do not write <output_dir>/report at the end")
 
 
@@ -167,26 +221,40 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Build a report (markdown, CSV, JSON, HTML with plots) from finished run dirs or folders holding them."""
     from pathlib import Path
 
-    from peftkit.run_dir import setup_logging
     from peftkit.compare.report.tables import write_report
+    from peftkit.run_dir import setup_logging
 
     setup_logging(None)
     if args.out is None and len(args.run_dirs) > 1:
         raise PeftkitError("several run dirs given: say where the report goes with --out DIR")
-    out = write_report(args.run_dirs, args.out or Path(args.run_dirs[0]) / "report", title=args.title, metric=args.metric,
-                       split=args.split)
+    out = write_report(
+        args.run_dirs,
+        args.out or Path(args.run_dirs[0]) / "report",
+        title=args.title,
+        metric=args.metric,
+        split=args.split,
+    )
     print(f"report: {out / 'report.md'} (also .html, .csv, .json)")
     return 0
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run output_dirs, or folders searched for them (e.g. a compare output_dir)")
+    p.add_argument(
+        "run_dirs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="run output_dirs, or folders searched for them (e.g. a compare output_dir)",
+    )
     p.add_argument("--out", help="report folder (default: RUN_DIR/report when one RUN_DIR is given)")
     p.add_argument("--title", default="peftkit comparison", help="report title")
     p.add_argument("--metric", help="metric to compare (default: each task's main metric)")
-    p.add_argument("--split", choices=["dev", "test"], default="dev",
-                   help="what to compare: dev (default; each run's best checkpoint on dev) or test (that checkpoint on a "
-                        "labelled test split: runs with eval.predict on FewCLUE test_public or an own test file with labels)")
+    p.add_argument(
+        "--split",
+        choices=["dev", "test"],
+        default="dev",
+        help="what to compare: dev (default; each run's best checkpoint on dev) or test (that checkpoint on a "
+        "labelled test split: runs with eval.predict on FewCLUE test_public or an own test file with labels)",
+    )
 
 
 COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None] | None]] = {

@@ -38,6 +38,8 @@ class RunResult(TypedDict, total=False):
     method_facts: dict[str, Any]
     memory: dict[str, Any]
     warnings: list[str]
+
+
 LOCK = ".peftkit-run.lock"
 PARENT_ENV = "PEFTKIT_PARENT_PID"  # set by `peftkit compare` for the cells it runs as subprocesses
 
@@ -76,14 +78,18 @@ def run_lock(path: Path, enabled: bool = True) -> Iterator[None]:
     except (OSError, ValueError):
         held = None
     if isinstance(held, dict) and _lock_alive(held):
-        raise PeftkitError(f"{path} is being written by another peftkit run (pid {held.get('pid')} on {held.get('host')}, "
-                           f"since {held.get('started')}); wait for it or stop it, or, if that run is gone, delete {lock}")
+        raise PeftkitError(
+            f"{path} is being written by another peftkit run (pid {held.get('pid')} on {held.get('host')}, "
+            f"since {held.get('started')}); wait for it or stop it, or, if that run is gone, delete {lock}"
+        )
     lock.unlink(missing_ok=True)
     me = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     try:
         fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
     except FileExistsError:
-        raise PeftkitError(f"{path} is being written by another peftkit run that started just now; wait for it") from None
+        raise PeftkitError(
+            f"{path} is being written by another peftkit run that started just now; wait for it"
+        ) from None
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(me, f)
     try:

@@ -34,8 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 EXAMPLES = DOCS / "examples"
 BIN = Path(sys.executable).parent
-FENCE = re.compile(r"^(?:<!-- test: (?P<mode>run|validate|skip)(?P<args>[^\n]*?) -->\n)?```(?P<lang>console|python)[^\n]*\n(?P<body>.*?)^```$",
-                   re.MULTILINE | re.DOTALL)
+FENCE = re.compile(
+    r"^(?:<!-- test: (?P<mode>run|validate|skip)(?P<args>[^\n]*?) -->\n)?```(?P<lang>console|python)[^\n]*\n(?P<body>.*?)^```$",
+    re.MULTILINE | re.DOTALL,
+)
 
 
 def env(**extra: str) -> dict[str, str]:
@@ -55,8 +57,14 @@ def generator():
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("site")
-    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, env=env(NO_MKDOCS_2_WARNING="1"), timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env(NO_MKDOCS_2_WARNING="1"),
+        timeout=600,
+    )
     assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stderr[-4000:]}"
     return out
 
@@ -64,7 +72,7 @@ def site(tmp_path_factory) -> Path:
 def page_text(site: Path, page: str) -> str:
     """The visible text of a built page's article, whitespace collapsed."""
     raw = (site / page / "index.html").read_text(encoding="utf-8")
-    article = raw[raw.index("<article"):raw.index("</article>")]
+    article = raw[raw.index("<article") : raw.index("</article>")]
     return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", article)).split())
 
 
@@ -79,6 +87,7 @@ def squash(text: str) -> str:
 
 
 # ------------------------------------------------------------------------------------- the built site
+
 
 def test_built_site_fetches_nothing_from_the_network(site):
     external = re.compile(r"<(?:link|script|img)[^>]+(?:href|src)=\"(https?:)?//", re.IGNORECASE)
@@ -128,7 +137,11 @@ def test_recipe_reference_lists_every_key_with_its_help(site):
     for section in gen.SECTIONS:
         prop = schema["properties"][section]
         target = gen._deref(prop, schema["$defs"])
-        entries = gen.rows(target, schema["$defs"], prefix=f"{section}.") if "properties" in target else [(section, "", "", prop.get("description", ""))]
+        entries = (
+            gen.rows(target, schema["$defs"], prefix=f"{section}.")
+            if "properties" in target
+            else [(section, "", "", prop.get("description", ""))]
+        )
         for key, _, _, help_text in entries:
             assert key in text and bare(help_text) in flat, f"recipes reference lacks {key} or its help"
     for name, method in get_registry().methods.items():
@@ -167,8 +180,14 @@ def test_a_page_about_an_unregistered_method_fails_the_build():
 
 def test_the_plugin_tutorial_shows_the_tested_example_files_verbatim():
     page = (DOCS / "writing-a-plugin.md").read_text()
-    for rel in ("pyproject.toml", "peftkit_hello/__init__.py", "peftkit_hello/lnfit.py", "peftkit_hello/keywords.py",
-                "tests/test_hello.py", "recipes/keywords-e5.yaml"):
+    for rel in (
+        "pyproject.toml",
+        "peftkit_hello/__init__.py",
+        "peftkit_hello/lnfit.py",
+        "peftkit_hello/keywords.py",
+        "tests/test_hello.py",
+        "recipes/keywords-e5.yaml",
+    ):
         assert f'--8<-- "docs/examples/peftkit-hello/{rel}"' in page, f"the tutorial does not include {rel}"
 
 
@@ -187,6 +206,7 @@ def test_every_recipe_in_recipes_validates():
 
 
 # ------------------------------------------------------------------------------------ runnable blocks
+
 
 @dataclass
 class Block:
@@ -209,8 +229,16 @@ def blocks() -> list[Block]:
             continue  # not site pages; tests/test_example_plugin.py runs the example package
         text = page.read_text(encoding="utf-8")
         for m in FENCE.finditer(text):
-            out.append(Block(str(page.relative_to(DOCS)), text.count("\n", 0, m.start()) + 1, m["lang"], m["mode"],
-                             (m["args"] or "").strip(), m["body"]))
+            out.append(
+                Block(
+                    str(page.relative_to(DOCS)),
+                    text.count("\n", 0, m.start()) + 1,
+                    m["lang"],
+                    m["mode"],
+                    (m["args"] or "").strip(),
+                    m["body"],
+                )
+            )
     return out
 
 
@@ -239,7 +267,14 @@ def mismatch(expected: list[str], actual: str) -> str | None:
             anywhere = True
             continue
         pattern = re.compile(".*?".join(re.escape(part) for part in exp.split("...")))
-        found = next((i for i in range(pos, len(lines) if anywhere else min(pos + 1, len(lines))) if pattern.fullmatch(lines[i])), None)
+        found = next(
+            (
+                i
+                for i in range(pos, len(lines) if anywhere else min(pos + 1, len(lines)))
+                if pattern.fullmatch(lines[i])
+            ),
+            None,
+        )
         if found is None:
             return f"expected {'' if anywhere else 'next '}line not found: {exp}"
         pos, anywhere = found + 1, False
@@ -294,11 +329,16 @@ def trains(block: Block) -> bool:
         return False
     if block.lang == "python":
         return True
-    return any("peftkit run" in cmd and not any(e.startswith("error:") for e in out) for cmd, out in commands(block.body))
+    return any(
+        "peftkit run" in cmd and not any(e.startswith("error:") for e in out) for cmd, out in commands(block.body)
+    )
 
 
-RUNNABLE = [pytest.param(b, id=b.id, marks=[pytest.mark.integration] if trains(b) else [])
-            for b in blocks() if b.mode in ("run", "validate")]
+RUNNABLE = [
+    pytest.param(b, id=b.id, marks=[pytest.mark.integration] if trains(b) else [])
+    for b in blocks()
+    if b.mode in ("run", "validate")
+]
 
 
 @pytest.mark.parametrize("block", RUNNABLE)
@@ -307,23 +347,34 @@ def test_doc_block_runs_as_shown(block: Block, tmp_path: Path):
     if block.lang == "python":
         script = cwd / "block.py"
         script.write_text(block.body)
-        proc = subprocess.run([sys.executable, str(script)], cwd=cwd, env=env(**extra), capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, str(script)], cwd=cwd, env=env(**extra), capture_output=True, text=True, timeout=600
+        )
         assert proc.returncode == 0, f"{block.id} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
         return
     checked = 0
     for command, expected in commands(block.body):
         if block.mode == "validate":
             words = shlex.split(command, comments=True)
-            at = next((i for i in range(len(words) - 1) if words[i:i + 2] == ["peftkit", "run"]), None)
+            at = next((i for i in range(len(words) - 1) if words[i : i + 2] == ["peftkit", "run"]), None)
             if at is None:
                 continue  # e.g. `pip install`: only the peftkit runs are checked
-            argv = [a for a in words[at + 2:] if a not in ("--overwrite", "--resume")]
+            argv = [a for a in words[at + 2 :] if a not in ("--overwrite", "--resume")]
             command = shlex.join([*words[:at], "peftkit", "validate", *argv])
         checked += 1
-        proc = subprocess.run(["bash", "-c", command], cwd=cwd, env=env(**extra), stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, timeout=600)
+        proc = subprocess.run(
+            ["bash", "-c", command],
+            cwd=cwd,
+            env=env(**extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=600,
+        )
         wants_error = any(e.startswith("error:") for e in expected)
-        assert (proc.returncode != 0) == wants_error, f"{block.id}: `{command}` exited {proc.returncode}:\n{proc.stdout[-3000:]}"
+        assert (proc.returncode != 0) == wants_error, (
+            f"{block.id}: `{command}` exited {proc.returncode}:\n{proc.stdout[-3000:]}"
+        )
         problem = mismatch(expected, proc.stdout)
         assert problem is None, f"{block.id}: `{command}`: {problem}\nactual output:\n{proc.stdout[-3000:]}"
     assert checked, f"{block.id} is marked runnable but has no command to run"

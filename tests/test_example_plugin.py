@@ -33,8 +33,9 @@ def make_env(root: Path) -> Path:
     env_dir = root / "env"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True, timeout=300)
     py = env_dir / "bin" / "python"
-    new_site = subprocess.run([str(py), "-c", "import site; print(site.getsitepackages()[0])"], check=True,
-                              capture_output=True, text=True).stdout.strip()
+    new_site = subprocess.run(
+        [str(py), "-c", "import site; print(site.getsitepackages()[0])"], check=True, capture_output=True, text=True
+    ).stdout.strip()
     lines = [f"import site; site.addsitedir({p!r})" for p in site.getsitepackages()]
     (Path(new_site) / "_outer_env.pth").write_text("\n".join(lines) + "\n")
     return py
@@ -47,8 +48,12 @@ def pip_install(py: Path, package: Path) -> None:
     otherwise pip fetches it from the package index into an isolated build environment.
     """
     offline = ["--no-build-isolation", "--no-index"] if importlib.util.find_spec("setuptools") else []
-    proc = subprocess.run([str(py), "-m", "pip", "install", "--no-deps", *offline, "-q", str(package)],
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(py), "-m", "pip", "install", "--no-deps", *offline, "-q", str(package)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
 
@@ -84,8 +89,13 @@ def test_peftkit_plugins_lists_the_installed_plugin(hello_env):
 
 def test_the_plugin_passes_its_tests_and_the_conformance_suite(hello_env):
     py, src = hello_env
-    proc = subprocess.run([str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(src / "tests")],
-                          capture_output=True, text=True, cwd=src, timeout=900)
+    proc = subprocess.run(
+        [str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(src / "tests")],
+        capture_output=True,
+        text=True,
+        cwd=src,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "5 passed" in proc.stdout
 
@@ -93,8 +103,11 @@ def test_the_plugin_passes_its_tests_and_the_conformance_suite(hello_env):
 def test_a_tiny_recipe_with_its_method_and_task_trains(hello_env, tmp_path):
     py, _ = hello_env
     model = tmp_path / "model"
-    subprocess.run([str(py), "-c", f"from peftkit.kit.tiny import make_tiny_bert; make_tiny_bert({str(model)!r})"],
-                   check=True, timeout=300)
+    subprocess.run(
+        [str(py), "-c", f"from peftkit.kit.tiny import make_tiny_bert; make_tiny_bert({str(model)!r})"],
+        check=True,
+        timeout=300,
+    )
     recipe = {
         "model": {"source": f"local:{model}"},
         "method": {"name": "lnfit"},
@@ -118,7 +131,6 @@ def test_a_tiny_recipe_with_its_method_and_task_trains(hello_env, tmp_path):
     assert len(predictions) == 8 and {json.loads(p)["label"] for p in predictions} <= {"neg", "pos"}
 
 
-
 def test_a_package_from_new_plugin_passes_its_own_tests_once_installed(tmp_path):
     """`peftkit new-plugin` output, untouched: installed, listed, and its generated tests (conformance
     on tiny BERT and Llama, the task, a tiny run) pass."""
@@ -130,7 +142,12 @@ def test_a_package_from_new_plugin_passes_its_own_tests_once_installed(tmp_path)
     listed = {p["name"]: p for p in json.loads(peftkit(py, "plugins").stdout)}
     assert listed["fresh-method"]["methods"] == ["fresh-method"]
     assert listed["fresh-method"]["tasks"] == ["fresh-method/jsonl"]
-    proc = subprocess.run([str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(src / "tests")],
-                          capture_output=True, text=True, cwd=src, timeout=900)
+    proc = subprocess.run(
+        [str(py), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(src / "tests")],
+        capture_output=True,
+        text=True,
+        cwd=src,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
     assert "5 passed" in proc.stdout

@@ -70,8 +70,11 @@ def type_name(prop: dict[str, Any], defs: dict[str, Any]) -> str:
         if "prefixItems" in prop:
             return "[" + ", ".join(type_name(p, defs) for p in prop["prefixItems"]) + "]"
         return f"list of {type_name(prop.get('items', {}), defs)}"
-    bounds = [f"{op} {prop[k]}" for k, op in (("exclusiveMinimum", ">"), ("minimum", "≥"),
-                                              ("exclusiveMaximum", "<"), ("maximum", "≤")) if k in prop]
+    bounds = [
+        f"{op} {prop[k]}"
+        for k, op in (("exclusiveMinimum", ">"), ("minimum", "≥"), ("exclusiveMaximum", "<"), ("maximum", "≤"))
+        if k in prop
+    ]
     return " ".join([kind, ", ".join(bounds)]).strip()
 
 
@@ -121,7 +124,18 @@ def recipe_reference() -> str:
         if target.get("type") == "object" and "properties" in target:
             out.append(table(rows(target, defs, prefix=f"{section}.")))
         else:
-            out.append(table([(section, type_name(prop, defs), default_text(section, prop, required), prop.get("description", ""))]))
+            out.append(
+                table(
+                    [
+                        (
+                            section,
+                            type_name(prop, defs),
+                            default_text(section, prop, required),
+                            prop.get("description", ""),
+                        )
+                    ]
+                )
+            )
     for kind in ("method", "task"):
         reg = getattr(_registry(), f"{kind}s")
         out.append(f"## `{kind}.params` by {kind}\n")
@@ -136,8 +150,10 @@ def plugin_params(kind: str, name: str, *, heading: bool = True) -> str:
     """The params table of one registered method or task."""
     reg = getattr(_registry(), f"{kind}s")
     if name not in reg:
-        raise GenerationError(f"the docs describe {kind} {name!r}, which no installed plugin registers "
-                              f"(registered: {', '.join(sorted(reg))})")
+        raise GenerationError(
+            f"the docs describe {kind} {name!r}, which no installed plugin registers "
+            f"(registered: {', '.join(sorted(reg))})"
+        )
     schema = reg[name].params_model.model_json_schema()
     body = table(rows(schema, schema.get("$defs", {}), prefix=f"{kind}.params."))
     return (f"Generated from `{reg[name].params_model.__name__}`:\n\n" if heading else "") + body
@@ -164,7 +180,9 @@ def _actions_table(parser: argparse.ArgumentParser) -> str:
         name = ", ".join(act.option_strings) if act.option_strings else (act.metavar or act.dest)
         if act.nargs in ("*", "+"):
             name += " ..."
-        default = "" if act.default in (None, False, argparse.SUPPRESS) or not act.option_strings else f"`{act.default}`"
+        default = (
+            "" if act.default in (None, False, argparse.SUPPRESS) or not act.option_strings else f"`{act.default}`"
+        )
         lines.append(f"| `{_cell(name)}` | {_prose(act.help or '')} | {default} |")
     return "\n".join(lines) + "\n" if len(lines) > 2 else "No arguments besides `-h/--help`.\n"
 
@@ -184,8 +202,12 @@ def cli_reference() -> str:
     os.environ["COLUMNS"] = "100"  # argparse wraps usage to the terminal width; make it stable
     try:
         parser = build_parser()
-        out = ["## `peftkit`\n", f"{parser.description}\n", f"```text\n{parser.format_usage().strip()}\n```\n",
-               _actions_table(parser)]
+        out = [
+            "## `peftkit`\n",
+            f"{parser.description}\n",
+            f"```text\n{parser.format_usage().strip()}\n```\n",
+            _actions_table(parser),
+        ]
         for name, sub in _subcommands(parser).items():
             out.append(f"## `peftkit {name}`\n")
             out.append(f"{(sub.description or '').strip()}\n")
@@ -210,7 +232,9 @@ def methods_table() -> str:
     lines = ["| method | summary | default lr | mergeable | quantized base |", "|---|---|---|---|---|"]
     for name in sorted(reg.methods):
         m = reg.methods[name]
-        lines.append(f"| `{name}` | {_cell(m.summary)} | {m.default_lr:g} | {'yes' if m.can_merge else 'no'} | {_bits(m)} |")
+        lines.append(
+            f"| `{name}` | {_cell(m.summary)} | {m.default_lr:g} | {'yes' if m.can_merge else 'no'} | {_bits(m)} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -218,11 +242,15 @@ def method_facts(name: str) -> str:
     """One line of facts about a registered method, from the object itself."""
     reg = _registry()
     if name not in reg.methods:
-        raise GenerationError(f"the docs describe method {name!r}, which no installed plugin registers "
-                              f"(registered: {', '.join(sorted(reg.methods))})")
+        raise GenerationError(
+            f"the docs describe method {name!r}, which no installed plugin registers "
+            f"(registered: {', '.join(sorted(reg.methods))})"
+        )
     m = reg.methods[name]
-    return (f"`method.name: {name}` · default learning rate {m.default_lr:g} · "
-            f"mergeable: {'yes' if m.can_merge else 'no'} · trains on a quantized base: {_bits(m)}\n")
+    return (
+        f"`method.name: {name}` · default learning rate {m.default_lr:g} · "
+        f"mergeable: {'yes' if m.can_merge else 'no'} · trains on a quantized base: {_bits(m)}\n"
+    )
 
 
 def tasks_table() -> str:

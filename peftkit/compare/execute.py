@@ -27,10 +27,11 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from peftkit import run_dir as outputs
 from peftkit.compare.grid import Cell, Grid, expand
@@ -68,8 +69,10 @@ def plan_line(cell: Cell, status: str) -> str:
     r = cell.recipe
     lr = r.train.lr if r.train.lr is not None else "default"
     length = f"max_steps={r.train.max_steps}" if r.train.max_steps else f"epochs={r.train.epochs:g}"
-    return (f"{status:<8} {cell.name:<36} method={r.method.name} lr={lr} {length} hash={cell.hash[:12]} "
-            f"-> {cell.output_dir}")
+    return (
+        f"{status:<8} {cell.name:<36} method={r.method.name} lr={lr} {length} hash={cell.hash[:12]} "
+        f"-> {cell.output_dir}"
+    )
 
 
 def move_aside(cell: Cell, root: Path) -> Path:
@@ -88,8 +91,16 @@ def move_aside(cell: Cell, root: Path) -> Path:
 def _write_cell(cell: Cell, **info: Any) -> None:
     path = cell.output_dir / "cell.json"
     data = read_json(path) or {}
-    data.update(name=cell.name, task=cell.task, method=cell.method, method_name=cell.recipe.method.name,
-                seed=cell.seed, seed_keys=list(cell.seed_keys), hash=cell.hash, **info)
+    data.update(
+        name=cell.name,
+        task=cell.task,
+        method=cell.method,
+        method_name=cell.recipe.method.name,
+        seed=cell.seed,
+        seed_keys=list(cell.seed_keys),
+        hash=cell.hash,
+        **info,
+    )
     outputs.write_json(path, data)
 
 
@@ -111,14 +122,21 @@ def run_subprocess(cell: Cell, device: str | None, registry: Any) -> None:
     if device is not None:
         env["CUDA_VISIBLE_DEVICES"] = device
     with open(cell.output_dir / "cell.log", "w", encoding="utf-8") as logf:
-        rc = subprocess.call([sys.executable, "-m", "peftkit", "run", str(recipe_file), "--overwrite"],
-                             stdout=logf, stderr=subprocess.STDOUT, env=env)
+        rc = subprocess.call(
+            [sys.executable, "-m", "peftkit", "run", str(recipe_file), "--overwrite"],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
     if rc != 0:
         tail = (cell.output_dir / "cell.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
         raise TrainingError(f"exit status {rc}; last lines of {cell.output_dir / 'cell.log'}: " + " | ".join(tail))
 
 
-EXECUTORS: dict[str, Callable[[Cell, str | None, Any], None]] = {"inprocess": run_inprocess, "subprocess": run_subprocess}
+EXECUTORS: dict[str, Callable[[Cell, str | None, Any], None]] = {
+    "inprocess": run_inprocess,
+    "subprocess": run_subprocess,
+}
 
 
 def visible_devices() -> list[str]:
@@ -175,7 +193,9 @@ def _run_one(cell: Cell, status: str, root: Path, device: str | None, execute: C
     return "done"
 
 
-def _schedule(todo: list[tuple[Cell, str]], devices: list[str | None], job: Callable[[Cell, str, str | None], str]) -> dict[str, str]:
+def _schedule(
+    todo: list[tuple[Cell, str]], devices: list[str | None], job: Callable[[Cell, str, str | None], str]
+) -> dict[str, str]:
     """Run jobs with at most one per device at a time; a job takes a free device and returns it when done."""
     if len(devices) <= 1:
         return {c.name: job(c, s, devices[0] if devices else None) for c, s in todo}
@@ -194,8 +214,16 @@ def _schedule(todo: list[tuple[Cell, str]], devices: list[str | None], job: Call
         return dict(pool.map(work, todo))
 
 
-def run_compare(grid: Grid, *, registry: Any = None, dry_run: bool = False, only: list[str] | None = None,
-                devices: list[str] | None = None, report: bool = True, echo: Callable[[str], None] = print) -> CompareResult:
+def run_compare(
+    grid: Grid,
+    *,
+    registry: Any = None,
+    dry_run: bool = False,
+    only: list[str] | None = None,
+    devices: list[str] | None = None,
+    report: bool = True,
+    echo: Callable[[str], None] = print,
+) -> CompareResult:
     """Expand the grid, print or run every cell that is not finished, then write the report.
 
     Args:
@@ -225,11 +253,15 @@ def run_compare(grid: Grid, *, registry: Any = None, dry_run: bool = False, only
     todo = [(c, states[c.name]) for c in cells if states[c.name] != "done"]
     result.status.update({c.name: "skipped" for c in cells if states[c.name] == "done"})
     for c in cells:  # a finished cell's labels follow the file (e.g. per_seed added after it ran); its run is untouched
-        if states[c.name] == "done" and (read_json(c.output_dir / "cell.json") or {}).get("seed_keys") != list(c.seed_keys):
+        if states[c.name] == "done" and (read_json(c.output_dir / "cell.json") or {}).get("seed_keys") != list(
+            c.seed_keys
+        ):
             _write_cell(c)
     handler = _compare_log(grid.output_dir)
     try:
-        log.info("%s: %d cells, %d finished (skipped), %d to run", grid.source, len(cells), len(cells) - len(todo), len(todo))
+        log.info(
+            "%s: %d cells, %d finished (skipped), %d to run", grid.source, len(cells), len(cells) - len(todo), len(todo)
+        )
         execute = EXECUTORS[grid.spec.executor]
         devs = _devices(grid, devices)
         result.status.update(_schedule(todo, devs, lambda c, s, d: _run_one(c, s, grid.output_dir, d, execute, reg)))
@@ -252,10 +284,14 @@ def _compare_log(root: Path) -> logging.Handler:
 
 
 def _devices(grid: Grid, devices: list[str] | None) -> list[str | None]:
-    chosen = devices if devices is not None else (visible_devices() if grid.spec.devices == "auto" else grid.spec.devices)
+    chosen = (
+        devices if devices is not None else (visible_devices() if grid.spec.devices == "auto" else grid.spec.devices)
+    )
     if grid.spec.executor == "inprocess" and len(chosen) > 1:
         # One process has one torch state (seeds, default device): in-process cells must run one at a time.
-        log.warning("executor inprocess runs cells one at a time; use executor: subprocess to use %d devices", len(chosen))
+        log.warning(
+            "executor inprocess runs cells one at a time; use executor: subprocess to use %d devices", len(chosen)
+        )
         return [None]
     return list(chosen)
 
@@ -268,5 +304,6 @@ def write_grid_report(grid: Grid, cells: list[Cell]) -> Path | None:
     if not finished:
         log.warning("no finished cells yet; no report written")
         return None
-    return write_report(finished, grid.output_dir / "report", title=grid.title, metric=grid.spec.metric,
-                        split=grid.spec.split)
+    return write_report(
+        finished, grid.output_dir / "report", title=grid.title, metric=grid.spec.metric, split=grid.spec.split
+    )

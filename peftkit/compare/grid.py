@@ -25,13 +25,29 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from peftkit.errors import RecipeError
-from peftkit.recipe import (Recipe, _format, apply_overrides, flatten, line_index, method_params, parse_yaml, pydantic_problems,
-                            resolved_dict, task_params, validate)
+from peftkit.recipe import (
+    Recipe,
+    _format,
+    apply_overrides,
+    flatten,
+    line_index,
+    method_params,
+    parse_yaml,
+    pydantic_problems,
+    resolved_dict,
+    task_params,
+    validate,
+)
+from peftkit.recipe import set_dotted as recipe_set_dotted
 
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
 # Keys the grid itself decides; an override of them would make a cell's name or folder lie.
-RESERVED = {"output_dir": "cells get <output_dir>/<task>/<method>/seed<N>", "train.seed": "list seeds under `seeds:`",
-            "method.name": "add another entry under `methods:`", "task.name": "add another entry under `tasks:`"}
+RESERVED = {
+    "output_dir": "cells get <output_dir>/<task>/<method>/seed<N>",
+    "train.seed": "list seeds under `seeds:`",
+    "method.name": "add another entry under `methods:`",
+    "task.name": "add another entry under `tasks:`",
+}
 
 
 class _Strict(BaseModel):
@@ -49,14 +65,16 @@ def _check_overrides(v: dict[str, Any]) -> dict[str, Any]:
 
 class MethodEntry(_Strict):
     label: str | None = Field(
-        None, pattern=LABEL_PATTERN,
+        None,
+        pattern=LABEL_PATTERN,
         description="Name of this entry in folders and tables (default: the method name). Needed when one method "
         "appears twice with different params, e.g. adapters-houlsby and adapters-pfeiffer.",
     )
     name: str = Field(description="Registered method name (`peftkit plugins` lists them).")
     params: dict[str, Any] = Field(default_factory=dict, description="method.params for this entry.")
     overrides: dict[str, Any] = Field(
-        default_factory=dict, description="Dotted recipe keys set for this method only, e.g. `train.lr: 5.0e-5` for full "
+        default_factory=dict,
+        description="Dotted recipe keys set for this method only, e.g. `train.lr: 5.0e-5` for full "
         "fine-tuning. Applied after the task's overrides, so they win.",
     )
     _overrides = field_validator("overrides")(_check_overrides)
@@ -68,16 +86,21 @@ class MethodEntry(_Strict):
 
 class TaskEntry(_Strict):
     label: str | None = Field(
-        None, pattern=LABEL_PATTERN,
+        None,
+        pattern=LABEL_PATTERN,
         description="Name of this entry in folders and tables (default: the task name after its last `/`, so clue/afqmc → afqmc).",
     )
     name: str = Field(description="Registered task name, e.g. clue/afqmc.")
-    params: dict[str, Any] = Field(default_factory=dict, description="task.params for this entry (data_dir, subset sizes, ...).")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="task.params for this entry (data_dir, subset sizes, ...)."
+    )
     overrides: dict[str, Any] = Field(
-        default_factory=dict, description="Dotted recipe keys set for this task only, e.g. `data.max_length: 64`.",
+        default_factory=dict,
+        description="Dotted recipe keys set for this task only, e.g. `data.max_length: 64`.",
     )
     per_seed: dict[str, list[Any]] = Field(
-        default_factory=dict, description="Dotted recipe keys whose value goes with the seed: the cell of the i-th entry "
+        default_factory=dict,
+        description="Dotted recipe keys whose value goes with the seed: the cell of the i-th entry "
         "of `seeds` gets the i-th value, so every list is as long as `seeds`. FewCLUE's protocol — five runs, each "
         "trained on its own split — is `task.params.train_split: [train_0, train_1, train_2, train_3, train_4]` "
         "with five seeds; the report then averages the five runs as it averages seeds. Applied after `overrides`.",
@@ -100,25 +123,34 @@ class CompareFile(_Strict):
         "then in the working directory). "
         "Its method, task and output_dir are replaced per cell.",
     )
-    methods: list[MethodEntry] = Field(min_length=1, description="Methods to compare, each with its params and overrides.")
+    methods: list[MethodEntry] = Field(
+        min_length=1, description="Methods to compare, each with its params and overrides."
+    )
     tasks: list[TaskEntry] = Field(min_length=1, description="Tasks to run every method on.")
     seeds: list[int] = Field(min_length=1, description="train.seed values; each (task, method) runs once per seed.")
     exclude: list[str] = Field(
-        default_factory=list, description="Cells left out of the grid, as patterns on cell names `task/method/seedN` "
+        default_factory=list,
+        description="Cells left out of the grid, as patterns on cell names `task/method/seedN` "
         "(`chid/prefix/*`: prefix tuning has no multiple-choice form). Left-out cells are not validated, run or "
         "reported; the average then leaves out tasks where a method has no result. A pattern matching no cell is an error.",
     )
-    metric: str | None = Field(None, description="Metric the report compares; null = each task's main metric (eval.metric if set).")
+    metric: str | None = Field(
+        None, description="Metric the report compares; null = each task's main metric (eval.metric if set)."
+    )
     split: Literal["dev", "test"] = Field(
-        "dev", description="What the report compares: dev = each cell's best checkpoint on dev; test = that checkpoint "
+        "dev",
+        description="What the report compares: dev = each cell's best checkpoint on dev; test = that checkpoint "
         "on a labelled test split, scored once after training (cells need eval.predict: true and a test split with "
-        "labels, e.g. FewCLUE's test_split: test_public). `peftkit report --split` redraws it either way.")
+        "labels, e.g. FewCLUE's test_split: test_public). `peftkit report --split` redraws it either way.",
+    )
     executor: Literal["subprocess", "inprocess"] = Field(
-        "subprocess", description="subprocess = one `python -m peftkit run` per cell (isolated memory, true per-cell peak "
+        "subprocess",
+        description="subprocess = one `python -m peftkit run` per cell (isolated memory, true per-cell peak "
         "memory, one CUDA device each); inprocess = call the runner in this process, one cell after another.",
     )
     devices: Literal["auto"] | list[str] = Field(
-        "auto", description="CUDA devices to spread cells over, one cell per device at a time: `auto` = every visible "
+        "auto",
+        description="CUDA devices to spread cells over, one cell per device at a time: `auto` = every visible "
         "device (none on a CPU machine: cells run one after another), or a list of device ids such as ['0', '1'].",
     )
 
@@ -178,7 +210,9 @@ def load_compare(path: str | Path, overrides: list[str] | None = None) -> Grid:
     try:
         spec = CompareFile.model_validate(data)
     except ValidationError as exc:
-        raise RecipeError(_format(pydantic_problems(exc, fields=CompareFile), lines, str(path)), str(path), what="compare file") from None
+        raise RecipeError(
+            _format(pydantic_problems(exc, fields=CompareFile), lines, str(path)), str(path), what="compare file"
+        ) from None
     problems = _duplicate_labels(spec) + _per_seed_lengths(spec)
     if problems:
         raise RecipeError(_format(problems, lines, str(path)), str(path), what="compare file")
@@ -186,7 +220,11 @@ def load_compare(path: str | Path, overrides: list[str] | None = None) -> Grid:
     if overrides:
         # Stored as a pseudo-entry applied last: a command-line key beats the file's per-method ones.
         cli = apply_overrides({}, list(overrides))
-        reserved = [f"{key}: cannot be overridden on the command line: {RESERVED[key]}" for key in flatten(cli) if key in RESERVED]
+        reserved = [
+            f"{key}: cannot be overridden on the command line: {RESERVED[key]}"
+            for key in flatten(cli)
+            if key in RESERVED
+        ]
         if reserved:
             raise RecipeError(reserved, str(path), what="compare file")
         base["__cli__"] = cli
@@ -199,16 +237,28 @@ def _duplicate_labels(spec: CompareFile) -> list[tuple[tuple, str]]:
         seen: dict[str, int] = {}
         for i, e in enumerate(entries):
             if e.key in seen:
-                out.append(((section, i), f"label {e.key!r} is used twice (also {section}.{seen[e.key]}); give each "
-                            f"entry a distinct `label:` such as {e.key}-2"))
+                out.append(
+                    (
+                        (section, i),
+                        f"label {e.key!r} is used twice (also {section}.{seen[e.key]}); give each "
+                        f"entry a distinct `label:` such as {e.key}-2",
+                    )
+                )
             seen.setdefault(e.key, i)
     return out
 
 
 def _per_seed_lengths(spec: CompareFile) -> list[tuple[tuple, str]]:
-    return [(("tasks", i, "per_seed", key), f"{len(values)} values for {len(spec.seeds)} seeds ({spec.seeds}); give one "
-             "value per seed, in the order of `seeds`")
-            for i, task in enumerate(spec.tasks) for key, values in task.per_seed.items() if len(values) != len(spec.seeds)]
+    return [
+        (
+            ("tasks", i, "per_seed", key),
+            f"{len(values)} values for {len(spec.seeds)} seeds ({spec.seeds}); give one "
+            "value per seed, in the order of `seeds`",
+        )
+        for i, task in enumerate(spec.tasks)
+        for key, values in task.per_seed.items()
+        if len(values) != len(spec.seeds)
+    ]
 
 
 def _load_base(spec: CompareFile, path: Path) -> dict[str, Any]:
@@ -218,20 +268,19 @@ def _load_base(spec: CompareFile, path: Path) -> dict[str, Any]:
     tried = [Path(spec.base)] if Path(spec.base).is_absolute() else [path.parent / spec.base, Path(spec.base)]
     ref = next((p for p in tried if p.is_file()), None)
     if ref is None:
-        raise RecipeError([f"base: recipe file {spec.base!r} not found (looked for {', '.join(map(str, tried))})"], str(path), what="compare file")
+        raise RecipeError(
+            [f"base: recipe file {spec.base!r} not found (looked for {', '.join(map(str, tried))})"],
+            str(path),
+            what="compare file",
+        )
     return parse_yaml(ref.read_text(encoding="utf-8"), str(ref))
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """``data[a][b][c] = value`` for ``key = "a.b.c"``, creating mappings on the way."""
-    parts = key.split(".")
-    node = data
-    for i, part in enumerate(parts[:-1]):
-        nxt = node.setdefault(part, {})
-        if not isinstance(nxt, dict):
-            raise RecipeError([f"{key}: {'.'.join(parts[:i + 1])} is {type(nxt).__name__}, not a mapping, so it has no key {parts[i + 1]!r}"])
-        node = nxt
-    node[parts[-1]] = copy.deepcopy(value)
+    """The recipe's dotted-key setter on a copy of ``value``, raising the problem as a RecipeError."""
+    problem = recipe_set_dotted(data, key, copy.deepcopy(value))
+    if problem:
+        raise RecipeError([f"{key}: {problem}"])
 
 
 Origin = dict[str, tuple[str, ...]]
@@ -245,13 +294,22 @@ def cell_data(grid: Grid, task: TaskEntry, method: MethodEntry, seed: int) -> tu
     origin: Origin = {k: ("base", *k.split(".")) for k in flatten(base)}
     data["method"] = {"name": method.name, "params": copy.deepcopy(method.params)}
     data["task"] = {"name": task.name, "params": copy.deepcopy(task.params)}
-    origin.update({"method.name": ("methods", mi, "name"), "method.params": ("methods", mi, "params"),
-                   "task.name": ("tasks", ti, "name"), "task.params": ("tasks", ti, "params")})
+    origin.update(
+        {
+            "method.name": ("methods", mi, "name"),
+            "method.params": ("methods", mi, "params"),
+            "task.name": ("tasks", ti, "name"),
+            "task.params": ("tasks", ti, "params"),
+        }
+    )
     # Later layers win: task overrides < the task's per-seed values < method overrides < command line.
     at = grid.spec.seeds.index(seed)
-    layers = [(("tasks", ti, "overrides"), task.overrides),
-              (("tasks", ti, "per_seed"), {key: values[at] for key, values in task.per_seed.items()}),
-              (("methods", mi, "overrides"), method.overrides), (("command line",), grid.base.get("__cli__", {}))]
+    layers = [
+        (("tasks", ti, "overrides"), task.overrides),
+        (("tasks", ti, "per_seed"), {key: values[at] for key, values in task.per_seed.items()}),
+        (("methods", mi, "overrides"), method.overrides),
+        (("command line",), grid.base.get("__cli__", {})),
+    ]
     for where, overrides in layers:
         for key, value in flatten(overrides).items():
             set_dotted(data, key, value)
@@ -289,8 +347,11 @@ def expand(grid: Grid, *, registry: Any = None) -> list[Cell]:
     names = [f"{t.key}/{m.key}/seed{s}" for t in grid.spec.tasks for m in grid.spec.methods for s in grid.spec.seeds]
     unused = [p for p in grid.spec.exclude if not any(fnmatch(n, p) for n in names)]
     if unused:
-        raise RecipeError([f"exclude: {p!r} matches no cell; cell names look like {names[0]}" for p in unused],
-                          grid.source, what="compare file")
+        raise RecipeError(
+            [f"exclude: {p!r} matches no cell; cell names look like {names[0]}" for p in unused],
+            grid.source,
+            what="compare file",
+        )
     for task in grid.spec.tasks:
         for method in grid.spec.methods:
             mismatch = _head_mismatch(reg, task.name, method.name)
@@ -299,8 +360,9 @@ def expand(grid: Grid, *, registry: Any = None) -> list[Cell]:
                 if any(fnmatch(name, p) for p in grid.spec.exclude):
                     continue
                 if mismatch:
-                    problems.setdefault(f"{mismatch}. Leave the pair out of the grid with "
-                                        f"`exclude: [\"{task.key}/{method.key}/*\"]`", []).append(name)
+                    problems.setdefault(
+                        f'{mismatch}. Leave the pair out of the grid with `exclude: ["{task.key}/{method.key}/*"]`', []
+                    ).append(name)
                     continue
                 origin: Origin = {}
                 try:
@@ -311,10 +373,22 @@ def expand(grid: Grid, *, registry: Any = None) -> list[Cell]:
                         problems.setdefault(_locate(p, origin, grid), []).append(name)
                     continue
                 resolved = resolved_dict(recipe, reg)
-                cells.append(Cell(name, task.key, method.key, seed, recipe, resolved, recipe_hash(chosen_settings(recipe, reg)),
-                                  tuple(sorted(task.per_seed))))
+                cells.append(
+                    Cell(
+                        name,
+                        task.key,
+                        method.key,
+                        seed,
+                        recipe,
+                        resolved,
+                        recipe_hash(chosen_settings(recipe, reg)),
+                        tuple(sorted(task.per_seed)),
+                    )
+                )
     if problems:
-        raise RecipeError([f"{p} [{_cells_note(names)}]" for p, names in problems.items()], grid.source, what="compare file")
+        raise RecipeError(
+            [f"{p} [{_cells_note(names)}]" for p, names in problems.items()], grid.source, what="compare file"
+        )
     return cells
 
 

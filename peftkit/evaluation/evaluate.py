@@ -10,7 +10,6 @@ import numpy as np
 from peftkit.build.batches import Encoded, collate, eval_batches
 from peftkit.evaluation.prepack import packed_linears
 
-
 HALF_PRECISION_EVAL_BATCH = 4
 
 
@@ -53,8 +52,9 @@ def autocast(device: Any, precision: str) -> Any:
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
-def predict_logits(model: Any, data: Encoded, batch_size: int, pad_id: int, device: Any,
-                   precision: str = "no") -> tuple[np.ndarray, float | None]:
+def predict_logits(
+    model: Any, data: Encoded, batch_size: int, pad_id: int, device: Any, precision: str = "no"
+) -> tuple[np.ndarray, float | None]:
     """Logits for every example in ``data`` order, and the mean loss when all rows are labelled.
 
     ``precision`` (``no``, ``bf16``, ``fp16``) runs the forward under autocast, as in training. In float32 on
@@ -80,8 +80,9 @@ def predict_logits(model: Any, data: Encoded, batch_size: int, pad_id: int, devi
     return out, (loss_sum / n_loss if n_loss == len(data) else None)
 
 
-def evaluate(model: Any, data: Encoded, task: Any, batch_size: int, pad_id: int, device: Any,
-             precision: str = "no") -> tuple[dict[str, float], np.ndarray]:
+def evaluate(
+    model: Any, data: Encoded, task: Any, batch_size: int, pad_id: int, device: Any, precision: str = "no"
+) -> tuple[dict[str, float], np.ndarray]:
     """The task's metrics (plus ``eval_loss``) on a labelled split, and the predicted label ids."""
     logits, loss = predict_logits(model, data, batch_size, pad_id, device, precision)
     preds = logits.argmax(-1)

@@ -49,8 +49,14 @@ def _packable(module: Any) -> bool:
     import torch
 
     w = getattr(module, "weight", None)
-    return (type(module) is torch.nn.Linear and "forward" not in vars(module)  # no hook already wraps forward
-            and w is not None and w.dtype == torch.float32 and w.device.type == "cpu" and w.layout == torch.strided)
+    return (
+        type(module) is torch.nn.Linear
+        and "forward" not in vars(module)  # no hook already wraps forward
+        and w is not None
+        and w.dtype == torch.float32
+        and w.device.type == "cpu"
+        and w.layout == torch.strided
+    )
 
 
 def _packed_forward(module: Any, packed: Any) -> Any:

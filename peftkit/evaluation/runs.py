@@ -13,8 +13,9 @@ from peftkit import run_dir as outputs
 from peftkit.build.setup import Setup, build_model, load_split, prepare
 from peftkit.errors import PeftkitError
 from peftkit.evaluation.evaluate import eval_batch_size, evaluate, mixed_precision, predict_logits, scores
+from peftkit.evaluation.metrics import COLLAPSED_SHARE
 from peftkit.plugin.contracts import MULTIPLE_CHOICE, task_head
-from peftkit.compare.report.tables import COLLAPSED_SHARE
+from peftkit.recipe import selection_metric
 
 log = logging.getLogger("peftkit")
 
@@ -34,22 +35,34 @@ def final_evaluation(s: Setup, state: Any, device: Any) -> dict[str, Any]:
         out["final"] = metrics
         counts = np.bincount(preds, minlength=len(s.labels))
         top = int(counts.argmax())
-        out["eval"] = {"seconds": round(seconds, 3), "samples": len(s.data["dev"]),
-                       "samples_per_second": round(len(s.data["dev"]) / max(seconds, 1e-9), 3), "merged": merged,
-                       "mixed_precision": mp, "top_class_share": round(float(counts[top] / max(len(preds), 1)), 4)}
-        key = s.recipe.eval.metric or s.task.metric
+        out["eval"] = {
+            "seconds": round(seconds, 3),
+            "samples": len(s.data["dev"]),
+            "samples_per_second": round(len(s.data["dev"]) / max(seconds, 1e-9), 3),
+            "merged": merged,
+            "mixed_precision": mp,
+            "top_class_share": round(float(counts[top] / max(len(preds), 1)), 4),
+        }
+        key = selection_metric(s.recipe, s.task)
         if len(s.labels) > 1 and out["eval"]["top_class_share"] >= COLLAPSED_SHARE:
-            answer, what = ((f"choice {top} (counting from 0)", "one choice position") if task_head(s.task) == MULTIPLE_CHOICE
-                            else (repr(s.labels[top]), "one class"))
-            msg = (f"the model answers {answer} for {out['eval']['top_class_share']:.1%} of the dev rows: it has "
-                   f"collapsed to {what}, and {key}={metrics[key]:.4f} is about what always answering it scores. "
-                   "Try another train.lr, more steps, or a larger model")
+            answer, what = (
+                (f"choice {top} (counting from 0)", "one choice position")
+                if task_head(s.task) == MULTIPLE_CHOICE
+                else (repr(s.labels[top]), "one class")
+            )
+            msg = (
+                f"the model answers {answer} for {out['eval']['top_class_share']:.1%} of the dev rows: it has "
+                f"collapsed to {what}, and {key}={metrics[key]:.4f} is about what always answering it scores. "
+                "Try another train.lr, more steps, or a larger model"
+            )
             log.warning(msg)
             out["warnings"] = [msg]
         # merged weights round differently: allow a near-tie or two to flip, never more (a few more in half precision)
         tol = (2.5 if mp == "no" else 5.5) / len(s.data["dev"]) if merged else 1e-9
         if state.best is not None and abs(metrics[key] - state.best[key]) > tol:
-            log.warning("reloaded model gives %s=%.6f but %.6f was measured in training", key, metrics[key], state.best[key])
+            log.warning(
+                "reloaded model gives %s=%.6f but %.6f was measured in training", key, metrics[key], state.best[key]
+            )
     if s.recipe.eval.predict:
         path, test = write_test_predictions(s, model, state.output_dir, device)
         out["predictions"] = str(path)
@@ -87,8 +100,11 @@ def write_test_predictions(s: Setup, model: Any, out_dir: Path, device: Any) -> 
     if not labelled:  # an unlabelled (or empty) test split: predictions only
         return path, None
     if labelled < len(data):
-        log.warning("test split: %d of %d rows have a label; test metrics need every row labelled, so none are "
-                    "reported", labelled, len(data))
+        log.warning(
+            "test split: %d of %d rows have a label; test metrics need every row labelled, so none are reported",
+            labelled,
+            len(data),
+        )
         return path, None
     metrics = scores(s.task, preds, data.labels, loss)
     log.info("test (%d labelled rows): %s", len(data), ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
@@ -100,8 +116,9 @@ def write_test_predictions(s: Setup, model: Any, out_dir: Path, device: Any) -> 
 PREDICT_OVERRIDABLE = ("task.params.", "eval.batch_size", "eval.merged", "train.mixed_precision")
 
 
-def load_run(run_dir: str | Path, *, registry: Any = None, splits: tuple[str, ...] = (),
-             overrides: list[str] | None = None) -> tuple[Setup, Any]:
+def load_run(
+    run_dir: str | Path, *, registry: Any = None, splits: tuple[str, ...] = (), overrides: list[str] | None = None
+) -> tuple[Setup, Any]:
     """Rebuild a finished run's model: ``(setup, model)`` in eval mode.
 
     ``overrides`` (``key=value``) may change ``task.params.*`` (e.g. where the data is now),
@@ -118,14 +135,18 @@ def load_run(run_dir: str | Path, *, registry: Any = None, splits: tuple[str, ..
         raise PeftkitError(f"{run_dir} is not a finished peftkit run (needs recipe.yaml and model/)")
     bad = [o for o in overrides or [] if not o.split("=", 1)[0].strip().startswith(PREDICT_OVERRIDABLE)]
     if bad:
-        raise PeftkitError(f"{', '.join(bad)}: a finished run can only change {', '.join(k + ('*' if k.endswith('.') else '') for k in PREDICT_OVERRIDABLE)}; "
-                           "the rest must stay as the model was trained (train a new run to change it)")
+        raise PeftkitError(
+            f"{', '.join(bad)}: a finished run can only change {', '.join(k + ('*' if k.endswith('.') else '') for k in PREDICT_OVERRIDABLE)}; "
+            "the rest must stay as the model was trained (train a new run to change it)"
+        )
     reg = registry or get_registry()
     recipe = load_recipe(run_dir / "recipe.yaml", [f"output_dir={run_dir}", *(overrides or [])], registry=reg)
     s = prepare(recipe, reg, splits=splits)  # data problems surface here, before the model is loaded
     missing = [sp for sp in splits if sp not in s.task.splits]
     if missing:
-        raise PeftkitError(f"task {s.task.name!r} has no {' or '.join(missing)} split (it has {', '.join(s.task.splits)})")
+        raise PeftkitError(
+            f"task {s.task.name!r} has no {' or '.join(missing)} split (it has {', '.join(s.task.splits)})"
+        )
     model, _ = build_model(s, trained=run_dir / "model")
     model.eval()
     return s, model
@@ -146,8 +167,13 @@ def predict_run(run_dir: str | Path, *, registry: Any = None, overrides: list[st
     device = inference_device()
     model.to(device)
     mp = mixed_precision(s.recipe)
-    log.info("predicting %s test split on %s (%s, %s)", s.task.name, device, "method merged into the base" if merged
-             else "unmerged", "float32" if mp == "no" else f"{mp} autocast")
+    log.info(
+        "predicting %s test split on %s (%s, %s)",
+        s.task.name,
+        device,
+        "method merged into the base" if merged else "unmerged",
+        "float32" if mp == "no" else f"{mp} autocast",
+    )
     path, _ = write_test_predictions(s, model, Path(run_dir), device)
     log.info("done in %.1f s", time.perf_counter() - t0)
     return path

@@ -34,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from peftkit.errors import PeftkitError
-from peftkit.plugin.contracts import MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION, ApplyContext, Example, method_heads
 from peftkit.kit.peft_method import MethodNotApplicable, count_parameters
+from peftkit.plugin.contracts import MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION, ApplyContext, Example, method_heads
 
 MODELS = ("bert", "llama", "bert-multiple-choice")  # the last: tiny BERT with a multiple-choice head
 LABELS = ["neg", "pos"]
@@ -95,18 +95,22 @@ def _tiny_model_dir(kind: str) -> Path:
 def _bench(kind: str) -> _Bench:
     from peftkit.build.batches import collate, encode
     from peftkit.build.model import load_tokenizer
-    from peftkit.recipe import ModelConfig
     from peftkit.kit.tiny import sentiment_rows
+    from peftkit.recipe import ModelConfig
 
     path = _tiny_model_dir(kind)
     cfg = ModelConfig(source=f"local:{path}")
     tok = load_tokenizer(path, cfg)
     rows = sentiment_rows(16, seed=0)
     if kind == "bert-multiple-choice":  # which of two words ("good", "bad") has the row's sentiment; the right one
-        examples = []                      # comes first in even rows and second in odd rows
+        examples = []  # comes first in even rows and second in odd rows
         for i, r in enumerate(rows):
             right, wrong = ("good", "bad") if r["label"] == "pos" else ("bad", "good")
-            examples.append(Example(text=r["text"], label=i % 2, id=r["id"], choices=[right, wrong] if i % 2 == 0 else [wrong, right]))
+            examples.append(
+                Example(
+                    text=r["text"], label=i % 2, id=r["id"], choices=[right, wrong] if i % 2 == 0 else [wrong, right]
+                )
+            )
     else:
         examples = [Example(text=r["text"], label=LABELS.index(r["label"]), id=r["id"]) for r in rows]
     enc = encode(examples, tok, 32, use_token_types=kind.startswith("bert"), split="train")
@@ -140,9 +144,18 @@ def _resolve(method: Any) -> tuple[Any, Any]:
     return method, None
 
 
-def run_conformance(method: Any, tmp_path: str | Path, *, params: dict | None = None, model: str = "bert",
-                    steps: int | None = None, lr: float | None = None, trains_base: Any = _UNSET,
-                    atol: float = 1e-5, bits: int | None = None) -> ConformanceReport:
+def run_conformance(
+    method: Any,
+    tmp_path: str | Path,
+    *,
+    params: dict | None = None,
+    model: str = "bert",
+    steps: int | None = None,
+    lr: float | None = None,
+    trains_base: Any = _UNSET,
+    atol: float = 1e-5,
+    bits: int | None = None,
+) -> ConformanceReport:
     """Run every check for one method on one tiny model.
 
     Args:
@@ -174,14 +187,25 @@ def run_conformance(method: Any, tmp_path: str | Path, *, params: dict | None = 
         torch.set_num_threads(threads)
 
 
-def _run(method: Any, tmp_path: Path, params: dict | None, model: str, steps: int, lr: float | None,
-         trains_base: Any, atol: float, bits: int | None) -> ConformanceReport:
+def _run(
+    method: Any,
+    tmp_path: Path,
+    params: dict | None,
+    model: str,
+    steps: int,
+    lr: float | None,
+    trains_base: Any,
+    atol: float,
+    bits: int | None,
+) -> ConformanceReport:
     m, owner = _resolve(method)
     tag = f"[{m.name} on tiny {model}{f' ({bits}-bit)' if bits else ''}]"
     if bits and bits not in m.quantized_bits:
         raise ConformanceError(f"{tag} the method does not list {bits} in quantized_bits; nothing to check")
     if model == "bert-multiple-choice" and MULTIPLE_CHOICE not in method_heads(m):
-        raise MethodNotApplicable(getattr(m, "task_heads_note", "") or "the method's task_heads leave out multiple-choice")
+        raise MethodNotApplicable(
+            getattr(m, "task_heads_note", "") or "the method's task_heads leave out multiple-choice"
+        )
     p = m.params_model.model_validate(params or {})
     b = _bench(model)
     base, heads = _base(b, 0, bits)
@@ -201,8 +225,9 @@ def _run(method: Any, tmp_path: Path, params: dict | None, model: str, steps: in
         json.dumps(facts)
     except (TypeError, ValueError) as exc:
         raise ConformanceError(f"{tag} facts() must return JSON-serialisable data for metrics.json: {exc}") from exc
-    return ConformanceReport(m.name, model, counts["trainable"], counts["total"], before, after, reload_diff,
-                             merge_diff, facts)
+    return ConformanceReport(
+        m.name, model, counts["trainable"], counts["total"], before, after, reload_diff, merge_diff, facts
+    )
 
 
 def _in_head(name: str, heads: list[str]) -> bool:
@@ -212,30 +237,48 @@ def _in_head(name: str, heads: list[str]) -> bool:
 def _check_trainable(model: Any, base_names: dict[int, str], heads: list[str], regex: str | None, tag: str) -> None:
     live = {id(t): t for _, t in model.named_parameters()}
     train = [(n, t) for n, t in model.named_parameters() if t.requires_grad]
-    wrong = [base_names[id(t)] for _, t in train if id(t) in base_names and not _in_head(base_names[id(t)], heads)
-             and not (regex and re.fullmatch(regex, base_names[id(t)]))]
+    wrong = [
+        base_names[id(t)]
+        for _, t in train
+        if id(t) in base_names
+        and not _in_head(base_names[id(t)], heads)
+        and not (regex and re.fullmatch(regex, base_names[id(t)]))
+    ]
     if wrong:
-        raise ConformanceError(f"{tag} base parameters train that the method does not declare: {wrong[:5]} "
-                               f"({len(wrong)} in all). Freeze them, or name them in trains_base_params")
+        raise ConformanceError(
+            f"{tag} base parameters train that the method does not declare: {wrong[:5]} "
+            f"({len(wrong)} in all). Freeze them, or name them in trains_base_params"
+        )
     if regex:
-        frozen = [n for i, n in base_names.items() if re.fullmatch(regex, n) and not _in_head(n, heads)
-                  and not (i in live and live[i].requires_grad)]
+        frozen = [
+            n
+            for i, n in base_names.items()
+            if re.fullmatch(regex, n) and not _in_head(n, heads) and not (i in live and live[i].requires_grad)
+        ]
         if frozen:
-            raise ConformanceError(f"{tag} trains_base_params {regex!r} names parameters that do not train: {frozen[:5]}")
+            raise ConformanceError(
+                f"{tag} trains_base_params {regex!r} names parameters that do not train: {frozen[:5]}"
+            )
     for h in heads:
         if not any(_in_head(n, [h]) for n, _ in train):
-            raise ConformanceError(f"{tag} task head {h!r} does not train; apply() must train (and save) ctx.head_modules")
+            raise ConformanceError(
+                f"{tag} task head {h!r} does not train; apply() must train (and save) ctx.head_modules"
+            )
     if not any(not _in_head(base_names.get(id(t), n), heads) for n, t in train):
         raise ConformanceError(f"{tag} only the task head trains; the method added or unfroze nothing")
 
 
 def _check_count(model: Any, tag: str) -> dict[str, Any]:
     counts = count_parameters(model)
-    true = sum({id(t): t.numel() for _, t in model.named_parameters(remove_duplicate=False) if t.requires_grad}.values())
+    true = sum(
+        {id(t): t.numel() for _, t in model.named_parameters(remove_duplicate=False) if t.requires_grad}.values()
+    )
     if counts["trainable"] != true:
         raise ConformanceError(f"{tag} reported trainable parameters {counts['trainable']:,} != true count {true:,}")
     if hasattr(model, "get_nb_trainable_parameters") and model.get_nb_trainable_parameters()[0] != true:
-        raise ConformanceError(f"{tag} peft counts {model.get_nb_trainable_parameters()[0]:,} trainable, true count {true:,}")
+        raise ConformanceError(
+            f"{tag} peft counts {model.get_nb_trainable_parameters()[0]:,} trainable, true count {true:,}"
+        )
     return counts
 
 
@@ -245,7 +288,9 @@ def _check_backward(model: Any, batch: dict[str, Any], tag: str) -> None:
     model.train()
     loss = model(**batch).loss
     if loss is None or not torch.isfinite(loss):
-        raise ConformanceError(f"{tag} forward gave loss {loss}; the model must return a finite loss for labelled batches")
+        raise ConformanceError(
+            f"{tag} forward gave loss {loss}; the model must return a finite loss for labelled batches"
+        )
     loss.backward()
     params = [(n, t) for n, t in model.named_parameters() if t.requires_grad]
     missing = [n for n, t in params if t.grad is None]
@@ -271,7 +316,9 @@ def _ce(model: Any, batch: dict[str, Any]) -> float:
     return float(F.cross_entropy(_logits(model, batch), batch["labels"]))
 
 
-def _train(m: Any, owner: Any, model: Any, batch: dict[str, Any], steps: int, lr: float, tag: str) -> tuple[float, float]:
+def _train(
+    m: Any, owner: Any, model: Any, batch: dict[str, Any], steps: int, lr: float, tag: str
+) -> tuple[float, float]:
     """A few AdamW steps on one batch, firing the method plugin's own step hook like the runner does."""
     import torch
 
@@ -296,13 +343,23 @@ def _train(m: Any, owner: Any, model: Any, batch: dict[str, Any], steps: int, lr
         opt.zero_grad(set_to_none=True)
     after = _ce(model, batch)
     if not after < before:
-        raise ConformanceError(f"{tag} {steps} steps at lr {lr:g} did not lower the loss on a fixed batch "
-                               f"({before:.5f} → {after:.5f})")
+        raise ConformanceError(
+            f"{tag} {steps} steps at lr {lr:g} did not lower the loss on a fixed batch ({before:.5f} → {after:.5f})"
+        )
     return before, after
 
 
-def _reload(m: Any, model: Any, b: _Bench, directory: Path, heads: list[str], ref: Any, atol: float, tag: str,
-            bits: int | None = None) -> tuple[Any, float]:
+def _reload(
+    m: Any,
+    model: Any,
+    b: _Bench,
+    directory: Path,
+    heads: list[str],
+    ref: Any,
+    atol: float,
+    tag: str,
+    bits: int | None = None,
+) -> tuple[Any, float]:
     if directory.exists():
         shutil.rmtree(directory)
     m.save(model, directory)
@@ -312,8 +369,10 @@ def _reload(m: Any, model: Any, b: _Bench, directory: Path, heads: list[str], re
     loaded = m.load(fresh, directory)
     diff = float((_logits(loaded, b.batch) - ref).abs().max())
     if diff > atol:
-        raise ConformanceError(f"{tag} save → load changed the logits by {diff:.3g} (> {atol:g}): something that trained "
-                               f"was not saved or not restored (the task head {heads}?)")
+        raise ConformanceError(
+            f"{tag} save → load changed the logits by {diff:.3g} (> {atol:g}): something that trained "
+            f"was not saved or not restored (the task head {heads}?)"
+        )
     return loaded, diff
 
 
@@ -323,7 +382,9 @@ def _check_merge(m: Any, loaded: Any, batch: dict[str, Any], ref: Any, atol: flo
             m.merge(loaded)
         except PeftkitError as exc:
             if "merge" not in str(exc).lower() or len(str(exc)) < 40:
-                raise ConformanceError(f"{tag} merge() refusal should explain why it cannot merge; got {exc!r}") from exc
+                raise ConformanceError(
+                    f"{tag} merge() refusal should explain why it cannot merge; got {exc!r}"
+                ) from exc
             return None
         raise ConformanceError(f"{tag} can_merge is False but merge() did not raise PeftkitError")
     merged = m.merge(loaded)
@@ -335,8 +396,9 @@ def _check_merge(m: Any, loaded: Any, batch: dict[str, Any], ref: Any, atol: flo
     return diff
 
 
-def check_method(method: Any, tmp_path: str | Path, *, params: dict | None = None,
-                 models: tuple[str, ...] = MODELS, **kwargs: Any) -> dict[str, ConformanceReport | str]:
+def check_method(
+    method: Any, tmp_path: str | Path, *, params: dict | None = None, models: tuple[str, ...] = MODELS, **kwargs: Any
+) -> dict[str, ConformanceReport | str]:
     """Run the suite on every tiny model; the one-line entry point for plugin tests.
 
     Returns:
@@ -413,8 +475,10 @@ def check_task(task: Any, params: dict | Any | None = None) -> dict[str, int]:
     except (TypeError, ValueError) as exc:
         raise fail(f"compute_metrics()[{task.metric!r}] is not a number: {perfect[task.metric]!r}") from exc
     if not best >= worse:
-        raise fail(f"{task.metric} of a perfect prediction ({best}) is below a wrong one's ({worse}); "
-                   "the best checkpoint is the one with the highest metric")
+        raise fail(
+            f"{task.metric} of a perfect prediction ({best}) is below a wrong one's ({worse}); "
+            "the best checkpoint is the one with the highest metric"
+        )
     file = task.prediction_file(p)
     if not isinstance(file, str) or not file or Path(file).name != file:
         raise fail(f"prediction_file() must be a bare file name (written into the run folder), got {file!r}")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from peftkit.errors import DataError
 
@@ -20,7 +21,9 @@ def detect_format(path: Path) -> str:
         return "tsv"
     if suffix == ".csv":
         return "csv"
-    raise DataError(f"{path}: cannot tell the format from the extension; set the task's `format` param (jsonl, csv or tsv)")
+    raise DataError(
+        f"{path}: cannot tell the format from the extension; set the task's `format` param (jsonl, csv or tsv)"
+    )
 
 
 def read_rows(path: str | Path, fmt: str = "auto", *, limit: int | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -70,13 +73,17 @@ def field(row: dict[str, Any], name: str, path: Path | str, line: int) -> Any:
     return row[name]
 
 
-def missing_files(params: Any, keys: tuple[str, ...] = ("train_file", "dev_file", "test_file")) -> list[tuple[str, str]]:
+def missing_files(
+    params: Any, keys: tuple[str, ...] = ("train_file", "dev_file", "test_file")
+) -> list[tuple[str, str]]:
     """``(task.params.KEY, message)`` for each data file named by ``params.KEY`` that does not exist here; for a
     task's ``check_data`` (``peftkit validate`` shows them as warnings)."""
     out = []
     for key in keys:
         path = getattr(params, key)
         if path is not None and not Path(path).expanduser().exists():
-            where = "" if Path(path).is_absolute() else f" (relative paths are read from the current folder, {Path.cwd()})"
+            where = (
+                "" if Path(path).is_absolute() else f" (relative paths are read from the current folder, {Path.cwd()})"
+            )
             out.append((f"task.params.{key}", f"data file {path} does not exist{where}"))
     return out

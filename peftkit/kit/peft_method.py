@@ -8,9 +8,10 @@ loads with ``PeftModel.from_pretrained``. The task head (``ctx.head_modules``) i
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -29,7 +30,9 @@ def linear_names(model: Any) -> list[str]:
     """The distinct short names of a model's linear layers (``query``, ``dense``, ...), for error messages."""
     import torch
 
-    return sorted({name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name})
+    return sorted(
+        {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and name}
+    )
 
 
 def count_parameters(model: Any) -> dict[str, Any]:
@@ -80,7 +83,8 @@ class PeftMethod:
             raise PeftkitError(
                 f"method.params.target_modules: {getattr(params, 'target_modules', None)!r} matches no layer of this "
                 f"{ctx.model_type} model; its linear layers are named {', '.join(linear_names(model))}. Use some of "
-                "these names, a regex over full module names, 'attention' or 'all-linear'") from None
+                "these names, a regex over full module names, 'attention' or 'all-linear'"
+            ) from None
 
     def save(self, model: Any, directory: Path) -> None:
         model.save_pretrained(str(directory))
@@ -92,7 +96,9 @@ class PeftMethod:
 
     def merge(self, model: Any) -> Any:
         if not self.can_merge:
-            raise PeftkitError(f"method {self.name!r} cannot be merged into the base weights. {self.merge_note}".strip())
+            raise PeftkitError(
+                f"method {self.name!r} cannot be merged into the base weights. {self.merge_note}".strip()
+            )
         if getattr(getattr(model, "config", None), "quantization_config", None) is not None or _is_4bit(model):
             raise PeftkitError(
                 "cannot merge into a quantized base: the result would be re-quantized and lose accuracy. "
@@ -118,7 +124,9 @@ def _unwrap_saved_modules(model: Any) -> None:
         if isinstance(mod, ModulesToSaveWrapper):
             active = [a for a in mod.active_adapters if a in mod.modules_to_save]
             parent, _, child = name.rpartition(".")
-            setattr(inner.get_submodule(parent), child, mod.modules_to_save[active[0]] if active else mod.original_module)
+            setattr(
+                inner.get_submodule(parent), child, mod.modules_to_save[active[0]] if active else mod.original_module
+            )
 
 
 def _is_4bit(model: Any) -> bool:

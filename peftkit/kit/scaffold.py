@@ -21,7 +21,7 @@ NAME_RE = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 
 def normalise_name(name: str) -> str:
     """``My-Plugin`` is refused; ``peftkit-foo`` becomes ``foo`` (the prefix is added back where needed)."""
-    short = name[len("peftkit-"):] if name.startswith("peftkit-") else name
+    short = name[len("peftkit-") :] if name.startswith("peftkit-") else name
     if not NAME_RE.match(short):
         raise PeftkitError(
             f"plugin name {name!r} is not valid: use lowercase letters, digits and single hyphens, starting with a "

@@ -10,8 +10,24 @@ import random
 from pathlib import Path
 from typing import Any
 
-
-WORDS = ["good", "great", "fine", "nice", "bad", "awful", "poor", "sad", "the", "a", "movie", "food", "day", "was", "is", "very"]
+WORDS = [
+    "good",
+    "great",
+    "fine",
+    "nice",
+    "bad",
+    "awful",
+    "poor",
+    "sad",
+    "the",
+    "a",
+    "movie",
+    "food",
+    "day",
+    "was",
+    "is",
+    "very",
+]
 POSITIVE, NEGATIVE = WORDS[:4], WORDS[4:8]
 FILLER = WORDS[8:]
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -21,8 +37,15 @@ def _vocab() -> list[str]:
     return SPECIALS + WORDS + [chr(c) for c in range(ord("a"), ord("z") + 1)]
 
 
-def make_tiny_bert(path: str | Path, *, with_pooler: bool = True, seed: int = 0, dropout: float = 0.1, hidden_size: int = 32,
-                   init_std: float = 0.02) -> Path:
+def make_tiny_bert(
+    path: str | Path,
+    *,
+    with_pooler: bool = True,
+    seed: int = 0,
+    dropout: float = 0.1,
+    hidden_size: int = 32,
+    init_std: float = 0.02,
+) -> Path:
     """A 2-layer BERT (hidden 32) with a WordPiece tokenizer, saved as a Hugging Face folder.
 
     ``init_std`` 0.2 gives weights at a pretrained model's scale (the [CLS] state then depends on the input,
@@ -39,14 +62,31 @@ def make_tiny_bert(path: str | Path, *, with_pooler: bool = True, seed: int = 0,
     tk.normalizer = normalizers.BertNormalizer(lowercase=True)
     tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tk.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", v["[CLS]"]), ("[SEP]", v["[SEP]"])])
-    tok = BertTokenizerFast(tokenizer_object=tk, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
-                            sep_token="[SEP]", mask_token="[MASK]")
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", v["[CLS]"]), ("[SEP]", v["[SEP]"])],
+    )
+    tok = BertTokenizerFast(
+        tokenizer_object=tk,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
     torch.manual_seed(seed)
-    cfg = BertConfig(vocab_size=len(_vocab()), hidden_size=hidden_size, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=2 * hidden_size, max_position_embeddings=64, type_vocab_size=2,
-                     hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout, initializer_range=init_std)
+    cfg = BertConfig(
+        vocab_size=len(_vocab()),
+        hidden_size=hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden_size,
+        max_position_embeddings=64,
+        type_vocab_size=2,
+        hidden_dropout_prob=dropout,
+        attention_probs_dropout_prob=dropout,
+        initializer_range=init_std,
+    )
     BertModel(cfg, add_pooling_layer=with_pooler).save_pretrained(str(path))
     tok.save_pretrained(str(path))
     return path
@@ -63,11 +103,23 @@ def make_tiny_llama(path: str | Path, *, seed: int = 0, init_std: float = 0.02) 
     vocab = {w: i for i, w in enumerate(["<pad>", "<unk>", "<s>", "</s>"] + WORDS)}
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>", bos_token="<s>", eos_token="</s>"
+    )
     torch.manual_seed(seed)
-    cfg = LlamaConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                      intermediate_size=64, max_position_embeddings=64, pad_token_id=0, bos_token_id=2, eos_token_id=3,
-                      initializer_range=init_std)
+    cfg = LlamaConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        bos_token_id=2,
+        eos_token_id=3,
+        initializer_range=init_std,
+    )
     LlamaModel(cfg).save_pretrained(str(path))
     tok.save_pretrained(str(path))
     return path
@@ -99,15 +151,28 @@ def make_text_dataset(directory: str | Path, n_train: int = 64, n_dev: int = 32,
     return files
 
 
-def tiny_recipe(model_dir: str | Path, data: dict[str, Path], output_dir: str | Path, method: str = "lora",
-                method_params: dict | None = None, **train: Any) -> dict[str, Any]:
+def tiny_recipe(
+    model_dir: str | Path,
+    data: dict[str, Path],
+    output_dir: str | Path,
+    method: str = "lora",
+    method_params: dict | None = None,
+    **train: Any,
+) -> dict[str, Any]:
     """A recipe dict for a few quick steps on tiny data (validate with :func:`peftkit.recipe.validate`)."""
     return {
         "model": {"source": f"local:{model_dir}"},
         "method": {"name": method, "params": method_params or {}},
-        "task": {"name": "text-classification", "params": {
-            "train_file": str(data["train"]), "dev_file": str(data["dev"]), "test_file": str(data["test"]),
-            "labels": ["neg", "pos"], "id_field": "id"}},
+        "task": {
+            "name": "text-classification",
+            "params": {
+                "train_file": str(data["train"]),
+                "dev_file": str(data["dev"]),
+                "test_file": str(data["test"]),
+                "labels": ["neg", "pos"],
+                "id_field": "id",
+            },
+        },
         "data": {"max_length": 32},
         "train": {"epochs": 2, "batch_size": 8, "seed": 0, "lr": 2e-2, "log_every": 2, **train},
         "output_dir": str(output_dir),

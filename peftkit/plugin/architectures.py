@@ -33,7 +33,8 @@ class Family:
 
 ENCODER = Family(
     attention=_ENC + r"attention\.self\.(query|key|value)",
-    all_linear=_ENC + r"(attention\.self\.(query|key|value)|attention\.output\.dense|intermediate\.dense|output\.dense)",
+    all_linear=_ENC
+    + r"(attention\.self\.(query|key|value)|attention\.output\.dense|intermediate\.dense|output\.dense)",
     ffn_out=_ENC + r"output",
     attn_out=_ENC + r"attention\.output",
     ffn=_ENC + r"output\.dense",
@@ -47,7 +48,10 @@ DECODER = Family(
 )
 
 FAMILIES: dict[str, Family] = {
-    **{t: ENCODER for t in ("bert", "roberta", "xlm-roberta", "ernie", "electra", "camembert", "nezha", "megatron-bert")},
+    **{
+        t: ENCODER
+        for t in ("bert", "roberta", "xlm-roberta", "ernie", "electra", "camembert", "nezha", "megatron-bert")
+    },
     **{t: DECODER for t in ("llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3", "gemma3_text", "phi3")},
 }
 

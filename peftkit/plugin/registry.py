@@ -19,8 +19,8 @@ from typing import Any
 
 import pluggy
 
-from peftkit.plugin import hookspecs
 from peftkit.errors import PluginError
+from peftkit.plugin import hookspecs
 
 GROUP = "peftkit"
 _CACHE: dict[tuple, Registry] = {}
@@ -67,19 +67,26 @@ class Registry:
         note = ""
         if self.broken:
             names = ", ".join(sorted(self.broken))
-            note += f" (plugins that failed to load and may provide it: {names}; run `peftkit plugins` for their errors)"
+            note += (
+                f" (plugins that failed to load and may provide it: {names}; run `peftkit plugins` for their errors)"
+            )
         if self.disabled:
             note += f" (plugins disabled by PEFTKIT_DISABLE_PLUGINS: {', '.join(sorted(self.disabled))})"
         return note
 
     def problems(self) -> list[str]:
         """One line per plugin that could not be loaded, and per unknown name in PEFTKIT_DISABLE_PLUGINS."""
-        lines = [f"plugin {name!r} was not loaded: {error}. Its hooks will not run; fix it, or skip it "
-                 f"without this warning: PEFTKIT_DISABLE_PLUGINS={name}" for name, error in sorted(self.broken.items())]
+        lines = [
+            f"plugin {name!r} was not loaded: {error}. Its hooks will not run; fix it, or skip it "
+            f"without this warning: PEFTKIT_DISABLE_PLUGINS={name}"
+            for name, error in sorted(self.broken.items())
+        ]
         if self.unknown_disabled:
             installed = ", ".join(sorted([*self.plugins, *self.broken, *self.disabled]))
-            lines.append(f"PEFTKIT_DISABLE_PLUGINS names {', '.join(map(repr, self.unknown_disabled))}, which no installed "
-                         f"plugin is called (installed: {installed})")
+            lines.append(
+                f"PEFTKIT_DISABLE_PLUGINS names {', '.join(map(repr, self.unknown_disabled))}, which no installed "
+                f"plugin is called (installed: {installed})"
+            )
         return lines
 
 
@@ -110,9 +117,11 @@ def _entry_points() -> list[md.EntryPoint]:
 
 # each registration hook: the protocol its objects follow, the attribute naming them, the Registry table they
 # go into and the PluginInfo list that names them
-_KINDS = (("peftkit_register_methods", "Method", "name", "methods", "methods"),
-          ("peftkit_register_tasks", "Task", "name", "tasks", "tasks"),
-          ("peftkit_register_model_sources", "ModelSource", "scheme", "sources", "model_sources"))
+_KINDS = (
+    ("peftkit_register_methods", "Method", "name", "methods", "methods"),
+    ("peftkit_register_tasks", "Task", "name", "tasks", "tasks"),
+    ("peftkit_register_model_sources", "ModelSource", "scheme", "sources", "model_sources"),
+)
 
 
 def _where(exc: BaseException) -> str:
@@ -129,7 +138,11 @@ def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
     specs = [n for n in dir(hookspecs) if n.startswith("peftkit_")]
     bad = []
     for caller in pm.get_hookcallers(plugin) or []:
-        if caller.name.startswith("_") or caller.has_spec() or all(i.optionalhook for i in caller.get_hookimpls() if i.plugin is plugin):
+        if (
+            caller.name.startswith("_")
+            or caller.has_spec()
+            or all(i.optionalhook for i in caller.get_hookimpls() if i.plugin is plugin)
+        ):
             continue
         close = difflib.get_close_matches(caller.name, specs, n=1)
         bad.append(f"{caller.name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
@@ -150,7 +163,9 @@ def _registered(pm: pluggy.PluginManager, plugin: object) -> list[tuple[str, str
             if result is None:
                 continue
             if not isinstance(result, (list, tuple)):
-                raise PluginError(f"{hook_name}() returned {type(result).__name__} {result!r:.60}, not a list: return [obj]")
+                raise PluginError(
+                    f"{hook_name}() returned {type(result).__name__} {result!r:.60}, not a list: return [obj]"
+                )
             objs.extend(result)
         for obj in objs:
             what = f"{hook_name}() returned {getattr(obj, '__name__', None) or type(obj).__name__}"
@@ -158,8 +173,10 @@ def _registered(pm: pluggy.PluginManager, plugin: object) -> list[tuple[str, str
                 raise PluginError(f"{what}, a class: register an instance ({obj.__name__}())")
             missing = interfaces.missing_members(obj, getattr(interfaces, protocol))
             if missing:
-                raise PluginError(f"{what} without {', '.join(missing)}, which a {protocol} must have "
-                                  f"(see the {protocol} protocol in peftkit.plugin.contracts)")
+                raise PluginError(
+                    f"{what} without {', '.join(missing)}, which a {protocol} must have "
+                    f"(see the {protocol} protocol in peftkit.plugin.contracts)"
+                )
             if not isinstance(getattr(obj, key), str) or not getattr(obj, key):
                 raise PluginError(f"{what} whose {key} is {getattr(obj, key)!r}, not a name")
             bad_head = interfaces.head_problem(obj, protocol)
@@ -182,15 +199,18 @@ def _add(reg: Registry, name: str, plugin: object, info: PluginInfo) -> None:
     try:
         unknown = _unknown_hooks(pm, plugin)
         if unknown:
-            raise PluginError(f"implements unknown hook {', '.join(unknown)}; the hooks are listed in the docs' "
-                              "Hooks reference")
+            raise PluginError(
+                f"implements unknown hook {', '.join(unknown)}; the hooks are listed in the docs' Hooks reference"
+            )
         got = _registered(pm, plugin)
         for table, _, key, objs in got:
             for obj in objs:
                 other = reg.owners.get((table, getattr(obj, key)))
                 if other:
-                    raise PluginError(f"{table[:-1]} name {getattr(obj, key)!r} is already registered by plugin {other!r}; "
-                                      f"rename it, or set PEFTKIT_DISABLE_PLUGINS={other} to use this one instead")
+                    raise PluginError(
+                        f"{table[:-1]} name {getattr(obj, key)!r} is already registered by plugin {other!r}; "
+                        f"rename it, or set PEFTKIT_DISABLE_PLUGINS={other} to use this one instead"
+                    )
     except Exception as exc:  # also what a registration hook itself raises
         pm.unregister(plugin)
         msg = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}{_where(exc)}"
@@ -235,7 +255,12 @@ def build_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
                 traceback.print_exc(file=sys.stderr)
             continue
         dist = ep.dist
-        _add(reg, ep.name, module, PluginInfo(ep.name, dist.metadata["Name"] if dist else None, dist.version if dist else None, ep.value))
+        _add(
+            reg,
+            ep.name,
+            module,
+            PluginInfo(ep.name, dist.metadata["Name"] if dist else None, dist.version if dist else None, ep.value),
+        )
     for name, obj in (extra_plugins or {}).items():
         if name not in disabled:
             _add(reg, name, obj, PluginInfo(name, None, None, getattr(obj, "__name__", repr(obj))))

@@ -25,7 +25,9 @@ class _Strict(BaseModel):
 class QuantizationConfig(_Strict):
     bits: Literal[4, 8] = Field(description="Quantize the base model's linear layers to 4 or 8 bits (bitsandbytes).")
     type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type; nf4 suits normally distributed weights.")
-    double_quant: bool = Field(True, description="4-bit only: also quantize the quantization constants (saves ~0.4 bit/param).")
+    double_quant: bool = Field(
+        True, description="4-bit only: also quantize the quantization constants (saves ~0.4 bit/param)."
+    )
     compute_dtype: Literal["float32", "bfloat16", "float16"] = Field(
         "float32", description="dtype of matmuls in 4-bit layers; bfloat16 on GPUs that support it."
     )
@@ -41,8 +43,12 @@ class ModelConfig(_Strict):
         "auto", description="Weights dtype; `auto` = float32 on CPU, the checkpoint's dtype otherwise."
     )
     quantization: QuantizationConfig | None = Field(None, description="Load the base quantized (QLoRA); null = off.")
-    trust_remote_code: bool = Field(False, description="Run model code shipped with a hub checkpoint. Off unless you trust it.")
-    allow_pickle: bool = Field(False, description="Allow loading `.bin`/`.pt` (pickle) weights; safetensors only when false.")
+    trust_remote_code: bool = Field(
+        False, description="Run model code shipped with a hub checkpoint. Off unless you trust it."
+    )
+    allow_pickle: bool = Field(
+        False, description="Allow loading `.bin`/`.pt` (pickle) weights; safetensors only when false."
+    )
 
     @field_validator("quantization", mode="before")
     @classmethod
@@ -53,8 +59,12 @@ class ModelConfig(_Strict):
 
 
 class MethodConfig(_Strict):
-    name: str = Field(description="Registered method name (`peftkit plugins` lists them): lora, adalora, adapters, full, ...")
-    params: dict[str, Any] = Field(default_factory=dict, description="Method parameters, validated by the method plugin.")
+    name: str = Field(
+        description="Registered method name (`peftkit plugins` lists them): lora, adalora, adapters, full, ..."
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Method parameters, validated by the method plugin."
+    )
 
 
 class TaskConfig(_Strict):
@@ -63,7 +73,9 @@ class TaskConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    max_length: int = Field(128, gt=0, description="Tokens per example after truncation. Longer = slower, rarely better on CLUE.")
+    max_length: int = Field(
+        128, gt=0, description="Tokens per example after truncation. Longer = slower, rarely better on CLUE."
+    )
     group_by_length: bool = Field(
         True, description="Batch examples of similar length (still shuffled) so less padding is computed: faster."
     )
@@ -74,8 +86,12 @@ class TrainConfig(_Strict):
     epochs: float = Field(3, gt=0, description="Passes over the training set (fractions allowed).")
     max_steps: int | None = Field(None, gt=0, description="Stop after this many optimizer steps (overrides epochs).")
     batch_size: int = Field(32, gt=0, description="Examples per forward pass (per process).")
-    grad_accum: int = Field(1, gt=0, description="Forward passes per optimizer step; effective batch = batch_size × grad_accum × processes.")
-    lr: float | None = Field(None, gt=0, description="Peak learning rate; null = the method's default (LoRA 1e-3, full 3e-5, ...).")
+    grad_accum: int = Field(
+        1, gt=0, description="Forward passes per optimizer step; effective batch = batch_size × grad_accum × processes."
+    )
+    lr: float | None = Field(
+        None, gt=0, description="Peak learning rate; null = the method's default (LoRA 1e-3, full 3e-5, ...)."
+    )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and LayerNorm).")
     adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")
@@ -83,21 +99,36 @@ class TrainConfig(_Strict):
     warmup: float = Field(0.06, ge=0, description="Warmup: a fraction of total steps if < 1, else a number of steps.")
     max_grad_norm: float | None = Field(1.0, gt=0, description="Clip gradients to this norm; null = no clipping.")
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = Field(
-        "auto", description="Autocast for training and every evaluation of the run; `auto` = bf16 on GPUs that support "
-        "it, none on CPU. `bf16` also runs on CPUs with AVX512-BF16 (measured: evaluation 1.7× faster, same accuracy)."
+        "auto",
+        description="Autocast for training and every evaluation of the run; `auto` = bf16 on GPUs that support "
+        "it, none on CPU. `bf16` also runs on CPUs with AVX512-BF16 (measured: evaluation 1.7× faster, same accuracy).",
     )
-    seed: int = Field(42, ge=0, description="Seed for weights, dropout and data order (set before any weight is created).")
-    gradient_checkpointing: bool = Field(False, description="Recompute activations in backward: less memory, ~30% slower.")
+    seed: int = Field(
+        42, ge=0, description="Seed for weights, dropout and data order (set before any weight is created)."
+    )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in backward: less memory, ~30% slower."
+    )
     compile: bool = Field(
-        False, description="torch.compile the model for training (through Accelerate: inductor, each repeated transformer "
+        False,
+        description="torch.compile the model for training (through Accelerate: inductor, each repeated transformer "
         "block compiled once, dynamic shapes). Pays on GPUs over long runs; on a 2-core CPU it cost ~1 min of compiling "
-        "and gained nothing (measured). Evaluation stays eager.")
-    log_every: int = Field(10, gt=0, description="Every N optimizer steps, log the mean training loss of those N steps "
-                           "(TensorBoard and metrics.json keep every step's).")
-    checkpoint_every: int | None = Field(
-        None, gt=0, description="Write a resumable checkpoint every N optimizer steps (always at epoch ends); null = epoch ends only."
+        "and gained nothing (measured). Evaluation stays eager.",
     )
-    keep_checkpoints: int = Field(2, gt=0, description="How many of the newest resumable checkpoints to keep (the best model is kept separately).")
+    log_every: int = Field(
+        10,
+        gt=0,
+        description="Every N optimizer steps, log the mean training loss of those N steps "
+        "(TensorBoard and metrics.json keep every step's).",
+    )
+    checkpoint_every: int | None = Field(
+        None,
+        gt=0,
+        description="Write a resumable checkpoint every N optimizer steps (always at epoch ends); null = epoch ends only.",
+    )
+    keep_checkpoints: int = Field(
+        2, gt=0, description="How many of the newest resumable checkpoints to keep (the best model is kept separately)."
+    )
 
     @field_validator("mixed_precision", mode="before")
     @classmethod
@@ -120,16 +151,27 @@ class TrainConfig(_Strict):
 
 
 class EvalConfig(_Strict):
-    every: Literal["epoch"] | int = Field("epoch", description="Evaluate on dev every epoch, or every N optimizer steps.")
-    metric: str | None = Field(None, description="Metric that picks the best checkpoint; null = the task's main metric.")
+    every: Literal["epoch"] | int = Field(
+        "epoch", description="Evaluate on dev every epoch, or every N optimizer steps."
+    )
+    metric: str | None = Field(
+        None, description="Metric that picks the best checkpoint; null = the task's main metric."
+    )
     batch_size: int | None = Field(
-        None, gt=0, description="Evaluation batch size; null = train.batch_size in float32, 4 × train.batch_size under "
-        "bf16/fp16 mixed precision (batches are sorted by length; on a 2-core CPU float32 peaks at 32, bf16 at ~128).")
+        None,
+        gt=0,
+        description="Evaluation batch size; null = train.batch_size in float32, 4 × train.batch_size under "
+        "bf16/fp16 mixed precision (batches are sorted by length; on a 2-core CPU float32 peaks at 32, bf16 at ~128).",
+    )
     merged: bool = Field(
-        True, description="Final evaluation and test predictions use the saved model with the method merged into a copy "
+        True,
+        description="Final evaluation and test predictions use the saved model with the method merged into a copy "
         "of the base weights, when the method can merge and the base is not quantized: the same function up to float "
-        "rounding, and faster (LoRA on CPU: ~1.3×). Evaluations during training always use the unmerged model.")
-    predict: bool = Field(False, description="After training, write test-split predictions in the task's submission format.")
+        "rounding, and faster (LoRA on CPU: ~1.3×). Evaluations during training always use the unmerged model.",
+    )
+    predict: bool = Field(
+        False, description="After training, write test-split predictions in the task's submission format."
+    )
 
     @field_validator("every", mode="before")
     @classmethod
@@ -150,9 +192,10 @@ class Recipe(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     output_dir: str = Field(description="Folder for the adapter/weights, metrics.json, logs and TensorBoard events.")
     plugins: list[str] | None = Field(
-        None, description="Allow-list of installed plugins (names as `peftkit plugins` shows them) this recipe uses: "
+        None,
+        description="Allow-list of installed plugins (names as `peftkit plugins` shows them) this recipe uses: "
         "its method, task and model source must come from them, and only their hooks run (leave out `tensorboard` "
-        "and no TensorBoard events are written). null = every installed plugin."
+        "and no TensorBoard events are written). null = every installed plugin.",
     )
 
     @field_validator("output_dir", mode="before")
@@ -166,6 +209,7 @@ class Recipe(_Strict):
 
 
 # ----------------------------------------------------------------------------------------------- loading
+
 
 def line_index(text: str) -> dict[tuple[str, ...], int]:
     """Map each key path of a YAML document, list indices included (``methods.2.params``), to its 1-based line,
@@ -206,8 +250,12 @@ class RecipeLoader(yaml.SafeLoader):
                 continue  # unhashable keys: SafeLoader reports them itself
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    None, None, f"duplicate key {key!r} (first on line {seen[key]}): the second would silently replace "
-                    "the first; merge them into one", key_node.start_mark)
+                    None,
+                    None,
+                    f"duplicate key {key!r} (first on line {seen[key]}): the second would silently replace "
+                    "the first; merge them into one",
+                    key_node.start_mark,
+                )
             seen[key] = line
         return super().construct_mapping(node, deep=deep)
 
@@ -215,7 +263,8 @@ class RecipeLoader(yaml.SafeLoader):
 # a copy of the resolver table: add_implicit_resolver on a subclass would append to SafeLoader's own lists
 RecipeLoader.yaml_implicit_resolvers = {k: list(v) for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 RecipeLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789")
+)
 
 
 def parse_yaml(text: str, source: str = "<recipe>") -> dict[str, Any]:
@@ -234,6 +283,24 @@ def parse_yaml(text: str, source: str = "<recipe>") -> dict[str, Any]:
     return data
 
 
+def set_dotted(data: dict[str, Any], key: str, value: Any) -> str | None:
+    """``data[a][b][c] = value`` for ``key = "a.b.c"``, creating mappings on the way (the one dotted-key setter:
+    overrides, compare files and search values all use it). Returns a problem instead when a step is not a mapping."""
+    parts = key.strip().split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            return (
+                f"{'.'.join(parts[: i + 1])} is {type(nxt).__name__}, not a mapping, so it has no key {parts[i + 1]!r}"
+            )
+        node = nxt
+    node[parts[-1]] = value
+    return None
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b=c`` overrides (values parsed as YAML, so ``train.lr=3e-4`` is a float)."""
     problems = []
@@ -242,22 +309,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             problems.append(f"override {item!r}: expected key=value, e.g. train.lr=3e-4")
             continue
         key, _, raw = item.partition("=")
-        parts = key.strip().split(".")
-        value = _parse_value(raw)
-        node = data
-        for i, part in enumerate(parts[:-1]):
-            nxt = node.get(part)
-            if nxt is None:
-                nxt = node[part] = {}
-            if not isinstance(nxt, dict):
-                problems.append(f"override {item!r}: {'.'.join(parts[: i + 1])} is not a mapping")
-                break
-            node = nxt
-        else:
-            node[parts[-1]] = value
+        problem = set_dotted(data, key, _parse_value(raw))
+        if problem:
+            problems.append(f"override {item!r}: {problem}")
     if problems:
         raise RecipeError(problems)
     return data
+
+
+def selection_metric(recipe: Recipe, task: Any) -> str:
+    """The metric that picks the best checkpoint and ranks runs: ``eval.metric``, else the task's own."""
+    return recipe.eval.metric or task.metric
 
 
 def _parse_value(raw: str) -> Any:
@@ -284,12 +346,14 @@ def pydantic_problems(exc: ValidationError, prefix: tuple = (), fields: dict | N
             parent = _model_at(fields, err["loc"][:-1]) if fields is not None else None
             choices = list(parent.model_fields) if parent is not None else []
             near = difflib.get_close_matches(str(loc[-1]), choices, n=1)
-            hint = f" — did you mean {near[0]!r}?" if near else (f" (valid keys: {', '.join(choices)})" if choices else "")
+            hint = (
+                f" — did you mean {near[0]!r}?" if near else (f" (valid keys: {', '.join(choices)})" if choices else "")
+            )
             out.append((loc, f"unknown key{hint}"))
             continue
         msg = err["msg"]
         if msg.startswith("Value error, "):
-            msg = msg[len("Value error, "):]
+            msg = msg[len("Value error, ") :]
         if kind == "missing":
             out.append((loc, "required key is missing"))
             continue
@@ -335,8 +399,12 @@ def override_keys(overrides: list[str]) -> dict[tuple[str, ...], str]:
     return {tuple(item.partition("=")[0].strip().split(".")): item for item in overrides if "=" in item}
 
 
-def _format(problems: list[tuple[tuple, str]], lines: dict, source: str | None,
-            overridden: dict[tuple[str, ...], str] | None = None) -> list[str]:
+def _format(
+    problems: list[tuple[tuple, str]],
+    lines: dict,
+    source: str | None,
+    overridden: dict[tuple[str, ...], str] | None = None,
+) -> list[str]:
     out = []
     for loc, msg in problems:
         path = _fmt_path(loc)
@@ -348,8 +416,14 @@ def _format(problems: list[tuple[tuple, str]], lines: dict, source: str | None,
     return out
 
 
-def validate(data: dict[str, Any], *, registry: Any = None, source: str | None = None, text: str = "",
-             overridden: dict[tuple[str, ...], str] | None = None) -> Recipe:
+def validate(
+    data: dict[str, Any],
+    *,
+    registry: Any = None,
+    source: str | None = None,
+    text: str = "",
+    overridden: dict[tuple[str, ...], str] | None = None,
+) -> Recipe:
     """Validate raw recipe data: core schema, then plugin params. Raises one RecipeError listing all problems.
 
     ``overridden`` (from :func:`override_keys`): keys set on the command line, named as such in errors."""
@@ -395,8 +469,13 @@ def _check_plugins(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
     for i, name in enumerate(allowed or []):
         if name not in reg.plugins:
             avail = ", ".join(sorted(reg.plugins)) or "none"
-            problems.append((("plugins", str(i)), f"unknown plugin {name!r}{_closest(str(name), list(reg.plugins))} "
-                             f"(installed: {avail}){reg.broken_note()}"))
+            problems.append(
+                (
+                    ("plugins", str(i)),
+                    f"unknown plugin {name!r}{_closest(str(name), list(reg.plugins))} "
+                    f"(installed: {avail}){reg.broken_note()}",
+                )
+            )
     for section, table, kind in (("method", reg.methods, "method"), ("task", reg.tasks, "task")):
         sec = data.get(section)
         if not isinstance(sec, dict) or not isinstance(sec.get("name"), str):
@@ -405,11 +484,21 @@ def _check_plugins(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
         obj = table.get(name)
         if obj is None:
             avail = ", ".join(sorted(table)) or "none installed"
-            problems.append(((section, "name"), f"unknown {kind} {name!r}{_closest(name, list(table))} (available: {avail}){reg.broken_note()}"))
+            problems.append(
+                (
+                    (section, "name"),
+                    f"unknown {kind} {name!r}{_closest(name, list(table))} (available: {avail}){reg.broken_note()}",
+                )
+            )
             continue
         owner = _owner(reg, section, name)
         if allowed is not None and owner not in allowed:
-            problems.append(((section, "name"), f"{kind} {name!r} comes from plugin {owner!r}, which is not in `plugins:` ({', '.join(map(str, allowed))})"))
+            problems.append(
+                (
+                    (section, "name"),
+                    f"{kind} {name!r} comes from plugin {owner!r}, which is not in `plugins:` ({', '.join(map(str, allowed))})",
+                )
+            )
         params = sec.get("params") or {}
         if not isinstance(params, dict):
             continue  # the core schema already reported it
@@ -430,9 +519,14 @@ def _check_plugins(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
         elif section == "task" and metric is None:
             reported = reported_metrics(obj, 2)
             if obj.metric not in reported:  # the task's own metric: a bug in its plugin, not in the recipe
-                problems.append((("task", "name"), f"task {name!r} keeps the best checkpoint by its main metric "
-                                 f"{obj.metric!r} (Task.metric), but its compute_metrics does not report it: "
-                                 f"reports {', '.join(reported)}; fix the task's plugin, or set eval.metric"))
+                problems.append(
+                    (
+                        ("task", "name"),
+                        f"task {name!r} keeps the best checkpoint by its main metric "
+                        f"{obj.metric!r} (Task.metric), but its compute_metrics does not report it: "
+                        f"reports {', '.join(reported)}; fix the task's plugin, or set eval.metric",
+                    )
+                )
     model = data.get("model")
     if isinstance(model, dict) and isinstance(model.get("source"), str):
         problems += _check_source(model["source"], reg, allowed)
@@ -457,8 +551,10 @@ def metric_problem(metric: str | None, task: Any, task_name: str, n_labels: int)
     reported = reported_metrics(task, n_labels)
     if metric in reported:
         return None
-    return (f"{metric!r} is not a metric of task {task_name!r}, which reports {', '.join(reported)}; use one "
-            f"of them, or remove eval.metric for the task's main metric ({task.metric})")
+    return (
+        f"{metric!r} is not a metric of task {task_name!r}, which reports {', '.join(reported)}; use one "
+        f"of them, or remove eval.metric for the task's main metric ({task.metric})"
+    )
 
 
 def data_problems(recipe: Recipe, registry: Any = None) -> list[str]:
@@ -483,9 +579,17 @@ def _check_quantization(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str
     if obj is None or bits not in (4, 8) or bits in obj.quantized_bits:
         return []
     ok = sorted(n for n, m in reg.methods.items() if bits in m.quantized_bits)
-    why = getattr(obj, "quantization_note", "") or "it trains base weights, which are frozen integers in a quantized model"
-    return [(("model", "quantization"), f"method {obj.name!r} cannot train a {bits}-bit base: {why}. "
-             f"Remove model.quantization, or use one of: {', '.join(ok)}")]
+    why = (
+        getattr(obj, "quantization_note", "")
+        or "it trains base weights, which are frozen integers in a quantized model"
+    )
+    return [
+        (
+            ("model", "quantization"),
+            f"method {obj.name!r} cannot train a {bits}-bit base: {why}. "
+            f"Remove model.quantization, or use one of: {', '.join(ok)}",
+        )
+    ]
 
 
 def _check_task_head(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
@@ -501,8 +605,13 @@ def _check_task_head(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
     if t is not None and task_head(t) == MULTIPLE_CHOICE:
         decoder = _local_decoder(data.get("model"))
         if decoder:
-            return [(("model", "source"), f"task {t.name!r} needs a multiple-choice head, which transformers has for "
-                     f"encoders (bert, xlm-roberta, ...) but not for {decoder} models like this one; use an encoder")]
+            return [
+                (
+                    ("model", "source"),
+                    f"task {t.name!r} needs a multiple-choice head, which transformers has for "
+                    f"encoders (bert, xlm-roberta, ...) but not for {decoder} models like this one; use an encoder",
+                )
+            ]
     mismatch = head_mismatch(t, m) if m is not None and t is not None else None
     if mismatch is None:
         return []
@@ -549,10 +658,20 @@ def _check_source(ref: str, reg: Any, allowed: list[str] | None = None) -> list[
     src = reg.sources.get(scheme)
     if src is None:
         avail = ", ".join(sorted(reg.sources)) or "none installed"
-        return [(("model", "source"), f"unknown model source scheme {scheme!r}{_closest(scheme, list(reg.sources))} (available: {avail}){reg.broken_note()}")]
+        return [
+            (
+                ("model", "source"),
+                f"unknown model source scheme {scheme!r}{_closest(scheme, list(reg.sources))} (available: {avail}){reg.broken_note()}",
+            )
+        ]
     owner = _owner(reg, "model", scheme)
     if allowed is not None and owner not in allowed:
-        return [(("model", "source"), f"model source {scheme + ':'!r} comes from plugin {owner!r}, which is not in `plugins:` ({', '.join(map(str, allowed))})")]
+        return [
+            (
+                ("model", "source"),
+                f"model source {scheme + ':'!r} comes from plugin {owner!r}, which is not in `plugins:` ({', '.join(map(str, allowed))})",
+            )
+        ]
     msg = src.check(rest)
     return [(("model", "source"), msg)] if msg else []
 
@@ -566,10 +685,17 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None, *, 
     text = p.read_text(encoding="utf-8")
     data = parse_yaml(text, str(path))
     if isinstance(data, dict) and {"methods", "tasks"} <= set(data) and not {"method", "task"} & set(data):
-        raise RecipeError([f"{path} is a compare file (methods × tasks × seeds), not a recipe: check it with "
-                           f"`peftkit compare {path} --dry-run`, run it with `peftkit compare {path}`"], str(path))
+        raise RecipeError(
+            [
+                f"{path} is a compare file (methods × tasks × seeds), not a recipe: check it with "
+                f"`peftkit compare {path} --dry-run`, run it with `peftkit compare {path}`"
+            ],
+            str(path),
+        )
     data = apply_overrides(data, list(overrides or []))
-    return validate(data, registry=registry, source=str(path), text=text, overridden=override_keys(list(overrides or [])))
+    return validate(
+        data, registry=registry, source=str(path), text=text, overridden=override_keys(list(overrides or []))
+    )
 
 
 def method_params(recipe: Recipe, registry: Any) -> BaseModel:
@@ -602,10 +728,12 @@ def json_schema(registry: Any = None) -> dict[str, Any]:
             defs.update(sub.pop("$defs", {}))
             key = f"{section}:{name}".replace("/", "_").replace(":", "_")
             defs[key] = sub
-            variants.append({
-                "if": {"properties": {"name": {"const": name}}},
-                "then": {"properties": {"params": {"$ref": f"#/$defs/{key}"}}},
-            })
+            variants.append(
+                {
+                    "if": {"properties": {"name": {"const": name}}},
+                    "then": {"properties": {"params": {"$ref": f"#/$defs/{key}"}}},
+                }
+            )
         cfg = "MethodConfig" if section == "method" else "TaskConfig"
         defs[cfg]["properties"]["name"]["enum"] = sorted(table)
         defs[cfg]["allOf"] = variants

@@ -59,8 +59,15 @@ def trainable_state(model: Any) -> dict[str, Any]:
     return {n: p.detach().cpu().contiguous().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save(out_dir: Path, model: Any, opt: Any, sched: Any, meta: dict[str, Any], keep: int,
-         extra: dict[str, Any] | None = None) -> Path:
+def save(
+    out_dir: Path,
+    model: Any,
+    opt: Any,
+    sched: Any,
+    meta: dict[str, Any],
+    keep: int,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write a complete checkpoint atomically, then keep only the newest ``keep``.
 
     ``extra``: what plugins need to resume exactly (``peftkit_on_save_checkpoint``), stored in trainer.pt."""
@@ -75,8 +82,10 @@ def save(out_dir: Path, model: Any, opt: Any, sched: Any, meta: dict[str, Any], 
         shutil.rmtree(tmp)
     tmp.mkdir()
     save_file(trainable_state(model), str(tmp / "trainable.safetensors"))
-    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(), "extra": extra or {}},
-               tmp / "trainer.pt")
+    torch.save(
+        {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "rng": _rng_state(), "extra": extra or {}},
+        tmp / "trainer.pt",
+    )
     (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=str))
     for f in tmp.iterdir():  # data must be on disk before the rename makes the checkpoint visible
         with open(f, "rb") as fh:
@@ -92,7 +101,9 @@ def complete(root: Path) -> list[Path]:
     """Finished checkpoints, oldest first (temp folders of interrupted writes are ignored)."""
     if not root.is_dir():
         return []
-    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / "state.json").is_file())
+    return sorted(
+        p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / "state.json").is_file()
+    )
 
 
 def prune(root: Path, keep: int) -> None:

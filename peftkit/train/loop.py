@@ -14,16 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from peftkit import run_dir as outputs
-from peftkit.train import checkpoint
-from peftkit.build.setup import Setup, build_model, prepare
 from peftkit.build.batches import collate, length_grouped_batches, shuffled_batches, steps_per_epoch
+from peftkit.build.model import warn_if_bf16_emulated
+from peftkit.build.setup import Setup, build_model, prepare
 from peftkit.errors import PeftkitError, TrainingError
 from peftkit.evaluation.evaluate import eval_batch_size, evaluate, mixed_precision
-from peftkit.build.model import warn_if_bf16_emulated
 from peftkit.kit.peft_method import count_parameters
-from peftkit.recipe import Recipe, resolved_dict
-from peftkit.train.memory import MemoryMeter
 from peftkit.plugin.state import RunState
+from peftkit.recipe import Recipe, resolved_dict, selection_metric
+from peftkit.train import checkpoint
+from peftkit.train.memory import MemoryMeter
 
 log = logging.getLogger("peftkit")
 OWNED = ("metrics.json", "recipe.yaml", "model", "checkpoints", "tensorboard", "train.log")
@@ -62,10 +62,14 @@ def check_output_dir(path: Path, resolved: dict[str, Any], *, overwrite: bool, r
             raise PeftkitError(f"--resume: {path} holds no complete checkpoint to resume from; run without --resume")
         old = yaml.safe_load((path / "recipe.yaml").read_text()) if (path / "recipe.yaml").is_file() else {}
         if checkpoint.recipe_hash(old) != checkpoint.recipe_hash(resolved):
-            raise PeftkitError(f"--resume: the recipe differs from the one that started {path} (see {path / 'recipe.yaml'})")
+            raise PeftkitError(
+                f"--resume: the recipe differs from the one that started {path} (see {path / 'recipe.yaml'})"
+            )
         return
     if found and not overwrite:
-        same = (path / "recipe.yaml").is_file() and checkpoint.recipe_hash(yaml.safe_load((path / "recipe.yaml").read_text())) == checkpoint.recipe_hash(resolved)
+        same = (path / "recipe.yaml").is_file() and checkpoint.recipe_hash(
+            yaml.safe_load((path / "recipe.yaml").read_text())
+        ) == checkpoint.recipe_hash(resolved)
         hint = "pass --resume to continue it, " if same and checkpoint.latest(path) else ""
         raise PeftkitError(
             f"output_dir {path} already holds a run ({', '.join(found)}); {hint}choose another output_dir "
@@ -125,7 +129,9 @@ def run(recipe: Recipe, *, registry: Any = None, overwrite: bool = False, resume
             raise
 
 
-def _run(recipe: Recipe, reg: Any, out: Path, resolved: dict[str, Any], acc: Any, *, overwrite: bool, resume: bool) -> dict[str, Any]:
+def _run(
+    recipe: Recipe, reg: Any, out: Path, resolved: dict[str, Any], acc: Any, *, overwrite: bool, resume: bool
+) -> dict[str, Any]:
     from accelerate.utils import set_seed
 
     if acc.is_main_process:
@@ -143,15 +149,31 @@ def _run(recipe: Recipe, reg: Any, out: Path, resolved: dict[str, Any], acc: Any
     set_seed(recipe.train.seed)  # before any weight (e.g. the classifier) is created
     model, _ = build_model(s, total)
     params = count_parameters(model)
-    log.info("method %s: %s of %s parameters trainable (%.4f%%)", s.method.name, f"{params['trainable']:,}", f"{params['total']:,}", params["percent"])
+    log.info(
+        "method %s: %s of %s parameters trainable (%.4f%%)",
+        s.method.name,
+        f"{params['trainable']:,}",
+        f"{params['total']:,}",
+        params["percent"],
+    )
     s.hooks.peftkit_model_ready(model=model, method=s.method, recipe=recipe)
     lr = recipe.train.lr or s.method.default_lr
     opt = _optimizer(model, recipe, lr)
     sched = _scheduler(opt, recipe, total)
     model, opt = acc.prepare(model, opt)
-    state = RunState(recipe=recipe, method=s.method, task=s.task, model=acc.unwrap_model(model, keep_torch_compile=False), optimizer=opt,
-                     accelerator=acc, output_dir=out, total_steps=total)
-    state.summary.update(params=params, lr=lr, steps_per_epoch=per_epoch, total_steps=total, processes=acc.num_processes)
+    state = RunState(
+        recipe=recipe,
+        method=s.method,
+        task=s.task,
+        model=acc.unwrap_model(model, keep_torch_compile=False),
+        optimizer=opt,
+        accelerator=acc,
+        output_dir=out,
+        total_steps=total,
+    )
+    state.summary.update(
+        params=params, lr=lr, steps_per_epoch=per_epoch, total_steps=total, processes=acc.num_processes
+    )
     state.recipe_hash = checkpoint.recipe_hash(resolved)
     if resume:
         _resume(s, state, opt, sched)
@@ -174,15 +196,23 @@ def _train(s: Setup, state: RunState, model: Any, opt: Any, sched: Any, acc: Any
 
     r, t = state.recipe, state.recipe.train
     train = s.data["train"]
-    bar = tqdm(total=state.total_steps, initial=state.step, desc="train", disable=not acc.is_main_process or not sys.stderr.isatty(),
-               dynamic_ncols=True)  # no bar in a log file: the INFO step lines say the same
+    bar = tqdm(
+        total=state.total_steps,
+        initial=state.step,
+        desc="train",
+        disable=not acc.is_main_process or not sys.stderr.isatty(),
+        dynamic_ncols=True,
+    )  # no bar in a log file: the INFO step lines say the same
     s.hooks.peftkit_on_train_begin(state=state)
     model.train()
     t0 = time.perf_counter()
     while state.step < state.total_steps and not state.should_stop:
         gb = t.batch_size * acc.num_processes
-        batches = (length_grouped_batches(train.lengths, gb, t.seed, state.epoch) if r.data.group_by_length
-                   else shuffled_batches(len(train), gb, t.seed, state.epoch))
+        batches = (
+            length_grouped_batches(train.lengths, gb, t.seed, state.epoch)
+            if r.data.group_by_length
+            else shuffled_batches(len(train), gb, t.seed, state.epoch)
+        )
         _epoch(s, state, model, opt, sched, acc, batches, bar)
         if state.batch_index < len(batches):  # stopped inside the epoch (max_steps or a hook)
             break
@@ -233,7 +263,7 @@ def _mean_over_processes(acc: Any, value: float) -> float:
 
 def _micro_step(s: Setup, state: RunState, model: Any, acc: Any, gbatch: list[int], last: bool, window: int) -> float:
     bs, rank = state.recipe.train.batch_size, acc.process_index
-    idx = gbatch[rank * bs:(rank + 1) * bs] or gbatch[:1]
+    idx = gbatch[rank * bs : (rank + 1) * bs] or gbatch[:1]
     batch = {k: v.to(acc.device) for k, v in collate(s.data["train"], idx, s.pad_id).items()}
     sync = acc.no_sync(model) if (not last and acc.num_processes > 1) else _Null()
     with sync, acc.autocast():
@@ -255,8 +285,10 @@ _PARENT = _started_by()
 def _optimizer_step(s: Setup, state: RunState, model: Any, opt: Any, sched: Any, acc: Any, loss: float) -> None:
     t = state.recipe.train
     if _PARENT and os.getppid() != _PARENT:  # the compare was killed: an orphan would train on, unseen
-        raise TrainingError(f"the peftkit compare (pid {_PARENT}) that started this run is gone; stopping at step "
-                            f"{state.step}. Rerun the compare to train this cell again")
+        raise TrainingError(
+            f"the peftkit compare (pid {_PARENT}) that started this run is gone; stopping at step "
+            f"{state.step}. Rerun the compare to train this cell again"
+        )
     if not math.isfinite(loss):
         raise TrainingError(
             f"training loss became {loss} at step {state.step + 1}; lower train.lr (now {sched.get_last_lr()[0]:.2e}), "
@@ -273,9 +305,15 @@ def _optimizer_step(s: Setup, state: RunState, model: Any, opt: Any, sched: Any,
     s.hooks.peftkit_on_step_end(state=state)
     opt.zero_grad(set_to_none=True)
     if state.step % t.log_every == 0:
-        recent = state.losses[-t.log_every:]
-        log.info("step %d/%d epoch %.2f loss %.4f lr %.3e", state.step, state.total_steps, _epochs_done(state),
-                 sum(recent) / len(recent), state.lr)
+        recent = state.losses[-t.log_every :]
+        log.info(
+            "step %d/%d epoch %.2f loss %.4f lr %.3e",
+            state.step,
+            state.total_steps,
+            _epochs_done(state),
+            sum(recent) / len(recent),
+            state.lr,
+        )
 
 
 def micro_count(grad_accum: int, k: int, n_batches: int) -> int:
@@ -314,7 +352,7 @@ def _checkpoint(s: Setup, state: RunState, opt: Any, sched: Any, acc: Any) -> No
 
 
 def _selection_metric(state: RunState) -> str:
-    return state.recipe.eval.metric or state.task.metric
+    return selection_metric(state.recipe, state.task)
 
 
 def _evaluate_and_keep_best(s: Setup, state: RunState, acc: Any) -> dict[str, float]:
@@ -329,15 +367,22 @@ def _evaluate_and_keep_best_timed(s: Setup, state: RunState, acc: Any) -> dict[s
     key = _selection_metric(state)
     if key not in metrics:
         where = "eval.metric" if r.eval.metric else f"task {s.task.name!r} (its Task.metric)"
-        raise PeftkitError(f"{where}: {key!r} is not among the metrics the task's compute_metrics returned "
-                           f"({', '.join(sorted(metrics))})")
+        raise PeftkitError(
+            f"{where}: {key!r} is not among the metrics the task's compute_metrics returned "
+            f"({', '.join(sorted(metrics))})"
+        )
     entry = {"step": state.step, "epoch": _epochs_done(state), **metrics}
     state.history.append(entry)
     log.info("eval step %d: %s", state.step, ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     for k, v in metrics.items():
         if not math.isfinite(v):
-            log.warning("eval step %d: %s is %s (training diverged, or the task's compute_metrics returned no number); "
-                        "metrics.json records it as null, and it is never the best", state.step, k, v)
+            log.warning(
+                "eval step %d: %s is %s (training diverged, or the task's compute_metrics returned no number); "
+                "metrics.json records it as null, and it is never the best",
+                state.step,
+                k,
+                v,
+            )
     s.hooks.peftkit_on_eval(state=state, metrics=metrics)
     if _better(metrics[key], None if state.best is None else state.best[key]):  # a tie keeps the earlier model
         state.best = entry
@@ -382,20 +427,37 @@ def _finish(s: Setup, state: RunState, acc: Any, meter: Any, seconds: float) -> 
 
     summary = state.summary
     summary.update(
-        train={"seconds": round(seconds, 3), "paused_seconds": round(state.paused_seconds, 3), "samples": state.samples,
-               "samples_per_second": round(state.samples / max(seconds, 1e-9), 3), "steps": state.step,
-               "epochs": round(state.step / max(summary["steps_per_epoch"], 1), 4), "loss": state.losses},
-        history=state.history, best=state.best, method=state.method.name, task=state.task.name,
+        train={
+            "seconds": round(seconds, 3),
+            "paused_seconds": round(state.paused_seconds, 3),
+            "samples": state.samples,
+            "samples_per_second": round(state.samples / max(seconds, 1e-9), 3),
+            "steps": state.step,
+            "epochs": round(state.step / max(summary["steps_per_epoch"], 1), 4),
+            "loss": state.losses,
+        },
+        history=state.history,
+        best=state.best,
+        method=state.method.name,
+        task=state.task.name,
         method_facts=state.method.facts(acc.unwrap_model(state.model)),
     )
     if summary["method_facts"]:
         log.info("method %s facts: %s", state.method.name, json.dumps(summary["method_facts"], default=str))
     if state.best is not None:
         key = _selection_metric(state)
-        log.info("output_dir/model holds the best evaluation: step %d of %d (epoch %.2f), %s=%.4f", state.best["step"],
-                 state.step, state.best["epoch"], key, state.best[key])
+        log.info(
+            "output_dir/model holds the best evaluation: step %d of %d (epoch %.2f), %s=%.4f",
+            state.best["step"],
+            state.step,
+            state.best["epoch"],
+            key,
+            state.best[key],
+        )
     if not _loss_moved(state.losses):
-        msg = f"training loss did not move ({state.losses[0]:.4f} → {state.losses[-1]:.4f}); check train.lr and the data"
+        msg = (
+            f"training loss did not move ({state.losses[0]:.4f} → {state.losses[-1]:.4f}); check train.lr and the data"
+        )
         log.warning(msg)
         summary["warnings"] = [msg]
     summary["memory"] = meter.report(acc.unwrap_model(state.model))

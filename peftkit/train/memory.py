@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import resource
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 
 def peak_rss_bytes() -> int:
@@ -84,7 +85,9 @@ class MemoryMeter:
         import torch
 
         out: dict[str, Any] = {
-            "peak_rss_bytes": peak_rss_bytes(), "start_rss_bytes": self.start_rss, "model_bytes": model_bytes(model),
+            "peak_rss_bytes": peak_rss_bytes(),
+            "start_rss_bytes": self.start_rss,
+            "model_bytes": model_bytes(model),
         }
         if self.cuda:
             out["peak_cuda_allocated_bytes"] = int(torch.cuda.max_memory_allocated())

@@ -6,8 +6,7 @@ The budget update runs in this plugin's own ``peftkit_on_step_end`` hook, which 
 
 from typing import Any
 
-from peftkit import hookimpl
-from peftkit import PeftkitError
+from peftkit import PeftkitError, hookimpl
 from peftkit_plugins.adalora.config import AdaLoraParams
 from peftkit_plugins.adalora.method import STEP_ATTR, AdaLoraMethod, facts, make_config
 
@@ -72,7 +71,8 @@ def peftkit_on_load_checkpoint(state: Any, extra: dict[str, Any]) -> None:
             raise PeftkitError(
                 f"--resume: the checkpoint at step {state.step} holds no AdaLoRA rank pattern (written by an older "
                 f"peftkit) and the run is in its final phase (after step {cfg.total_step - cfg.tfinal}), which needs "
-                "it; start the run again without --resume")
+                "it; start the run again without --resume"
+            )
         return  # older checkpoint before the final phase: allocation restarts from fresh estimates
     device = next(p for p in state.model.parameters() if p.requires_grad).device
     for key in _ESTIMATES:

@@ -7,10 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftkit.kit import resolve_targets
-from peftkit import PeftkitError
-from peftkit import ApplyContext
-from peftkit.kit import PeftMethod
+from peftkit import ApplyContext, PeftkitError
+from peftkit.kit import PeftMethod, resolve_targets
 from peftkit_plugins.adalora.schedule import check, derive
 
 log = logging.getLogger("peftkit")
@@ -23,22 +21,33 @@ def make_config(p: Any, ctx: ApplyContext) -> Any:
     if p.total_step is not None:
         total, source = p.total_step, "method.params.total_step"
         if ctx.total_steps and ctx.total_steps != p.total_step:
-            log.warning("adalora: method.params.total_step=%d but the run takes %d optimizer steps; the final rank "
-                        "pattern is fixed at step total_step - tfinal. Leave total_step null to derive it",
-                        p.total_step, ctx.total_steps)
+            log.warning(
+                "adalora: method.params.total_step=%d but the run takes %d optimizer steps; the final rank "
+                "pattern is fixed at step total_step - tfinal. Leave total_step null to derive it",
+                p.total_step,
+                ctx.total_steps,
+            )
     elif ctx.total_steps > 0:
         total, source = ctx.total_steps, "derived from epochs, dataset size, batch_size and grad_accum"
     else:
-        raise PeftkitError("method 'adalora' needs the number of optimizer steps and none is known here; "
-                           "set method.params.total_step")
+        raise PeftkitError(
+            "method 'adalora' needs the number of optimizer steps and none is known here; set method.params.total_step"
+        )
     sched = derive(p, total, source)
     if isinstance(sched, str):
         raise PeftkitError(sched)
     log.info("adalora schedule: %s", sched.as_dict())
     return AdaLoraConfig(
-        task_type=TaskType.SEQ_CLS, init_r=p.init_r, target_r=p.target_r, lora_alpha=p.alpha, lora_dropout=p.dropout,
-        target_modules=resolve_targets(p.target_modules, ctx.model_type), beta1=p.beta1, beta2=p.beta2,
-        orth_reg_weight=p.orth_reg_weight, **sched.as_dict(),
+        task_type=TaskType.SEQ_CLS,
+        init_r=p.init_r,
+        target_r=p.target_r,
+        lora_alpha=p.alpha,
+        lora_dropout=p.dropout,
+        target_modules=resolve_targets(p.target_modules, ctx.model_type),
+        beta1=p.beta1,
+        beta2=p.beta2,
+        orth_reg_weight=p.orth_reg_weight,
+        **sched.as_dict(),
     )
 
 

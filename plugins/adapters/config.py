@@ -24,24 +24,34 @@ class AdapterParams(BaseModel):
         "parameters, usually as accurate).",
     )
     reduction_factor: int | None = Field(
-        None, gt=0, description="Bottleneck = hidden size / reduction_factor (16 when neither this nor bottleneck_size is set). "
-        "Smaller = wider adapter, more parameters."
+        None,
+        gt=0,
+        description="Bottleneck = hidden size / reduction_factor (16 when neither this nor bottleneck_size is set). "
+        "Smaller = wider adapter, more parameters.",
     )
-    bottleneck_size: int | None = Field(None, gt=0, description="Bottleneck width in units; alternative to reduction_factor.")
-    non_linearity: Literal["relu", "gelu", "swish", "tanh"] = Field("relu", description="Activation inside the adapter.")
+    bottleneck_size: int | None = Field(
+        None, gt=0, description="Bottleneck width in units; alternative to reduction_factor."
+    )
+    non_linearity: Literal["relu", "gelu", "swish", "tanh"] = Field(
+        "relu", description="Activation inside the adapter."
+    )
     dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
     scaling: float = Field(1.0, gt=0, description="Multiplier on the adapter output.")
     init_std: float = Field(
-        1e-2, gt=0, description="Std of the down-projection init. The up-projection starts at zero, so the adapted model "
-        "starts exactly equal to the base (near-identity init)."
+        1e-2,
+        gt=0,
+        description="Std of the down-projection init. The up-projection starts at zero, so the adapted model "
+        "starts exactly equal to the base (near-identity init).",
     )
     attn_modules: str | None = Field(
-        None, description="Full-match regex of the attention output projections (houlsby only). null = the architecture's "
-        "default (BERT `attention.output.dense`, Llama/Qwen/Gemma `self_attn.o_proj`)."
+        None,
+        description="Full-match regex of the attention output projections (houlsby only). null = the architecture's "
+        "default (BERT `attention.output.dense`, Llama/Qwen/Gemma `self_attn.o_proj`).",
     )
     ffn_modules: str | None = Field(
-        None, description="Full-match regex of the FFN output projections. null = the architecture's default "
-        "(BERT `output.dense`, Llama/Qwen/Gemma `mlp.down_proj`)."
+        None,
+        description="Full-match regex of the FFN output projections. null = the architecture's default "
+        "(BERT `output.dense`, Llama/Qwen/Gemma `mlp.down_proj`).",
     )
 
     @model_validator(mode="after")

@@ -7,9 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from peftkit.kit import family
 from peftkit import ApplyContext
-from peftkit.kit import PeftMethod
+from peftkit.kit import PeftMethod, family
 
 DEFAULT_REDUCTION = 16
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 from peft.config import PeftConfig
@@ -34,17 +34,19 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "swish": nn.SiLU, "tanh": nn.Ta
 class BottleneckConfig(PeftConfig):
     """peft config of a bottleneck adapter (what ``adapter_config.json`` holds)."""
 
-    target_modules: Optional[Union[list[str], str]] = field(default=None, metadata={"help": "Projections to adapt."})
-    exclude_modules: Optional[Union[list[str], str]] = field(default=None, metadata={"help": "Modules to skip."})
-    bottleneck_size: Optional[int] = field(default=None, metadata={"help": "Adapter width; else hidden // reduction_factor."})
+    target_modules: list[str] | str | None = field(default=None, metadata={"help": "Projections to adapt."})
+    exclude_modules: list[str] | str | None = field(default=None, metadata={"help": "Modules to skip."})
+    bottleneck_size: int | None = field(
+        default=None, metadata={"help": "Adapter width; else hidden // reduction_factor."}
+    )
     reduction_factor: int = field(default=16, metadata={"help": "hidden / bottleneck when bottleneck_size is None."})
     non_linearity: str = field(default="relu", metadata={"help": "relu, gelu, swish or tanh."})
     dropout: float = field(default=0.0, metadata={"help": "Dropout on the adapter input."})
     scaling: float = field(default=1.0, metadata={"help": "Multiplier on the adapter output."})
     init_std: float = field(default=1e-2, metadata={"help": "Std of the down-projection init (up starts at zero)."})
-    modules_to_save: Optional[list[str]] = field(default=None, metadata={"help": "Task head modules to train and save."})
+    modules_to_save: list[str] | None = field(default=None, metadata={"help": "Task head modules to train and save."})
     placement: str = field(default="pfeiffer", metadata={"help": "houlsby or pfeiffer (informational)."})
-    attn_modules: Optional[str] = field(default=None, metadata={"help": "Regex of the targets after attention (houlsby)."})
+    attn_modules: str | None = field(default=None, metadata={"help": "Regex of the targets after attention (houlsby)."})
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -113,7 +115,7 @@ class BottleneckLayer(nn.Module, BaseTunerLayer):
             out = out + (delta * self.bottleneck_scaling[name]).to(out.dtype)
         return out
 
-    def merge(self, safe_merge: bool = False, adapter_names: Optional[list[str]] = None) -> None:
+    def merge(self, safe_merge: bool = False, adapter_names: list[str] | None = None) -> None:
         raise ValueError(MERGE_NOTE)
 
     def unmerge(self) -> None:
@@ -127,8 +129,16 @@ class BottleneckModel(BaseTuner):
     tuner_layer_cls = BottleneckLayer
     target_module_mapping: dict[str, list[str]] = {}  # peftkit always passes explicit targets
 
-    def _create_and_replace(self, peft_config: BottleneckConfig, adapter_name: str, target: nn.Module,
-                            target_name: str, parent: nn.Module, current_key: str, **kwargs: Any) -> None:
+    def _create_and_replace(
+        self,
+        peft_config: BottleneckConfig,
+        adapter_name: str,
+        target: nn.Module,
+        target_name: str,
+        parent: nn.Module,
+        current_key: str,
+        **kwargs: Any,
+    ) -> None:
         if isinstance(target, BottleneckLayer):
             target.update_layer(adapter_name, peft_config)
             return

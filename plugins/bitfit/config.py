@@ -11,5 +11,6 @@ class BitFitParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     include_layernorm: bool = Field(
-        True, description="Train LayerNorm biases too (BitFit trains every bias term; false = linear-layer biases only)."
+        True,
+        description="Train LayerNorm biases too (BitFit trains every bias term; false = linear-layer biases only).",
     )

@@ -36,7 +36,9 @@ class BitFitMethod:
     """BitFit (Method protocol). Saves only what trained, as safetensors."""
 
     name: str = "bitfit"
-    summary: str = "BitFit: only bias terms (and the task head) train; tiny checkpoints; needs a model with biases (BERT, Qwen2)."
+    summary: str = (
+        "BitFit: only bias terms (and the task head) train; tiny checkpoints; needs a model with biases (BERT, Qwen2)."
+    )
     params_model: type = BitFitParams
     # Ben Zaken et al. searched 1e-4..1e-3; biases move little per step, so short runs want the top of the range.
     default_lr: float = 1e-3
@@ -51,7 +53,9 @@ class BitFitMethod:
 
     def apply(self, model: Any, params: BitFitParams, ctx: ApplyContext) -> Any:
         if ctx.quantization_bits:  # validate refuses this first; kept for direct API use
-            raise MethodNotApplicable(f"method 'bitfit' cannot train a {ctx.quantization_bits}-bit base: {self.quantization_note}")
+            raise MethodNotApplicable(
+                f"method 'bitfit' cannot train a {ctx.quantization_bits}-bit base: {self.quantization_note}"
+            )
         names = set(trainable_names(model, params, ctx.head_modules))
         if not any(not _in_head(n, ctx.head_modules) for n in names):
             raise MethodNotApplicable(

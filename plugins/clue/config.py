@@ -23,12 +23,16 @@ class _Caps(BaseModel):
         f"null = ${ENV}/<task folder> (e.g. ${ENV}/afqmc, ${ENV}/fewclue/bustm) when {ENV} is set.",
     )
     max_train_samples: int | None = Field(
-        None, gt=0, description="Use only N training examples (quick runs; lower accuracy): CLUE the first N, FewCLUE a "
-        "fixed random N (its files are sorted by class). null = all."
+        None,
+        gt=0,
+        description="Use only N training examples (quick runs; lower accuracy): CLUE the first N, FewCLUE a "
+        "fixed random N (its files are sorted by class). null = all.",
     )
     max_dev_samples: int | None = Field(
-        None, gt=0, description="Evaluate on only N dev examples (faster, noisier numbers): CLUE the first N, FewCLUE a "
-        "fixed random N (its files are sorted by class). null = all."
+        None,
+        gt=0,
+        description="Evaluate on only N dev examples (faster, noisier numbers): CLUE the first N, FewCLUE a "
+        "fixed random N (its files are sorted by class). null = all.",
     )
 
 

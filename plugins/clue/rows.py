@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from peftkit import DataError, Example
 from peftkit.kit import field
-from peftkit import DataError
-from peftkit import Example
 from peftkit_plugins.clue.specs import TaskSpec
 
 # Markers around the two WSC spans: the noun (span1) and the pronoun (span2). Plain ASCII that every
@@ -18,8 +17,9 @@ IDIOM_BLANK = "#idiom#"  # where ChID's passage lost its idiom (once per passage
 CHID_CANDIDATES = 7
 
 
-def to_example(spec: TaskSpec, row: dict[str, Any], where: str, line: int, index: dict[str, int],
-               labelled: bool) -> Example | None:
+def to_example(
+    spec: TaskSpec, row: dict[str, Any], where: str, line: int, index: dict[str, int], labelled: bool
+) -> Example | None:
     """The row as an Example, or None when its label means "no gold label" (OCNLI/CMNLI ``-``).
 
     Args:
@@ -32,13 +32,17 @@ def to_example(spec: TaskSpec, row: dict[str, Any], where: str, line: int, index
     """
     label = None
     if labelled:
-        raw = str(field(row, spec.label_field, where, line))  # FewCLUE tnews/iflytek store ints, CLUE strings: compare as text
+        raw = str(
+            field(row, spec.label_field, where, line)
+        )  # FewCLUE tnews/iflytek store ints, CLUE strings: compare as text
         if raw in spec.skip_labels:
             return None
         if raw not in index:
             shown = ", ".join(list(index)[:20]) + (", ..." if len(index) > 20 else "")
-            raise DataError(f"{where}:{line}: label {raw!r} is not one of {spec.name}'s {len(index)} labels ({shown}); "
-                            "is data_dir pointing at the right task?")
+            raise DataError(
+                f"{where}:{line}: label {raw!r} is not one of {spec.name}'s {len(index)} labels ({shown}); "
+                "is data_dir pointing at the right task?"
+            )
         label = index[raw]
     if spec.kind == "chid":
         return Example("", None, label, row_id(row, where, line, labelled), choices=filled_in(row, where, line))
@@ -51,10 +55,14 @@ def filled_in(row: dict[str, Any], where: str, line: int) -> list[str]:
     content = str(field(row, "content", where, line))
     candidates = field(row, "candidates", where, line)
     if content.count(IDIOM_BLANK) != 1:
-        raise DataError(f"{where}:{line}: `content` must hold the blank {IDIOM_BLANK} once, found it "
-                        f"{content.count(IDIOM_BLANK)} times")
+        raise DataError(
+            f"{where}:{line}: `content` must hold the blank {IDIOM_BLANK} once, found it "
+            f"{content.count(IDIOM_BLANK)} times"
+        )
     if not isinstance(candidates, list) or len(candidates) != CHID_CANDIDATES:
-        raise DataError(f"{where}:{line}: `candidates` must be a list of {CHID_CANDIDATES} idioms, got {candidates!r:.80}")
+        raise DataError(
+            f"{where}:{line}: `candidates` must be a list of {CHID_CANDIDATES} idioms, got {candidates!r:.80}"
+        )
     return [content.replace(IDIOM_BLANK, str(c)) for c in candidates]
 
 
@@ -64,7 +72,9 @@ def row_id(row: dict[str, Any], where: str, line: int, labelled: bool) -> Any:
         if row.get(key) is not None:
             return row[key]
     if not labelled:
-        raise DataError(f"{where}:{line}: test row has no `id` (fields: {', '.join(row)}); the submission file needs it")
+        raise DataError(
+            f"{where}:{line}: test row has no `id` (fields: {', '.join(row)}); the submission file needs it"
+        )
     return line - 1  # what the hub's `idx` column holds for files without ids (AFQMC/TNEWS train and dev)
 
 
@@ -89,19 +99,25 @@ def mark_spans(row: dict[str, Any], where: str, line: int) -> str:
     text = str(field(row, "text", where, line))
     target = field(row, "target", where, line)
     if not isinstance(target, dict):
-        raise DataError(f"{where}:{line}: `target` must be an object with span1_text/span1_index/span2_text/span2_index")
+        raise DataError(
+            f"{where}:{line}: `target` must be an object with span1_text/span1_index/span2_text/span2_index"
+        )
     spans = []
     for n, marks in ((1, SPAN1), (2, SPAN2)):
         span = str(field(target, f"span{n}_text", f"{where} target", line))
         start = field(target, f"span{n}_index", f"{where} target", line)
-        if not isinstance(start, int) or text[start:start + len(span)] != span:
-            found = text[start:start + len(span)] if isinstance(start, int) else "?"
-            raise DataError(f"{where}:{line}: target.span{n}_index={start!r} does not point at span{n}_text {span!r} "
-                            f"(text there: {found!r}); the index must be the character offset of the span in `text`")
+        if not isinstance(start, int) or text[start : start + len(span)] != span:
+            found = text[start : start + len(span)] if isinstance(start, int) else "?"
+            raise DataError(
+                f"{where}:{line}: target.span{n}_index={start!r} does not point at span{n}_text {span!r} "
+                f"(text there: {found!r}); the index must be the character offset of the span in `text`"
+            )
         spans.append((start, start + len(span), marks))
     (a0, a1, _), (b0, b1, _) = spans
     if a0 < b1 and b0 < a1:
-        raise DataError(f"{where}:{line}: span1 [{a0}, {a1}) and span2 [{b0}, {b1}) overlap; they cannot both be marked")
+        raise DataError(
+            f"{where}:{line}: span1 [{a0}, {a1}) and span2 [{b0}, {b1}) overlap; they cannot both be marked"
+        )
     for start, end, (left, right) in sorted(spans, reverse=True):  # right to left, so offsets stay valid
         text = text[:start] + left + text[start:end] + right + text[end:]
     return text

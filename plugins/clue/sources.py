@@ -7,11 +7,12 @@ Both yield ``(where, line, row)`` with ``row`` in the *local file* format, so on
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from peftkit.kit import read_rows
 from peftkit import DataError
+from peftkit.kit import read_rows
 from peftkit_plugins.clue.config import ENV, ClueParams, FewClueParams
 from peftkit_plugins.clue.specs import TaskSpec
 
@@ -30,35 +31,46 @@ def resolve_folder(spec: TaskSpec, params: Params) -> Path | None:
     elif os.environ.get(ENV):
         folder, how = Path(os.environ[ENV]).expanduser() / spec.folder, f"{ENV}={os.environ[ENV]!r}"
     elif spec.few:
-        raise DataError(f"{spec.name}: FewCLUE is not in the Hugging Face `clue` dataset, so it needs a local folder: set "
-                        f"task.params.data_dir to FewCLUE's datasets/{spec.folder.split('/')[-1]} folder, or {ENV} to a "
-                        f"folder holding {spec.folder}/ (from github.com/CLUEbenchmark/FewCLUE)")
+        raise DataError(
+            f"{spec.name}: FewCLUE is not in the Hugging Face `clue` dataset, so it needs a local folder: set "
+            f"task.params.data_dir to FewCLUE's datasets/{spec.folder.split('/')[-1]} folder, or {ENV} to a "
+            f"folder holding {spec.folder}/ (from github.com/CLUEbenchmark/FewCLUE)"
+        )
     elif source == "local":
         raise DataError(f"{spec.name}: task.params.source is 'local' but neither task.params.data_dir nor {ENV} is set")
     else:
         return None
     if not folder.is_dir():
-        raise DataError(f"{spec.name}: data folder {folder} (from {how}) does not exist; it should hold the task's "
-                        f"{'train_few_all.json, dev_few_all.json, test.json' if spec.few else 'train.json, dev.json, test.json'}")
+        raise DataError(
+            f"{spec.name}: data folder {folder} (from {how}) does not exist; it should hold the task's "
+            f"{'train_few_all.json, dev_few_all.json, test.json' if spec.few else 'train.json, dev.json, test.json'}"
+        )
     return folder
 
 
 def hub_offline() -> bool:
     """Whether the Hugging Face hub is switched off for datasets in this environment."""
-    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"))
+    return any(
+        os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+        for v in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")
+    )
 
 
 def split_file(spec: TaskSpec, folder: Path, params: Params, split: str) -> Path:
     """The file holding ``split`` (FewCLUE: the chosen train/dev split file)."""
     if isinstance(params, FewClueParams):
-        names: tuple[str, ...] = ({"train": params.train_split, "dev": params.dev_file, "test": params.test_split}[split] + ".json",)
+        names: tuple[str, ...] = (
+            {"train": params.train_split, "dev": params.dev_file, "test": params.test_split}[split] + ".json",
+        )
     else:
         names = spec.train_files if split == "train" else (f"{split}.json",)
     for name in names:
         if (folder / name).is_file():
             return folder / name
-    raise DataError(f"{spec.name}: no {split} file in {folder} (looked for {', '.join(names)}); "
-                    f"files there: {', '.join(sorted(p.name for p in folder.glob('*.json'))) or 'none'}")
+    raise DataError(
+        f"{spec.name}: no {split} file in {folder} (looked for {', '.join(names)}); "
+        f"files there: {', '.join(sorted(p.name for p in folder.glob('*.json'))) or 'none'}"
+    )
 
 
 def local_rows(path: Path) -> Rows:
@@ -85,8 +97,10 @@ def check_label_file(spec: TaskSpec, folder: Path) -> None:
         found = {str(row["label"]) for _, row in read_rows(path, "jsonl") if "label" in row}
     if found != set(spec.labels):
         extra, missing = sorted(found - set(spec.labels)), sorted(set(spec.labels) - found)
-        raise DataError(f"{path}: its labels differ from {spec.name}'s fixed label space (unexpected: {extra}, missing: "
-                        f"{missing}); is data_dir pointing at the right task?")
+        raise DataError(
+            f"{path}: its labels differ from {spec.name}'s fixed label space (unexpected: {extra}, missing: "
+            f"{missing}); is data_dir pointing at the right task?"
+        )
 
 
 def hub_rows(spec: TaskSpec, split: str, limit: int | None) -> Rows:
@@ -104,8 +118,11 @@ def load_hub(spec: TaskSpec, split: str, limit: int | None) -> Any:
         return datasets.load_dataset("clue", spec.hub_config, split=hub_split)
     except Exception as exc:  # offline, no route, hub changes ...: all end the same way for the user
         offline = hub_offline()
-        why = ("HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set, so only datasets already in the HF cache load" if offline
-               else "this machine may have no network route to the hub")
+        why = (
+            "HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set, so only datasets already in the HF cache load"
+            if offline
+            else "this machine may have no network route to the hub"
+        )
         first = (str(exc).splitlines() or [""])[0][:200]
         raise DataError(
             f"{spec.name}: cannot load the Hugging Face hub dataset clue/{spec.hub_config} ({type(exc).__name__}: {first}); "
@@ -118,7 +135,9 @@ def convert_hub(spec: TaskSpec, ds: Any, where: str) -> Rows:
     """Hub rows → local-format rows: ClassLabel ids back to label names (-1 = unlabelled), ids restored."""
     names = list(ds.features["label"].names) if "label" in ds.features else []
     if names and set(names) != set(spec.labels):
-        raise DataError(f"{where}: the hub's label names {names} differ from {spec.name}'s fixed labels {list(spec.labels)}")
+        raise DataError(
+            f"{where}: the hub's label names {names} differ from {spec.name}'s fixed labels {list(spec.labels)}"
+        )
     for n, row in enumerate(ds, 1):
         out = {k: v for k, v in row.items() if k not in ("label", "idx", "corpus_id")}
         if names and row.get("label") is not None and row["label"] >= 0:

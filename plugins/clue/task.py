@@ -8,10 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from peftkit import DataError
-from peftkit import Example
-from peftkit.kit import MULTIPLE_CHOICE
-from peftkit.kit import classification_metrics
+from peftkit import DataError, Example
+from peftkit.kit import MULTIPLE_CHOICE, classification_metrics
 from peftkit_plugins.clue import sources
 from peftkit_plugins.clue.config import ClueParams, FewClueParams
 from peftkit_plugins.clue.rows import to_example
@@ -50,9 +48,14 @@ class ClueTask:
         except DataError as exc:
             return [("task.params.data_dir", str(exc))]
         if folder is None and sources.hub_offline():
-            return [("task.params.data_dir", f"{self.name}: no local folder (task.params.data_dir or {sources.ENV}), so a run "
-                     f"reads the Hugging Face hub dataset clue/{self.spec.hub_config}, but HF_DATASETS_OFFLINE/HF_HUB_OFFLINE "
-                     "is set: only a copy already in the HF datasets cache would load")]
+            return [
+                (
+                    "task.params.data_dir",
+                    f"{self.name}: no local folder (task.params.data_dir or {sources.ENV}), so a run "
+                    f"reads the Hugging Face hub dataset clue/{self.spec.hub_config}, but HF_DATASETS_OFFLINE/HF_HUB_OFFLINE "
+                    "is set: only a copy already in the HF datasets cache would load",
+                )
+            ]
         return []
 
     def label_names(self, params: BaseModel) -> list[str]:
@@ -108,7 +111,9 @@ class ClueTask:
             rows = sources.count_rows(folder / "test.json")
             return dict(self.spec.older_tests).get(rows, self.spec.prediction_file)
         if self.spec.few:  # FewCLUE names a submission by the training file's run: tnewsf_predict_0.json ... _all.json
-            public = "_test_public" if params.test_split == "test_public" else ""  # not a submission: say so in the name
+            public = (
+                "_test_public" if params.test_split == "test_public" else ""
+            )  # not a submission: say so in the name
             return self.spec.prediction_file.replace(".json", f"_{params.run_suffix}{public}.json")
         return self.spec.prediction_file
 

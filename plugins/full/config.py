@@ -11,6 +11,7 @@ class FullParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     freeze_embeddings: bool = Field(
-        False, description="Keep the input embeddings frozen. For multilingual models most parameters are the vocabulary "
-        "embeddings (96M of multilingual-e5-small's 118M); freezing them saves optimizer memory at little cost."
+        False,
+        description="Keep the input embeddings frozen. For multilingual models most parameters are the vocabulary "
+        "embeddings (96M of multilingual-e5-small's 118M); freezing them saves optimizer memory at little cost.",
     )

@@ -30,7 +30,9 @@ class FullMethod:
 
     def apply(self, model: Any, params: FullParams, ctx: ApplyContext) -> Any:
         if ctx.quantization_bits:
-            raise PeftkitError(f"method 'full' cannot train a {ctx.quantization_bits}-bit base: {self.quantization_note}")
+            raise PeftkitError(
+                f"method 'full' cannot train a {ctx.quantization_bits}-bit base: {self.quantization_note}"
+            )
         emb = model.get_input_embeddings().weight if params.freeze_embeddings else None
         for p in model.parameters():
             p.requires_grad = p is not emb
@@ -50,4 +52,3 @@ class FullMethod:
     def facts(self, model: Any) -> dict[str, Any]:
         frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
         return {"weights_file": "model.safetensors", "frozen_parameters": frozen}
-

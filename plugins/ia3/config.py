@@ -20,4 +20,6 @@ class IA3Params(BaseModel):
         description="Which of target_modules are feed-forward layers (their INPUT is scaled instead of their output). "
         "null with target_modules null = the FFN output projection; null with explicit target_modules = none.",
     )
-    init_ia3_weights: bool = Field(True, description="Start the scaling vectors at 1 (the model starts equal to the base).")
+    init_ia3_weights: bool = Field(
+        True, description="Start the scaling vectors at 1 (the model starts equal to the base)."
+    )

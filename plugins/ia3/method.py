@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from peftkit.kit import family
 from peftkit import ApplyContext
+from peftkit.kit import family
 
 
 def default_targets(model_type: str) -> tuple[str, str]:

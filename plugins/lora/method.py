@@ -2,8 +2,8 @@
 
 from typing import Any
 
-from peftkit.kit import resolve_targets
 from peftkit import ApplyContext
+from peftkit.kit import resolve_targets
 
 
 def make_config(p: Any, ctx: ApplyContext) -> Any:

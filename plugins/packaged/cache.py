@@ -25,9 +25,10 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from peftkit import ModelSourceError
 
@@ -83,9 +84,13 @@ class Entry:
 
     def marker(self, files: dict[str, int]) -> dict[str, Any]:
         return {
-            "format": MARKER_FORMAT, "name": self.name, "source": str(self.source),
-            "source_sha256": self.source_sha256, "source_size": self.source_size,
-            "converter_version": self.converter_version, "files": files,
+            "format": MARKER_FORMAT,
+            "name": self.name,
+            "source": str(self.source),
+            "source_sha256": self.source_sha256,
+            "source_size": self.source_size,
+            "converter_version": self.converter_version,
+            "files": files,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 
@@ -174,7 +179,9 @@ def materialise(entry: Entry, build: Callable[[Path], None], root: Path | None =
     try:
         models.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ModelSourceError(f"cannot create the model cache {models} ({exc}); set PEFTKIT_CACHE to a writable folder") from exc
+        raise ModelSourceError(
+            f"cannot create the model cache {models} ({exc}); set PEFTKIT_CACHE to a writable folder"
+        ) from exc
     with file_lock(models / f"{entry.folder_name}.lock"):
         if is_complete(final, entry):  # another process finished it while we waited
             log.info("reusing %s, converted by another process", final)

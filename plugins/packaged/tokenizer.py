@@ -70,8 +70,7 @@ def normalizer_steps(vocab: Vocabulary) -> list[Any]:
 
 def build_tokenizer(vocab: Vocabulary) -> Any:
     """A ``tokenizers.Tokenizer`` equivalent to XLM-R's, with ``<mask>`` as the last id."""
-    from tokenizers import AddedToken, Tokenizer, normalizers, pre_tokenizers, processors
-    from tokenizers import decoders
+    from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
     from tokenizers.models import Unigram
 
     entries = list(zip(vocab.pieces, vocab.scores))
@@ -101,8 +100,13 @@ def save_tokenizer(vocab: Vocabulary, directory: Path) -> Any:
     p = vocab.pieces
     fast = PreTrainedTokenizerFast(
         tokenizer_object=build_tokenizer(vocab),
-        bos_token=p[vocab.bos], eos_token=p[vocab.eos], unk_token=p[vocab.unk], pad_token=p[vocab.pad],
-        cls_token=p[vocab.bos], sep_token=p[vocab.eos], mask_token=MASK,
+        bos_token=p[vocab.bos],
+        eos_token=p[vocab.eos],
+        unk_token=p[vocab.unk],
+        pad_token=p[vocab.pad],
+        cls_token=p[vocab.bos],
+        sep_token=p[vocab.eos],
+        mask_token=MASK,
         model_max_length=MODEL_MAX_LENGTH,
     )
     fast.save_pretrained(str(directory))

@@ -16,9 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from peftkit import ApplyContext
-
-from peftkit.kit import SEQUENCE_CLASSIFICATION
-from peftkit.kit import PeftMethod
+from peftkit.kit import SEQUENCE_CLASSIFICATION, PeftMethod
 
 log = logging.getLogger("peftkit")
 
@@ -34,9 +32,17 @@ def make_config(p: Any, ctx: ApplyContext) -> Any:
     )
 
 
-def _prefix_forward(self: Any, input_ids: Any = None, attention_mask: Any = None, inputs_embeds: Any = None,
-                    labels: Any = None, output_attentions: Any = None, output_hidden_states: Any = None,
-                    return_dict: Any = None, **kwargs: Any) -> Any:
+def _prefix_forward(
+    self: Any,
+    input_ids: Any = None,
+    attention_mask: Any = None,
+    inputs_embeds: Any = None,
+    labels: Any = None,
+    output_attentions: Any = None,
+    output_hidden_states: Any = None,
+    return_dict: Any = None,
+    **kwargs: Any,
+) -> Any:
     """peft's ``_prefix_tuning_forward`` for transformers 5: the prefix goes in as ``cache``.
 
     ``attention_mask`` already covers the prefix (peft's ``forward`` prepends ones before calling this).
@@ -44,10 +50,20 @@ def _prefix_forward(self: Any, input_ids: Any = None, attention_mask: Any = None
     from peft.peft_model import _get_batch_size
 
     cache = self.get_prompt(_get_batch_size(input_ids, inputs_embeds))
-    flags = {"output_attentions": output_attentions, "output_hidden_states": output_hidden_states, "return_dict": return_dict}
+    flags = {
+        "output_attentions": output_attentions,
+        "output_hidden_states": output_hidden_states,
+        "return_dict": return_dict,
+    }
     kwargs.update({k: v for k, v in flags.items() if v is not None})
-    return self.base_model(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds,
-                           labels=labels, cache=cache, **kwargs)
+    return self.base_model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        inputs_embeds=inputs_embeds,
+        labels=labels,
+        cache=cache,
+        **kwargs,
+    )
 
 
 def _accepts_cache(model: Any) -> bool:
@@ -64,7 +80,8 @@ class PrefixMethod(PeftMethod):
     task_heads: ClassVar[frozenset[str]] = frozenset({SEQUENCE_CLASSIFICATION})
     task_heads_note: ClassVar[str] = (
         "peft builds one prefix per input row, while a multiple-choice model scores every (row, choice) pair as a "
-        "row of its own, so the shapes do not meet")
+        "row of its own, so the shapes do not meet"
+    )
 
     def apply(self, model: Any, params: Any, ctx: ApplyContext) -> Any:
         from peftkit.kit import MethodNotApplicable
@@ -126,4 +143,8 @@ def _init_from_real_tokens(model: Any) -> None:
 def facts(model: Any) -> dict[str, Any]:
     """Prefix length and the layers it is prepended in."""
     cfg = model.active_peft_config
-    return {"num_virtual_tokens": cfg.num_virtual_tokens, "layers": cfg.num_layers, "prefix_projection": cfg.prefix_projection}
+    return {
+        "num_virtual_tokens": cfg.num_virtual_tokens,
+        "layers": cfg.num_layers,
+        "prefix_projection": cfg.prefix_projection,
+    }

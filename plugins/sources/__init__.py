@@ -5,8 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from peftkit import hookimpl
-from peftkit import ModelSourceError
+from peftkit import ModelSourceError, hookimpl
 
 
 class LocalSource:
@@ -45,8 +44,11 @@ class HubSource:
             return Path(snapshot_download(reference, revision=revision, allow_patterns=patterns))
         except Exception as exc:  # offline, unknown id, auth ...
             offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-            hint = ("HF_HUB_OFFLINE=1 is set, so only models already in the HF cache load" if offline
-                    else "this machine may have no route to the hub")
+            hint = (
+                "HF_HUB_OFFLINE=1 is set, so only models already in the HF cache load"
+                if offline
+                else "this machine may have no route to the hub"
+            )
             raise ModelSourceError(
                 f"model.source: cannot download {reference!r} from the Hugging Face Hub ({type(exc).__name__}: "
                 f"{str(exc).splitlines()[0][:200]}); {hint}. Offline, copy the model folder here and use "

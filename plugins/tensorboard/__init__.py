@@ -22,7 +22,9 @@ def peftkit_on_train_begin(state):
     _writers[id(state)] = SummaryWriter(log_dir=str(state.output_dir / "tensorboard"))
     params = state.summary.get("params") or {}
     if params:
-        _writers[id(state)].add_text("run/params", f"trainable {params['trainable']:,} of {params['total']:,} ({params['percent']}%)")
+        _writers[id(state)].add_text(
+            "run/params", f"trainable {params['trainable']:,} of {params['total']:,} ({params['percent']}%)"
+        )
 
 
 @hookimpl

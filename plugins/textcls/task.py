@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from peftkit.kit import field, missing_files, read_rows
-from peftkit import DataError
-from peftkit import Example
-from peftkit.kit import classification_metrics
+from peftkit import DataError, Example
+from peftkit.kit import classification_metrics, field, missing_files, read_rows
 from peftkit_plugins.textcls.config import TextClassificationParams
 
 
@@ -35,7 +33,10 @@ class TextClassification:
         return self._inferred[key]
 
     def _infer(self, params: TextClassificationParams) -> list[str]:
-        seen = {str(field(row, params.label_field, params.train_file, line)) for line, row in read_rows(params.train_file, params.format)}
+        seen = {
+            str(field(row, params.label_field, params.train_file, line))
+            for line, row in read_rows(params.train_file, params.format)
+        }
         if not seen:
             raise DataError(f"{params.train_file}: no rows, so no labels can be inferred")
         return sorted(seen)
@@ -51,8 +52,9 @@ class TextClassification:
             out.append(self._example(row, params, index, Path(path), line, position, labelled=split != "test"))
         return out
 
-    def _example(self, row: dict, p: TextClassificationParams, index: dict, path: Path, line: int, position: int,
-                 labelled: bool) -> Example:
+    def _example(
+        self, row: dict, p: TextClassificationParams, index: dict, path: Path, line: int, position: int, labelled: bool
+    ) -> Example:
         text = str(field(row, p.text_field, path, line))
         pair = str(field(row, p.text_pair_field, path, line)) if p.text_pair_field else None
         label = None
@@ -81,6 +83,8 @@ def row_id(row: dict, id_field: str | None, path: Path | str, line: int, positio
     """
     rid = row.get(id_field) if id_field else position
     if id_field and rid is None and not labelled:
-        raise DataError(f"{path}:{line}: row has no id field {id_field!r} (fields: {', '.join(map(str, row))}); "
-                        "set task.params.id_field to the field holding the ids, or to null to use row positions")
+        raise DataError(
+            f"{path}:{line}: row has no id field {id_field!r} (fields: {', '.join(map(str, row))}); "
+            "set task.params.id_field to the field holding the ids, or to null to use row positions"
+        )
     return rid

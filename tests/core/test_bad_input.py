@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from peftkit.errors import RecipeError
-from peftkit.recipe import validate
 from peftkit.kit.tiny import tiny_recipe
+from peftkit.recipe import validate
 
 
 def cli(*args, cwd=None):
@@ -31,6 +31,7 @@ def write(tmp_path, tiny_bert, tiny_data):
         path = tmp_path / f"{out}.yaml"
         path.write_text(yaml.safe_dump(r))
         return path
+
     return _write
 
 
@@ -60,15 +61,21 @@ def test_validate_catches_what_run_would_refuse(write, tmp_path):
     res = cli("validate", str(path))
     missing = f"task.params.dev_file: data file {tmp_path / 'nope.jsonl'} does not exist"
     assert res.returncode == 0 and "OK" in res.stdout and f"warning: {missing}" in res.stderr
-    _assert_user_error(cli("validate", "--strict", str(path)), "is valid, but the data a run would read is missing", missing)
+    _assert_user_error(
+        cli("validate", "--strict", str(path)), "is valid, but the data a run would read is missing", missing
+    )
     path = write(lambda r: r.setdefault("eval", {}).update(metric="f1"))
     _assert_user_error(cli("validate", str(path)), "eval.metric: 'f1' is not a metric of task 'text-classification'")
 
 
 def test_target_modules_matching_nothing_names_the_layers(write):
     path = write(lambda r: r["method"]["params"].update(target_modules=["nosuch"]))
-    _assert_user_error(cli("run", str(path)), "method.params.target_modules: ['nosuch'] matches no layer of this bert model",
-                       "its linear layers are named ", "query")
+    _assert_user_error(
+        cli("run", str(path)),
+        "method.params.target_modules: ['nosuch'] matches no layer of this bert model",
+        "its linear layers are named ",
+        "query",
+    )
 
 
 def test_cli_argument_errors(write):
@@ -156,8 +163,15 @@ def test_debug_shows_traceback(write, tmp_path):
 
 # ----------------------------------------------------------------------------- property-based
 
-_VALUES = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True), st.text(max_size=8),
-                    st.lists(st.integers(), max_size=3), st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**6),
+    st.floats(allow_nan=True),
+    st.text(max_size=8),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
 
 
 def _paths(d, prefix=()):
@@ -206,5 +220,8 @@ def test_a_compare_file_given_as_a_recipe_says_what_it_is():
     from pathlib import Path
 
     grid = Path(__file__).resolve().parents[2] / "recipes" / "compare" / "clue-methods.yaml"
-    _assert_user_error(cli("validate", str(grid)), "is a compare file (methods × tasks × seeds), not a recipe",
-                       f"peftkit compare {grid} --dry-run")
+    _assert_user_error(
+        cli("validate", str(grid)),
+        "is a compare file (methods × tasks × seeds), not a recipe",
+        f"peftkit compare {grid} --dry-run",
+    )

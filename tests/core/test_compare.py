@@ -7,12 +7,12 @@ import json
 import pytest
 import yaml
 
-from peftkit.train import loop as runner
 from peftkit.cli import main
-from peftkit.compare.grid import chosen_settings, expand, load_compare, recipe_hash
-from peftkit.plugin.registry import get_registry
 from peftkit.compare.execute import cell_status, run_compare
+from peftkit.compare.grid import chosen_settings, expand, load_compare, recipe_hash
 from peftkit.errors import PeftkitError, RecipeError
+from peftkit.plugin.registry import get_registry
+from peftkit.train import loop as runner
 
 
 def grid_dict(model, data, out, **extra) -> dict:
@@ -21,12 +21,23 @@ def grid_dict(model, data, out, **extra) -> dict:
         "title": "tiny grid",
         "output_dir": str(out),
         "executor": "inprocess",
-        "base": {"model": {"source": f"local:{model}"}, "data": {"max_length": 32},
-                 "train": {"max_steps": 2, "batch_size": 8, "lr": 2e-2, "log_every": 2}, "eval": {"every": 1}},
-        "methods": [{"label": "lora-r2", "name": "lora", "params": {"r": 2}},
-                    {"label": "lora-r8", "name": "lora", "params": {"r": 8}, "overrides": {"train.lr": 3e-2}}],
-        "tasks": [{"label": "sent", "name": "text-classification", "params": {
-            "train_file": str(data["train"]), "dev_file": str(data["dev"]), "labels": ["neg", "pos"]}}],
+        "base": {
+            "model": {"source": f"local:{model}"},
+            "data": {"max_length": 32},
+            "train": {"max_steps": 2, "batch_size": 8, "lr": 2e-2, "log_every": 2},
+            "eval": {"every": 1},
+        },
+        "methods": [
+            {"label": "lora-r2", "name": "lora", "params": {"r": 2}},
+            {"label": "lora-r8", "name": "lora", "params": {"r": 8}, "overrides": {"train.lr": 3e-2}},
+        ],
+        "tasks": [
+            {
+                "label": "sent",
+                "name": "text-classification",
+                "params": {"train_file": str(data["train"]), "dev_file": str(data["dev"]), "labels": ["neg", "pos"]},
+            }
+        ],
         "seeds": [0, 1],
     }
     grid.update(extra)
@@ -45,7 +56,12 @@ def grid_file(tmp_path, tiny_bert, tiny_data):
 
 def test_expansion_names_dirs_and_overrides(grid_file, tmp_path):
     cells = expand(load_compare(grid_file))
-    assert [c.name for c in cells] == ["sent/lora-r2/seed0", "sent/lora-r2/seed1", "sent/lora-r8/seed0", "sent/lora-r8/seed1"]
+    assert [c.name for c in cells] == [
+        "sent/lora-r2/seed0",
+        "sent/lora-r2/seed1",
+        "sent/lora-r8/seed0",
+        "sent/lora-r8/seed1",
+    ]
     assert [c.recipe.train.seed for c in cells] == [0, 1, 0, 1]
     assert [c.recipe.method.params["r"] for c in cells] == [2, 2, 8, 8]
     assert [c.recipe.train.lr for c in cells] == [2e-2, 2e-2, 3e-2, 3e-2]  # the per-method override
@@ -59,12 +75,18 @@ def test_per_seed_values_go_with_their_seed_and_average_as_seeds(tmp_path, tiny_
     other = tmp_path / "train-b.jsonl"
     other.write_text(tiny_data["train"].read_text())
     grid = grid_dict(tiny_bert, tiny_data, tmp_path / "out", seeds=[3, 7])
-    grid["tasks"][0]["per_seed"] = {"task.params.train_file": [str(tiny_data["train"]), str(other)], "train.lr": [0.1, 0.2]}
+    grid["tasks"][0]["per_seed"] = {
+        "task.params.train_file": [str(tiny_data["train"]), str(other)],
+        "train.lr": [0.1, 0.2],
+    }
     grid["methods"][1]["overrides"] = {}  # a method's override would win over the per-seed lr
     cells = expand(load_compare(write_grid(tmp_path / "grid.yaml", grid)))
     assert [(c.name, c.recipe.task.params["train_file"], c.recipe.train.lr) for c in cells] == [
-        ("sent/lora-r2/seed3", str(tiny_data["train"]), 0.1), ("sent/lora-r2/seed7", str(other), 0.2),
-        ("sent/lora-r8/seed3", str(tiny_data["train"]), 0.1), ("sent/lora-r8/seed7", str(other), 0.2)]
+        ("sent/lora-r2/seed3", str(tiny_data["train"]), 0.1),
+        ("sent/lora-r2/seed7", str(other), 0.2),
+        ("sent/lora-r8/seed3", str(tiny_data["train"]), 0.1),
+        ("sent/lora-r8/seed7", str(other), 0.2),
+    ]
     grid["methods"][1]["overrides"] = {"train.lr": 0.5}
     cells = expand(load_compare(write_grid(tmp_path / "grid.yaml", grid)))
     assert [c.recipe.train.lr for c in cells] == [0.1, 0.2, 0.5, 0.5]  # method overrides still win
@@ -73,7 +95,9 @@ def test_per_seed_values_go_with_their_seed_and_average_as_seeds(tmp_path, tiny_
 def test_hash_is_what_the_grid_chose_not_every_default(grid_file):
     """Writing a default out, or a new peftkit adding a key with a default, leaves finished cells finished."""
     a = expand(load_compare(grid_file))
-    assert [c.hash for c in expand(load_compare(grid_file, ["train.compile=false", "train.scheduler=linear"]))] == [c.hash for c in a]
+    assert [c.hash for c in expand(load_compare(grid_file, ["train.compile=false", "train.scheduler=linear"]))] == [
+        c.hash for c in a
+    ]
     assert "compile" not in chosen_settings(a[0].recipe, get_registry())["train"]
 
 
@@ -94,14 +118,19 @@ def test_command_line_overrides_beat_per_method_ones(grid_file):
 def test_command_line_cannot_override_what_names_a_cell(grid_file):
     """A cell labelled sent/lora must train that task and method with its seed, in its own folder."""
     with pytest.raises(RecipeError) as info:
-        load_compare(grid_file, ["task.name=clue/tnews", "method.name=full", "train.seed=7", "output_dir=/tmp/x", "train.lr=1e-3"])
+        load_compare(
+            grid_file,
+            ["task.name=clue/tnews", "method.name=full", "train.seed=7", "output_dir=/tmp/x", "train.lr=1e-3"],
+        )
     assert [p.split(":")[0] for p in info.value.problems] == ["task.name", "method.name", "train.seed", "output_dir"]
     assert "cannot be overridden on the command line: add another entry under `tasks:`" in info.value.problems[0]
 
 
 def test_base_from_a_recipe_file(tmp_path, tiny_bert, tiny_data):
     grid = grid_dict(tiny_bert, tiny_data, tmp_path / "out")
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**grid["base"], "method": {"name": "full"}, "output_dir": "ignored"}))
+    (tmp_path / "base.yaml").write_text(
+        yaml.safe_dump({**grid["base"], "method": {"name": "full"}, "output_dir": "ignored"})
+    )
     grid["base"] = "base.yaml"  # relative to the compare file
     cells = expand(load_compare(write_grid(tmp_path / "grid.yaml", grid)))
     assert {c.recipe.method.name for c in cells} == {"lora"} and {c.recipe.train.max_steps for c in cells} == {2}
@@ -122,16 +151,21 @@ def test_broken_cell_names_path_cell_and_line(tmp_path, tiny_bert, tiny_data):
     assert "lora-r2" not in msg  # the valid method's cells are not blamed
 
 
-@pytest.mark.parametrize("change, expected", [
-    (lambda g: g.update(sedes=[1]), "sedes: unknown key — did you mean 'seeds'?"),
-    (lambda g: g["methods"][1].update(label="lora-r2"), "methods.1: label 'lora-r2' is used twice"),
-    (lambda g: g["methods"][0].update(overrides={"train.seed": 3}), "'train.seed' cannot be overridden"),
-    (lambda g: g["methods"][0].update(label="a/b"), "methods.0.label: string should match pattern"),
-    (lambda g: g.update(seeds=[1, 1]), "seeds: seeds must be distinct"),
-    (lambda g: g["tasks"][0].update(per_seed={"train.lr": [0.1]}),
-     "tasks.0.per_seed.train.lr: 1 values for 2 seeds ([0, 1]); give one value per seed"),
-    (lambda g: g["tasks"][0].update(per_seed={"output_dir": ["a", "b"]}), "'output_dir' cannot be overridden"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        (lambda g: g.update(sedes=[1]), "sedes: unknown key — did you mean 'seeds'?"),
+        (lambda g: g["methods"][1].update(label="lora-r2"), "methods.1: label 'lora-r2' is used twice"),
+        (lambda g: g["methods"][0].update(overrides={"train.seed": 3}), "'train.seed' cannot be overridden"),
+        (lambda g: g["methods"][0].update(label="a/b"), "methods.0.label: string should match pattern"),
+        (lambda g: g.update(seeds=[1, 1]), "seeds: seeds must be distinct"),
+        (
+            lambda g: g["tasks"][0].update(per_seed={"train.lr": [0.1]}),
+            "tasks.0.per_seed.train.lr: 1 values for 2 seeds ([0, 1]); give one value per seed",
+        ),
+        (lambda g: g["tasks"][0].update(per_seed={"output_dir": ["a", "b"]}), "'output_dir' cannot be overridden"),
+    ],
+)
 def test_compare_file_errors(tmp_path, tiny_bert, tiny_data, change, expected):
     grid = grid_dict(tiny_bert, tiny_data, tmp_path / "out")
     change(grid)
@@ -226,7 +260,10 @@ def test_cells_in_parallel_subprocesses_give_the_same_results(tmp_path, tiny_ber
     seq = run_compare(load_compare(write_grid(tmp_path / "seq.yaml", base)), report=False)
     par_grid = {**base, "output_dir": str(tmp_path / "par"), "executor": "subprocess", "devices": ["0", "1"]}
     par = run_compare(load_compare(write_grid(tmp_path / "par.yaml", par_grid)), report=False)
-    assert not seq.failed and not par.failed, (par.status, [(c.output_dir / "cell.log").read_text()[-2000:] for c in par.cells])
+    assert not seq.failed and not par.failed, (
+        par.status,
+        [(c.output_dir / "cell.log").read_text()[-2000:] for c in par.cells],
+    )
     for a, b in zip(seq.cells, par.cells):
         ma = json.loads((a.output_dir / "metrics.json").read_text())
         mb = json.loads((b.output_dir / "metrics.json").read_text())
@@ -272,20 +309,31 @@ def test_exclude_leaves_cells_out_and_a_stray_pattern_is_an_error(tmp_path, tiny
     cells = expand(load_compare(write_grid(tmp_path / "g.yaml", grid)))
     assert [c.name for c in cells] == ["sent/lora-r2/seed0", "sent/lora-r2/seed1", "sent/lora-r8/seed0"]
     grid["exclude"] = ["sent/lora-r9/*"]
-    with pytest.raises(RecipeError, match=r"exclude: 'sent/lora-r9/\*' matches no cell; cell names look like sent/lora-r2/seed0"):
+    with pytest.raises(
+        RecipeError, match=r"exclude: 'sent/lora-r9/\*' matches no cell; cell names look like sent/lora-r2/seed0"
+    ):
         expand(load_compare(write_grid(tmp_path / "g.yaml", grid)))
 
 
 def test_a_method_that_cannot_train_a_task_s_head_points_at_exclude(tmp_path, tiny_bert):
-    grid = {"output_dir": str(tmp_path / "out"), "base": {"model": {"source": f"local:{tiny_bert}"}},
-            "methods": [{"name": "lora"}, {"name": "prefix"}], "tasks": [{"name": "fewclue/chid", "params": {"data_dir": str(tmp_path)}}],
-            "seeds": [0, 1]}
+    grid = {
+        "output_dir": str(tmp_path / "out"),
+        "base": {"model": {"source": f"local:{tiny_bert}"}},
+        "methods": [{"name": "lora"}, {"name": "prefix"}],
+        "tasks": [{"name": "fewclue/chid", "params": {"data_dir": str(tmp_path)}}],
+        "seeds": [0, 1],
+    }
     with pytest.raises(RecipeError) as info:
         expand(load_compare(write_grid(tmp_path / "g.yaml", grid)))
-    assert ("method 'prefix' cannot train task 'fewclue/chid', which needs a multiple-choice head. Leave the pair out of the "
-            'grid with `exclude: ["chid/prefix/*"]` [cells chid/prefix/seed0, chid/prefix/seed1]') in str(info.value)
+    assert (
+        "method 'prefix' cannot train task 'fewclue/chid', which needs a multiple-choice head. Leave the pair out of the "
+        'grid with `exclude: ["chid/prefix/*"]` [cells chid/prefix/seed0, chid/prefix/seed1]'
+    ) in str(info.value)
     grid["exclude"] = ["chid/prefix/*"]
-    assert [c.name for c in expand(load_compare(write_grid(tmp_path / "g.yaml", grid)))] == ["chid/lora/seed0", "chid/lora/seed1"]
+    assert [c.name for c in expand(load_compare(write_grid(tmp_path / "g.yaml", grid)))] == [
+        "chid/lora/seed0",
+        "chid/lora/seed1",
+    ]
 
 
 def test_the_shipped_fewclue_grid_covers_every_fewclue_task_but_prefix_on_chid():
@@ -293,7 +341,17 @@ def test_the_shipped_fewclue_grid_covers_every_fewclue_task_but_prefix_on_chid()
 
     grid = load_compare(Path(__file__).resolve().parents[2] / "recipes" / "compare" / "fewclue-methods.yaml")
     cells = expand(grid)
-    assert {c.task for c in cells} == {"eprstmt", "bustm", "ocnli", "csl", "cluewsc", "tnews", "iflytek", "csldcp", "chid"}
+    assert {c.task for c in cells} == {
+        "eprstmt",
+        "bustm",
+        "ocnli",
+        "csl",
+        "cluewsc",
+        "tnews",
+        "iflytek",
+        "csldcp",
+        "chid",
+    }
     assert len(cells) == 9 * 7 * 3 - 3 and not [c for c in cells if c.name.startswith("chid/prefix/")]
     assert {c.recipe.train.batch_size for c in cells if c.task == "chid"} == {8}
     # every cell scores FewCLUE's labelled public test set once, for `peftkit report --split test`
@@ -310,7 +368,6 @@ def test_the_shipped_fewclue_protocol_grid_trains_run_i_on_train_i():
         assert c.recipe.task.params["train_split"] == f"train_{c.seed}" and c.recipe.train.seed == c.seed
         assert c.recipe.task.params["test_split"] == "test_public" and c.recipe.eval.predict
     assert {c.recipe.train.epochs for c in cells if c.task == "eprstmt"} == {100}
-
 
 
 def test_a_grid_can_report_its_cells_on_a_labelled_test_split(tmp_path, tiny_bert, tiny_data):
@@ -341,5 +398,10 @@ def test_per_seed_runs_report_as_seeds_of_one_method(tmp_path, tiny_bert, tiny_d
     del info["seed_keys"]  # as a cell written before per_seed existed
     cell.write_text(json.dumps(info))
     again = run_compare(load_compare(path))
-    assert set(again.status.values()) == {"skipped"} and json.loads(cell.read_text())["seed_keys"] == ["task.params.train_file"]
-    assert {r["method"] for r in json.loads((again.report_dir / "report.json").read_text())["rows"]} == {"lora-r2", "lora-r8"}
+    assert set(again.status.values()) == {"skipped"} and json.loads(cell.read_text())["seed_keys"] == [
+        "task.params.train_file"
+    ]
+    assert {r["method"] for r in json.loads((again.report_dir / "report.json").read_text())["rows"]} == {
+        "lora-r2",
+        "lora-r8",
+    }

@@ -24,8 +24,13 @@ def test_two_processes_match_one(tmp_path, tiny_data):
         paths[name].write_text(yaml.safe_dump(r))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     for name, extra in (("one", []), ("two", ["--num-processes", "2"])):
-        res = subprocess.run([sys.executable, "-m", "peftkit", "run", str(paths[name]), *extra],
-                             capture_output=True, text=True, env=env, timeout=600)
+        res = subprocess.run(
+            [sys.executable, "-m", "peftkit", "run", str(paths[name]), *extra],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+        )
         assert res.returncode == 0, res.stderr[-3000:]
     one = json.loads((tmp_path / "one" / "metrics.json").read_text())
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from peftkit.errors import PluginError, RecipeError
+from peftkit.errors import RecipeError
+from peftkit.kit.tiny import tiny_recipe
 from peftkit.plugin.registry import build_registry, list_plugins
 from peftkit.recipe import validate
-from peftkit.kit.tiny import tiny_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 
-THIRD_PARTY = '''
+THIRD_PARTY = """
 from peftkit import hookimpl, Example
 from pydantic import BaseModel, ConfigDict, Field
 import numpy as np
@@ -69,7 +69,7 @@ def peftkit_register_tasks():
 @hookimpl
 def peftkit_on_step_end(state):
     CALLS.append(state.step)
-'''
+"""
 
 
 def install_fake_dist(root: Path, name: str, module_code: str, version: str = "0.1") -> None:
@@ -97,7 +97,9 @@ def test_every_plugin_folder_has_entry_point_and_package():
     assert folders
     for name in folders:
         assert re.search(rf'^{name} = "peftkit_plugins\.{name}"$', text, re.M), f"plugins/{name} has no entry point"
-        assert f'"peftkit_plugins.{name}"' in text.split("packages = [")[1].split("]")[0], f"plugins/{name} not in packages"
+        assert f'"peftkit_plugins.{name}"' in text.split("packages = [")[1].split("]")[0], (
+            f"plugins/{name} not in packages"
+        )
 
 
 def test_builtins_are_entry_points_of_the_peftkit_distribution():
@@ -128,7 +130,9 @@ def test_third_party_plugin_is_discovered_listed_and_used(third_party, tiny_bert
 
 def test_peftkit_plugins_cli_lists_third_party(third_party):
     env = {**os.environ, "PYTHONPATH": str(third_party)}
-    out = subprocess.run([sys.executable, "-m", "peftkit", "plugins"], capture_output=True, text=True, env=env, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "peftkit", "plugins"], capture_output=True, text=True, env=env, check=True
+    )
     names = {p["name"]: p for p in json.loads(out.stdout)}
     assert names["acme_peftkit"]["tasks"] == ["acme/parity"] and names["lora"]["distribution"] == "peftkit"
 
@@ -154,20 +158,22 @@ def test_broken_plugin_is_reported_and_others_work(tmp_path, monkeypatch, tiny_b
 
 def test_a_name_clash_leaves_the_newcomer_out_and_keeps_the_builtin(tmp_path, monkeypatch):
     root = tmp_path / "site"
-    code = textwrap.dedent('''
+    code = textwrap.dedent("""
         from peftkit import hookimpl
         from peftkit_plugins.lora import peftkit_register_methods as _lora
 
         @hookimpl
         def peftkit_register_methods():
             return _lora()
-    ''')
+    """)
     install_fake_dist(root, "aaa_clone", code)  # sorts before "lora": built-ins still load first
     monkeypatch.syspath_prepend(str(root))
     reg = build_registry()
     assert reg.owners[("methods", "lora")] == "lora" and "aaa_clone" not in reg.plugins
-    assert reg.broken["aaa_clone"] == ("method name 'lora' is already registered by plugin 'lora'; rename it, "
-                                       "or set PEFTKIT_DISABLE_PLUGINS=lora to use this one instead")
+    assert reg.broken["aaa_clone"] == (
+        "method name 'lora' is already registered by plugin 'lora'; rename it, "
+        "or set PEFTKIT_DISABLE_PLUGINS=lora to use this one instead"
+    )
 
 
 def _plugin(**hooks):
@@ -181,15 +187,30 @@ class _Task:
     def __init__(self, **drop):
         from pydantic import BaseModel
 
-        self.name, self.summary, self.params_model, self.metric, self.splits = "x/t", "t", BaseModel, "accuracy", ("train",)
+        self.name, self.summary, self.params_model, self.metric, self.splits = (
+            "x/t",
+            "t",
+            BaseModel,
+            "accuracy",
+            ("train",),
+        )
         for k in drop:
             delattr(self, k)
 
-    def label_names(self, params): return ["a", "b"]
-    def load_split(self, params, split): return []
-    def compute_metrics(self, predictions, references): return {"accuracy": 1.0}
-    def prediction_file(self, params): return "p.json"
-    def format_prediction(self, example, label_id, params): return {}
+    def label_names(self, params):
+        return ["a", "b"]
+
+    def load_split(self, params, split):
+        return []
+
+    def compute_metrics(self, predictions, references):
+        return {"accuracy": 1.0}
+
+    def prediction_file(self, params):
+        return "p.json"
+
+    def format_prediction(self, example, label_id, params):
+        return {}
 
 
 def _misspelt(state):
@@ -212,31 +233,55 @@ def _lora():
     return m
 
 
-@pytest.mark.parametrize("hooks, error", [
-    ({"peftkit_on_stepend": _misspelt},
-     "implements unknown hook 'peftkit_on_stepend' (did you mean 'peftkit_on_step_end'?)"),
-    ({"peftkit_on_eval": lambda metric: None},  # the spec's argument is `metrics`
-     "PluginValidationError: Plugin 'bad' for hook 'peftkit_on_eval'"),
-    ({"peftkit_model_ready": lambda model: None, "peftkit_on_eval": lambda metric: None},  # a good hook first
-     "PluginValidationError: Plugin 'bad' for hook 'peftkit_on_eval'"),
-    ({"peftkit_register_tasks": lambda: _Task()}, "peftkit_register_tasks() returned _Task"),
-    ({"peftkit_register_tasks": lambda: [_Task]}, "returned _Task, a class: register an instance (_Task())"),
-    ({"peftkit_register_tasks": lambda: [_Task(metric=1)]}, "returned _Task without metric, which a Task must have"),
-    ({"peftkit_register_tasks": lambda: 1 / 0}, "ZeroDivisionError: division by zero (test_plugins.py:"),
-    ({"peftkit_register_tasks": lambda: [_with(_Task(), head="multiple_choice")]},
-     "returned _Task with head 'multiple_choice', which is not one of sequence-classification, multiple-choice"),
-    ({"peftkit_register_methods": lambda: [_with(_lora(), task_heads="sequence-classification")]},
-     "with task_heads 'sequence-classification', not a set of task heads"),
-    ({"peftkit_register_methods": lambda: [_with(_lora(), task_heads={"sequence_classification"})]},
-     "with task_heads naming 'sequence_classification', not one of sequence-classification, multiple-choice"),
-])
+@pytest.mark.parametrize(
+    "hooks, error",
+    [
+        (
+            {"peftkit_on_stepend": _misspelt},
+            "implements unknown hook 'peftkit_on_stepend' (did you mean 'peftkit_on_step_end'?)",
+        ),
+        (
+            {"peftkit_on_eval": lambda metric: None},  # the spec's argument is `metrics`
+            "PluginValidationError: Plugin 'bad' for hook 'peftkit_on_eval'",
+        ),
+        (
+            {"peftkit_model_ready": lambda model: None, "peftkit_on_eval": lambda metric: None},  # a good hook first
+            "PluginValidationError: Plugin 'bad' for hook 'peftkit_on_eval'",
+        ),
+        ({"peftkit_register_tasks": lambda: _Task()}, "peftkit_register_tasks() returned _Task"),
+        ({"peftkit_register_tasks": lambda: [_Task]}, "returned _Task, a class: register an instance (_Task())"),
+        (
+            {"peftkit_register_tasks": lambda: [_Task(metric=1)]},
+            "returned _Task without metric, which a Task must have",
+        ),
+        ({"peftkit_register_tasks": lambda: 1 / 0}, "ZeroDivisionError: division by zero (test_plugins.py:"),
+        (
+            {"peftkit_register_tasks": lambda: [_with(_Task(), head="multiple_choice")]},
+            "returned _Task with head 'multiple_choice', which is not one of sequence-classification, multiple-choice",
+        ),
+        (
+            {"peftkit_register_methods": lambda: [_with(_lora(), task_heads="sequence-classification")]},
+            "with task_heads 'sequence-classification', not a set of task heads",
+        ),
+        (
+            {"peftkit_register_methods": lambda: [_with(_lora(), task_heads={"sequence_classification"})]},
+            "with task_heads naming 'sequence_classification', not one of sequence-classification, multiple-choice",
+        ),
+    ],
+)
 def test_a_plugin_that_cannot_be_used_is_left_out_with_its_reason(hooks, error):
-    reg = build_registry(extra_plugins={"bad": _plugin(**hooks), "good": _plugin(peftkit_register_tasks=lambda: [_Task()])})
+    reg = build_registry(
+        extra_plugins={"bad": _plugin(**hooks), "good": _plugin(peftkit_register_tasks=lambda: [_Task()])}
+    )
     assert error in reg.broken["bad"], reg.broken
     assert "bad" not in reg.plugins and reg.tasks["x/t"] and reg.owners[("tasks", "x/t")] == "good"
     assert reg.pm.get_plugin("bad") is None  # none of its hooks runs
-    assert all(i.plugin_name != "bad" for name in hooks if hasattr(reg.pm.hook, name)
-               for i in getattr(reg.pm.hook, name).get_hookimpls())
+    assert all(
+        i.plugin_name != "bad"
+        for name in hooks
+        if hasattr(reg.pm.hook, name)
+        for i in getattr(reg.pm.hook, name).get_hookimpls()
+    )
     assert reg.problems()[0].startswith("plugin 'bad' was not loaded: ")
     assert reg.problems()[0].endswith("PEFTKIT_DISABLE_PLUGINS=bad")
 
@@ -246,12 +291,16 @@ def test_an_unknown_name_in_disable_plugins_is_named(monkeypatch):
     reg = build_registry()
     assert reg.disabled == ["lora"] and reg.unknown_disabled == ["tensorbord"]
     (line,) = reg.problems()
-    assert line.startswith("PEFTKIT_DISABLE_PLUGINS names 'tensorbord', which no installed plugin is called (installed: ")
+    assert line.startswith(
+        "PEFTKIT_DISABLE_PLUGINS names 'tensorbord', which no installed plugin is called (installed: "
+    )
 
 
 def test_every_command_works_and_warns_with_a_broken_plugin(tmp_path):
     root = tmp_path / "site"
-    install_fake_dist(root, "hooklog", "from peftkit import hookimpl\n\n@hookimpl\ndef peftkit_on_epoch_end(state):\n    pass\n")
+    install_fake_dist(
+        root, "hooklog", "from peftkit import hookimpl\n\n@hookimpl\ndef peftkit_on_epoch_end(state):\n    pass\n"
+    )
     env = {**os.environ, "PYTHONPATH": str(root)}
 
     def cli(*args):
@@ -315,8 +364,10 @@ def test_bitsandbytes_kernel_fetch_warning_is_dropped():
 
 
 def test_peft_s_gradient_checkpointing_deprecation_warning_is_dropped(tiny_bert):
-    code = ("import transformers, peft; m = transformers.AutoModelForSequenceClassification.from_pretrained("
-            f"{str(tiny_bert)!r}, num_labels=2); peft.get_peft_model(m, peft.LoraConfig(target_modules=['query']))")
+    code = (
+        "import transformers, peft; m = transformers.AutoModelForSequenceClassification.from_pretrained("
+        f"{str(tiny_bert)!r}, num_labels=2); peft.get_peft_model(m, peft.LoraConfig(target_modules=['query']))"
+    )
     plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     if "is_gradient_checkpointing" not in plain.stderr:
         pytest.skip("this transformers/peft pair does not warn")

@@ -61,7 +61,9 @@ def test_packed_path_is_really_taken(tiny_bert, monkeypatch):
     assert len(calls) == n  # every packed layer ran through oneDNN once
 
 
-@pytest.mark.parametrize("device, precision, enabled", [("cpu", "bf16", True), ("meta", "no", True), ("cpu", "no", False)])
+@pytest.mark.parametrize(
+    "device, precision, enabled", [("cpu", "bf16", True), ("meta", "no", True), ("cpu", "no", False)]
+)
 def test_nothing_is_packed_where_it_does_not_apply(tiny_bert, monkeypatch, device, precision, enabled):
     model = _bert(tiny_bert)
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", enabled)
@@ -74,7 +76,12 @@ def test_subclasses_hooked_and_half_precision_layers_keep_their_forward():
     class Special(torch.nn.Linear):
         pass
 
-    plain, special, hooked, half = torch.nn.Linear(4, 4), Special(4, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 4).bfloat16()
+    plain, special, hooked, half = (
+        torch.nn.Linear(4, 4),
+        Special(4, 4),
+        torch.nn.Linear(4, 4),
+        torch.nn.Linear(4, 4).bfloat16(),
+    )
     hook = hooked.forward
     hooked.forward = lambda x: hook(x) + 1  # as accelerate's hooks wrap a module's forward
     model = torch.nn.Sequential(plain, special, hooked, half)

@@ -10,17 +10,17 @@ import bitsandbytes as bnb  # a dependency of peftkit: CPU 4/8-bit layers since 
 import pytest
 import torch
 
-from peftkit.plugin.architectures import ENCODER
+from peftkit.build.model import load_model
 from peftkit.build.setup import build_model, prepare
 from peftkit.errors import PeftkitError, RecipeError
 from peftkit.evaluation.evaluate import predict_logits
-from peftkit.build.model import load_model
 from peftkit.kit.peft_method import PeftMethod
+from peftkit.kit.tiny import make_tiny_bert, tiny_recipe
+from peftkit.plugin.architectures import ENCODER
 from peftkit.plugin.registry import get_registry
 from peftkit.recipe import validate
-from peftkit.train.memory import model_bytes
 from peftkit.train.loop import run
-from peftkit.kit.tiny import make_tiny_bert, tiny_recipe
+from peftkit.train.memory import model_bytes
 
 QUANTS = {
     "nf4": {"bits": 4, "type": "nf4", "double_quant": False},
@@ -37,8 +37,15 @@ def bert_no_pooler(tmp_path_factory) -> Path:
     return make_tiny_bert(tmp_path_factory.mktemp("models") / "bert-nopool", with_pooler=False)
 
 
-def _setup(model_dir: Path, data: dict, out: Path, quant: dict | None, method: str = "lora", params: dict | None = None,
-           **train):
+def _setup(
+    model_dir: Path,
+    data: dict,
+    out: Path,
+    quant: dict | None,
+    method: str = "lora",
+    params: dict | None = None,
+    **train,
+):
     recipe = tiny_recipe(model_dir, data, out, method=method, method_params=params, **train)
     recipe["model"]["quantization"] = quant
     return prepare(validate(recipe), get_registry())
@@ -110,8 +117,16 @@ def test_modules_the_method_trains_stay_float(bert_no_pooler, tiny_data, tmp_pat
 
 @pytest.mark.parametrize("name", ["fp4-dq", "int8"])  # nf4 + double quant: the method tests below
 def test_lora_trains_and_reloads_exactly(name, bert_no_pooler, tiny_data, tmp_path):
-    recipe = tiny_recipe(bert_no_pooler, tiny_data, tmp_path / "out", method_params={"r": 8, "dropout": 0.0},
-                         lr=1e-2, max_steps=16, batch_size=96, warmup=0)
+    recipe = tiny_recipe(
+        bert_no_pooler,
+        tiny_data,
+        tmp_path / "out",
+        method_params={"r": 8, "dropout": 0.0},
+        lr=1e-2,
+        max_steps=16,
+        batch_size=96,
+        warmup=0,
+    )
     recipe["model"]["quantization"] = QUANTS[name]
     recipe["eval"] = {"every": 8}
     m = run(validate(recipe))
@@ -132,13 +147,16 @@ def test_lora_trains_and_reloads_exactly(name, bert_no_pooler, tiny_data, tmp_pa
 
 
 def test_model_bytes_shrink_with_bits(bert_no_pooler, tiny_data, tmp_path):
-    sizes = {k: model_bytes(_load(bert_no_pooler, tiny_data, tmp_path, q)[0])
-             for k, q in (("fp32", None), ("int8", QUANTS["int8"]), ("nf4", QUANTS["nf4"]))}
+    sizes = {
+        k: model_bytes(_load(bert_no_pooler, tiny_data, tmp_path, q)[0])
+        for k, q in (("fp32", None), ("int8", QUANTS["int8"]), ("nf4", QUANTS["nf4"]))
+    }
     # 16k of the tiny model's 30k weights sit in the blocks; embeddings and heads stay fp32
     assert sizes["nf4"] < 0.55 * sizes["fp32"] and sizes["nf4"] < sizes["int8"] < 0.65 * sizes["fp32"], sizes
     model = _load(bert_no_pooler, tiny_data, tmp_path, QUANTS["nf4"])[0]
     packed_only = sum(p.numel() * p.element_size() for p in model.parameters()) + sum(
-        b.numel() * b.element_size() for b in model.buffers())
+        b.numel() * b.element_size() for b in model.buffers()
+    )
     assert model_bytes(model) > packed_only  # the block scales are counted too
 
 
@@ -148,7 +166,6 @@ def test_merge_into_quantized_base_refused(bits, bert_no_pooler, tiny_data, tmp_
     model, _ = build_model(s, 10)
     with pytest.raises(PeftkitError, match=r"quantized base.*model\.quantization: null.*merge, and export"):
         s.method.merge(model)
-
 
 
 def test_merge_alternative_dequantized_copy(bert_no_pooler, tiny_data, tmp_path):
@@ -228,7 +245,9 @@ def test_method_trains_on_quantized_base_and_reloads(name, bits, bert_no_pooler,
     torch.manual_seed(0)
     model, _ = build_model(s, 20)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    assert trainable and all(p.is_floating_point() and type(p).__name__ not in _QUANT_PARAMS for p in trainable.values())
+    assert trainable and all(
+        p.is_floating_point() and type(p).__name__ not in _QUANT_PARAMS for p in trainable.values()
+    )
     before = {n: p.detach().clone() for n, p in trainable.items()}
     opt = torch.optim.AdamW(trainable.values(), lr=1e-2)
     from peftkit.build.batches import collate
@@ -252,8 +271,20 @@ def test_method_trains_on_quantized_base_and_reloads(name, bits, bert_no_pooler,
 def test_benchmark_recipes_differ_only_in_quantization(tmp_path):
     from benchmarks.quantization import BASE_RECIPE, _parser, build_recipes, table
 
-    a = _parser().parse_args(["--train-rows", "100", "--dev-rows", "40", "--max-length", "48", "--output", str(tmp_path),
-                              "--set", "train.batch_size=16"])
+    a = _parser().parse_args(
+        [
+            "--train-rows",
+            "100",
+            "--dev-rows",
+            "40",
+            "--max-length",
+            "48",
+            "--output",
+            str(tmp_path),
+            "--set",
+            "train.batch_size=16",
+        ]
+    )
     recipes = build_recipes(BASE_RECIPE, ["fp32", "int8", "nf4"], a)
     assert recipes["fp32"]["model"].get("quantization") is None and recipes["nf4"]["model"]["quantization"]["bits"] == 4
     strip = [{**r, "model": {**r["model"], "quantization": None}, "output_dir": ""} for r in recipes.values()]

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from peftkit.errors import RecipeError
-from peftkit.recipe import apply_overrides, json_schema, load_recipe, validate
 from peftkit.kit.tiny import tiny_recipe
+from peftkit.recipe import apply_overrides, json_schema, load_recipe, validate
 
 
 @pytest.fixture
@@ -23,6 +23,7 @@ def recipe_file(tmp_path, tiny_bert, tiny_data):
         path = tmp_path / "recipe.yaml"
         path.write_text(text if text is not None else yaml.safe_dump(data, sort_keys=False))
         return path
+
     return write
 
 
@@ -46,6 +47,7 @@ def test_yaml_syntax_error_names_line(recipe_file):
 def test_unknown_key_suggests_nearest(recipe_file):
     def typo(d):
         d["trian"] = d.pop("train")
+
     ps = problems(recipe_file(typo))
     assert any(p.startswith("trian: unknown key — did you mean 'train'?") for p in ps), ps
 
@@ -53,6 +55,7 @@ def test_unknown_key_suggests_nearest(recipe_file):
 def test_nested_unknown_key_and_line_number(recipe_file):
     def typo(d):
         d["train"]["batchsize"] = 4
+
     path = recipe_file(typo)
     ps = problems(path)
     hit = [p for p in ps if p.startswith("train.batchsize")]
@@ -61,7 +64,9 @@ def test_nested_unknown_key_and_line_number(recipe_file):
 
 def test_range_error_has_dotted_path_and_value(recipe_file):
     ps = problems(recipe_file(), ["train.lr=-1"])
-    assert ps == ["train.lr: must be greater than 0, got -1"] or any("train.lr: must be greater than 0, got -1" in p for p in ps)
+    assert ps == ["train.lr: must be greater than 0, got -1"] or any(
+        "train.lr: must be greater than 0, got -1" in p for p in ps
+    )
 
 
 def test_all_problems_reported_at_once(recipe_file):
@@ -70,6 +75,7 @@ def test_all_problems_reported_at_once(recipe_file):
         d["train"]["epochs"] = "three"
         d["method"]["params"] = {"r": 0, "alpah": 2}
         d["task"]["name"] = "text-clasification"
+
     ps = problems(recipe_file(many))
     joined = "\n".join(ps)
     assert "train.lr" in joined and "train.epochs" in joined
@@ -96,7 +102,9 @@ def test_missing_local_model_folder(recipe_file, tmp_path):
 
 def test_overrides_are_typed():
     d = apply_overrides({"train": {}}, ["train.lr=3e-4", "train.epochs=2", "eval.every=50", "x.y.z=true"])
-    assert d["train"]["lr"] == 3e-4 and d["train"]["epochs"] == 2 and d["eval"]["every"] == 50 and d["x"]["y"]["z"] is True
+    assert (
+        d["train"]["lr"] == 3e-4 and d["train"]["epochs"] == 2 and d["eval"]["every"] == 50 and d["x"]["y"]["z"] is True
+    )
 
 
 def test_mixed_precision_no_survives_yaml(recipe_file):
@@ -147,10 +155,14 @@ def test_disabled_plugin_is_named_not_taken_for_a_typo(recipe_file, monkeypatch)
 
 def test_errors_in_overrides_point_at_the_command_line_not_the_file(recipe_file):
     ps = problems(recipe_file(), ["train.lr=-1", "train.epoch=2"])
-    assert ps == ["train.lr: must be greater than 0, got -1 (command-line override train.lr=-1)",
-                  "train.epoch: unknown key — did you mean 'epochs'? (command-line override train.epoch=2)"]
+    assert ps == [
+        "train.lr: must be greater than 0, got -1 (command-line override train.lr=-1)",
+        "train.epoch: unknown key — did you mean 'epochs'? (command-line override train.epoch=2)",
+    ]
     (p,) = problems(recipe_file(lambda d: d["train"].update(lr=-1)))
-    assert p.startswith("train.lr: must be greater than 0, got -1 (") and p.endswith("recipe.yaml:22)")  # the file's lr line
+    assert p.startswith("train.lr: must be greater than 0, got -1 (") and p.endswith(
+        "recipe.yaml:22)"
+    )  # the file's lr line
 
 
 def test_duplicate_keys_are_refused_with_both_lines(recipe_file):
@@ -162,16 +174,28 @@ def test_exponent_floats_read_as_numbers_as_in_yaml_1_2(recipe_file):
     from peftkit.recipe import parse_yaml
 
     assert parse_yaml("a: 1e-3\nb: 2E+2\nc: 3.0e-4\nd: 12\ne: 1e\nf: x1e3\n") == {
-        "a": 0.001, "b": 200.0, "c": 0.0003, "d": 12, "e": "1e", "f": "x1e3"}
+        "a": 0.001,
+        "b": 200.0,
+        "c": 0.0003,
+        "d": 12,
+        "e": "1e",
+        "f": "x1e3",
+    }
 
 
-@pytest.mark.parametrize("override, message", [
-    ("eval.every=sometimes", "eval.every: must be 'epoch' or a number of steps > 0, got 'sometimes'"),
-    ("eval.every=1.5", "eval.every: must be 'epoch' or a number of steps > 0, got 1.5"),
-    ("model.quantization=4", "model.quantization: must be a mapping such as {bits: 4} (or null for none), got 4"),
-    ("train.adam_betas=[0.9]", "train.adam_betas: must be two numbers [beta1, beta2], e.g. [0.9, 0.999], got [0.9]"),
-    ("output_dir=", "output_dir: must name a folder, e.g. runs/my-run"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("eval.every=sometimes", "eval.every: must be 'epoch' or a number of steps > 0, got 'sometimes'"),
+        ("eval.every=1.5", "eval.every: must be 'epoch' or a number of steps > 0, got 1.5"),
+        ("model.quantization=4", "model.quantization: must be a mapping such as {bits: 4} (or null for none), got 4"),
+        (
+            "train.adam_betas=[0.9]",
+            "train.adam_betas: must be two numbers [beta1, beta2], e.g. [0.9, 0.999], got [0.9]",
+        ),
+        ("output_dir=", "output_dir: must name a folder, e.g. runs/my-run"),
+    ],
+)
 def test_one_plain_message_per_bad_value(recipe_file, override, message):
     (p,) = problems(recipe_file(), [override])
     assert p.startswith(message)
@@ -210,10 +234,17 @@ def test_cli_validate_exit_code_and_no_traceback(recipe_file):
     path = recipe_file()
     ok = subprocess.run([sys.executable, "-m", "peftkit", "validate", str(path)], capture_output=True, text=True)
     assert ok.returncode == 0 and "OK" in ok.stdout
-    bad = subprocess.run([sys.executable, "-m", "peftkit", "validate", str(path), "train.lr=-1", "trian.x=1"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "peftkit", "validate", str(path), "train.lr=-1", "trian.x=1"],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2
-    assert "Traceback" not in bad.stderr and "train.lr: must be greater than 0" in bad.stderr and "2 problems" in bad.stderr
+    assert (
+        "Traceback" not in bad.stderr
+        and "train.lr: must be greater than 0" in bad.stderr
+        and "2 problems" in bad.stderr
+    )
 
 
 def test_schema_cli_prints_json():

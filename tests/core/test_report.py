@@ -14,10 +14,11 @@ import pytest
 import yaml
 
 from peftkit.cli import main
-from peftkit.compare.grid import load_compare
 from peftkit.compare.execute import run_compare
-from peftkit.errors import PeftkitError
+from peftkit.compare.grid import load_compare
 from peftkit.compare.report.tables import Row, clue_average, find_run_dirs, load_runs, write_report
+from peftkit.errors import PeftkitError
+
 PLOTS = ("tradeoff", "bars", "curves")
 
 
@@ -27,12 +28,23 @@ def grid_dict(model, data, out) -> dict:
         "title": "tiny grid",
         "output_dir": str(out),
         "executor": "inprocess",
-        "base": {"model": {"source": f"local:{model}"}, "data": {"max_length": 32},
-                 "train": {"max_steps": 3, "batch_size": 8, "lr": 2e-2, "log_every": 2}, "eval": {"every": 2}},
-        "methods": [{"label": "lora-r2", "name": "lora", "params": {"r": 2}},
-                    {"label": "lora-r8", "name": "lora", "params": {"r": 8}, "overrides": {"train.lr": 3e-2}}],
-        "tasks": [{"label": "sent", "name": "text-classification", "params": {
-            "train_file": str(data["train"]), "dev_file": str(data["dev"]), "labels": ["neg", "pos"]}}],
+        "base": {
+            "model": {"source": f"local:{model}"},
+            "data": {"max_length": 32},
+            "train": {"max_steps": 3, "batch_size": 8, "lr": 2e-2, "log_every": 2},
+            "eval": {"every": 2},
+        },
+        "methods": [
+            {"label": "lora-r2", "name": "lora", "params": {"r": 2}},
+            {"label": "lora-r8", "name": "lora", "params": {"r": 8}, "overrides": {"train.lr": 3e-2}},
+        ],
+        "tasks": [
+            {
+                "label": "sent",
+                "name": "text-classification",
+                "params": {"train_file": str(data["train"]), "dev_file": str(data["dev"]), "labels": ["neg", "pos"]},
+            }
+        ],
         "seeds": [0, 1],
     }
 
@@ -94,8 +106,11 @@ def test_report_numbers_match_the_runs(compared, metric, tmp_path):
         assert r["peak_memory_bytes"] == pytest.approx(statistics.fmean(e["peak"]))
         assert r["samples_per_second"] == pytest.approx(statistics.fmean(e["sps"]))
     for label, r in rows.items():  # † = some seed answers one class for >= 99% of dev
-        assert r["collapsed"] == any(json.loads((c.output_dir / "metrics.json").read_text())["eval"]["top_class_share"] >= 0.99
-                                     for c in compared.cells if c.method == label)
+        assert r["collapsed"] == any(
+            json.loads((c.output_dir / "metrics.json").read_text())["eval"]["top_class_share"] >= 0.99
+            for c in compared.cells
+            if c.method == label
+        )
     live = [r for r in rows.values() if not r["collapsed"]]
     pick = max if metric == "accuracy" else min
     if live and len({r["mean"] for r in rows.values()}) > 1:
@@ -136,9 +151,13 @@ def test_html_embeds_the_png_files(compared, tmp_path):
     assert "lora-r8" in page
     # accuracy ties at chance on the tiny model (then nothing is bold); eval_loss differs, so one cell is best
     report = json.loads((compared.report_dir / "report.json").read_text())
-    assert ("<td class='num best'>" in page) == (any(r["best"] for r in report["rows"]) or bool(report["average"]["best"]))
+    assert ("<td class='num best'>" in page) == (
+        any(r["best"] for r in report["rows"]) or bool(report["average"]["best"])
+    )
     # the tiny runs all answer one class (†, never best); as if they did not, one eval_loss cell is best
-    runs = shutil.copytree(compared.report_dir.parent, tmp_path / "runs", ignore=shutil.ignore_patterns("model", "report"))
+    runs = shutil.copytree(
+        compared.report_dir.parent, tmp_path / "runs", ignore=shutil.ignore_patterns("model", "report")
+    )
     for f in runs.rglob("metrics.json"):
         m = json.loads(f.read_text())
         m["eval"]["top_class_share"] = 0.5
@@ -171,7 +190,9 @@ def test_report_command_rebuilds_the_same_table(compared, tmp_path):
 
 def test_runs_without_compare_labels_are_told_apart_by_params(compared, tmp_path):
     for c in compared.cells:
-        shutil.copytree(c.output_dir, tmp_path / c.name.replace("/", "-"), ignore=shutil.ignore_patterns("cell.json", "model"))
+        shutil.copytree(
+            c.output_dir, tmp_path / c.name.replace("/", "-"), ignore=shutil.ignore_patterns("cell.json", "model")
+        )
     labels = sorted({r.method for r in load_runs([tmp_path])})
     assert labels == ["lora(r=2,train.lr=0.02)", "lora(r=8,train.lr=0.03)"]  # lora-r8 also overrides train.lr
     assert {r.task for r in load_runs([tmp_path])} == {"text-classification"}
@@ -202,7 +223,10 @@ def test_plain_runs_of_one_task_that_differ_in_a_setting_are_labelled_by_it(comp
     assert runs["c"].method == "lora(train.lr=0.02)" and runs["c"].task == "task"
     table = json.loads((write_report([tmp_path], tmp_path / "rep") / "report.json").read_text())
     assert {(r["task"], r["method"]) for r in table["rows"]} == {
-        ("text-classification", "lora(train.lr=0.02)"), ("text-classification", "lora(train.lr=0.5)"), ("task", "lora(train.lr=0.02)")}
+        ("text-classification", "lora(train.lr=0.02)"),
+        ("text-classification", "lora(train.lr=0.5)"),
+        ("task", "lora(train.lr=0.02)"),
+    }
     assert table["average"]["tasks"] == ["text-classification"] and table["average"]["excluded_tasks"] == ["task"]
 
 
@@ -230,9 +254,13 @@ def _row(task: str, method: str, values: list[float]) -> Row:
 
 
 def test_clue_average_uses_only_tasks_every_method_has():
-    rows = [_row("afqmc", "lora", [0.70, 0.72]), _row("afqmc", "full", [0.74]),
-            _row("tnews", "lora", [0.50]), _row("tnews", "full", [0.54, 0.56]),
-            _row("wsc", "lora", [0.60])]  # full has no wsc result
+    rows = [
+        _row("afqmc", "lora", [0.70, 0.72]),
+        _row("afqmc", "full", [0.74]),
+        _row("tnews", "lora", [0.50]),
+        _row("tnews", "full", [0.54, 0.56]),
+        _row("wsc", "lora", [0.60]),
+    ]  # full has no wsc result
     avg = clue_average(rows)
     assert avg["tasks"] == ["afqmc", "tnews"] and avg["excluded_tasks"] == ["wsc"]
     assert avg["by_method"] == pytest.approx({"lora": (0.71 + 0.50) / 2, "full": (0.74 + 0.55) / 2})
@@ -262,16 +290,36 @@ def test_best_marks_skip_ties_single_methods_and_collapsed_runs():
     from peftkit.compare.report.tables import RunRecord, summarize
 
     def rec(task, method, acc, share):
-        metrics = {"final": {"accuracy": acc}, "eval": {"top_class_share": share},
-                   "params": {"trainable": 1, "total": 10, "percent": 10.0}, "train": {}, "memory": {}}
-        return RunRecord(Path(f"/r/{task}/{method}"), task, method, 0, {"method": {"name": method}, "task": {"name": task}}, metrics)
+        metrics = {
+            "final": {"accuracy": acc},
+            "eval": {"top_class_share": share},
+            "params": {"trainable": 1, "total": 10, "percent": 10.0},
+            "train": {},
+            "memory": {},
+        }
+        return RunRecord(
+            Path(f"/r/{task}/{method}"), task, method, 0, {"method": {"name": method}, "task": {"name": task}}, metrics
+        )
 
-    rows = summarize([rec("tie", "a", 0.69, 1.0), rec("tie", "b", 0.69, 1.0),        # both at the prior
-                      rec("one", "a", 0.80, 0.5),                                     # nothing to compare with
-                      rec("mix", "a", 0.70, 1.0), rec("mix", "b", 0.60, 0.6), rec("mix", "c", 0.55, 0.7)])
+    rows = summarize(
+        [
+            rec("tie", "a", 0.69, 1.0),
+            rec("tie", "b", 0.69, 1.0),  # both at the prior
+            rec("one", "a", 0.80, 0.5),  # nothing to compare with
+            rec("mix", "a", 0.70, 1.0),
+            rec("mix", "b", 0.60, 0.6),
+            rec("mix", "c", 0.55, 0.7),
+        ]
+    )
     marks = {(r.task, r.method): (r.best, r.collapsed) for r in rows}
-    assert marks == {("tie", "a"): (False, True), ("tie", "b"): (False, True), ("one", "a"): (False, False),
-                     ("mix", "a"): (False, True), ("mix", "b"): (True, False), ("mix", "c"): (False, False)}
+    assert marks == {
+        ("tie", "a"): (False, True),
+        ("tie", "b"): (False, True),
+        ("one", "a"): (False, False),
+        ("mix", "a"): (False, True),
+        ("mix", "b"): (True, False),
+        ("mix", "c"): (False, False),
+    }
 
 
 def test_collapsed_runs_warn_in_log_and_metrics(compared):
@@ -292,7 +340,9 @@ def test_runs_under_one_compare_label_with_different_settings_are_not_pooled_as_
     """Two grids (or a grid whose method changed while only some tasks reran) reuse a label: the label
     gains the setting that differs, instead of averaging r=2 and r=16 as if they were seeds."""
     one = next(c for c in compared.cells if c.method == "lora-r2" and c.seed == 0)
-    copy = shutil.copytree(one.output_dir, tmp_path / "other-grid" / "r16", ignore=shutil.ignore_patterns("model", "checkpoints"))
+    copy = shutil.copytree(
+        one.output_dir, tmp_path / "other-grid" / "r16", ignore=shutil.ignore_patterns("model", "checkpoints")
+    )
     recipe = yaml.safe_load((copy / "recipe.yaml").read_text())
     recipe["method"]["params"]["r"] = 16
     (copy / "recipe.yaml").write_text(yaml.safe_dump(recipe))
@@ -362,10 +412,23 @@ def test_tradeoff_names_stay_readable_when_methods_tie_or_sit_close(tmp_path, mo
         r.trainable_percent = pct
         return r
 
-    close = [row("afqmc", m, p, 0.665) for m, p in
-             [("lora", 0.686), ("adalora", 0.964), ("adapters", 0.318), ("full", 100.0), ("ia3", 0.150), ("bitfit", 0.170)]]
-    tied = [row("tie", "lora", 0.69, 0.70), row("tie", "lora-b", 0.69, 0.70), row("tie", "ia3", 0.15, 0.70),
-            row("tie", "full", 100.0, 0.71)]
+    close = [
+        row("afqmc", m, p, 0.665)
+        for m, p in [
+            ("lora", 0.686),
+            ("adalora", 0.964),
+            ("adapters", 0.318),
+            ("full", 100.0),
+            ("ia3", 0.150),
+            ("bitfit", 0.170),
+        ]
+    ]
+    tied = [
+        row("tie", "lora", 0.69, 0.70),
+        row("tie", "lora-b", 0.69, 0.70),
+        row("tie", "ia3", 0.15, 0.70),
+        row("tie", "full", 100.0, 0.71),
+    ]
     panels = []
 
     def save(fig, path, layout=True):  # measure what is saved, as it is saved
@@ -373,7 +436,9 @@ def test_tradeoff_names_stay_readable_when_methods_tie_or_sit_close(tmp_path, mo
         for ax in fig.axes:
             for a in ax.texts:
                 a.update_positions(renderer)
-            labels = [(a.get_text(), a.xy, Text.get_window_extent(a, renderer)) for a in ax.texts]  # the text, not its line
+            labels = [
+                (a.get_text(), a.xy, Text.get_window_extent(a, renderer)) for a in ax.texts
+            ]  # the text, not its line
             panels.append((ax, ax.get_window_extent(renderer), labels))
         return real_save(fig, path, layout)
 
@@ -381,14 +446,16 @@ def test_tradeoff_names_stay_readable_when_methods_tie_or_sit_close(tmp_path, mo
     monkeypatch.setattr(report_plots, "_save", save)
     path = report_plots.tradeoff(close + tied, tmp_path / "tradeoff.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    want = {"afqmc": {m.method: (m.trainable_percent, 66.5) for m in close},
-            "tie": {"lora, lora-b": (0.69, 70.0), "ia3": (0.15, 70.0), "full": (100.0, 71.0)}}
+    want = {
+        "afqmc": {m.method: (m.trainable_percent, 66.5) for m in close},
+        "tie": {"lora, lora-b": (0.69, 70.0), "ia3": (0.15, 70.0), "full": (100.0, 71.0)},
+    }
     for ax, frame, labels in panels:
         points = want[ax.get_title()]
         assert {t: pytest.approx(xy) for t, xy, _ in labels} == points  # one name per spot, at its own point
         boxes = [box for *_, box in labels]
         for i, (text, _, box) in enumerate(labels):
-            assert not any(box.overlaps(b) for b in boxes[i + 1:]), f"{text!r} overlaps another name"
+            assert not any(box.overlaps(b) for b in boxes[i + 1 :]), f"{text!r} overlaps another name"
             assert frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1), f"{text!r} outside its panel"
             for other, xy in points.items():  # a name never covers another method's point
                 sx, sy = ax.transData.transform(xy)

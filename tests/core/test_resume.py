@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-pytestmark = pytest.mark.integration  # several subprocess runs: ~1 min
-
 from peftkit.kit.tiny import tiny_recipe
 
-FAULTS = '''
+pytestmark = pytest.mark.integration  # several subprocess runs: ~1 min
+
+FAULTS = """
 import os, signal
 import peftkit.train.checkpoint as ck
 import peftkit.train.loop as runner
@@ -62,7 +62,7 @@ def _rng_state_then_die():
 
 
 ck._rng_state = _rng_state_then_die
-'''
+"""
 
 RUNTIME = ("seconds", "paused_seconds", "samples_per_second")
 
@@ -80,7 +80,9 @@ def _plugin_dir(root: Path) -> Path:
 
 def _run(recipe: Path, plugin_root: Path, *extra: str, kill: str = "") -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(plugin_root), "PEFTKIT_TEST_KILL": kill}
-    return subprocess.run([sys.executable, "-m", "peftkit", "run", str(recipe), *extra], capture_output=True, text=True, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "peftkit", "run", str(recipe), *extra], capture_output=True, text=True, env=env
+    )
 
 
 def _comparable(out: Path) -> tuple[bytes, dict]:

@@ -12,9 +12,9 @@ import yaml
 
 from peftkit.cli import main
 from peftkit.errors import PeftkitError
+from peftkit.kit.tiny import tiny_recipe
 from peftkit.recipe import validate
 from peftkit.train.loop import micro_count, run
-from peftkit.kit.tiny import tiny_recipe
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,9 @@ def test_bf16_mixed_precision_on_cpu_also_evaluates_in_bf16(tmp_path, tiny_bert,
     recipe = tiny_recipe(tiny_bert, tiny_data, tmp_path / "out", epochs=1, batch_size=16)
     recipe["train"]["mixed_precision"] = "bf16"
     m = run(validate(recipe))
-    assert m["eval"]["mixed_precision"] == "bf16" and m["final"]["accuracy"] == pytest.approx(m["best"]["accuracy"], abs=0.06)
+    assert m["eval"]["mixed_precision"] == "bf16" and m["final"]["accuracy"] == pytest.approx(
+        m["best"]["accuracy"], abs=0.06
+    )
 
 
 def test_reload_with_peft_reproduces_accuracy_exactly(finished_run, tiny_bert, tiny_data):
@@ -185,7 +187,9 @@ def test_grad_accumulation_matches_bigger_batch(tmp_path, tiny_data):
     tiny_bert = make_tiny_bert(tmp_path / "bert", dropout=0.0)  # dropout masks would differ between batch shapes
     params = {"dropout": 0.0}
     r1 = tiny_recipe(tiny_bert, tiny_data, tmp_path / "big", method_params=params, batch_size=16, max_steps=3)
-    r2 = tiny_recipe(tiny_bert, tiny_data, tmp_path / "acc", method_params=params, batch_size=8, grad_accum=2, max_steps=3)
+    r2 = tiny_recipe(
+        tiny_bert, tiny_data, tmp_path / "acc", method_params=params, batch_size=8, grad_accum=2, max_steps=3
+    )
     for r in (r1, r2):
         r["data"]["group_by_length"] = False
         r["eval"] = {"every": 3}
@@ -234,7 +238,10 @@ def test_bf16_on_a_cpu_without_native_bf16_warns(tmp_path, tiny_bert, tiny_data,
     monkeypatch.setattr(peftkit.build.model, "cpu_has_bf16", lambda: False)
     with caplog.at_level("WARNING", logger="peftkit"):
         _accelerator(validate(recipe))
-    assert "train.mixed_precision=bf16: this CPU has no AVX512-BF16" in caplog.text and "train.mixed_precision: no" in caplog.text
+    assert (
+        "train.mixed_precision=bf16: this CPU has no AVX512-BF16" in caplog.text
+        and "train.mixed_precision: no" in caplog.text
+    )
     caplog.clear()
     monkeypatch.setattr(peftkit.build.model, "cpu_has_bf16", lambda: True)
     with caplog.at_level("WARNING", logger="peftkit"):
@@ -299,14 +306,16 @@ def test_a_compare_cell_stops_when_the_compare_that_started_it_is_killed(tmp_pat
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
     console = tmp_path / "console.txt"
-    parent = ("import os, subprocess, sys, time\n"
-              f"p = subprocess.Popen([sys.executable, '-m', 'peftkit', 'run', {str(path)!r}], "
-              f"stdout=open({str(console)!r}, 'w'), stderr=subprocess.STDOUT, "
-              "env={**os.environ, 'PEFTKIT_PARENT_PID': str(os.getpid())})\n"
-              "print(p.pid, flush=True)\n"
-              f"while 'step 2/' not in open({str(tmp_path / 'out' / 'train.log')!r}).read() if os.path.exists("
-              f"{str(tmp_path / 'out' / 'train.log')!r}) else True: time.sleep(0.2)\n"
-              "os._exit(0)\n")
+    parent = (
+        "import os, subprocess, sys, time\n"
+        f"p = subprocess.Popen([sys.executable, '-m', 'peftkit', 'run', {str(path)!r}], "
+        f"stdout=open({str(console)!r}, 'w'), stderr=subprocess.STDOUT, "
+        "env={**os.environ, 'PEFTKIT_PARENT_PID': str(os.getpid())})\n"
+        "print(p.pid, flush=True)\n"
+        f"while 'step 2/' not in open({str(tmp_path / 'out' / 'train.log')!r}).read() if os.path.exists("
+        f"{str(tmp_path / 'out' / 'train.log')!r}) else True: time.sleep(0.2)\n"
+        "os._exit(0)\n"
+    )
     proc = subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True, timeout=300)
     child = int(proc.stdout.split()[0])
     deadline = time.time() + 120
@@ -317,7 +326,10 @@ def test_a_compare_cell_stops_when_the_compare_that_started_it_is_killed(tmp_pat
             break
         time.sleep(0.5)
     log = (tmp_path / "out" / "train.log").read_text()
-    assert "ERROR run stopped: the peftkit compare (pid" in log and "that started this run is gone; stopping at step" in log, log[-2000:]
+    assert (
+        "ERROR run stopped: the peftkit compare (pid" in log
+        and "that started this run is gone; stopping at step" in log
+    ), log[-2000:]
     assert console.read_text().count("that started this run is gone") == 1  # printed once on the console
     assert not (tmp_path / "out" / "metrics.json").exists()
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import ast
 import importlib
 import sys
-import tomllib
 
 import pytest
+import tomllib
 
 from peftkit.cli import main
 from peftkit.errors import PeftkitError
@@ -31,14 +31,25 @@ def test_invalid_names_are_refused_with_the_rule(bad):
 
 def test_substitutions_make_importable_names():
     subs = substitutions("my-method")
-    assert subs == {"name": "my-method", "dist": "peftkit-my-method", "pkg": "peftkit_my_method",
-                    "cls": "MyMethod", "task": "my-method/jsonl"}
+    assert subs == {
+        "name": "my-method",
+        "dist": "peftkit-my-method",
+        "pkg": "peftkit_my_method",
+        "cls": "MyMethod",
+        "task": "my-method/jsonl",
+    }
 
 
 def test_generated_files_parse_and_declare_the_entry_point():
     files = render_files("my-method")
-    assert set(files) == {"pyproject.toml", "README.md", "peftkit_my_method/__init__.py", "peftkit_my_method/method.py",
-                          "peftkit_my_method/task.py", "tests/test_peftkit_my_method.py"}
+    assert set(files) == {
+        "pyproject.toml",
+        "README.md",
+        "peftkit_my_method/__init__.py",
+        "peftkit_my_method/method.py",
+        "peftkit_my_method/task.py",
+        "tests/test_peftkit_my_method.py",
+    }
     for path, text in files.items():
         if path.endswith(".py"):
             ast.parse(text, filename=path)
@@ -90,9 +101,9 @@ def test_generated_plugin_registers_and_its_method_passes_conformance(generated,
 
 
 def test_generated_task_reads_jsonl_and_validates_in_a_recipe(generated, tmp_path, tiny_bert):
+    from peftkit.kit.tiny import make_text_dataset
     from peftkit.plugin.registry import build_registry
     from peftkit.recipe import validate
-    from peftkit.kit.tiny import make_text_dataset
 
     reg = build_registry(extra_plugins={"gen-demo": generated})
     data = make_text_dataset(tmp_path / "data", n_train=8, n_dev=4, n_test=2)
@@ -101,7 +112,13 @@ def test_generated_task_reads_jsonl_and_validates_in_a_recipe(generated, tmp_pat
     train = task.load_split(params, "train")
     assert len(train) == 8 and {e.label for e in train} == {0, 1}
     assert all(e.label is None for e in task.load_split(params, "test"))
-    recipe = validate({"model": {"source": f"local:{tiny_bert}"}, "method": {"name": "gen-demo", "params": {"r": 4}},
-                       "task": {"name": "gen-demo/jsonl", "params": {"train_file": str(data["train"]), "labels": ["neg", "pos"]}},
-                       "output_dir": str(tmp_path / "run")}, registry=reg)
+    recipe = validate(
+        {
+            "model": {"source": f"local:{tiny_bert}"},
+            "method": {"name": "gen-demo", "params": {"r": 4}},
+            "task": {"name": "gen-demo/jsonl", "params": {"train_file": str(data["train"]), "labels": ["neg", "pos"]}},
+            "output_dir": str(tmp_path / "run"),
+        },
+        registry=reg,
+    )
     assert recipe.method.name == "gen-demo"

@@ -13,11 +13,11 @@ import pytest
 from peftkit import Example, hookimpl
 from peftkit.build.setup import checked_examples
 from peftkit.errors import DataError, RecipeError
-from peftkit.run_dir import write_json
+from peftkit.kit.tiny import tiny_recipe
 from peftkit.plugin.registry import build_registry
 from peftkit.recipe import validate
+from peftkit.run_dir import write_json
 from peftkit.train.loop import _better, run
-from peftkit.kit.tiny import tiny_recipe
 
 
 def _gen():
@@ -25,16 +25,30 @@ def _gen():
     yield Example("b", label=1, id="r1")
 
 
-@pytest.mark.parametrize("raw, split, error", [
-    ([("a", 0)], "train", "task 't', train split: row 0 is a tuple, not a peftkit.Example"),
-    (Example("a", label=0), "train", "load_split returned Example, not a list of peftkit.Example"),
-    ([Example(None, label=0, id="r0")], "train", "row 0 (id 'r0'): text is NoneType None, not a string"),
-    ([Example("a", text_pair=3, label=0)], "dev", "row 0: text_pair is int 3, not a string"),
-    ([Example("a", label="pos", id=7)], "train", "row 0 (id 7): label is str 'pos', not a label id (an int from 0 to 1)"),
-    ([Example("a", label=0), Example("b"), Example("c")], "dev",
-     "dev split: row 1 has no label, nor do 1 more of its 3 rows: training and evaluation need a label on every row"),
-    ([Example("a", label=2, id="x")], "train", "train split: label id 2 (row id 'x') is outside the task's 2 labels"),
-])
+@pytest.mark.parametrize(
+    "raw, split, error",
+    [
+        ([("a", 0)], "train", "task 't', train split: row 0 is a tuple, not a peftkit.Example"),
+        (Example("a", label=0), "train", "load_split returned Example, not a list of peftkit.Example"),
+        ([Example(None, label=0, id="r0")], "train", "row 0 (id 'r0'): text is NoneType None, not a string"),
+        ([Example("a", text_pair=3, label=0)], "dev", "row 0: text_pair is int 3, not a string"),
+        (
+            [Example("a", label="pos", id=7)],
+            "train",
+            "row 0 (id 7): label is str 'pos', not a label id (an int from 0 to 1)",
+        ),
+        (
+            [Example("a", label=0), Example("b"), Example("c")],
+            "dev",
+            "dev split: row 1 has no label, nor do 1 more of its 3 rows: training and evaluation need a label on every row",
+        ),
+        (
+            [Example("a", label=2, id="x")],
+            "train",
+            "train split: label id 2 (row id 'x') is outside the task's 2 labels",
+        ),
+    ],
+)
 def test_bad_rows_name_task_split_and_row(raw, split, error):
     with pytest.raises(DataError) as info:
         checked_examples(raw, "t", split, 2)
@@ -64,15 +78,20 @@ class _NoOwnMetric:
 
 def test_a_task_without_its_own_metric_is_blamed_not_the_recipe(tiny_bert, tiny_data, tmp_path):
     base = build_registry()
-    plugin = type("P", (), {"peftkit_register_tasks": staticmethod(hookimpl(
-        lambda: [_NoOwnMetric(base.tasks["text-classification"])]))})()
+    plugin = type(
+        "P",
+        (),
+        {"peftkit_register_tasks": staticmethod(hookimpl(lambda: [_NoOwnMetric(base.tasks["text-classification"])]))},
+    )()
     reg = build_registry(extra_plugins={"acme": plugin})
     data = tiny_recipe(tiny_bert, tiny_data, tmp_path / "o")
     data["task"]["name"] = "acme/nometric"
     with pytest.raises(RecipeError) as info:
         validate(data, registry=reg)
     msg = str(info.value)
-    assert "task.name: task 'acme/nometric' keeps the best checkpoint by its main metric 'accuracy' (Task.metric)" in msg
+    assert (
+        "task.name: task 'acme/nometric' keeps the best checkpoint by its main metric 'accuracy' (Task.metric)" in msg
+    )
     assert "but its compute_metrics does not report it: reports f1; fix the task's plugin, or set eval.metric" in msg
     data["eval"] = {"metric": "f1"}
     validate(data, registry=reg)  # choosing a metric it reports is a way out
@@ -80,7 +99,9 @@ def test_a_task_without_its_own_metric_is_blamed_not_the_recipe(tiny_bert, tiny_
 
 def test_nan_never_wins_and_is_null_in_json(tmp_path):
     assert _better(0.1, None) and _better(0.1, math.nan) and not _better(math.nan, 0.1) and not _better(0.5, 0.5)
-    write_json(tmp_path / "m.json", {"a": math.nan, "b": [math.inf, np.float32(0.5)], "c": {"d": np.float64(-math.inf)}})
+    write_json(
+        tmp_path / "m.json", {"a": math.nan, "b": [math.inf, np.float32(0.5)], "c": {"d": np.float64(-math.inf)}}
+    )
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": None, "b": [None, 0.5], "c": {"d": None}}
 
 
@@ -113,8 +134,15 @@ def test_hooks_run_in_the_documented_order(tiny_bert, tiny_data, tmp_path):
 def test_builtin_task_passes_the_task_conformance_suite(tiny_data):
     from peftkit.kit.conformance import check_task
 
-    rows = check_task("text-classification", {"train_file": str(tiny_data["train"]), "dev_file": str(tiny_data["dev"]),
-                                              "test_file": str(tiny_data["test"]), "labels": ["neg", "pos"]})
+    rows = check_task(
+        "text-classification",
+        {
+            "train_file": str(tiny_data["train"]),
+            "dev_file": str(tiny_data["dev"]),
+            "test_file": str(tiny_data["test"]),
+            "labels": ["neg", "pos"],
+        },
+    )
     assert rows == {"train": 96, "dev": 48, "test": 16}
 
 
@@ -145,15 +173,27 @@ class _Broken:
         return {"id": example.id, "label": label_id}
 
 
-@pytest.mark.parametrize("change, error", [
-    ({}, None),
-    ({"label_names": lambda p: ["a", "a"]}, "label_names() must be distinct strings"),
-    ({"load_split": lambda p, s: [Example("x", label="a")]}, "train split: row 0: label is str 'a', not a label id"),
-    ({"compute_metrics": lambda pr, r: {"acc": 1.0}}, "reports ['acc'], not the task's own metric 'accuracy'"),
-    ({"compute_metrics": lambda pr, r: {"accuracy": float((pr != r).mean())}}, "of a perfect prediction (0.0) is below"),
-    ({"prediction_file": lambda p: "out/p.jsonl"}, "prediction_file() must be a bare file name"),
-    ({"format_prediction": lambda e, i, p: {"id": object()}}, "format_prediction() must give a JSON-serialisable dict"),
-])
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        ({}, None),
+        ({"label_names": lambda p: ["a", "a"]}, "label_names() must be distinct strings"),
+        (
+            {"load_split": lambda p, s: [Example("x", label="a")]},
+            "train split: row 0: label is str 'a', not a label id",
+        ),
+        ({"compute_metrics": lambda pr, r: {"acc": 1.0}}, "reports ['acc'], not the task's own metric 'accuracy'"),
+        (
+            {"compute_metrics": lambda pr, r: {"accuracy": float((pr != r).mean())}},
+            "of a perfect prediction (0.0) is below",
+        ),
+        ({"prediction_file": lambda p: "out/p.jsonl"}, "prediction_file() must be a bare file name"),
+        (
+            {"format_prediction": lambda e, i, p: {"id": object()}},
+            "format_prediction() must give a JSON-serialisable dict",
+        ),
+    ],
+)
 def test_task_conformance_names_what_is_broken(change, error):
     from peftkit.kit.conformance import ConformanceError, check_task
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from peftkit.errors import PeftkitError, RecipeError
+from peftkit.kit.tiny import tiny_recipe
 from peftkit.plugin.contracts import ApplyContext
 from peftkit.recipe import validate
 from peftkit.train.loop import run
-from peftkit.kit.tiny import tiny_recipe
 from peftkit_plugins.adalora.config import AdaLoraParams
 from peftkit_plugins.adalora.schedule import derive
 
@@ -28,8 +28,16 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def adalora_run(tmp_path_factory, tiny_bert, tiny_data):
     out = tmp_path_factory.mktemp("adalora") / "out"
-    recipe = tiny_recipe(tiny_bert, tiny_data, out, method="adalora", epochs=2, batch_size=8, grad_accum=2,
-                         method_params={"init_r": 6, "target_r": 2})
+    recipe = tiny_recipe(
+        tiny_bert,
+        tiny_data,
+        out,
+        method="adalora",
+        epochs=2,
+        batch_size=8,
+        grad_accum=2,
+        method_params={"init_r": 6, "target_r": 2},
+    )
     recipe["eval"] = {"every": 12}  # one evaluation, at the end: the saved checkpoint is the final one
     metrics = run(validate(recipe))
     return out, metrics
@@ -71,8 +79,20 @@ def test_resume_is_exact(tmp_path, tiny_bert, tiny_data, resume_at):
     from peftkit.train.checkpoint import complete
 
     def recipe(out):
-        return validate(tiny_recipe(tiny_bert, tiny_data, out, method="adalora", epochs=2, batch_size=8, grad_accum=2,
-                                    checkpoint_every=1, keep_checkpoints=20, method_params={"init_r": 6, "target_r": 2}))
+        return validate(
+            tiny_recipe(
+                tiny_bert,
+                tiny_data,
+                out,
+                method="adalora",
+                epochs=2,
+                batch_size=8,
+                grad_accum=2,
+                checkpoint_every=1,
+                keep_checkpoints=20,
+                method_params={"init_r": 6, "target_r": 2},
+            )
+        )
 
     full = run(recipe(tmp_path / "full"))
     assert full["method_facts"]["schedule"] == {"total_step": 12, "tinit": 1, "tfinal": 3, "deltaT": 1}
@@ -88,12 +108,17 @@ def test_resume_is_exact(tmp_path, tiny_bert, tiny_data, resume_at):
 
 
 def test_impossible_schedule_is_refused_at_validate_time(tiny_bert, tiny_data, tmp_path):
-    recipe = tiny_recipe(tiny_bert, tiny_data, tmp_path / "o", method="adalora", max_steps=10,
-                         method_params={"tinit": 4, "tfinal": 6})
+    recipe = tiny_recipe(
+        tiny_bert, tiny_data, tmp_path / "o", method="adalora", max_steps=10, method_params={"tinit": 4, "tfinal": 6}
+    )
     with pytest.raises(RecipeError) as err:
         validate(recipe)
     msg = str(err.value)
-    assert "method.params.tinit" in msg and "tinit (4) + tfinal (6) = 10" in msg and "10 optimizer steps (train.max_steps)" in msg
+    assert (
+        "method.params.tinit" in msg
+        and "tinit (4) + tfinal (6) = 10" in msg
+        and "10 optimizer steps (train.max_steps)" in msg
+    )
 
 
 def test_impossible_schedule_with_derived_steps_is_refused_at_apply_time():
@@ -117,8 +142,8 @@ def test_target_rank_above_initial_is_refused():
 
 
 def _tiny_adalora(tiny_bert, orth: float):
-    from peftkit.kit.conformance import LABELS
     from peftkit.build.model import load_model, load_tokenizer
+    from peftkit.kit.conformance import LABELS
     from peftkit.plugin.registry import get_registry
     from peftkit.recipe import ModelConfig
 
@@ -157,7 +182,8 @@ def test_save_between_reallocations_reloads_exactly(tiny_bert, tmp_path):
             model.base_model.update_and_allocate(step)
         opt.zero_grad()
     model.base_model.peft_config["default"].rank_pattern = {  # prune half of every matrix
-        n: [i % 2 == 0 for i in range(p.numel())] for n, p in model.base_model.model.named_parameters() if "lora_E" in n}
+        n: [i % 2 == 0 for i in range(p.numel())] for n, p in model.base_model.model.named_parameters() if "lora_E" in n
+    }
     model.eval()
     ref = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
     m.save(model, tmp_path / "a")

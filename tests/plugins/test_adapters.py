@@ -46,7 +46,9 @@ def _apply(path, **params):
 def _adapted(model):
     from peftkit_plugins.adapters.tuner import BottleneckLayer
 
-    return sorted(n.removeprefix("base_model.model.") for n, mod in model.named_modules() if isinstance(mod, BottleneckLayer))
+    return sorted(
+        n.removeprefix("base_model.model.") for n, mod in model.named_modules() if isinstance(mod, BottleneckLayer)
+    )
 
 
 @pytest.mark.parametrize("kind", ["bert", "llama"])
@@ -138,14 +140,21 @@ def test_registration_is_idempotent():
 
 
 def test_run_reports_bottleneck_facts(tiny_data, tmp_path):
+    from peftkit.kit.tiny import make_tiny_bert, tiny_recipe
     from peftkit.recipe import validate
     from peftkit.train.loop import run
-    from peftkit.kit.tiny import make_tiny_bert, tiny_recipe
 
     # pretrained-scale weights: with 0.02 the tiny model's [CLS] state barely depends on the input
     bert = make_tiny_bert(tmp_path / "bert", init_std=0.2)
-    recipe = tiny_recipe(bert, tiny_data, tmp_path / "out", method="adapters", epochs=3, batch_size=16,
-                         method_params={"config": "houlsby", "bottleneck_size": 8})
+    recipe = tiny_recipe(
+        bert,
+        tiny_data,
+        tmp_path / "out",
+        method="adapters",
+        epochs=3,
+        batch_size=16,
+        method_params={"config": "houlsby", "bottleneck_size": 8},
+    )
     metrics = run(validate(recipe))
     assert metrics["method_facts"]["bottleneck_size"] == 8 and metrics["method_facts"]["adapters"] == 4
     assert metrics["final"]["accuracy"] == metrics["best"]["accuracy"] > 0.6

@@ -41,8 +41,8 @@ def test_conformance_on_a_4bit_base(name, tmp_path):
 
 def test_full_refuses_a_quantized_base_at_validate_time(tiny_bert, tiny_data, tmp_path):
     from peftkit.errors import RecipeError
-    from peftkit.recipe import validate
     from peftkit.kit.tiny import tiny_recipe
+    from peftkit.recipe import validate
 
     recipe = tiny_recipe(tiny_bert, tiny_data, tmp_path / "o", method="full")
     recipe["model"]["quantization"] = {"bits": 4}
@@ -69,7 +69,17 @@ class _LeakyLora:
         from peftkit.plugin.registry import get_registry
 
         self._lora = get_registry().methods["lora"]
-        for attr in ("summary", "params_model", "default_lr", "can_merge", "quantized_bits", "save", "load", "merge", "facts"):
+        for attr in (
+            "summary",
+            "params_model",
+            "default_lr",
+            "can_merge",
+            "quantized_bits",
+            "save",
+            "load",
+            "merge",
+            "facts",
+        ):
             setattr(self, attr, getattr(self._lora, attr))
         self.name = "leaky"
 
@@ -93,8 +103,17 @@ class _HeadlessFull:
         from peftkit.plugin.registry import get_registry
 
         full = get_registry().methods["full"]
-        for attr in ("summary", "params_model", "default_lr", "can_merge", "quantized_bits", "apply", "merge", "facts",
-                     "trains_base_params"):
+        for attr in (
+            "summary",
+            "params_model",
+            "default_lr",
+            "can_merge",
+            "quantized_bits",
+            "apply",
+            "merge",
+            "facts",
+            "trains_base_params",
+        ):
             setattr(self, attr, getattr(full, attr))
         self.name = "headless"
         self._full = full
@@ -103,8 +122,10 @@ class _HeadlessFull:
         from safetensors.torch import save_file
 
         directory.mkdir(parents=True)
-        save_file({n: p.detach().contiguous() for n, p in model.named_parameters() if "classifier" not in n},
-                  str(directory / "model.safetensors"))
+        save_file(
+            {n: p.detach().contiguous() for n, p in model.named_parameters() if "classifier" not in n},
+            str(directory / "model.safetensors"),
+        )
 
     def load(self, base, directory):
         from peftkit_plugins.full.method import load_safetensors_into

@@ -12,7 +12,13 @@ import pytest
 from peftkit.errors import DataError, RecipeError
 from peftkit.plugin.registry import get_registry
 
-ROW = {"id": "q1", "text": "the day was fine", "question": "how was it?", "choices": ["bad", "good", "sad"], "label": "good"}
+ROW = {
+    "id": "q1",
+    "text": "the day was fine",
+    "question": "how was it?",
+    "choices": ["bad", "good", "sad"],
+    "label": "good",
+}
 
 
 @pytest.fixture(scope="module")
@@ -27,19 +33,30 @@ def write(path: Path, rows: list[dict]) -> Path:
 
 
 def load(task, path: Path, split: str = "train", **params):
-    p = task.params_model.model_validate({"train_file": str(path), "num_choices": 3, **params,
-                                          **({"test_file": str(path)} if split == "test" else {})})
+    p = task.params_model.model_validate(
+        {"train_file": str(path), "num_choices": 3, **params, **({"test_file": str(path)} if split == "test" else {})}
+    )
     return task.load_split(p, split), p
 
 
 def test_string_labels_map_to_positions_and_numbers_are_positions(task, tmp_path):
-    rows = [ROW, {**ROW, "label": 2}, {**ROW, "choices": ["一", "二", "三"], "label": "三"}, {**ROW, "label": 0},
-            {**ROW, "choices": ["2", "1", "0"], "label": "1"}]  # a string is always a choice's text, never a position
+    rows = [
+        ROW,
+        {**ROW, "label": 2},
+        {**ROW, "choices": ["一", "二", "三"], "label": "三"},
+        {**ROW, "label": 0},
+        {**ROW, "choices": ["2", "1", "0"], "label": "1"},
+    ]  # a string is always a choice's text, never a position
     examples, p = load(task, write(tmp_path / "train.jsonl", rows))
     assert [e.label for e in examples] == [1, 2, 2, 0, 1]
     assert task.label_names(p) == ["0", "1", "2"] and task.head == "multiple-choice"
     first = examples[0]
-    assert (first.text, first.text_pair, first.id, first.choices) == ("the day was fine", None, 0, ["bad", "good", "sad"])
+    assert (first.text, first.text_pair, first.id, first.choices) == (
+        "the day was fine",
+        None,
+        0,
+        ["bad", "good", "sad"],
+    )
 
 
 def test_the_question_goes_in_front_of_each_choice_and_predictions_name_the_bare_choice(task, tmp_path):
@@ -63,22 +80,36 @@ def test_accuracy_is_the_only_metric(task):
     assert task.compute_metrics(np.array([0, 1, 2, 2]), np.array([0, 1, 2, 0])) == {"accuracy": pytest.approx(0.75)}
 
 
-@pytest.mark.parametrize("change, error", [
-    ({"choices": ["bad", "good"], "label": 0},
-     "bad.jsonl:2: 2 choices, but task.params.num_choices is 3; every row needs exactly 3: pad a shorter row with "
-     "choices that are never right"),
-    ({"label": "great"}, "bad.jsonl:2: label 'great' is not one of the row's choices ('bad', 'good', 'sad'); give the "
-                         "right choice's text exactly, or its position from 0"),
-    ({"label": "1"}, "if it is a position, write it as a JSON number (1, not \"1\")"),
-    ({"label": 3}, "bad.jsonl:2: label 3 is not a choice position: positions run 0 … 2 (from 0; subtract 1 from 1-based"),
-    ({"label": -1}, "bad.jsonl:2: label -1 is not a choice position"),
-    ({"label": True}, "bad.jsonl:2: field 'label' must be the answer's position (a number) or the right choice's text, got bool"),
-    ({"choices": ["a", "a", "b"], "label": "a"}, "bad.jsonl:2: label 'a' is choice 0 and 1: the same text twice"),
-    ({"choices": "bad|good|sad"}, "bad.jsonl:2: field 'choices' must be a list of choices, got str 'bad|good|sad'"),
-    ({"choices": ["bad", None, "sad"]}, "bad.jsonl:2: choice 1 of 'choices' must be a string, got NoneType"),
-    ({"text": ["a", "b"]}, "bad.jsonl:2: field 'text' must be a string, got list"),
-    ({"label": None}, "bad.jsonl:2: row has no field 'label' (fields: id, text, question, choices, label)"),
-])
+@pytest.mark.parametrize(
+    "change, error",
+    [
+        (
+            {"choices": ["bad", "good"], "label": 0},
+            "bad.jsonl:2: 2 choices, but task.params.num_choices is 3; every row needs exactly 3: pad a shorter row with "
+            "choices that are never right",
+        ),
+        (
+            {"label": "great"},
+            "bad.jsonl:2: label 'great' is not one of the row's choices ('bad', 'good', 'sad'); give the "
+            "right choice's text exactly, or its position from 0",
+        ),
+        ({"label": "1"}, 'if it is a position, write it as a JSON number (1, not "1")'),
+        (
+            {"label": 3},
+            "bad.jsonl:2: label 3 is not a choice position: positions run 0 … 2 (from 0; subtract 1 from 1-based",
+        ),
+        ({"label": -1}, "bad.jsonl:2: label -1 is not a choice position"),
+        (
+            {"label": True},
+            "bad.jsonl:2: field 'label' must be the answer's position (a number) or the right choice's text, got bool",
+        ),
+        ({"choices": ["a", "a", "b"], "label": "a"}, "bad.jsonl:2: label 'a' is choice 0 and 1: the same text twice"),
+        ({"choices": "bad|good|sad"}, "bad.jsonl:2: field 'choices' must be a list of choices, got str 'bad|good|sad'"),
+        ({"choices": ["bad", None, "sad"]}, "bad.jsonl:2: choice 1 of 'choices' must be a string, got NoneType"),
+        ({"text": ["a", "b"]}, "bad.jsonl:2: field 'text' must be a string, got list"),
+        ({"label": None}, "bad.jsonl:2: row has no field 'label' (fields: id, text, question, choices, label)"),
+    ],
+)
 def test_rows_that_do_not_fit_are_named_by_file_and_line(task, tmp_path, change, error):
     path = write(tmp_path / "bad.jsonl", [ROW, {**ROW, **change}])
     with pytest.raises(DataError) as info:
@@ -95,7 +126,10 @@ def test_a_missing_text_field_is_named_with_the_fields_there_are(task, tmp_path)
 
 
 def test_a_test_row_without_its_id_is_named(task, tmp_path):
-    path = write(tmp_path / "test.jsonl", [{"id": 7, "text": "t", "choices": ["a", "b", "c"]}, {"text": "t", "choices": ["a", "b", "c"]}])
+    path = write(
+        tmp_path / "test.jsonl",
+        [{"id": 7, "text": "t", "choices": ["a", "b", "c"]}, {"text": "t", "choices": ["a", "b", "c"]}],
+    )
     with pytest.raises(DataError, match=r"test.jsonl:2: row has no id field 'id' \(fields: text, choices\)"):
         load(task, path, "test", id_field="id")
 
@@ -103,15 +137,25 @@ def test_a_test_row_without_its_id_is_named(task, tmp_path):
 def test_recipe_problems_name_the_key(tiny_bert, tmp_path):
     from peftkit.recipe import data_problems, validate
 
-    recipe = {"model": {"source": f"local:{tiny_bert}"}, "method": {"name": "lora"}, "output_dir": str(tmp_path / "o"),
-              "task": {"name": "multiple-choice", "params": {"train_file": str(tmp_path / "exam.csv")}}}
+    recipe = {
+        "model": {"source": f"local:{tiny_bert}"},
+        "method": {"name": "lora"},
+        "output_dir": str(tmp_path / "o"),
+        "task": {"name": "multiple-choice", "params": {"train_file": str(tmp_path / "exam.csv")}},
+    }
     with pytest.raises(RecipeError) as info:
         validate(recipe)
     text = str(info.value)
     assert "task.params.num_choices" in text  # required: the label space is fixed by the recipe, not by a row
-    assert "task.params.train_file" in text and "multiple-choice reads jsonl, not csv/tsv: convert the file" in text and "got '" in text
+    assert (
+        "task.params.train_file" in text
+        and "multiple-choice reads jsonl, not csv/tsv: convert the file" in text
+        and "got '" in text
+    )
     recipe["task"]["params"] = {"train_file": str(tmp_path / "train.jsonl"), "num_choices": 4}
-    assert data_problems(validate(recipe)) == [f"task.params.train_file: data file {tmp_path / 'train.jsonl'} does not exist"]
+    assert data_problems(validate(recipe)) == [
+        f"task.params.train_file: data file {tmp_path / 'train.jsonl'} does not exist"
+    ]
 
 
 def rows(n: int, seed: int, choices: int = 4) -> list[dict]:
@@ -125,8 +169,15 @@ def rows(n: int, seed: int, choices: int = 4) -> list[dict]:
         wrong = rng.sample(NEGATIVE, choices - 1)
         answer = rng.randrange(choices)
         options = wrong[:answer] + [rng.choice(POSITIVE)] + wrong[answer:]
-        out.append({"qid": f"r{seed}-{i}", "passage": " ".join(rng.sample(FILLER, 4)), "question": "which was it ?",
-                    "options": options, "answer": options[answer] if i % 2 else answer})
+        out.append(
+            {
+                "qid": f"r{seed}-{i}",
+                "passage": " ".join(rng.sample(FILLER, 4)),
+                "question": "which was it ?",
+                "options": options,
+                "answer": options[answer] if i % 2 else answer,
+            }
+        )
     return out
 
 
@@ -134,9 +185,17 @@ def files(folder: Path) -> dict[str, str]:
     write(folder / "train.jsonl", rows(96, 1))
     write(folder / "dev.jsonl", rows(40, 2))
     write(folder / "test.jsonl", rows(24, 3))
-    return {"train_file": str(folder / "train.jsonl"), "dev_file": str(folder / "dev.jsonl"),
-            "test_file": str(folder / "test.jsonl"), "num_choices": 4, "text_field": "passage",
-            "question_field": "question", "choices_field": "options", "label_field": "answer", "id_field": "qid"}
+    return {
+        "train_file": str(folder / "train.jsonl"),
+        "dev_file": str(folder / "dev.jsonl"),
+        "test_file": str(folder / "test.jsonl"),
+        "num_choices": 4,
+        "text_field": "passage",
+        "question_field": "question",
+        "choices_field": "options",
+        "label_field": "answer",
+        "id_field": "qid",
+    }
 
 
 def test_the_task_passes_the_conformance_suite(tmp_path):
@@ -160,12 +219,17 @@ def test_a_tiny_bert_learns_to_pick_and_writes_predictions(tiny_bert, tmp_path, 
     from peftkit.train.loop import run
 
     params = files(tmp_path / "data")
-    recipe = validate({
-        "model": {"source": f"local:{tiny_bert}"}, "method": {"name": "lora", "params": {"r": 4}},
-        "task": {"name": "multiple-choice", "params": params},
-        "data": {"max_length": 24}, "train": {"epochs": 6, "batch_size": 8, "seed": 0, "lr": 2e-2},
-        "eval": {"predict": True}, "output_dir": str(tmp_path / "run"),
-    })
+    recipe = validate(
+        {
+            "model": {"source": f"local:{tiny_bert}"},
+            "method": {"name": "lora", "params": {"r": 4}},
+            "task": {"name": "multiple-choice", "params": params},
+            "data": {"max_length": 24},
+            "train": {"epochs": 6, "batch_size": 8, "seed": 0, "lr": 2e-2},
+            "eval": {"predict": True},
+            "output_dir": str(tmp_path / "run"),
+        }
+    )
     summary = run(recipe)
     # chance is 1/4; 1.0 on dev and test with seeds 0-4: the head learned to compare the choices
     assert summary["final"]["accuracy"] >= 0.85
@@ -173,7 +237,11 @@ def test_a_tiny_bert_learns_to_pick_and_writes_predictions(tiny_bert, tmp_path, 
     test = rows(24, 3)
     assert Path(summary["predictions"]).name == "test_predictions.jsonl"
     assert [x["id"] for x in lines] == [r["qid"] for r in test]
-    assert all(set(x) == {"id", "label", "choice"} and x["choice"] == r["options"][x["label"]] for x, r in zip(lines, test))
-    right = sum(x["choice"] == (r["answer"] if isinstance(r["answer"], str) else r["options"][r["answer"]])
-                for x, r in zip(lines, test))
+    assert all(
+        set(x) == {"id", "label", "choice"} and x["choice"] == r["options"][x["label"]] for x, r in zip(lines, test)
+    )
+    right = sum(
+        x["choice"] == (r["answer"] if isinstance(r["answer"], str) else r["options"][r["answer"]])
+        for x, r in zip(lines, test)
+    )
     assert right / len(test) >= 0.85

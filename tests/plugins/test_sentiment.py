@@ -101,7 +101,11 @@ def test_metrics_and_predictions() -> None:
     m = task.compute_metrics(np.array([1, 0, 1, 1]), np.array([1, 0, 0, 1]))
     assert m["accuracy"] == pytest.approx(0.75) and task.metric in m
     example = _load(task, max_test_samples=1)["test"][0]
-    assert task.format_prediction(example, 1, _params()) == {"id": example.id, "label": "positive", "text": example.text}
+    assert task.format_prediction(example, 1, _params()) == {
+        "id": example.id,
+        "label": "positive",
+        "text": example.text,
+    }
 
 
 def test_the_real_corpus_keeps_the_task_contract() -> None:

@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from peftkit.plugin.contracts import ApplyContext
 from peftkit.kit.peft_method import MethodNotApplicable
+from peftkit.plugin.contracts import ApplyContext
 from peftkit.plugin.registry import get_registry
 
 LABELS = ["neg", "pos"]
@@ -88,14 +88,23 @@ def test_ia3_scales_keys_values_and_ffn(kind, request):
     from peft.tuners.ia3 import IA3Layer
 
     m, model, _, _ = _setup(request.getfixturevalue(f"tiny_{kind}"), "ia3")
-    layers = {n.removeprefix("base_model.model."): mod.is_feedforward for n, mod in model.named_modules()
-              if isinstance(mod, IA3Layer)}
+    layers = {
+        n.removeprefix("base_model.model."): mod.is_feedforward
+        for n, mod in model.named_modules()
+        if isinstance(mod, IA3Layer)
+    }
     if kind == "bert":
-        want = {f"bert.encoder.layer.{i}.{s}": s == "output.dense" for i in (0, 1)
-                for s in ("attention.self.key", "attention.self.value", "output.dense")}
+        want = {
+            f"bert.encoder.layer.{i}.{s}": s == "output.dense"
+            for i in (0, 1)
+            for s in ("attention.self.key", "attention.self.value", "output.dense")
+        }
     else:
-        want = {f"model.layers.{i}.{s}": s == "mlp.down_proj" for i in (0, 1)
-                for s in ("self_attn.k_proj", "self_attn.v_proj", "mlp.down_proj")}
+        want = {
+            f"model.layers.{i}.{s}": s == "mlp.down_proj"
+            for i in (0, 1)
+            for s in ("self_attn.k_proj", "self_attn.v_proj", "mlp.down_proj")
+        }
     assert layers == want
     assert m.facts(model) == {"scaled_modules": 6, "feedforward": 2, "attention": 4}
 
@@ -117,7 +126,9 @@ def test_prefix_starts_as_real_token_activations(tiny_bert):
     """Li & Liang's init: the prefix holds the keys/values the model computes for real tokens."""
     _, model, _, _ = _setup(tiny_bert, "prefix", num_virtual_tokens=3)
     bert = model.get_base_model().bert
-    ids = torch.randint(bert.embeddings.word_embeddings.num_embeddings, (1, 3), generator=torch.Generator().manual_seed(0))
+    ids = torch.randint(
+        bert.embeddings.word_embeddings.num_embeddings, (1, 3), generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         key0 = bert.encoder.layer[0].attention.self.key(bert.embeddings(input_ids=ids))[0]  # (3, hidden)
     emb = model.prompt_encoder["default"].embedding.weight  # (3, layers·2·hidden): layer 0 key first

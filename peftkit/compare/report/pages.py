@@ -12,8 +12,20 @@ from peftkit.compare.report.tables import COLLAPSED_SHARE, Row, RunRecord, fmt_m
 
 MIB = 1024 * 1024
 # Settings that usually make or break a comparison; shown once if common to every run, else per value.
-SETTING_KEYS = ("model.source", "model.dtype", "model.quantization", "data.max_length", "train.epochs", "train.max_steps",
-                "train.batch_size", "train.grad_accum", "train.scheduler", "train.warmup", "train.mixed_precision", "eval.every")
+SETTING_KEYS = (
+    "model.source",
+    "model.dtype",
+    "model.quantization",
+    "data.max_length",
+    "train.epochs",
+    "train.max_steps",
+    "train.batch_size",
+    "train.grad_accum",
+    "train.scheduler",
+    "train.warmup",
+    "train.mixed_precision",
+    "eval.every",
+)
 
 Cell = tuple[str, bool]  # (text, bold)
 Table = tuple[list[str], list[list[Cell]]]
@@ -36,12 +48,22 @@ def settings_of(runs: list[RunRecord]) -> dict[str, Any]:
     methods: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
         tp = {k: v for k, v in (r.recipe["task"].get("params") or {}).items() if v is not None}
-        tasks.setdefault(r.task, []).append({"name": r.recipe["task"]["name"], "params": tp,
-                                             "train_samples_seen": (r.metrics.get("train") or {}).get("samples"),
-                                             "steps": (r.metrics.get("train") or {}).get("steps"),
-                                             "epochs_trained": _epochs_trained(r.metrics)})
-        methods.setdefault(r.method, []).append({"name": r.recipe["method"]["name"], "lr": r.metrics.get("lr"),
-                                                 "params": r.recipe["method"].get("params") or {}})
+        tasks.setdefault(r.task, []).append(
+            {
+                "name": r.recipe["task"]["name"],
+                "params": tp,
+                "train_samples_seen": (r.metrics.get("train") or {}).get("samples"),
+                "steps": (r.metrics.get("train") or {}).get("steps"),
+                "epochs_trained": _epochs_trained(r.metrics),
+            }
+        )
+        methods.setdefault(r.method, []).append(
+            {
+                "name": r.recipe["method"]["name"],
+                "lr": r.metrics.get("lr"),
+                "params": r.recipe["method"].get("params") or {},
+            }
+        )
     seeds = sorted({r.seed for r in runs})
     tasks = {t: _merged(entries) for t, entries in tasks.items()}
     methods = {m: _merged(entries) for m, entries in methods.items()}
@@ -101,7 +123,11 @@ def summary_table(rows: list[Row], avg: dict[str, Any]) -> Table:
     tasks = list(dict.fromkeys(r.task for r in rows))
     methods = list(dict.fromkeys(r.method for r in rows))
     cell = {(r.task, r.method): r for r in rows}
-    header = ["method", "trainable %"] + [f"{t} ({cell_metric(rows, t)})" for t in tasks] + (["average"] if avg["by_method"] else [])
+    header = (
+        ["method", "trainable %"]
+        + [f"{t} ({cell_metric(rows, t)})" for t in tasks]
+        + (["average"] if avg["by_method"] else [])
+    )
     body = []
     for m in methods:
         mine = [cell[(t, m)] for t in tasks if (t, m) in cell]
@@ -127,19 +153,44 @@ def cell_metric(rows: list[Row], task: str) -> str:
 def detail_table(rows: list[Row]) -> Table:
     """One line per (task, method): the metric, cost and speed."""
     pct = is_fraction(rows)
-    header = ["task", "method", "metric", "mean ± std", "seeds", "trainable params", "trainable %", "peak memory (MiB)",
-              "train time (s)", "samples/s", "lr"]
-    body = [[(r.task, False), (r.method, False), (r.metric + (" (%)" if pct else ""), False),
-             (_value(r, pct), r.best), (",".join(map(str, r.seeds)), False), (f"{r.trainable:,}", False),
-             (f"{r.trainable_percent:.4g}", False), (_num(r.peak_memory_bytes / MIB), False), (_num(r.train_seconds), False),
-             (_num(r.samples_per_second), False), (f"{r.lr:.2g}" if r.lr else "—", False)] for r in rows]
+    header = [
+        "task",
+        "method",
+        "metric",
+        "mean ± std",
+        "seeds",
+        "trainable params",
+        "trainable %",
+        "peak memory (MiB)",
+        "train time (s)",
+        "samples/s",
+        "lr",
+    ]
+    body = [
+        [
+            (r.task, False),
+            (r.method, False),
+            (r.metric + (" (%)" if pct else ""), False),
+            (_value(r, pct), r.best),
+            (",".join(map(str, r.seeds)), False),
+            (f"{r.trainable:,}", False),
+            (f"{r.trainable_percent:.4g}", False),
+            (_num(r.peak_memory_bytes / MIB), False),
+            (_num(r.train_seconds), False),
+            (_num(r.samples_per_second), False),
+            (f"{r.lr:.2g}" if r.lr else "—", False),
+        ]
+        for r in rows
+    ]
     return header, body
 
 
 def _what_is_scored(settings: dict[str, Any]) -> str:
     if settings.get("split") == "test":
-        return ("the held-out test-set metric of the checkpoint the run's dev evaluations picked (its labelled test "
-                "split, scored once after training)")
+        return (
+            "the held-out test-set metric of the checkpoint the run's dev evaluations picked (its labelled test "
+            "split, scored once after training)"
+        )
     return "the dev-set metric of the run's saved best checkpoint"
 
 
@@ -147,15 +198,19 @@ def _intro(rows: list[Row], avg: dict[str, Any], settings: dict[str, Any]) -> li
     pct = is_fraction(rows)
     n_runs = sum(len(r.values) for r in rows)
     tasks = list(dict.fromkeys(r.task for r in rows))
-    lines = [f"{n_runs} runs: {len(tasks)} task(s) × {len({r.method for r in rows})} method(s) × seeds "
-             f"{', '.join(map(str, settings['seeds']))}, on {', '.join(settings['devices'])}. Each number is "
-             f"{_what_is_scored(settings)}{' ×100' if pct else ''}, mean ± sample standard deviation (n−1) "
-             "over seeds; **bold** = best mean on that task (none when every method ties or only one ran)."]
+    lines = [
+        f"{n_runs} runs: {len(tasks)} task(s) × {len({r.method for r in rows})} method(s) × seeds "
+        f"{', '.join(map(str, settings['seeds']))}, on {', '.join(settings['devices'])}. Each number is "
+        f"{_what_is_scored(settings)}{' ×100' if pct else ''}, mean ± sample standard deviation (n−1) "
+        "over seeds; **bold** = best mean on that task (none when every method ties or only one ran)."
+    ]
     if any(r.collapsed for r in rows):
-        lines.append(f"† = in at least one of the cell's seeds the model gives one answer (one class, or one choice position "
-                     f"in a multiple-choice task) for at least {COLLAPSED_SHARE:.0%} of the dev rows: it collapsed to the "
-                     "prior, so that number measures the data, not the method, and the cell is never marked best (the Runs "
-                     "section lists every seed's folder).")
+        lines.append(
+            f"† = in at least one of the cell's seeds the model gives one answer (one class, or one choice position "
+            f"in a multiple-choice task) for at least {COLLAPSED_SHARE:.0%} of the dev rows: it collapsed to the "
+            "prior, so that number measures the data, not the method, and the cell is never marked best (the Runs "
+            "section lists every seed's folder)."
+        )
     if avg["tasks"]:
         note = f"Average: mean over {', '.join(avg['tasks'])} of each method's mean (unweighted, as the CLUE leaderboard averages)"
         if avg["excluded_tasks"]:
@@ -173,13 +228,20 @@ def _run_lines(rows: list[Row]) -> list[str]:
 
 def _settings_lines(settings: dict[str, Any]) -> list[str]:
     out = [f"- `{k}`: {_plain(v)}" for k, v in settings["common"].items()]
-    out.append("- peak memory: peak RSS of the run's process on CPU, peak CUDA allocation on GPU; train time: wall time "
-               "of the training loop without its dev evaluations and checkpoint saves (those are train.paused_seconds); "
-               "samples/s: training rows a second (a multiple-choice row is one sequence per choice)")
-    out += [f"- task `{t}`: {d['name']} {json.dumps(d['params'], ensure_ascii=False)} (train samples seen: {d['train_samples_seen']}, "
-            f"steps: {d['steps']}, epochs trained: {d.get('epochs_trained')})" for t, d in settings["tasks"].items()]
-    out += [f"- method `{m}`: {d['name']} {json.dumps(d['params'], ensure_ascii=False)}, lr {d['lr']}"
-            for m, d in settings["methods"].items()]
+    out.append(
+        "- peak memory: peak RSS of the run's process on CPU, peak CUDA allocation on GPU; train time: wall time "
+        "of the training loop without its dev evaluations and checkpoint saves (those are train.paused_seconds); "
+        "samples/s: training rows a second (a multiple-choice row is one sequence per choice)"
+    )
+    out += [
+        f"- task `{t}`: {d['name']} {json.dumps(d['params'], ensure_ascii=False)} (train samples seen: {d['train_samples_seen']}, "
+        f"steps: {d['steps']}, epochs trained: {d.get('epochs_trained')})"
+        for t, d in settings["tasks"].items()
+    ]
+    out += [
+        f"- method `{m}`: {d['name']} {json.dumps(d['params'], ensure_ascii=False)}, lr {d['lr']}"
+        for m, d in settings["methods"].items()
+    ]
     return out
 
 
@@ -197,13 +259,32 @@ def _md_table(table: Table) -> list[str]:
     return lines
 
 
-PLOT_TITLES = {"tradeoff": "Metric vs trainable parameters (log scale)", "bars": "Per-task metric (error bars: std over seeds)",
-               "curves": "Dev metric during training (mean over seeds; band: ± std)"}
+PLOT_TITLES = {
+    "tradeoff": "Metric vs trainable parameters (log scale)",
+    "bars": "Per-task metric (error bars: std over seeds)",
+    "curves": "Dev metric during training (mean over seeds; band: ± std)",
+}
 
 
-def markdown(rows: list[Row], avg: dict[str, Any], title: str, settings: dict[str, Any], plots: dict[str, Path], out: Path) -> str:
-    parts = [f"# {title}", "", *_intro(rows, avg, settings), "", "## Summary", "", *_md_table(summary_table(rows, avg)), "",
-             "## Details", "", *_md_table(detail_table(rows)), "", "## Plots", ""]
+def markdown(
+    rows: list[Row], avg: dict[str, Any], title: str, settings: dict[str, Any], plots: dict[str, Path], out: Path
+) -> str:
+    parts = [
+        f"# {title}",
+        "",
+        *_intro(rows, avg, settings),
+        "",
+        "## Summary",
+        "",
+        *_md_table(summary_table(rows, avg)),
+        "",
+        "## Details",
+        "",
+        *_md_table(detail_table(rows)),
+        "",
+        "## Plots",
+        "",
+    ]
     for key, path in plots.items():
         parts += [f"### {PLOT_TITLES.get(key, key)}", "", f"![{key}]({path.relative_to(out).as_posix()})", ""]
     parts += ["## Settings", "", *_settings_lines(settings), "", "## Runs", "", *_run_lines(rows), ""]
@@ -219,19 +300,26 @@ def _html_table(table: Table) -> str:
         return f" class='{' '.join(names)}'" if names else ""
 
     head = "".join(f"<th{cls(i)}>{html.escape(h)}</th>" for i, h in enumerate(header))
-    rows = "".join("<tr>" + "".join(f"<td{cls(i, b)}>{html.escape(t)}</td>" for i, (t, b) in enumerate(line)) + "</tr>"
-                   for line in body)
+    rows = "".join(
+        "<tr>" + "".join(f"<td{cls(i, b)}>{html.escape(t)}</td>" for i, (t, b) in enumerate(line)) + "</tr>"
+        for line in body
+    )
     return f"<div class=wrap><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>"
 
 
-STYLE = (".wrap{overflow-x:auto}body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
-         "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;"
-         "text-align:left;white-space:nowrap}.num{text-align:right}th{background:#f3f3f3}"
-         ".best{font-weight:bold;background:#e8f5e9}img{max-width:100%;border:1px solid #eee}code{background:#f6f6f6}")
+STYLE = (
+    ".wrap{overflow-x:auto}body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;"
+    "text-align:left;white-space:nowrap}.num{text-align:right}th{background:#f3f3f3}"
+    ".best{font-weight:bold;background:#e8f5e9}img{max-width:100%;border:1px solid #eee}code{background:#f6f6f6}"
+)
 
 
-def html_page(rows: list[Row], avg: dict[str, Any], title: str, settings: dict[str, Any], plots: dict[str, Path]) -> str:
+def html_page(
+    rows: list[Row], avg: dict[str, Any], title: str, settings: dict[str, Any], plots: dict[str, Path]
+) -> str:
     """One self-contained HTML file: tables, plots as base64 PNG data URIs, settings."""
+
     def md_inline(s: str) -> str:
         s = html.escape(s)
         for a, b in (("**", "b"), ("`", "code")):
@@ -239,11 +327,17 @@ def html_page(rows: list[Row], avg: dict[str, Any], title: str, settings: dict[s
                 s = s.replace(a, f"<{b}>", 1).replace(a, f"</{b}>", 1)
         return s
 
-    imgs = "".join(f"<h3>{html.escape(PLOT_TITLES.get(k, k))}</h3><img alt='{k}' src='data:image/png;base64,"
-                   f"{base64.b64encode(p.read_bytes()).decode()}'>" for k, p in plots.items())
+    imgs = "".join(
+        f"<h3>{html.escape(PLOT_TITLES.get(k, k))}</h3><img alt='{k}' src='data:image/png;base64,"
+        f"{base64.b64encode(p.read_bytes()).decode()}'>"
+        for k, p in plots.items()
+    )
     settings_html = "".join(f"<li>{md_inline(line[2:])}</li>" for line in _settings_lines(settings))
     runs_html = "".join(f"<li>{md_inline(line[2:])}</li>" for line in _run_lines(rows))
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style>"
-            f"</head><body><h1>{html.escape(title)}</h1>" + "".join(f"<p>{md_inline(p)}</p>" for p in _intro(rows, avg, settings))
-            + f"<h2>Summary</h2>{_html_table(summary_table(rows, avg))}<h2>Details</h2>{_html_table(detail_table(rows))}"
-            f"<h2>Plots</h2>{imgs}<h2>Settings</h2><ul>{settings_html}</ul><h2>Runs</h2><ul>{runs_html}</ul></body></html>\n")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{STYLE}</style>"
+        f"</head><body><h1>{html.escape(title)}</h1>"
+        + "".join(f"<p>{md_inline(p)}</p>" for p in _intro(rows, avg, settings))
+        + f"<h2>Summary</h2>{_html_table(summary_table(rows, avg))}<h2>Details</h2>{_html_table(detail_table(rows))}"
+        f"<h2>Plots</h2>{imgs}<h2>Settings</h2><ul>{settings_html}</ul><h2>Runs</h2><ul>{runs_html}</ul></body></html>\n"
+    )

@@ -79,8 +79,16 @@ def tradeoff(rows: list[Row], path: Path, split: str = "dev") -> Path:
     k, tasks, colors, fig, axes = _task_panels(rows, 3.8)
     for ax, task in zip(axes.flat, tasks):
         for r in (r for r in rows if r.task == task):
-            ax.errorbar(r.trainable_percent, r.mean * k, yerr=(r.std or 0) * k, fmt="o", capsize=3, color=colors[r.method],
-                        label=r.method, markersize=7 if not r.best else 10)
+            ax.errorbar(
+                r.trainable_percent,
+                r.mean * k,
+                yerr=(r.std or 0) * k,
+                fmt="o",
+                capsize=3,
+                color=colors[r.method],
+                label=r.method,
+                markersize=7 if not r.best else 10,
+            )
         _log_x(ax, [r.trainable_percent for r in rows if r.task == task])
         ax.set_xlabel("trainable parameters (%)")
         ax.set_ylabel(_metric_label(rows, task, k, split))
@@ -89,7 +97,9 @@ def tradeoff(rows: list[Row], path: Path, split: str = "dev") -> Path:
     _hide_unused(axes, len(tasks))
     fig.tight_layout()  # before the names: placing them needs the panels' final size
     for ax, task in zip(axes.flat, tasks):
-        label_points(ax, [(r.trainable_percent, r.mean * k, r.method, colors[r.method]) for r in rows if r.task == task])
+        label_points(
+            ax, [(r.trainable_percent, r.mean * k, r.method, colors[r.method]) for r in rows if r.task == task]
+        )
     return _save(fig, path, layout=False)
 
 
@@ -111,15 +121,23 @@ def _coinciding(ax: Any, points: list[Point]) -> list[Point]:
             same[2].append(p[2])
         else:
             groups.append((at, p, [p[2]]))
-    return [(p[0], p[1], ", ".join(dict.fromkeys(names)), p[3] if len(names) == 1 else "black") for _, p, names in groups]
+    return [
+        (p[0], p[1], ", ".join(dict.fromkeys(names)), p[3] if len(names) == 1 else "black") for _, p, names in groups
+    ]
 
 
 def _offsets(line: float, lines: int) -> list[tuple[float, float, str]]:
     """Where a name may go, nearest first, in points from its point: right of it, a line up or down, left of it,
     then further up or down (up to ``lines`` lines) on either side."""
     dx, dy = USUAL_OFFSET
-    out = [(dx, dy, "left"), (dx, dy + line, "left"), (dx, dy - line, "left"),
-           (-dx, dy, "right"), (-dx, dy + line, "right"), (-dx, dy - line, "right")]
+    out = [
+        (dx, dy, "left"),
+        (dx, dy + line, "left"),
+        (dx, dy - line, "left"),
+        (-dx, dy, "right"),
+        (-dx, dy + line, "right"),
+        (-dx, dy - line, "right"),
+    ]
     for n in range(2, lines + 1):
         for side, ha in ((dx, "left"), (-dx, "right")):
             out += [(side, dy + n * line, ha), (side, dy - n * line, ha)]
@@ -166,10 +184,23 @@ def label_points(ax: Any, points: list[Point]) -> list[Any]:
         probe = ax.annotate(name, (x, y), textcoords="offset points", xytext=USUAL_OFFSET, fontsize=LABEL_PT)
         dx, dy, ha = _free_offset(probe, renderer, frame, others)
         probe.remove()
-        moved = {} if (dx, dy) == USUAL_OFFSET else {"arrowprops": {"arrowstyle": "-", "color": color, "lw": 0.8, "shrinkA": 1,
-                                                                     "shrinkB": 4}}
-        out.append(ax.annotate(name, (x, y), textcoords="offset points", xytext=(dx, dy), ha=ha, fontsize=LABEL_PT,
-                               color=color, **moved))
+        moved = (
+            {}
+            if (dx, dy) == USUAL_OFFSET
+            else {"arrowprops": {"arrowstyle": "-", "color": color, "lw": 0.8, "shrinkA": 1, "shrinkB": 4}}
+        )
+        out.append(
+            ax.annotate(
+                name,
+                (x, y),
+                textcoords="offset points",
+                xytext=(dx, dy),
+                ha=ha,
+                fontsize=LABEL_PT,
+                color=color,
+                **moved,
+            )
+        )
     return out
 
 
@@ -199,7 +230,10 @@ def bars(rows: list[Row], avg: dict[str, Any], path: Path, split: str = "dev") -
     fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.6 * len(groups) * len(methods) + 2)), 4.2))
     highs: list[float] = []
     for i, m in enumerate(methods):
-        vals = [(g + (i - (len(methods) - 1) / 2) * width, v * k, e * k, best) for g, v, e, best in _bar_values(rows, avg, groups, m)]
+        vals = [
+            (g + (i - (len(methods) - 1) / 2) * width, v * k, e * k, best)
+            for g, v, e, best in _bar_values(rows, avg, groups, m)
+        ]
         ax.bar([x for x, *_ in vals], [y for _, y, *_ in vals], width * 0.95, color=colors[m], label=m)
         for x, y, e, mark in vals:
             if e > 0:  # no error bar for a single seed or for the average
@@ -213,8 +247,9 @@ def bars(rows: list[Row], avg: dict[str, Any], path: Path, split: str = "dev") -
     ax.set_ylim(0.0, max(highs) * 1.08 if highs and max(highs) > 0 else 1.0)
     names = list(dict.fromkeys(r.metric for r in rows))
     label = f"{split} " + (names[0] if len(names) == 1 else "metric") + (" (%)" if k == 100 else "")
-    marks = (["★ = best"] if any(r.best for r in rows) or avg["best"] else []) + \
-        (["† = a seed collapsed to one class"] if any(r.collapsed for r in rows) else [])
+    marks = (["★ = best"] if any(r.best for r in rows) or avg["best"] else []) + (
+        ["† = a seed collapsed to one class"] if any(r.collapsed for r in rows) else []
+    )
     ax.set_ylabel("; ".join([label, *marks]))
     ax.legend(fontsize=8, ncol=min(len(methods), 6), loc="upper center", bbox_to_anchor=(0.5, -0.1))
     ax.grid(True, axis="y", alpha=0.3)
@@ -229,7 +264,11 @@ def _curve(runs: list[RunRecord], metric: str) -> tuple[list[int], list[float], 
             if metric in h and "step" in h:
                 at.setdefault(int(h["step"]), []).append(float(h[metric]))
     steps = sorted(at)
-    return steps, [statistics.fmean(at[s]) for s in steps], [statistics.stdev(at[s]) if len(at[s]) > 1 else 0.0 for s in steps]
+    return (
+        steps,
+        [statistics.fmean(at[s]) for s in steps],
+        [statistics.stdev(at[s]) if len(at[s]) > 1 else 0.0 for s in steps],
+    )
 
 
 def curves(runs: list[RunRecord], rows: list[Row], path: Path) -> Path:
@@ -243,8 +282,14 @@ def curves(runs: list[RunRecord], rows: list[Row], path: Path) -> Path:
                 continue
             ys = [m * k for m in mean]
             ax.plot(steps, ys, marker="o", markersize=3, color=colors[row.method], label=row.method)
-            ax.fill_between(steps, [y - s * k for y, s in zip(ys, std)], [y + s * k for y, s in zip(ys, std)],
-                            color=colors[row.method], alpha=0.15, linewidth=0)
+            ax.fill_between(
+                steps,
+                [y - s * k for y, s in zip(ys, std)],
+                [y + s * k for y, s in zip(ys, std)],
+                color=colors[row.method],
+                alpha=0.15,
+                linewidth=0,
+            )
         ax.set_title(task)
         ax.set_xlabel("optimizer step")
         ax.xaxis.get_major_locator().set_params(integer=True)
@@ -262,7 +307,12 @@ def curves(runs: list[RunRecord], rows: list[Row], path: Path) -> Path:
     return _save(fig, path, layout=not handles)
 
 
-def draw_all(runs: list[RunRecord], rows: list[Row], avg: dict[str, Any], out: Path, split: str = "dev") -> dict[str, Path]:
+def draw_all(
+    runs: list[RunRecord], rows: list[Row], avg: dict[str, Any], out: Path, split: str = "dev"
+) -> dict[str, Path]:
     """Every plot, as PNG files under ``out``; returns {name: path}. ``split`` names what the rows compare."""
-    return {"tradeoff": tradeoff(rows, out / "tradeoff.png", split), "bars": bars(rows, avg, out / "bars.png", split),
-            "curves": curves(runs, rows, out / "curves.png")}
+    return {
+        "tradeoff": tradeoff(rows, out / "tradeoff.png", split),
+        "bars": bars(rows, avg, out / "bars.png", split),
+        "curves": curves(runs, rows, out / "curves.png"),
+    }

@@ -21,10 +21,8 @@ import yaml
 
 from peftkit import run_dir as outputs
 from peftkit.errors import PeftkitError
+from peftkit.evaluation.metrics import COLLAPSED_SHARE
 from peftkit.recipe import flatten
-
-# a model that answers one class for at least this share of the dev rows has learned the class prior only
-COLLAPSED_SHARE = 0.99
 
 log = logging.getLogger("peftkit")
 SKIP_DIRS = ("_stale", "report")  # moved-aside runs and report folders are not runs of the grid
@@ -85,6 +83,7 @@ class Row:
 
 # ------------------------------------------------------------------------------------------ loading
 
+
 def find_run_dirs(paths: list[str | Path]) -> list[Path]:
     """Run dirs named directly, or found below the given folders (skipping ``_stale`` and ``report``)."""
     found: list[Path] = []
@@ -112,7 +111,9 @@ def _read_run(path: Path, section: str = "final") -> tuple[dict[str, Any], dict[
         log.warning("%s: skipped, no final metrics (an unfinished run?)", path)
         return None
     if not isinstance(metrics.get(section), dict):
-        log.warning("%s: skipped, no test metrics (they come from eval.predict: true on a test split with labels)", path)
+        log.warning(
+            "%s: skipped, no test metrics (they come from eval.predict: true on a test split with labels)", path
+        )
         return None
     try:
         cell = json.loads((path / "cell.json").read_text(encoding="utf-8"))
@@ -135,8 +136,18 @@ def load_runs(paths: list[str | Path], split: str = "dev") -> list[RunRecord]:
         recipe, metrics, cell = got
         task = cell.get("task") or str(recipe["task"]["name"]).rsplit("/", 1)[-1]
         seed = int(cell.get("seed", recipe.get("train", {}).get("seed", 0)))
-        runs.append(RunRecord(d, task, cell.get("method") or recipe["method"]["name"], seed, recipe, metrics, section,
-                              frozenset(cell.get("seed_keys") or ())))
+        runs.append(
+            RunRecord(
+                d,
+                task,
+                cell.get("method") or recipe["method"]["name"],
+                seed,
+                recipe,
+                metrics,
+                section,
+                frozenset(cell.get("seed_keys") or ()),
+            )
+        )
     _label_methods(runs)
     if not runs:
         what = "final" if split == "dev" else "test (eval.predict: true on a test split with labels)"
@@ -147,11 +158,24 @@ def load_runs(paths: list[str | Path], split: str = "dev") -> list[RunRecord]:
 
 # settings that do not change what a run measures: where it lives, logging, checkpoint bookkeeping,
 # speed switches whose numbers agree, and plugin-loading options (the seed is a run's own axis)
-NOT_COMPARED = frozenset({
-    "output_dir", "plugins", "train.seed", "train.log_every", "train.checkpoint_every", "train.keep_checkpoints",
-    "train.compile", "train.gradient_checkpointing", "eval.batch_size", "eval.predict", "eval.merged",
-    "data.truncation_warning", "model.trust_remote_code", "model.allow_pickle",
-})
+NOT_COMPARED = frozenset(
+    {
+        "output_dir",
+        "plugins",
+        "train.seed",
+        "train.log_every",
+        "train.checkpoint_every",
+        "train.keep_checkpoints",
+        "train.compile",
+        "train.gradient_checkpointing",
+        "eval.batch_size",
+        "eval.predict",
+        "eval.merged",
+        "data.truncation_warning",
+        "model.trust_remote_code",
+        "model.allow_pickle",
+    }
+)
 # task params that say where the data is, not which data
 LOCATION_PARAMS = frozenset({"data_dir", "cache_dir"})
 
@@ -159,8 +183,11 @@ LOCATION_PARAMS = frozenset({"data_dir", "cache_dir"})
 def compared_settings(flat: dict[str, Any]) -> dict[str, str]:
     """A flattened recipe (dotted keys: ``train.lr``, ``method.params.r``) as canonical JSON values, without
     the settings that do not change what a run measures."""
-    return {k: json.dumps(v, sort_keys=True, ensure_ascii=False) for k, v in flat.items()
-            if k not in NOT_COMPARED and not (k.startswith("task.params.") and k.rsplit(".", 1)[-1] in LOCATION_PARAMS)}
+    return {
+        k: json.dumps(v, sort_keys=True, ensure_ascii=False)
+        for k, v in flat.items()
+        if k not in NOT_COMPARED and not (k.startswith("task.params.") and k.rsplit(".", 1)[-1] in LOCATION_PARAMS)
+    }
 
 
 def _short(key: str) -> str:
@@ -188,10 +215,12 @@ def _label_methods(runs: list[RunRecord]) -> None:
         by_base.setdefault(r.method, []).append(r)
     for base, group in by_base.items():
         flat = {id(r): flatten(r.recipe) for r in group}
-        settings = {id(r): {k: v for k, v in compared_settings(flat[id(r)]).items() if k not in r.seed_keys} for r in group}
+        settings = {
+            id(r): {k: v for k, v in compared_settings(flat[id(r)]).items() if k not in r.seed_keys} for r in group
+        }
 
         def differing(members: list[RunRecord], only_method: bool = False) -> set[str]:
-            mine = [settings[id(r)] for r in members]
+            mine = [settings[id(r)] for r in members]  # noqa: B023 (called within this iteration)
             shared = set.intersection(*(set(x) for x in mine))  # a key a newer peftkit added is not a difference
             return {k for k in shared if len({x[k] for x in mine}) > 1 and (not only_method or k.startswith("method."))}
 
@@ -218,6 +247,7 @@ def _check_duplicates(runs: list[RunRecord]) -> None:
 
 # ------------------------------------------------------------------------------------------ tables
 
+
 def task_metric(run: RunRecord, metric: str | None) -> str:
     """The metric compared for a run: the one asked for, else eval.metric, else the task's main metric."""
     chosen = metric or (run.recipe.get("eval") or {}).get("metric")
@@ -227,8 +257,10 @@ def task_metric(run: RunRecord, metric: str | None) -> str:
         task = get_registry().tasks.get(run.recipe["task"]["name"])
         chosen = getattr(task, "metric", None) or ("accuracy" if "accuracy" in run.scores else next(iter(run.scores)))
     if chosen not in run.scores:
-        raise PeftkitError(f"{run.path}: metric {chosen!r} is not in its {run.section} metrics ({', '.join(run.scores)}); "
-                           "choose another with --metric")
+        raise PeftkitError(
+            f"{run.path}: metric {chosen!r} is not in its {run.section} metrics ({', '.join(run.scores)}); "
+            "choose another with --metric"
+        )
     return chosen
 
 
@@ -260,7 +292,9 @@ def higher_is_better(metric: str) -> bool:
 def _row(task: str, method: str, group: list[RunRecord], metric: str | None) -> Row:
     names = {task_metric(r, metric) for r in group}
     if len(names) > 1:
-        raise PeftkitError(f"runs of {task}/{method} select different metrics ({', '.join(sorted(names))}); pass --metric")
+        raise PeftkitError(
+            f"runs of {task}/{method} select different metrics ({', '.join(sorted(names))}); pass --metric"
+        )
     m = names.pop()
     first = group[0].metrics
 
@@ -268,10 +302,23 @@ def _row(task: str, method: str, group: list[RunRecord], metric: str | None) -> 
         return statistics.fmean(float((r.metrics.get(section) or {}).get(key) or 0.0) for r in group)
 
     collapsed = any(float((r.metrics.get("eval") or {}).get("top_class_share", 0.0)) >= COLLAPSED_SHARE for r in group)
-    return Row(task, method, group[0].recipe["method"]["name"], m, [r.seed for r in group],
-               [float(r.scores[m]) for r in group], int(first["params"]["trainable"]), int(first["params"]["total"]),
-               float(first["params"]["percent"]), mean_of("memory", "peak_bytes"), mean_of("train", "seconds"),
-               mean_of("train", "samples_per_second"), first.get("lr"), [str(r.path) for r in group], collapsed=collapsed)
+    return Row(
+        task,
+        method,
+        group[0].recipe["method"]["name"],
+        m,
+        [r.seed for r in group],
+        [float(r.scores[m]) for r in group],
+        int(first["params"]["trainable"]),
+        int(first["params"]["total"]),
+        float(first["params"]["percent"]),
+        mean_of("memory", "peak_bytes"),
+        mean_of("train", "seconds"),
+        mean_of("train", "samples_per_second"),
+        first.get("lr"),
+        [str(r.path) for r in group],
+        collapsed=collapsed,
+    )
 
 
 def clue_average(rows: list[Row]) -> dict[str, Any]:
@@ -289,8 +336,13 @@ def clue_average(rows: list[Row]) -> dict[str, Any]:
     best = [m for m, v in live.items() if top is not None and abs(v - top) < 1e-12]
     if top is None or all(abs(v - top) < 1e-12 for v in by_method.values()):
         best = []  # one method, every method ties, or only collapsed ones: as in the task columns, nothing is "best"
-    return {"tasks": complete, "excluded_tasks": [t for t in tasks if t not in complete], "by_method": by_method,
-            "best": best, "collapsed": collapsed}
+    return {
+        "tasks": complete,
+        "excluded_tasks": [t for t in tasks if t not in complete],
+        "by_method": by_method,
+        "best": best,
+        "collapsed": collapsed,
+    }
 
 
 def is_fraction(rows: list[Row]) -> bool:
@@ -307,12 +359,49 @@ def csv_text(rows: list[Row]) -> str:
     """The long table as CSV (raw metric values, not ×100)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["task", "method", "method_name", "metric", "n_seeds", "mean", "std", "values", "seeds", "best", "trainable_params",
-                "total_params", "trainable_percent", "peak_memory_bytes", "train_seconds", "samples_per_second", "lr"])
+    w.writerow(
+        [
+            "task",
+            "method",
+            "method_name",
+            "metric",
+            "n_seeds",
+            "mean",
+            "std",
+            "values",
+            "seeds",
+            "best",
+            "trainable_params",
+            "total_params",
+            "trainable_percent",
+            "peak_memory_bytes",
+            "train_seconds",
+            "samples_per_second",
+            "lr",
+        ]
+    )
     for r in rows:
-        w.writerow([r.task, r.method, r.method_name, r.metric, len(r.values), repr(r.mean), "" if r.std is None else repr(r.std),
-                    ";".join(map(repr, r.values)), ";".join(map(str, r.seeds)), int(r.best), r.trainable, r.total,
-                    r.trainable_percent, int(r.peak_memory_bytes), r.train_seconds, r.samples_per_second, r.lr])
+        w.writerow(
+            [
+                r.task,
+                r.method,
+                r.method_name,
+                r.metric,
+                len(r.values),
+                repr(r.mean),
+                "" if r.std is None else repr(r.std),
+                ";".join(map(repr, r.values)),
+                ";".join(map(str, r.seeds)),
+                int(r.best),
+                r.trainable,
+                r.total,
+                r.trainable_percent,
+                int(r.peak_memory_bytes),
+                r.train_seconds,
+                r.samples_per_second,
+                r.lr,
+            ]
+        )
     return buf.getvalue()
 
 
@@ -322,13 +411,24 @@ def report_json(rows: list[Row], avg: dict[str, Any], title: str, settings: dict
         d = {k: v for k, v in vars(r).items()}
         d.update(mean=r.mean, std=r.std, n_seeds=len(r.values))
         out_rows.append(d)
-    return {"title": title, "std": "sample standard deviation (n-1) over seeds; null for one seed",
-            "rows": out_rows, "average": avg, "settings": settings,
-            "best": {t: [r.method for r in rows if r.task == t and r.best] for t in dict.fromkeys(r.task for r in rows)}}
+    return {
+        "title": title,
+        "std": "sample standard deviation (n-1) over seeds; null for one seed",
+        "rows": out_rows,
+        "average": avg,
+        "settings": settings,
+        "best": {t: [r.method for r in rows if r.task == t and r.best] for t in dict.fromkeys(r.task for r in rows)},
+    }
 
 
-def write_report(paths: list[str | Path], out_dir: str | Path, *, title: str = "peftkit comparison",
-                 metric: str | None = None, split: str = "dev") -> Path:
+def write_report(
+    paths: list[str | Path],
+    out_dir: str | Path,
+    *,
+    title: str = "peftkit comparison",
+    metric: str | None = None,
+    split: str = "dev",
+) -> Path:
     """Build the report of the runs under ``paths`` into ``out_dir``; returns ``out_dir``. ``split`` is what the
     tables compare: ``dev`` (each run's saved best checkpoint on dev) or ``test`` (that checkpoint on a labelled
     test split, for runs that scored one)."""
@@ -345,6 +445,11 @@ def write_report(paths: list[str | Path], out_dir: str | Path, *, title: str = "
     outputs.atomic_write(out / "report.csv", csv_text(rows))
     outputs.write_json(out / "report.json", report_json(rows, avg, title, settings))
     outputs.atomic_write(out / "report.html", html_page(rows, avg, title, settings, plots))
-    log.info("report of %d runs (%d tasks × %d methods) written to %s", len(runs), len({r.task for r in rows}),
-             len({r.method for r in rows}), out)
+    log.info(
+        "report of %d runs (%d tasks × %d methods) written to %s",
+        len(runs),
+        len({r.task for r in rows}),
+        len({r.method for r in rows}),
+        out,
+    )
     return out

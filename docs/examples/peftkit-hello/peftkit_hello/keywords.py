@@ -22,10 +22,17 @@ class KeywordParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    positive: list[str] = Field(["good", "great", "fine", "nice"], min_length=1, description="Words that make a sentence positive.")
-    negative: list[str] = Field(["bad", "awful", "poor", "sad"], min_length=1, description="Words that make a sentence negative.")
-    filler: list[str] = Field(["the", "a", "movie", "food", "day", "was", "is", "very"], min_length=3,
-                              description="Neutral words the sentences are built from (at least 3).")
+    positive: list[str] = Field(
+        ["good", "great", "fine", "nice"], min_length=1, description="Words that make a sentence positive."
+    )
+    negative: list[str] = Field(
+        ["bad", "awful", "poor", "sad"], min_length=1, description="Words that make a sentence negative."
+    )
+    filler: list[str] = Field(
+        ["the", "a", "movie", "food", "day", "was", "is", "very"],
+        min_length=3,
+        description="Neutral words the sentences are built from (at least 3).",
+    )
     train_size: int = Field(256, gt=0, description="Training sentences to generate.")
     dev_size: int = Field(64, gt=0, description="Dev sentences (labelled; used for evaluation).")
     test_size: int = Field(32, gt=0, description="Test sentences (unlabelled; `peftkit predict` writes their labels).")
@@ -67,8 +74,10 @@ class KeywordTask:
 
     def load_split(self, params: KeywordParams, split: str) -> list[Example]:
         labelled = split != "test"
-        return [Example(text, label=LABELS.index(label) if labelled else None, id=i)
-                for i, (text, label) in enumerate(sentences(params, split))]
+        return [
+            Example(text, label=LABELS.index(label) if labelled else None, id=i)
+            for i, (text, label) in enumerate(sentences(params, split))
+        ]
 
     def compute_metrics(self, predictions: Any, references: Any) -> dict[str, float]:
         from peftkit.kit import classification_metrics

@@ -13,8 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from peftkit import PeftkitError
-from peftkit import ApplyContext
+from peftkit import ApplyContext, PeftkitError
 
 WEIGHTS = "lnfit.safetensors"
 MANIFEST = "lnfit.json"
@@ -67,8 +66,10 @@ class LNFit:
     def apply(self, model: Any, params: LNFitParams, ctx: ApplyContext) -> Any:
         norms = norm_names(model, params)
         if not norms:
-            raise PeftkitError(f"lnfit: the model ({ctx.model_type or type(model).__name__}) has no LayerNorm or RMSNorm "
-                               "modules to train; use another method")
+            raise PeftkitError(
+                f"lnfit: the model ({ctx.model_type or type(model).__name__}) has no LayerNorm or RMSNorm "
+                "modules to train; use another method"
+            )
         names = set(norms) | set(head_names(model, ctx.head_modules))
         for name, p in model.named_parameters():
             p.requires_grad_(name in names)
@@ -93,7 +94,9 @@ class LNFit:
         own = dict(base.named_parameters())
         unknown = sorted(set(tensors) - set(own))
         if unknown:
-            raise PeftkitError(f"{path}: tensors {unknown[:3]} do not exist in the base model; was it trained on another model?")
+            raise PeftkitError(
+                f"{path}: tensors {unknown[:3]} do not exist in the base model; was it trained on another model?"
+            )
         for name, p in own.items():
             p.requires_grad_(name in tensors)
         base.load_state_dict(tensors, strict=False)

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from peftkit_hello.keywords import KeywordParams, KeywordTask
 from pydantic import ValidationError
 
 from peftkit.kit.conformance import check_method, check_task
 from peftkit.plugin.registry import get_registry
-from peftkit_hello.keywords import KeywordParams, KeywordTask
 
 
 def test_plugin_registers_its_method_and_task():
