@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +33,9 @@ class Encoded:
     truncated: int = 0
     token_type_ids: list[list[int]] | None = None
     choices: int = 0
-    indistinct: int = 0  # multiple choice: rows whose choices all became the same sequence (truncation cut the difference)
+    indistinct: int = (
+        0  # multiple choice: rows whose choices all became the same sequence (truncation cut the difference)
+    )
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -57,14 +59,22 @@ def encode(examples: list[Example], tokenizer: Any, max_length: int, *, use_toke
     texts, pairs, choices = _sequences(examples)
     if not choices and any((p is not None) != (pairs[0] is not None) for p in pairs):
         raise DataError(f"the {split} split mixes single texts and text pairs")
-    enc = _tokenize(tokenizer, texts, pairs, truncation=True, max_length=max_length, return_token_type_ids=use_token_types)
+    enc = _tokenize(
+        tokenizer, texts, pairs, truncation=True, max_length=max_length, return_token_type_ids=use_token_types
+    )
     full = _tokenize(tokenizer, texts, pairs, truncation=False)
     cut = np.fromiter((len(a) > max_length for a in full["input_ids"]), dtype=bool, count=len(texts))
-    truncated = int(cut.reshape(len(examples), choices).any(axis=1).sum() if choices else cut.sum())  # examples, not sequences
+    truncated = int(
+        cut.reshape(len(examples), choices).any(axis=1).sum() if choices else cut.sum()
+    )  # examples, not sequences
     labels = np.array([-1 if e.label is None else e.label for e in examples], dtype=np.int64)
     types = enc.get("token_type_ids") if use_token_types else None
     ids = enc["input_ids"]
-    indistinct = sum(len({tuple(x) for x in ids[i * choices:(i + 1) * choices]}) == 1 for i in range(len(examples))) if choices else 0
+    indistinct = (
+        sum(len({tuple(x) for x in ids[i * choices : (i + 1) * choices]}) == 1 for i in range(len(examples)))
+        if choices
+        else 0
+    )
     return Encoded(ids, labels, examples, truncated, types, choices, indistinct)
 
 
@@ -100,7 +110,9 @@ def _tokenize(tokenizer: Any, texts: list[str], pairs: list[str | None], **kwarg
     return out
 
 
-def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, epoch: int, mega: int = 50) -> list[list[int]]:
+def length_grouped_batches(
+    lengths: np.ndarray, batch_size: int, seed: int, epoch: int, mega: int = 50
+) -> list[list[int]]:
     """Shuffled batches of similar-length examples.
 
     Shuffle all indices, cut into mega-batches of ``mega × batch_size``, sort each by length, cut
@@ -141,7 +153,10 @@ def collate(data: Encoded, idx: list[int], pad_id: int) -> dict[str, Any]:
     ids = np.full(keep.shape, pad_id, dtype=np.int64)
     ids[keep] = np.concatenate([data.input_ids[i] for i in rows])
     shape = (len(idx), data.choices, keep.shape[1]) if data.choices else keep.shape
-    batch = {"input_ids": torch.from_numpy(ids.reshape(shape)), "attention_mask": torch.from_numpy(keep.astype(np.int64).reshape(shape))}
+    batch = {
+        "input_ids": torch.from_numpy(ids.reshape(shape)),
+        "attention_mask": torch.from_numpy(keep.astype(np.int64).reshape(shape)),
+    }
     if data.token_type_ids is not None:
         types = np.zeros(keep.shape, dtype=np.int64)
         types[keep] = np.concatenate([data.token_type_ids[i] for i in rows])
@@ -156,8 +171,3 @@ def steps_per_epoch(n: int, batch_size: int, grad_accum: int, processes: int = 1
     """Optimizer steps in one epoch (the last partial accumulation still steps)."""
     batches = math.ceil(n / (batch_size * processes))
     return max(1, math.ceil(batches / grad_accum))
-
-
-def iterate(batches: list[list[int]], start: int = 0) -> Iterator[tuple[int, list[int]]]:
-    for k in range(start, len(batches)):
-        yield k, batches[k]

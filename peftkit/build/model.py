@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-from peftkit.plugin.architectures import FAMILIES, HEAD_NAMES
 from peftkit.errors import ModelSourceError, PeftkitError
+from peftkit.plugin.architectures import FAMILIES, HEAD_NAMES
 from peftkit.plugin.contracts import ApplyContext
 from peftkit.recipe import ModelConfig, split_source
 
 log = logging.getLogger("peftkit")
-
-_DTYPES = {"float32": "float32", "bfloat16": "bfloat16", "float16": "float16"}
 
 
 def resolve_source(cfg: ModelConfig, registry: Any) -> Path:
@@ -22,7 +21,9 @@ def resolve_source(cfg: ModelConfig, registry: Any) -> Path:
     scheme, ref = split_source(cfg.source)
     src = registry.sources.get(scheme)
     if src is None:
-        raise ModelSourceError(f"model.source: unknown scheme {scheme!r} (available: {', '.join(sorted(registry.sources))})")
+        raise ModelSourceError(
+            f"model.source: unknown scheme {scheme!r} (available: {', '.join(sorted(registry.sources))})"
+        )
     path = Path(src.resolve(ref, revision=cfg.revision))
     if not (path / "config.json").is_file():
         raise ModelSourceError(f"model.source: {path} has no config.json; it is not a Hugging Face model folder")
@@ -41,7 +42,9 @@ def _check_weights(path: Path, allow_pickle: bool) -> None:
             "loaded. Convert them to safetensors, or set model.allow_pickle: true if you trust the file"
         )
     if not pickles:
-        raise PeftkitError(f"model.source: {path} has no weights (*.safetensors); is the download or conversion complete?")
+        raise PeftkitError(
+            f"model.source: {path} has no weights (*.safetensors); is the download or conversion complete?"
+        )
 
 
 def quiet_transformers() -> None:
@@ -97,8 +100,11 @@ def warn_if_bf16_emulated(setting: str, instead: str) -> None:
     import torch
 
     if not torch.cuda.is_available() and not cpu_has_bf16():
-        log.warning("%s: this CPU has no AVX512-BF16, so bf16 matmuls are emulated and slower than float32; set %s",
-                    setting, instead)
+        log.warning(
+            "%s: this CPU has no AVX512-BF16, so bf16 matmuls are emulated and slower than float32; set %s",
+            setting,
+            instead,
+        )
 
 
 def cpu_has_bf16() -> bool:
@@ -132,8 +138,9 @@ def _check_unquantized(model: Any, names: Sequence[str]) -> None:
                 )
 
 
-def method_float_modules(method: Any, params: Any, model_path: Path, total_steps: int = 0,
-                         trained: Path | None = None) -> list[str]:
+def method_float_modules(
+    method: Any, params: Any, model_path: Path, total_steps: int = 0, trained: Path | None = None
+) -> list[str]:
     """Base modules a method trains in full (peft ``modules_to_save``), which must not be quantized.
 
     A trained model says so in its saved ``adapter_config.json``; before training, only peft-backed
@@ -179,8 +186,16 @@ def _prepare_quantized(model: Any, keep_float: Sequence[str], gradient_checkpoin
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
 
 
-def load_model(path: Path, cfg: ModelConfig, labels: list[str], tokenizer: Any, *, gradient_checkpointing: bool = False,
-               keep_float: Sequence[str] = (), head: str = "sequence-classification") -> tuple[Any, list[str]]:
+def load_model(
+    path: Path,
+    cfg: ModelConfig,
+    labels: list[str],
+    tokenizer: Any,
+    *,
+    gradient_checkpointing: bool = False,
+    keep_float: Sequence[str] = (),
+    head: str = "sequence-classification",
+) -> tuple[Any, list[str]]:
     """Load ``AutoModelForSequenceClassification`` for ``labels`` (``AutoModelForMultipleChoice`` when ``head`` is
     ``multiple-choice``: one score per choice, the labels being choice positions).
 
@@ -193,20 +208,24 @@ def load_model(path: Path, cfg: ModelConfig, labels: list[str], tokenizer: Any, 
     import torch
     import transformers
 
-    auto = transformers.AutoModelForMultipleChoice if head == "multiple-choice" else transformers.AutoModelForSequenceClassification
+    auto = (
+        transformers.AutoModelForMultipleChoice
+        if head == "multiple-choice"
+        else transformers.AutoModelForSequenceClassification
+    )
     if cfg.trust_remote_code:
         log.warning("model.trust_remote_code is on: code shipped with %s will run", path)
     _check_weights(path, cfg.allow_pickle)
     kwargs: dict[str, Any] = dict(
         num_labels=len(labels),
         id2label=dict(enumerate(labels)),
-        label2id={l: i for i, l in enumerate(labels)},
+        label2id={name: i for i, name in enumerate(labels)},
         trust_remote_code=cfg.trust_remote_code,
         use_safetensors=not cfg.allow_pickle,
         output_loading_info=True,
     )
     if cfg.dtype != "auto":
-        kwargs["dtype"] = getattr(torch, _DTYPES[cfg.dtype])
+        kwargs["dtype"] = getattr(torch, cfg.dtype)  # the schema allows float32 | bfloat16 | float16 | auto
     elif not torch.cuda.is_available():
         kwargs["dtype"] = torch.float32
     if cfg.quantization is not None:
@@ -217,7 +236,17 @@ def load_model(path: Path, cfg: ModelConfig, labels: list[str], tokenizer: Any, 
         raise PeftkitError(f"model.source: cannot load a {head} model from {path}: {_load_problem(exc, head)}") from exc
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    missing = set(info.get("missing_keys", []))
+    heads = _trained_heads(model, set(info.get("missing_keys", [])))
+    if cfg.quantization is not None:
+        model = _prepare_quantized(model, keep_float, gradient_checkpointing)
+    elif gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, heads
+
+
+def _trained_heads(model: Any, missing: set[str]) -> list[str]:
+    """The head modules every method must train and save: the classifier always, the pooler only when the
+    checkpoint had none (then it is randomly initialised)."""
     heads = []
     for name in HEAD_NAMES:
         mod = _find_head(model, name)
@@ -225,11 +254,7 @@ def load_model(path: Path, cfg: ModelConfig, labels: list[str], tokenizer: Any, 
             continue
         if name != "pooler" or any(".pooler." in f".{k}" or k.startswith("pooler.") for k in missing):
             heads.append(mod)
-    if cfg.quantization is not None:
-        model = _prepare_quantized(model, keep_float, gradient_checkpointing)
-    elif gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return model, heads
+    return heads
 
 
 def _load_problem(exc: Exception, head: str) -> str:
@@ -240,8 +265,10 @@ def _load_problem(exc: Exception, head: str) -> str:
     from transformers.models.auto.modeling_auto import MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES as HAVE
 
     known = [t for t in FAMILIES if t in HAVE]
-    return (text.strip().splitlines()[0] + f" transformers has a multiple-choice head for {len(HAVE)} model types, among "
-            f"them {', '.join(known)} (not decoders such as llama, qwen2, gemma): choose such a model.source for this task")
+    return (
+        text.strip().splitlines()[0] + f" transformers has a multiple-choice head for {len(HAVE)} model types, among "
+        f"them {', '.join(known)} (not decoders such as llama, qwen2, gemma): choose such a model.source for this task"
+    )
 
 
 def _find_head(model: Any, name: str) -> str | None:

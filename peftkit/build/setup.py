@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from peftkit.build.batches import Encoded, encode
-from peftkit.plugin.contracts import MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION, ApplyContext, task_head
 from peftkit.build.model import load_model, load_tokenizer, method_float_modules, resolve_source
+from peftkit.plugin.contracts import MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION, ApplyContext, task_head
 from peftkit.recipe import Recipe, method_params, task_params
 
 log = logging.getLogger("peftkit")
@@ -93,16 +93,28 @@ def prepare(recipe: Recipe, registry: Any, splits: tuple[str, ...] = ("train", "
 
 
 def load_split(s: Setup, split: str) -> Encoded:
-    from peftkit.errors import DataError
 
-    examples = checked_examples(s.task.load_split(s.tparams, split), s.task.name, split, len(s.labels), task_head(s.task))
+    examples = checked_examples(
+        s.task.load_split(s.tparams, split), s.task.name, split, len(s.labels), task_head(s.task)
+    )
     enc = encode(examples, s.tokenizer, s.recipe.data.max_length, use_token_types=s.use_token_types, split=split)
     if enc.truncated and s.recipe.data.truncation_warning:
-        log.info("%s: %d of %d examples truncated to data.max_length=%d", split, enc.truncated, len(enc), s.recipe.data.max_length)
+        log.info(
+            "%s: %d of %d examples truncated to data.max_length=%d",
+            split,
+            enc.truncated,
+            len(enc),
+            s.recipe.data.max_length,
+        )
     if enc.indistinct:
-        log.warning("%s: in %d of %d rows every choice is the same after truncation to data.max_length=%d (the part where "
-                    "they differ was cut off), so those rows cannot be answered; raise data.max_length", split,
-                    enc.indistinct, len(enc), s.recipe.data.max_length)
+        log.warning(
+            "%s: in %d of %d rows every choice is the same after truncation to data.max_length=%d (the part where "
+            "they differ was cut off), so those rows cannot be answered; raise data.max_length",
+            split,
+            enc.indistinct,
+            len(enc),
+            s.recipe.data.max_length,
+        )
     s.data[split] = enc
     return enc
 
@@ -122,7 +134,9 @@ def checked_examples(raw: Any, task: str, split: str, n_labels: int, head: str =
     for i, e in enumerate(examples):
         row = f"{who}: row {i}" + (f" (id {e.id!r})" if getattr(e, "id", None) is not None else "")
         if not all(hasattr(e, a) for a in ("text", "text_pair", "label", "id")):
-            raise DataError(f"{who}: row {i} is a {type(e).__name__}, not a peftkit.Example(text=..., label=..., id=...)")
+            raise DataError(
+                f"{who}: row {i} is a {type(e).__name__}, not a peftkit.Example(text=..., label=..., id=...)"
+            )
         for field_name in ("text", "text_pair"):
             value = getattr(e, field_name)
             if not isinstance(value, str) and not (field_name == "text_pair" and value is None):
@@ -131,13 +145,19 @@ def checked_examples(raw: Any, task: str, split: str, n_labels: int, head: str =
         if e.label is None:
             if split in ("train", "dev"):
                 n = sum(x.label is None for x in examples)
-                raise DataError(f"{row} has no label, nor do {n - 1} more of its {len(examples)} rows: training and evaluation "
-                                "need a label on every row (only test rows may be unlabelled)")
+                raise DataError(
+                    f"{row} has no label, nor do {n - 1} more of its {len(examples)} rows: training and evaluation "
+                    "need a label on every row (only test rows may be unlabelled)"
+                )
         elif isinstance(e.label, bool) or not isinstance(e.label, numbers.Integral):
-            raise DataError(f"{row}: label is {type(e.label).__name__} {e.label!r:.40}, not a label id (an int from 0 to "
-                            f"{n_labels - 1}); map label names to ids with the task's label_names()")
+            raise DataError(
+                f"{row}: label is {type(e.label).__name__} {e.label!r:.40}, not a label id (an int from 0 to "
+                f"{n_labels - 1}); map label names to ids with the task's label_names()"
+            )
         elif not 0 <= e.label < n_labels:
-            raise DataError(f"{split} split: label id {e.label} (row id {e.id!r}) is outside the task's {n_labels} labels")
+            raise DataError(
+                f"{split} split: label id {e.label} (row id {e.id!r}) is outside the task's {n_labels} labels"
+            )
     return examples
 
 
@@ -147,8 +167,10 @@ def _check_choices(e: Any, row: str, n_labels: int, head: str) -> None:
     choices = getattr(e, "choices", None)
     if head != MULTIPLE_CHOICE:
         if choices is not None:
-            raise DataError(f"{row} has choices, but the task's head is {head!r}; a multiple-choice task sets "
-                            f"head = {MULTIPLE_CHOICE!r}")
+            raise DataError(
+                f"{row} has choices, but the task's head is {head!r}; a multiple-choice task sets "
+                f"head = {MULTIPLE_CHOICE!r}"
+            )
         return
     need = f"a multiple-choice row needs Example.choices, a list of {n_labels} strings (one per label)"
     if not isinstance(choices, (list, tuple)):
@@ -159,8 +181,10 @@ def _check_choices(e: Any, row: str, n_labels: int, head: str) -> None:
     if bad is not None:
         raise DataError(f"{row}: {need}; choice {bad} is {type(choices[bad]).__name__} {choices[bad]!r:.40}")
     if e.text_pair is not None:
-        raise DataError(f"{row}: a multiple-choice row has no text_pair (it would not be read): put it into text, which "
-                        "is read with every choice, or into each choice")
+        raise DataError(
+            f"{row}: a multiple-choice row has no text_pair (it would not be read): put it into text, which "
+            "is read with every choice, or into each choice"
+        )
 
 
 def build_model(s: Setup, total_steps: int = 0, *, trained: Path | None = None) -> tuple[Any, ApplyContext]:
@@ -169,11 +193,20 @@ def build_model(s: Setup, total_steps: int = 0, *, trained: Path | None = None) 
     # modules the method trains in full must not be quantized (bitsandbytes integers cannot train)
     keep = method_float_modules(s.method, s.mparams, s.model_path, total_steps, trained) if q else []
     model, heads = load_model(
-        s.model_path, s.recipe.model, s.labels, s.tokenizer, gradient_checkpointing=s.recipe.train.gradient_checkpointing,
-        keep_float=keep, head=task_head(s.task),
+        s.model_path,
+        s.recipe.model,
+        s.labels,
+        s.tokenizer,
+        gradient_checkpointing=s.recipe.train.gradient_checkpointing,
+        keep_float=keep,
+        head=task_head(s.task),
     )
-    ctx = ApplyContext(head_modules=heads, model_type=model.config.model_type, total_steps=total_steps,
-                       quantization_bits=q.bits if q else None)
+    ctx = ApplyContext(
+        head_modules=heads,
+        model_type=model.config.model_type,
+        total_steps=total_steps,
+        quantization_bits=q.bits if q else None,
+    )
     if trained is not None:
         return s.method.load(model, trained), ctx
     return s.method.apply(model, s.mparams, ctx), ctx
