@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from peftkit.build.model import quiet_transformers
 from peftkit.evaluation.metrics import classification_metrics
+from peftkit.kit import trackers
 from peftkit.kit.datafiles import field, missing_files, read_rows
 from peftkit.kit.peft_method import MethodNotApplicable, PeftMethod, count_parameters, linear_names
+from peftkit.kit.trackers import plugin_settings
 from peftkit.kit.weights import load_safetensors_into
 from peftkit.plugin.architectures import FAMILIES, Family, family, resolve_targets
-from peftkit.plugin.contracts import MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION
+from peftkit.plugin.contracts import MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION, ConfigSection
+from peftkit.recipe import selection_metric
 
 __all__ = [
+    "ConfigSection",
     "FAMILIES",
     "MULTIPLE_CHOICE",
     "SEQUENCE_CLASSIFICATION",
@@ -30,7 +34,10 @@ __all__ = [
     "linear_names",
     "load_safetensors_into",
     "missing_files",
+    "plugin_settings",
     "quiet_transformers",
     "read_rows",
     "resolve_targets",
+    "selection_metric",
+    "trackers",
 ]

@@ -1,4 +1,4 @@
-"""The three kinds of object plugins register: Method, Task and ModelSource.
+"""The kinds of object plugins register: Method, Task, ModelSource and PluginConfig (a recipe section).
 
 They are :class:`typing.Protocol` s: a plugin provides any object with these attributes; there is no
 base class to inherit. Heavy libraries (torch, transformers, peft) must only be imported *inside*
@@ -204,6 +204,32 @@ class ModelSource(Protocol):
 
     def resolve(self, reference: str, *, revision: str | None = None) -> Path:
         """Return a local folder holding config, weights and tokenizer (may download/convert)."""
+
+
+@runtime_checkable
+class PluginConfig(Protocol):
+    """A validated section of its own in recipes, ``plugins_config.<name>``, for a plugin that has settings but
+    is neither a method nor a task (a tracker, early stopping). Register it with ``peftkit_register_plugin_configs``;
+    ``peftkit validate`` checks the section with ``params_model`` and ``peftkit schema`` shows it.
+
+    Attributes:
+        name: the key under ``plugins_config`` (by convention the plugin's entry-point name).
+        summary: one line for ``peftkit plugins`` and the docs.
+        params_model: pydantic model of the section (use ``extra="forbid"`` so misspelt keys are errors).
+    """
+
+    name: str
+    summary: str
+    params_model: type[BaseModel]
+
+
+@dataclass(frozen=True)
+class ConfigSection:
+    """The plain :class:`PluginConfig` most plugins need: ``ConfigSection("early_stopping", "...", Settings)``."""
+
+    name: str
+    summary: str
+    params_model: type[BaseModel]
 
 
 def missing_members(obj: object, protocol: type) -> list[str]:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from peftkit.plugin.contracts import Method, ModelSource, Task
+from peftkit.plugin.contracts import Method, ModelSource, PluginConfig, Task
 from peftkit.plugin.state import RunState
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -44,6 +44,17 @@ def peftkit_register_model_sources() -> list[ModelSource]:
     """Called once when the plugin manager starts, to collect model sources (``scheme:reference``).
 
     :return: ModelSource objects; their schemes must be unique across all plugins.
+    """
+
+
+@hookspec
+def peftkit_register_plugin_configs() -> list[PluginConfig]:
+    """Called once when the plugin manager starts, to collect the recipe sections (``plugins_config.<name>``) that
+    plugins take their settings from. A lifecycle plugin reads its section with
+    ``peftkit.kit.plugin_settings(state, name, Model)``; a recipe without the section leaves the plugin off or at
+    its defaults, as the plugin documents.
+
+    :return: PluginConfig objects (e.g. ``peftkit.kit.ConfigSection``); their names must be unique across all plugins.
     """
 
 

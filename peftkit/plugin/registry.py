@@ -36,6 +36,7 @@ class PluginInfo:
     methods: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
     model_sources: list[str] = field(default_factory=list)
+    configs: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Registry:
     methods: dict[str, Any] = field(default_factory=dict)
     tasks: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, Any] = field(default_factory=dict)
+    configs: dict[str, Any] = field(default_factory=dict)  # plugins_config section name -> PluginConfig
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)  # plugin name -> error
     disabled: list[str] = field(default_factory=list)  # installed, skipped through PEFTKIT_DISABLE_PLUGINS
@@ -121,6 +123,7 @@ _KINDS = (
     ("peftkit_register_methods", "Method", "name", "methods", "methods"),
     ("peftkit_register_tasks", "Task", "name", "tasks", "tasks"),
     ("peftkit_register_model_sources", "ModelSource", "scheme", "sources", "model_sources"),
+    ("peftkit_register_plugin_configs", "PluginConfig", "name", "configs", "configs"),
 )
 
 

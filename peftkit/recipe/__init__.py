@@ -197,6 +197,12 @@ class Recipe(_Strict):
         "its method, task and model source must come from them, and only their hooks run (leave out `tensorboard` "
         "and no TensorBoard events are written). null = every installed plugin.",
     )
+    plugins_config: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Settings of plugins that are neither the method nor the task, one section per plugin "
+        "(`plugins_config: {early_stopping: {patience: 3}, mlflow: {}}`), each checked by that plugin's own model; "
+        "`peftkit plugins` lists which plugins take one. Most such plugins are off unless their section is present.",
+    )
 
     @field_validator("output_dir", mode="before")
     @classmethod
@@ -530,8 +536,35 @@ def _check_plugins(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
     model = data.get("model")
     if isinstance(model, dict) and isinstance(model.get("source"), str):
         problems += _check_source(model["source"], reg, allowed)
+    problems += _check_plugin_configs(data, reg, allowed)
     problems += _check_quantization(data, reg)
     problems += _check_task_head(data, reg)
+    return problems
+
+
+def _check_plugin_configs(data: dict[str, Any], reg: Any, allowed: list[str] | None) -> list[tuple[tuple, str]]:
+    """Each ``plugins_config.<name>`` names a registered section and validates through its plugin's model."""
+    sections = data.get("plugins_config")
+    if not isinstance(sections, dict):
+        return []  # absent, or the core schema already reported it
+    problems: list[tuple[tuple, str]] = []
+    for name, values in sections.items():
+        loc = ("plugins_config", str(name))
+        section = reg.configs.get(name)
+        if section is None:
+            avail = ", ".join(sorted(reg.configs)) or "none installed"
+            problems.append(
+                (loc, f"no plugin takes settings {name!r}{_closest(str(name), list(reg.configs))} (available: {avail})")
+            )
+            continue
+        owner = reg.owners.get(("configs", name))
+        if allowed is not None and owner not in allowed:
+            problems.append((loc, f"section {name!r} belongs to plugin {owner!r}, which is not in `plugins:`"))
+        if isinstance(values, dict):
+            try:
+                section.params_model.model_validate(values)
+            except ValidationError as exc:
+                problems += pydantic_problems(exc, prefix=loc, fields=section.params_model)
     return problems
 
 
@@ -711,6 +744,10 @@ def resolved_dict(recipe: Recipe, registry: Any) -> dict[str, Any]:
     d = recipe.model_dump(mode="json")
     d["method"]["params"] = method_params(recipe, registry).model_dump(mode="json")
     d["task"]["params"] = task_params(recipe, registry).model_dump(mode="json")
+    d["plugins_config"] = {
+        name: registry.configs[name].params_model.model_validate(values).model_dump(mode="json")
+        for name, values in recipe.plugins_config.items()
+    }
     return d
 
 
@@ -737,5 +774,11 @@ def json_schema(registry: Any = None) -> dict[str, Any]:
         cfg = "MethodConfig" if section == "method" else "TaskConfig"
         defs[cfg]["properties"]["name"]["enum"] = sorted(table)
         defs[cfg]["allOf"] = variants
+    sections = {}
+    for name, section in sorted(reg.configs.items()):
+        sub = section.params_model.model_json_schema(ref_template="#/$defs/{model}")
+        defs.update(sub.pop("$defs", {}))
+        sections[name] = sub
+    schema["properties"]["plugins_config"].update(properties=sections, additionalProperties=False)
     schema["title"] = "peftkit recipe"
     return schema

@@ -255,3 +255,37 @@ def test_schema_cli_prints_json():
 def test_validate_dict_directly(tiny_bert, tiny_data, tmp_path):
     r = validate(tiny_recipe(tiny_bert, tiny_data, tmp_path))
     assert r.output_dir == str(tmp_path)
+
+
+def test_plugins_config_sections_are_checked_by_their_plugin(recipe_file):
+    def sections(d):
+        d["plugins_config"] = {"early_stoping": {"patience": 2}, "early_stopping": {"patience": 0, "pateince": 1}}
+
+    path = recipe_file(sections)
+    ps = problems(path)
+    unknown = [p for p in ps if p.startswith("plugins_config.early_stoping")]
+    assert unknown and "did you mean 'early_stopping'" in unknown[0] and "mlflow" in unknown[0], ps
+    assert any(p.startswith("plugins_config.early_stopping.patience") and "greater than or equal to 1" in p for p in ps)
+    typo = [p for p in ps if p.startswith("plugins_config.early_stopping.pateince")]
+    assert typo and "did you mean 'patience'" in typo[0] and f"{path}:" in typo[0], ps
+
+
+def test_plugins_config_resolves_defaults_and_shows_in_the_schema(recipe_file):
+    from peftkit.plugin.registry import get_registry
+    from peftkit.recipe import resolved_dict
+
+    recipe = load_recipe(recipe_file(lambda d: d.update(plugins_config={"early_stopping": {"patience": 2}})))
+    resolved = resolved_dict(recipe, get_registry())
+    assert resolved["plugins_config"] == {"early_stopping": {"patience": 2, "min_delta": 0.0, "metric": None}}
+    section = json_schema()["properties"]["plugins_config"]
+    assert {"early_stopping", "mlflow", "wandb"} <= set(section["properties"])
+    assert section["properties"]["early_stopping"]["properties"]["patience"]["minimum"] == 1
+
+
+def test_a_plugins_config_section_outside_the_allow_list_is_refused(recipe_file):
+    def allow(d):
+        d["plugins"] = ["lora", "textcls"]
+        d["plugins_config"] = {"mlflow": {}}
+
+    ps = problems(recipe_file(allow))
+    assert any(p.startswith("plugins_config.mlflow") and "not in `plugins:`" in p for p in ps), ps
