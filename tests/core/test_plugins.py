@@ -100,6 +100,9 @@ def test_every_plugin_folder_has_entry_point_and_package():
         assert f'"peftkit_plugins.{name}"' in text.split("packages = [")[1].split("]")[0], (
             f"plugins/{name} not in packages"
         )
+    # and the other way round: no entry point names a built-in folder that is gone
+    listed = re.findall(r'^[\w-]+ = "peftkit_plugins\.(\w+)"$', text, re.M)
+    assert sorted(listed) == folders, f"entry points without a plugins/ folder: {sorted(set(listed) - set(folders))}"
 
 
 def test_builtins_are_entry_points_of_the_peftkit_distribution():
