@@ -178,17 +178,67 @@ def test_a_page_about_an_unregistered_method_fails_the_build():
         gen.expand("<!-- gen:recipe-referense -->\n")
 
 
+# every file the plugin tutorial includes, and the test that runs it
+TUTORIAL_FILES = {
+    **{
+        f"docs/examples/peftkit-hello/{rel}": "tests/test_example_plugin.py (installed in a fresh virtual environment)"
+        for rel in (
+            "pyproject.toml",
+            "peftkit_hello/__init__.py",
+            "peftkit_hello/lnfit.py",
+            "peftkit_hello/keywords.py",
+            "tests/test_hello.py",
+            "recipes/keywords-e5.yaml",
+        )
+    },
+    "docs/examples/loha/loha.py": "test_the_tutorials_loha_method_passes_the_conformance_suite",
+}
+SNIPPET = re.compile(r'^--8<-- "(?P<path>[^"]+)"$')
+CODE_FENCE = re.compile(r"^```(?P<lang>\w*)[^\n]*\n(?P<body>.*?)^```$", re.MULTILINE | re.DOTALL)
+
+
 def test_the_plugin_tutorial_shows_the_tested_example_files_verbatim():
     page = (DOCS / "writing-a-plugin.md").read_text()
-    for rel in (
-        "pyproject.toml",
-        "peftkit_hello/__init__.py",
-        "peftkit_hello/lnfit.py",
-        "peftkit_hello/keywords.py",
-        "tests/test_hello.py",
-        "recipes/keywords-e5.yaml",
-    ):
-        assert f'--8<-- "docs/examples/peftkit-hello/{rel}"' in page, f"the tutorial does not include {rel}"
+    for rel in TUTORIAL_FILES:
+        assert f'--8<-- "{rel}"' in page, f"the tutorial does not include {rel}"
+        assert (ROOT / rel).is_file(), f"the tutorial includes {rel}, which is not there"
+
+
+def test_every_code_block_of_the_plugin_tutorial_is_a_tested_file():
+    """Code on the page is included from files a test runs, so what a reader copies is known to work.
+    Console blocks are commands (marked and run, see above); ``text`` blocks are folder trees."""
+    page = (DOCS / "writing-a-plugin.md").read_text()
+    code = [m for m in CODE_FENCE.finditer(page) if m["lang"] not in ("console", "text")]
+    assert len(code) >= len(TUTORIAL_FILES)
+    for m in code:
+        line = page.count("\n", 0, m.start()) + 1
+        included = SNIPPET.match(m["body"].strip())
+        assert included, f"writing-a-plugin.md:{line}: a {m['lang']} block written inline; move it into a tested file"
+        assert included["path"] in TUTORIAL_FILES, f"writing-a-plugin.md:{line}: {included['path']} is run by no test"
+
+
+def tutorial_loha():
+    spec = importlib.util.spec_from_file_location("tutorial_loha", EXAMPLES / "loha" / "loha.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_tutorials_loha_method_passes_the_conformance_suite(tmp_path):
+    from peftkit.kit.conformance import check_method
+
+    reports = check_method(tutorial_loha().METHOD, tmp_path)  # tiny BERT, tiny Llama, multiple choice
+    assert set(reports) == {"bert", "llama", "bert-multiple-choice"}
+    assert all(r.trainable < r.total and r.loss_after < r.loss_before for r in reports.values())
+
+
+def test_the_tutorials_loha_with_hard_coded_bert_targets_fails_on_the_tiny_llama(tmp_path):
+    """Why the tutorial uses resolve_targets: the names it replaced are BERT's, and a Llama has none of them."""
+    from peftkit.errors import PeftkitError
+    from peftkit.kit.conformance import check_method
+
+    with pytest.raises(PeftkitError, match="matches no layer of this llama model"):
+        check_method(tutorial_loha().METHOD, tmp_path, params={"target_modules": ["query", "value"]}, models=("llama",))
 
 
 def test_every_recipe_in_recipes_validates():

@@ -1,0 +1,1 @@
+"""Evaluation: scores on a split, prepacked CPU inference, metrics, and finished runs reloaded (load_run, predict)."""

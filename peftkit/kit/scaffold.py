@@ -31,14 +31,25 @@ def normalise_name(name: str) -> str:
 
 
 def _taken(name: str) -> str | None:
-    """Why ``name`` would clash with an installed plugin, or None."""
-    from peftkit.plugin.registry import get_registry
+    """Why ``name`` would clash with an installed plugin (naming that plugin and its distribution), or None.
+
+    The package registers the method ``NAME``, the task ``NAME/jsonl`` and the plugin (entry point) ``NAME``;
+    each must be free. Disabled and broken plugins count: they are installed, and enabling or fixing one
+    would bring the clash back.
+    """
+    from peftkit.plugin.registry import get_registry, owner
 
     reg = get_registry()
-    if name in reg.methods:
-        return f"method {name!r} is already registered by an installed plugin"
-    if name in reg.plugins:
-        return f"a plugin named {name!r} is already installed"
+    for table, what, key in (("methods", "method", name), ("tasks", "task", f"{name}/jsonl")):
+        if who := owner(reg, table, key):
+            return f"{what} {key!r} is already registered by {who}"
+    info = reg.plugins.get(name) or reg.disabled_info.get(name)
+    if info is not None:
+        state = ", disabled by PEFTKIT_DISABLE_PLUGINS" if name in reg.disabled_info else ""
+        dist = f" (distribution {info.distribution} {info.version})" if info.distribution else ""
+        return f"a plugin named {name!r} is already installed{dist}{state}"
+    if name in reg.broken:
+        return f"a plugin named {name!r} is already installed (it fails to load: see `peftkit plugins`)"
     return None
 
 

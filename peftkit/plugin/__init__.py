@@ -1,0 +1,1 @@
+"""The plugin system: hook specs and the hookimpl marker, contracts (Method, Task, ModelSource), registry, RunState."""

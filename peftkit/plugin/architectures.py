@@ -72,8 +72,21 @@ def family(model_type: str) -> Family:
 
 
 def resolve_targets(targets: list[str] | str | None, model_type: str) -> list[str] | str:
-    """Method ``target_modules``: None / ``all-linear`` → every block linear layer, ``attention`` → q/k/v;
-    a list of names or a regex passes through unchanged."""
+    """A method's ``target_modules`` param, made concrete for one architecture (for a peft config).
+
+    Args:
+        targets: ``None`` or ``"all-linear"`` (every linear layer inside the transformer blocks, never the
+            task head), ``"attention"`` (the q/k/v projections), or a list of module names / one full-match
+            regex, which pass through unchanged.
+        model_type: ``ctx.model_type`` (the model's ``config.model_type``, e.g. ``bert``, ``llama``).
+
+    Returns:
+        What peft's ``target_modules`` takes: a full-match regex over module names, or the list given.
+
+    Raises:
+        PeftkitError: ``all-linear`` / ``attention`` for a model type without known patterns (see
+            ``FAMILIES``); the message asks for explicit ``target_modules``.
+    """
     if targets is None or targets == "all-linear":
         return family(model_type).all_linear
     if targets == "attention":

@@ -23,6 +23,7 @@ from peftkit.errors import PluginError
 from peftkit.plugin import hookspecs
 
 GROUP = "peftkit"
+DISABLE_ENV = "PEFTKIT_DISABLE_PLUGINS"
 _CACHE: dict[tuple, Registry] = {}
 
 
@@ -51,6 +52,7 @@ class Registry:
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)  # plugin name -> error
     disabled: list[str] = field(default_factory=list)  # installed, skipped through PEFTKIT_DISABLE_PLUGINS
+    disabled_info: dict[str, PluginInfo] = field(default_factory=dict)  # what those are, read without importing
     unknown_disabled: list[str] = field(default_factory=list)  # names in PEFTKIT_DISABLE_PLUGINS nothing has
     owners: dict[tuple[str, str], str] = field(default_factory=dict)  # (table, name) -> plugin
 
@@ -233,6 +235,22 @@ def _order(eps: list[md.EntryPoint]) -> list[md.EntryPoint]:
     return sorted(eps, key=lambda e: (not (e.dist and e.dist.metadata["Name"] == "peftkit"), e.name))
 
 
+def _info(ep: md.EntryPoint) -> PluginInfo:
+    dist = ep.dist
+    return PluginInfo(ep.name, dist.metadata["Name"] if dist else None, dist.version if dist else None, ep.value)
+
+
+def owner(reg: Registry, table: str, name: str) -> str:
+    """``plugin 'lora' (distribution peftkit 0.1.0)``: who registered ``name`` in ``table`` (``methods``, ``tasks``,
+    ``sources``); empty when nobody did."""
+    plugin = reg.owners.get((table, name))
+    if plugin is None:
+        return ""
+    info = reg.plugins.get(plugin)
+    dist = f" (distribution {info.distribution} {info.version})" if info and info.distribution else ""
+    return f"plugin {plugin!r}{dist}"
+
+
 def build_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
     """Load every entry point of the ``peftkit`` group (plus ``extra_plugins``, for tests).
 
@@ -249,6 +267,7 @@ def build_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
     for ep in _order(eps):
         if ep.name in disabled:
             reg.disabled.append(ep.name)
+            reg.disabled_info[ep.name] = _info(ep)
             continue
         try:
             module = ep.load()
@@ -257,13 +276,7 @@ def build_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
             if os.environ.get("PEFTKIT_DEBUG"):
                 traceback.print_exc(file=sys.stderr)
             continue
-        dist = ep.dist
-        _add(
-            reg,
-            ep.name,
-            module,
-            PluginInfo(ep.name, dist.metadata["Name"] if dist else None, dist.version if dist else None, ep.value),
-        )
+        _add(reg, ep.name, module, _info(ep))
     for name, obj in (extra_plugins or {}).items():
         if name not in disabled:
             _add(reg, name, obj, PluginInfo(name, None, None, getattr(obj, "__name__", repr(obj))))
@@ -286,9 +299,14 @@ def get_plugin_manager() -> pluggy.PluginManager:
 
 
 def list_plugins(reg: Registry | None = None) -> list[dict[str, Any]]:
-    """JSON-ready description of every plugin, broken ones included (with their error)."""
+    """JSON-ready description of every installed plugin: loaded ones with what they register, broken ones
+    with their error, disabled ones with ``"disabled"`` saying what disabled them (nothing of theirs is
+    imported, so their hooks and names are not known)."""
     reg = reg or get_registry()
     out: list[dict[str, Any]] = [dict(vars(info)) for info in reg.plugins.values()]
     for name, error in reg.broken.items():
         out.append({"name": name, "error": error})
+    for info in reg.disabled_info.values():
+        known = {"name": info.name, "distribution": info.distribution, "version": info.version, "module": info.module}
+        out.append({**known, "disabled": DISABLE_ENV})
     return sorted(out, key=lambda d: d["name"])

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+import peftkit
 from peftkit.errors import RecipeError
 from peftkit.kit.tiny import tiny_recipe
-from peftkit.plugin.registry import build_registry, list_plugins
+from peftkit.plugin.registry import build_registry, list_plugins, owner
 from peftkit.recipe import validate
 
 REPO = Path(__file__).resolve().parents[2]
@@ -100,6 +101,9 @@ def test_every_plugin_folder_has_entry_point_and_package():
         assert f'"peftkit_plugins.{name}"' in text.split("packages = [")[1].split("]")[0], (
             f"plugins/{name} not in packages"
         )
+    # and the other way round: no entry point names a built-in folder that is gone
+    listed = re.findall(r'^[\w-]+ = "peftkit_plugins\.(\w+)"$', text, re.M)
+    assert sorted(listed) == folders, f"entry points without a plugins/ folder: {sorted(set(listed) - set(folders))}"
 
 
 def test_builtins_are_entry_points_of_the_peftkit_distribution():
@@ -141,6 +145,26 @@ def test_disable_plugins_by_name(monkeypatch):
     monkeypatch.setenv("PEFTKIT_DISABLE_PLUGINS", "lora, tensorboard")
     reg = build_registry()
     assert "lora" not in reg.methods and "tensorboard" not in reg.plugins and "textcls" in reg.plugins
+
+
+def test_disabled_plugins_are_listed_as_disabled(monkeypatch):
+    monkeypatch.setenv("PEFTKIT_DISABLE_PLUGINS", "tensorboard")
+    listed = {p["name"]: p for p in list_plugins(build_registry())}
+    assert listed["tensorboard"] == {
+        "name": "tensorboard",
+        "distribution": "peftkit",
+        "version": peftkit.__version__,
+        "module": "peftkit_plugins.tensorboard",
+        "disabled": "PEFTKIT_DISABLE_PLUGINS",
+    }
+    assert "disabled" not in listed["lora"] and listed["lora"]["methods"] == ["lora"]
+
+
+def test_owner_names_the_plugin_and_its_distribution():
+    reg = build_registry()
+    assert owner(reg, "methods", "lora") == f"plugin 'lora' (distribution peftkit {peftkit.__version__})"
+    assert owner(reg, "tasks", "clue/afqmc").startswith("plugin 'clue' (distribution peftkit ")
+    assert owner(reg, "methods", "no-such-method") == ""
 
 
 def test_broken_plugin_is_reported_and_others_work(tmp_path, monkeypatch, tiny_bert, tiny_data):

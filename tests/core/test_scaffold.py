@@ -13,6 +13,7 @@ import sys
 import pytest
 import tomllib
 
+import peftkit
 from peftkit.cli import main
 from peftkit.errors import PeftkitError
 from peftkit.kit.scaffold import new_plugin, normalise_name, render_files, substitutions
@@ -64,8 +65,34 @@ def test_refuses_an_existing_folder_and_a_taken_name(tmp_path):
     new_plugin("dupe", tmp_path)
     with pytest.raises(PeftkitError, match="already exists"):
         new_plugin("dupe", tmp_path)
-    with pytest.raises(PeftkitError, match="method 'lora' is already registered"):
+    with pytest.raises(PeftkitError) as info:
         new_plugin("lora", tmp_path)
+    assert str(info.value) == (
+        "cannot create plugin 'lora': method 'lora' is already registered by plugin 'lora' "
+        f"(distribution peftkit {peftkit.__version__}); choose another name"
+    )
+    assert not (tmp_path / "peftkit-lora").exists()
+
+
+def test_a_taken_task_or_plugin_name_names_its_plugin(tmp_path, monkeypatch):
+    """The generated task ``NAME/jsonl`` and the entry point ``NAME`` must be free too, disabled plugins included."""
+    from peftkit.plugin.registry import get_registry
+
+    reg = get_registry()
+    monkeypatch.setitem(reg.owners, ("tasks", "acme/jsonl"), "textcls")
+    with pytest.raises(
+        PeftkitError, match=r"task 'acme/jsonl' is already registered by plugin 'textcls' \(distribution peftkit "
+    ):
+        new_plugin("acme", tmp_path)
+    with pytest.raises(
+        PeftkitError, match=r"a plugin named 'tensorboard' is already installed \(distribution peftkit "
+    ):
+        new_plugin("tensorboard", tmp_path)
+    monkeypatch.setenv("PEFTKIT_DISABLE_PLUGINS", "tensorboard")
+    with pytest.raises(
+        PeftkitError, match="'tensorboard' is already installed .*, disabled by PEFTKIT_DISABLE_PLUGINS"
+    ):
+        new_plugin("tensorboard", tmp_path)
 
 
 def test_cli_creates_the_package_and_reports_errors(tmp_path, capsys):

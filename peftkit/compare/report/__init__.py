@@ -1,0 +1,1 @@
+"""The comparison report: finished runs read into rows, tables (markdown, CSV, JSON), HTML pages and plots."""

@@ -1,0 +1,1 @@
+"""Build a run from a validated recipe: the setup, the base model (+ quantization), tokenised batches."""
