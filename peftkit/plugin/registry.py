@@ -66,6 +66,11 @@ class Registry:
             return self.pm.hook
         return _SubsetHooks(self.pm, [self.pm.get_plugin(n) for n in self.plugins if n not in allowed])
 
+    def provider(self, table: str, name: str) -> PluginInfo | None:
+        """The plugin that registered ``name`` in ``table`` (``methods``, ``tasks``, ``sources``), or None."""
+        owner = self.owners.get((table, name))
+        return self.plugins.get(owner) if owner else None
+
     def broken_note(self) -> str:
         """Why a name may be missing: plugins that failed to load or were disabled (empty when none)."""
         note = ""

@@ -1,8 +1,12 @@
 """Resumable checkpoints: trainable weights, optimizer, scheduler, RNG states, data position, history.
 
-A checkpoint is written into ``checkpoints/.tmp-*`` and renamed to ``checkpoints/step-NNNNNNNN`` only
-when complete, so a run killed mid-write never leaves a checkpoint that looks usable. Everything
-loads with ``torch.load(weights_only=True)`` or safetensors: no pickled code.
+A checkpoint is written into ``checkpoints/.tmp-*``; its last file is ``complete.json`` (the size of every
+other file), and only then is the folder renamed to ``checkpoints/step-NNNNNNNN``. A checkpoint of a step that
+is already saved (an epoch end that falls on a ``checkpoint_every`` step) replaces the old one by renaming it
+aside first (``.old-*``) and deleting it only after the new one is in place; a kill between the two renames
+leaves the old one to be renamed back. :func:`latest` uses only checkpoints whose marker matches their
+files and warns about any other, so a damaged checkpoint is never picked. Everything loads with
+``torch.load(weights_only=True)`` or safetensors: no pickled code.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from peftkit.errors import PeftkitError
 
 log = logging.getLogger("peftkit")
 PREFIX = "step-"
+MARKER = "complete.json"  # written last: a folder without it (or whose sizes differ) is not a checkpoint
+OLD = ".old-"  # a replaced checkpoint, kept until its successor is in place
 
 
 def recipe_hash(resolved: dict[str, Any]) -> str:
@@ -87,23 +93,74 @@ def save(
         tmp / "trainer.pt",
     )
     (tmp / "state.json").write_text(json.dumps(meta, indent=1, default=str))
-    for f in tmp.iterdir():  # data must be on disk before the rename makes the checkpoint visible
-        with open(f, "rb") as fh:
-            os.fsync(fh.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    _fsync_files(tmp)  # data must be on disk before the marker says it is there
+    sizes = {f.name: f.stat().st_size for f in sorted(tmp.iterdir())}
+    (tmp / MARKER).write_text(json.dumps({"files": sizes}))
+    _fsync_files(tmp, MARKER)
+    _swap_in(tmp, final)
     prune(root, keep)
     return final
 
 
-def complete(root: Path) -> list[Path]:
-    """Finished checkpoints, oldest first (temp folders of interrupted writes are ignored)."""
+def _fsync_files(folder: Path, *names: str) -> None:
+    for f in [folder / n for n in names] or list(folder.iterdir()):
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def _swap_in(tmp: Path, final: Path) -> None:
+    """Rename ``tmp`` to ``final``; an existing ``final`` is renamed aside first and deleted only afterwards, so at
+    every instant either it or its replacement is complete under its own name (or aside, see :func:`_recover`)."""
+    aside = final.with_name(f"{OLD}{final.name}-{os.getpid()}")
+    if final.exists():
+        if aside.exists():
+            shutil.rmtree(aside)
+        os.replace(final, aside)
+    os.replace(tmp, final)
+    if aside.exists():
+        shutil.rmtree(aside)
+
+
+def _recover(root: Path) -> None:
+    """Undo a replacement interrupted between its two renames: rename the complete old checkpoint back when its
+    successor never arrived; delete it when the successor is there."""
+    if not root.is_dir():
+        return
+    for aside in sorted(p for p in root.iterdir() if p.name.startswith(OLD)):
+        name = aside.name[len(OLD) :].rsplit("-", 1)[0]
+        target = root / name
+        if not target.exists() and problem(aside) is None:
+            os.replace(aside, target)
+            log.warning("checkpoint %s: restored from %s (a replacement of it was interrupted)", target, aside.name)
+        else:
+            shutil.rmtree(aside, ignore_errors=True)
+
+
+def problem(path: Path) -> str | None:
+    """Why ``path`` is not a usable checkpoint (no completeness marker, a file missing or of another size), or
+    None when it is complete."""
+    try:
+        sizes = json.loads((path / MARKER).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"it has no {MARKER} (its write was interrupted, or an older peftkit wrote it)"
+    for name, size in sizes.items():
+        f = path / name
+        if not f.is_file():
+            return f"{name} is missing"
+        if f.stat().st_size != size:
+            return f"{name} has {f.stat().st_size} bytes, not the {size} it was written with"
+    return None
+
+
+def _step_dirs(root: Path) -> list[Path]:
     if not root.is_dir():
         return []
-    return sorted(
-        p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX) and (p / "state.json").is_file()
-    )
+    return sorted(p for p in root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
+
+
+def complete(root: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temp folders of interrupted writes and damaged ones are left out)."""
+    return [p for p in _step_dirs(root) if problem(p) is None]
 
 
 def prune(root: Path, keep: int) -> None:
@@ -114,8 +171,16 @@ def prune(root: Path, keep: int) -> None:
 
 
 def latest(out_dir: Path) -> Path | None:
-    found = complete(out_dir / "checkpoints")
-    return found[-1] if found else None
+    """The newest complete checkpoint of a run folder, or None. Newer ones that are not complete are skipped
+    with a warning naming what is wrong with them."""
+    root = out_dir / "checkpoints"
+    _recover(root)
+    for path in reversed(_step_dirs(root)):
+        why = problem(path)
+        if why is None:
+            return path
+        log.warning("checkpoint %s is not usable and is skipped: %s", path, why)
+    return None
 
 
 def restore(path: Path, model: Any, opt: Any, sched: Any, expected_hash: str) -> tuple[dict[str, Any], dict[str, Any]]:

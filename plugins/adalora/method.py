@@ -95,7 +95,10 @@ def facts(model: Any) -> dict[str, Any]:
 
 @dataclass
 class AdaLoraMethod(PeftMethod):
-    """PeftMethod with AdaLoRA's validate-time schedule check and an exact save."""
+    """PeftMethod with AdaLoRA's validate-time schedule check, an exact save, and its budget schedule as the
+    method's own lifecycle hooks (``hooks``: registered only for the runs of this method)."""
+
+    hooks: Any = None
 
     def check(self, params: Any, recipe_data: dict[str, Any]) -> list[tuple[str, str]]:
         return check(params, recipe_data)

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration  # several subprocess runs: ~1 min
 FAULTS = """
 import os, signal
 import peftkit.train.checkpoint as ck
-import peftkit.train.loop as runner
+import peftkit.train.best as best
 from peftkit import hookimpl
 
 KIND, _, AT = os.environ.get("PEFTKIT_TEST_KILL", ":").partition(":")
@@ -40,7 +40,7 @@ def peftkit_on_step_end(state):
         _die()  # after optimizer.step, before zero_grad / any checkpoint of this step
 
 
-_evaluate = runner.evaluate
+_evaluate = best.evaluate
 
 
 def _evaluate_then_die(model, data, *a, **k):
@@ -50,7 +50,7 @@ def _evaluate_then_die(model, data, *a, **k):
     return _evaluate(model, data, *a, **k)
 
 
-runner.evaluate = _evaluate_then_die
+best.evaluate = _evaluate_then_die
 _rng_state = ck._rng_state
 
 

@@ -10,11 +10,12 @@ import pytest
 import torch
 import yaml
 
+from peftkit import hookimpl
 from peftkit.cli import main
 from peftkit.errors import PeftkitError
 from peftkit.kit.tiny import tiny_recipe
 from peftkit.recipe import validate
-from peftkit.train.loop import micro_count, run
+from peftkit.train.loop import run
 
 
 @pytest.fixture(scope="module")
@@ -200,13 +201,45 @@ def test_grad_accumulation_matches_bigger_batch(tmp_path, tiny_data):
         assert torch.allclose(w1[k], w2[k], atol=1e-5), k
 
 
-def test_micro_count_last_short_window():
-    assert [micro_count(4, k, 10) for k in range(10)] == [4] * 8 + [2, 2]
-    assert [micro_count(1, k, 3) for k in range(3)] == [1, 1, 1]
+class _GradProbe:
+    """Keeps the gradients of every optimizer step (the step hook runs before they are zeroed)."""
+
+    def __init__(self):
+        self.grads = []
+
+    @hookimpl
+    def peftkit_on_step_end(self, state):
+        self.grads.append({n: p.grad.clone() for n, p in state.model.named_parameters() if p.requires_grad})
+
+
+def test_a_short_last_accumulation_window_averages_over_its_own_batches(tmp_path, tiny_data):
+    """96 rows in batches of 16 are 6 batches: grad_accum=4 makes windows of 4 and 2. The second step's gradient
+    must be the mean over its 2 batches, which is what grad_accum=2's third step sees for the same 2 batches
+    (a divisor of 4 would halve it). lr ~0 keeps the weights, and so the gradients, comparable."""
+    from peftkit.kit.tiny import make_tiny_bert
+    from peftkit.plugin.registry import build_registry
+
+    bert = make_tiny_bert(tmp_path / "bert", dropout=0.0)
+    grads = {}
+    for accum in (4, 2):
+        probe = _GradProbe()
+        reg = build_registry(extra_plugins={"probe": probe})
+        recipe = tiny_recipe(
+            bert, tiny_data, tmp_path / f"acc{accum}", method_params={"dropout": 0.0}, batch_size=16, epochs=1,
+            grad_accum=accum, lr=1e-12, max_grad_norm=None,
+        )  # fmt: skip
+        recipe["data"]["group_by_length"] = False
+        m = run(validate(recipe, registry=reg), registry=reg)
+        assert m["train"]["steps"] == {4: 2, 2: 3}[accum] and m["train"]["samples"] == 96
+        grads[accum] = probe.grads[-1]
+    for name, g in grads[4].items():
+        assert torch.allclose(g, grads[2][name], rtol=1e-4, atol=1e-9), name
+    assert any(g.abs().max() > 1e-6 for g in grads[4].values())  # the comparison is not between zeros
 
 
 def test_warmup_and_cosine_schedule(tmp_path, tiny_bert, tiny_data):
-    from peftkit.train.loop import _optimizer, _scheduler
+    from peftkit.train.parts import make_optimizer as _optimizer
+    from peftkit.train.parts import make_scheduler as _scheduler
 
     r = validate(tiny_recipe(tiny_bert, tiny_data, tmp_path, warmup=2, scheduler="cosine", lr=1.0))
     opt = _optimizer(torch.nn.Linear(2, 2), r, 1.0)
@@ -220,7 +253,7 @@ def test_warmup_and_cosine_schedule(tmp_path, tiny_bert, tiny_data):
 
 
 def test_no_decay_for_bias_and_layernorm(tmp_path, tiny_bert, tiny_data):
-    from peftkit.train.loop import _optimizer
+    from peftkit.train.parts import make_optimizer as _optimizer
 
     r = validate(tiny_recipe(tiny_bert, tiny_data, tmp_path))
     net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2))
@@ -231,7 +264,7 @@ def test_no_decay_for_bias_and_layernorm(tmp_path, tiny_bert, tiny_data):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the warning is about CPUs; a GPU runs bf16 natively")
 def test_bf16_on_a_cpu_without_native_bf16_warns(tmp_path, tiny_bert, tiny_data, monkeypatch, caplog):
     import peftkit.build.model
-    from peftkit.train.loop import _accelerator
+    from peftkit.train.parts import make_accelerator as _accelerator
 
     recipe = tiny_recipe(tiny_bert, tiny_data, tmp_path / "out")
     recipe["train"]["mixed_precision"] = "bf16"
@@ -276,28 +309,37 @@ def test_compile_trains_like_eager_and_saves_plain_weights(tmp_path, tiny_data):
 
 
 def test_a_second_run_into_a_folder_being_written_is_refused(tmp_path, tiny_bert, tiny_data):
-    import json as _json
-    import socket
     import subprocess
     import sys
 
-    from peftkit import run_dir as outputs
+    from peftkit import run_dir
 
     out = tmp_path / "out"
-    out.mkdir()
-    live = {"pid": os.getpid(), "host": socket.gethostname(), "started": "now"}  # this test process is alive
-    (out / outputs.LOCK).write_text(_json.dumps(live))
+    holder = subprocess.Popen(  # a live process holding the lock, as a run does
+        [
+            sys.executable,
+            "-c",
+            "import sys, pathlib; from peftkit.run_dir import run_lock\n"
+            f"with run_lock(pathlib.Path({str(out)!r})):\n    print('held', flush=True); sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
     recipe = validate(tiny_recipe(tiny_bert, tiny_data, out, max_steps=1))
-    with pytest.raises(PeftkitError, match=rf"is being written by another peftkit run \(pid {os.getpid()} on "):
+    with pytest.raises(PeftkitError, match=rf"is being written by another peftkit run \(pid {holder.pid} on "):
         run(recipe)
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (out / outputs.LOCK).write_text(_json.dumps({**live, "pid": int(gone.stdout)}))  # that process has exited
+    holder.kill()  # killed while holding it: its lock file stays, but the kernel released the flock
+    holder.wait()
+    assert (out / run_dir.LOCK).exists()
     run(recipe)  # a stale lock is taken over
-    assert (out / "metrics.json").is_file() and not (out / outputs.LOCK).exists()  # and released at the end
+    assert (out / "metrics.json").is_file() and not (out / run_dir.LOCK).exists()  # and released at the end
 
 
-def test_a_compare_cell_stops_when_the_compare_that_started_it_is_killed(tmp_path, tiny_bert, tiny_data):
-    """The cell's parent exits while the cell trains: the cell stops instead of training on as an orphan."""
+def test_a_run_stops_when_the_parent_process_it_watches_is_gone(tmp_path, tiny_bert, tiny_data):
+    """PEFTKIT_PARENT_PID names the run's parent (as `peftkit compare` sets it for its cells); the parent exits while
+    the run trains: the run stops instead of training on as an orphan."""
     import subprocess
     import sys
     import time
@@ -327,10 +369,10 @@ def test_a_compare_cell_stops_when_the_compare_that_started_it_is_killed(tmp_pat
         time.sleep(0.5)
     log = (tmp_path / "out" / "train.log").read_text()
     assert (
-        "ERROR run stopped: the peftkit compare (pid" in log
-        and "that started this run is gone; stopping at step" in log
+        "ERROR run stopped: the process that started this run (pid" in log
+        and "from PEFTKIT_PARENT_PID) is gone; stopping at step" in log
     ), log[-2000:]
-    assert console.read_text().count("that started this run is gone") == 1  # printed once on the console
+    assert console.read_text().count("that started this run (pid") == 1  # printed once on the console
     assert not (tmp_path / "out" / "metrics.json").exists()
 
 

@@ -17,7 +17,8 @@ from peftkit.kit.tiny import tiny_recipe
 from peftkit.plugin.registry import build_registry
 from peftkit.recipe import validate
 from peftkit.run_dir import write_json
-from peftkit.train.loop import _better, run
+from peftkit.train.best import better as _better
+from peftkit.train.loop import run
 
 
 def _gen():
