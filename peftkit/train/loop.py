@@ -264,7 +264,10 @@ def _mean_over_processes(acc: Any, value: float) -> float:
 def _micro_step(s: Setup, state: RunState, model: Any, acc: Any, gbatch: list[int], last: bool, window: int) -> float:
     bs, rank = state.recipe.train.batch_size, acc.process_index
     idx = gbatch[rank * bs : (rank + 1) * bs] or gbatch[:1]
-    batch = {k: v.to(acc.device) for k, v in collate(s.data["train"], idx, s.pad_id).items()}
+    batch = {
+        k: v.to(acc.device)
+        for k, v in collate(s.data["train"], idx, s.pad_id, epoch=state.epoch, batch=state.batch_index).items()
+    }
     sync = acc.no_sync(model) if (not last and acc.num_processes > 1) else _Null()
     with sync, acc.autocast():
         loss = model(**batch).loss
