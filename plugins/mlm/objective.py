@@ -194,12 +194,16 @@ def _units(docs: list[str], tokenizer: Any, masking: str) -> tuple[list[list[int
     return ids, [word_groups(d, [tuple(o) for o in offs], segment) for d, offs in zip(docs, enc["offset_mapping"])]
 
 
-def _frame(tokenizer: Any) -> tuple[int, int]:
-    """How many special tokens the tokenizer puts before and after one sequence (1 and 1 for BERT and XLM-R)."""
-    probe = next(i for i in range(len(tokenizer)) if i not in set(tokenizer.all_special_ids))
-    built = tokenizer.build_inputs_with_special_tokens([probe])
-    before = built.index(probe)
-    return before, len(built) - before - 1
+def _frame(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special tokens the tokenizer puts before and after one sequence (``[CLS]`` / ``[SEP]`` for BERT,
+    ``<s>`` / ``</s>`` for XLM-R), read off a probe: the same ids the tokenizer would add itself."""
+    probe = "a"
+    bare = list(tokenizer(probe, add_special_tokens=False)["input_ids"])
+    full = list(tokenizer(probe)["input_ids"])
+    start = next((i for i in range(len(full) - len(bare) + 1) if full[i : i + len(bare)] == bare), None)
+    if not bare or start is None:
+        raise PeftkitError("model.source: cannot tell where this tokenizer puts its special tokens around a text")
+    return full[:start], full[start + len(bare) :]
 
 
 def _blocks(
@@ -210,7 +214,7 @@ def _blocks(
     Packing joins the documents (a separator token between two) and cuts the stream into full blocks, so no
     position is wasted on padding; without it each document is one block, cut at ``max_length``."""
     before, after = _frame(tokenizer)
-    room = max_length - before - after
+    room = max_length - len(before) - len(after)
     if room < 1:
         raise PeftkitError(f"data.max_length: {max_length} leaves no room for text between the special tokens")
     sep = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
@@ -236,7 +240,7 @@ def _blocks(
         arr = np.asarray(units, dtype=np.int64)
         valid = arr >= 0
         arr[valid] = np.unique(arr[valid], return_inverse=True)[1]  # units numbered from 0 within the block
-        out.append((tokenizer.build_inputs_with_special_tokens(chunk), [-1] * before + arr.tolist() + [-1] * after))
+        out.append((before + chunk + after, [-1] * len(before) + arr.tolist() + [-1] * len(after)))
     return out, truncated
 
 
