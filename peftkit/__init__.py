@@ -3,8 +3,8 @@
 Public API (importing this package does not import torch):
 
 - :data:`hookimpl` — decorator for plugin hook implementations.
-- :class:`Method`, :class:`Task`, :class:`ModelSource`, :class:`Example`, :class:`ApplyContext`,
-  :class:`RunState` — plugin contracts; the errors a plugin raises.
+- :class:`Method`, :class:`Task`, :class:`Objective`, :class:`ModelSource`, :class:`Example`,
+  :class:`ApplyContext`, :class:`EncodeContext`, :class:`RunState` — plugin contracts; the errors a plugin raises.
 - :func:`load_recipe`, :func:`run`, :func:`load_run` — use peftkit from Python.
 
 Plugin authors also import :mod:`peftkit.kit`; nothing else of the core is API.
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from peftkit.errors import DataError, ModelSourceError, PeftkitError, PluginError, RecipeError, TrainingError
-from peftkit.plugin.contracts import ApplyContext, Example, Method, ModelSource, Task
+from peftkit.plugin.contracts import ApplyContext, EncodeContext, Example, Method, ModelSource, Objective, Task
 from peftkit.plugin.hookspecs import hookimpl
 from peftkit.plugin.state import RunState
 from peftkit.recipe import Recipe, load_recipe
@@ -79,10 +79,12 @@ def load_run(
 __all__ = [
     "ApplyContext",
     "DataError",
+    "EncodeContext",
     "Example",
     "Method",
     "ModelSource",
     "ModelSourceError",
+    "Objective",
     "PeftkitError",
     "PluginError",
     "Recipe",

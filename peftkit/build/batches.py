@@ -1,7 +1,9 @@
 """Tokenise once, batch by length (still shuffled), pad per batch.
 
-The task yields :class:`~peftkit.plugin.contracts.Example` s; everything about tensors happens here, so a
-task plugin never touches a tokenizer.
+The task yields :class:`~peftkit.plugin.contracts.Example` s and its objective turns them into tensors, so a
+task plugin never touches a tokenizer. :func:`encode` and :func:`pad_batch` are the tokenising and padding an
+objective with one label per row uses (through :mod:`peftkit.kit`); :func:`collate` is what the training loop
+and evaluation call, and it goes through the split's own ``collate`` where the objective made one (masking).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ log = logging.getLogger("peftkit")
 class Encoded:
     """A tokenised split: token ids per sequence, labels (-1 = none) and the source examples.
 
-    For a multiple-choice split (``choices`` > 0) example ``i`` owns the ``choices`` sequences from
+    For a split whose rows carry choices (``choices`` > 0) example ``i`` owns the ``choices`` sequences from
     ``i * choices`` on, one per ``(text, choice)`` pair; otherwise one sequence per example.
     """
 
@@ -36,6 +38,7 @@ class Encoded:
     indistinct: int = (
         0  # multiple choice: rows whose choices all became the same sequence (truncation cut the difference)
     )
+    objective: Any = None  # the Objective that encoded the split (evaluation scores through it)
 
     def __len__(self) -> int:
         return len(self.examples)
@@ -53,7 +56,8 @@ class Encoded:
 
 
 def encode(examples: list[Example], tokenizer: Any, max_length: int, *, use_token_types: bool, split: str) -> Encoded:
-    """Tokenise a split in batched calls (fast tokenizers run them in Rust)."""
+    """Tokenise a split in batched calls (fast tokenizers run them in Rust): one sequence per row, or one per
+    (row, choice) when the rows carry ``choices``."""
     if not examples:
         raise DataError(f"the {split} split is empty: no examples were loaded; check the task's data files")
     texts, pairs, choices = _sequences(examples)
@@ -80,7 +84,7 @@ def encode(examples: list[Example], tokenizer: Any, max_length: int, *, use_toke
 
 def _sequences(examples: list[Example]) -> tuple[list[str], list[str | None], int]:
     """(first segments, second segments or None, choices per row): one sequence per example, or per
-    (example, choice) in a multiple-choice split — ``(text, choice)``, or the choice alone where the row's text is empty."""
+    (example, choice) in a split with choices — ``(text, choice)``, or the choice alone where the row's text is empty."""
     choices = len(examples[0].choices) if examples[0].choices is not None else 0
     if not choices:
         return [e.text for e in examples], [e.text_pair for e in examples], 0
@@ -94,7 +98,7 @@ def _sequences(examples: list[Example]) -> tuple[list[str], list[str | None], in
 
 
 def _tokenize(tokenizer: Any, texts: list[str], pairs: list[str | None], **kwargs: Any) -> dict[str, list[Any]]:
-    """One batched call for the single texts and one for the pairs (a multiple-choice split may hold both), merged
+    """One batched call for the single texts and one for the pairs (a split with choices may hold both), merged
     back in order."""
     out: dict[str, list[Any]] = {}
     for want_pair in (False, True):
@@ -142,9 +146,18 @@ def eval_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
     return [order[j : j + batch_size].tolist() for j in range(0, len(order), batch_size)]
 
 
-def collate(data: Encoded, idx: list[int], pad_id: int) -> dict[str, Any]:
+def collate(data: Any, idx: list[int], pad_id: int, *, epoch: int = 0, batch: int = 0) -> dict[str, Any]:
+    """The model inputs for rows ``idx`` of an encoded split: the split's own ``collate`` (an objective that masks
+    tokens draws them from ``epoch`` and ``batch``, the batch's position in the epoch), else :func:`pad_batch`."""
+    own = getattr(data, "collate", None)
+    if own is not None:
+        return own(idx, pad_id, epoch=epoch, batch=batch)
+    return pad_batch(data, idx, pad_id)
+
+
+def pad_batch(data: Encoded, idx: list[int], pad_id: int) -> dict[str, Any]:
     """Pad the selected examples to the longest among them (right padding): ``[batch, length]`` tensors, or
-    ``[batch, choices, length]`` for a multiple-choice split."""
+    ``[batch, choices, length]`` for a split whose rows have several choices."""
     import torch
 
     rows = data.rows(idx)

@@ -1,4 +1,4 @@
-"""Base model + tokenizer loading: dtype, quantization (bitsandbytes), task head kept trainable."""
+"""Base model + tokenizer loading: the objective's head, dtype, quantization (bitsandbytes), heads kept trainable."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from peftkit.errors import ModelSourceError, PeftkitError
-from peftkit.plugin.architectures import FAMILIES, HEAD_NAMES
+from peftkit.plugin.architectures import HEAD_NAMES
 from peftkit.plugin.contracts import ApplyContext
 from peftkit.recipe import ModelConfig, split_source
 
@@ -186,6 +186,19 @@ def _prepare_quantized(model: Any, keep_float: Sequence[str], gradient_checkpoin
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
 
 
+def objective_named(head: Any) -> Any:
+    """An Objective from a registered name, an Objective object, or None (the default objective)."""
+    if head is not None and not isinstance(head, str):
+        return head
+    from peftkit.plugin.registry import get_registry
+
+    reg = get_registry()
+    name = head or reg.default_objective
+    if name not in reg.objectives:
+        raise PeftkitError(f"no objective {name!r} is registered (registered: {', '.join(reg.objectives)})")
+    return reg.objectives[name]
+
+
 def load_model(
     path: Path,
     cfg: ModelConfig,
@@ -194,32 +207,27 @@ def load_model(
     *,
     gradient_checkpointing: bool = False,
     keep_float: Sequence[str] = (),
-    head: str = "sequence-classification",
+    head: Any = None,
 ) -> tuple[Any, list[str]]:
-    """Load ``AutoModelForSequenceClassification`` for ``labels`` (``AutoModelForMultipleChoice`` when ``head`` is
-    ``multiple-choice``: one score per choice, the labels being choice positions).
+    """Load the base model with the head of objective ``head`` (a registered name or an Objective; None = the
+    default objective): its ``auto_class``, with its ``model_kwargs(labels)``.
 
     Returns:
-        (model, head_modules): head_modules are the head's module names that must be trained and
-        saved with any method: ``classifier``/``score`` always, ``pooler`` when the checkpoint had
-        none (a randomly initialised, frozen pooler would cap accuracy). ``keep_float``: more module
-        names that stay unquantized when ``cfg.quantization`` is set (see :func:`method_float_modules`).
+        (model, head_modules): head_modules are the head's module names that must be trained and saved with any
+        method (the objective's ``head_modules``: a classifier always, BERT's pooler when the checkpoint had
+        none, a masked-LM head the checkpoint lacked). ``keep_float``: more module names that stay unquantized
+        when ``cfg.quantization`` is set (see :func:`method_float_modules`).
     """
     import torch
     import transformers
 
-    auto = (
-        transformers.AutoModelForMultipleChoice
-        if head == "multiple-choice"
-        else transformers.AutoModelForSequenceClassification
-    )
+    objective = objective_named(head)
+    auto = getattr(transformers, objective.auto_class)
     if cfg.trust_remote_code:
         log.warning("model.trust_remote_code is on: code shipped with %s will run", path)
     _check_weights(path, cfg.allow_pickle)
     kwargs: dict[str, Any] = dict(
-        num_labels=len(labels),
-        id2label=dict(enumerate(labels)),
-        label2id={name: i for i, name in enumerate(labels)},
+        **objective.model_kwargs(labels),
         trust_remote_code=cfg.trust_remote_code,
         use_safetensors=not cfg.allow_pickle,
         output_loading_info=True,
@@ -228,15 +236,18 @@ def load_model(
         kwargs["dtype"] = getattr(torch, cfg.dtype)  # the schema allows float32 | bfloat16 | float16 | auto
     elif not torch.cuda.is_available():
         kwargs["dtype"] = torch.float32
+    keep_float = [*keep_float, *getattr(objective, "float_modules", ())]
     if cfg.quantization is not None:
         kwargs["quantization_config"] = _quant_config(cfg, keep_float)
     try:
         model, info = auto.from_pretrained(str(path), **kwargs)
     except (OSError, ValueError) as exc:
-        raise PeftkitError(f"model.source: cannot load a {head} model from {path}: {_load_problem(exc, head)}") from exc
+        explain = getattr(objective, "load_problem", None)
+        why = (explain(exc) if explain else None) or str(exc)
+        raise PeftkitError(f"model.source: cannot load a {objective.name} model from {path}: {why}") from exc
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    heads = _trained_heads(model, set(info.get("missing_keys", [])))
+    heads = objective.head_modules(model, set(info.get("missing_keys", [])))
     if cfg.quantization is not None:
         model = _prepare_quantized(model, keep_float, gradient_checkpointing)
     elif gradient_checkpointing:
@@ -244,9 +255,9 @@ def load_model(
     return model, heads
 
 
-def _trained_heads(model: Any, missing: set[str]) -> list[str]:
-    """The head modules every method must train and save: the classifier always, the pooler only when the
-    checkpoint had none (then it is randomly initialised)."""
+def classifier_heads(model: Any, missing: set[str]) -> list[str]:
+    """The head modules a classification model trains and saves: the classifier always, the pooler only when the
+    checkpoint had none (then it is randomly initialised, and frozen it would cap accuracy)."""
     heads = []
     for name in HEAD_NAMES:
         mod = _find_head(model, name)
@@ -255,20 +266,6 @@ def _trained_heads(model: Any, missing: set[str]) -> list[str]:
         if name != "pooler" or any(".pooler." in f".{k}" or k.startswith("pooler.") for k in missing):
             heads.append(mod)
     return heads
-
-
-def _load_problem(exc: Exception, head: str) -> str:
-    """transformers' message; for an architecture without a multiple-choice head its first line and what to do."""
-    text = str(exc)
-    if head != "multiple-choice" or "Unrecognized configuration class" not in text:
-        return text
-    from transformers.models.auto.modeling_auto import MODEL_FOR_MULTIPLE_CHOICE_MAPPING_NAMES as HAVE
-
-    known = [t for t in FAMILIES if t in HAVE]
-    return (
-        text.strip().splitlines()[0] + f" transformers has a multiple-choice head for {len(HAVE)} model types, among "
-        f"them {', '.join(known)} (not decoders such as llama, qwen2, gemma): choose such a model.source for this task"
-    )
 
 
 def _find_head(model: Any, name: str) -> str | None:

@@ -1,4 +1,4 @@
-"""From a validated recipe to the objects a run needs: plugins, data, tokenizer, model."""
+"""From a validated recipe to the objects a run needs: plugins, the task's objective, data, tokenizer, model."""
 
 from __future__ import annotations
 
@@ -8,9 +8,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from peftkit.build.batches import Encoded, encode
-from peftkit.build.model import load_model, load_tokenizer, method_float_modules, resolve_source
-from peftkit.plugin.contracts import MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION, ApplyContext, task_head
+from peftkit.build.model import load_model, load_tokenizer, method_float_modules, objective_named, resolve_source
+from peftkit.plugin.contracts import ApplyContext, EncodeContext
 from peftkit.recipe import Recipe, method_params, task_params
 
 log = logging.getLogger("peftkit")
@@ -30,7 +29,8 @@ class Setup:
     tokenizer: Any
     labels: list[str]
     use_token_types: bool
-    data: dict[str, Encoded] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    objective: Any = None  # the task's Objective (prepare sets it)
 
     @cached_property
     def hooks(self) -> Any:
@@ -76,7 +76,7 @@ def _check_metric(recipe: Recipe, task: Any, n_labels: int) -> None:
 
 
 def prepare(recipe: Recipe, registry: Any, splits: tuple[str, ...] = ("train", "dev")) -> Setup:
-    """Resolve plugins, the model folder and tokenizer, and tokenise the requested splits."""
+    """Resolve plugins (the task's objective too), the model folder and tokenizer, and tokenise the requested splits."""
     method = registry.methods[recipe.method.name]
     task = registry.tasks[recipe.task.name]
     mparams, tparams = method_params(recipe, registry), task_params(recipe, registry)
@@ -86,45 +86,47 @@ def prepare(recipe: Recipe, registry: Any, splits: tuple[str, ...] = ("train", "
     labels = list(task.label_names(tparams))
     _check_metric(recipe, task, len(labels))
     s = Setup(recipe, registry, method, task, mparams, tparams, path, tok, labels, _uses_token_types(path))
+    s.objective = registry.objective_of(task)
     for split in splits:
         if split in task.splits:
             load_split(s, split)
     return s
 
 
-def load_split(s: Setup, split: str) -> Encoded:
-
-    examples = checked_examples(
-        s.task.load_split(s.tparams, split), s.task.name, split, len(s.labels), task_head(s.task)
+def load_split(s: Setup, split: str) -> Any:
+    """Read one split through the task, check its rows and encode them through the objective (``s.data[split]``)."""
+    objective = s.objective or s.registry.objective_of(s.task)
+    examples = checked_examples(s.task.load_split(s.tparams, split), s.task.name, split, len(s.labels), objective)
+    options = getattr(s.task, "objective_options", None)
+    ctx = EncodeContext(
+        max_length=s.recipe.data.max_length,
+        use_token_types=s.use_token_types,
+        split=split,
+        seed=s.recipe.train.seed,
+        options=dict(options(s.tparams)) if options else {},
     )
-    enc = encode(examples, s.tokenizer, s.recipe.data.max_length, use_token_types=s.use_token_types, split=split)
-    if enc.truncated and s.recipe.data.truncation_warning:
-        log.info(
-            "%s: %d of %d examples truncated to data.max_length=%d",
-            split,
-            enc.truncated,
-            len(enc),
-            s.recipe.data.max_length,
-        )
-    if enc.indistinct:
+    enc = objective.encode(examples, s.tokenizer, ctx)
+    enc.objective = objective
+    truncated = getattr(enc, "truncated", 0)
+    if truncated and s.recipe.data.truncation_warning:
+        log.info("%s: %d of %d examples truncated to data.max_length=%d", split, truncated, len(enc), ctx.max_length)
+    if getattr(enc, "indistinct", 0):
         log.warning(
             "%s: in %d of %d rows every choice is the same after truncation to data.max_length=%d (the part where "
             "they differ was cut off), so those rows cannot be answered; raise data.max_length",
             split,
             enc.indistinct,
             len(enc),
-            s.recipe.data.max_length,
+            ctx.max_length,
         )
     s.data[split] = enc
     return enc
 
 
-def checked_examples(raw: Any, task: str, split: str, n_labels: int, head: str = SEQUENCE_CLASSIFICATION) -> list[Any]:
+def checked_examples(raw: Any, task: str, split: str, n_labels: int, head: Any = None) -> list[Any]:
     """What a task's ``load_split`` returned, as a list of examples a run can use; DataError naming the task,
-    split and row otherwise. Training and evaluation need a label on every row; test rows may have none.
-    Rows of a ``multiple-choice`` task carry ``n_labels`` string choices; other tasks' rows carry none."""
-    import numbers
-
+    split and row otherwise. Every row is an Example with string texts; the objective ``head`` (a registered name or
+    an Objective; None = the default objective) checks the rest (labels on train and dev rows, choices)."""
     from peftkit.errors import DataError
 
     who = f"task {task!r}, {split} split"
@@ -141,50 +143,8 @@ def checked_examples(raw: Any, task: str, split: str, n_labels: int, head: str =
             value = getattr(e, field_name)
             if not isinstance(value, str) and not (field_name == "text_pair" and value is None):
                 raise DataError(f"{row}: {field_name} is {type(value).__name__} {value!r:.40}, not a string")
-        _check_choices(e, row, n_labels, head)
-        if e.label is None:
-            if split in ("train", "dev"):
-                n = sum(x.label is None for x in examples)
-                raise DataError(
-                    f"{row} has no label, nor do {n - 1} more of its {len(examples)} rows: training and evaluation "
-                    "need a label on every row (only test rows may be unlabelled)"
-                )
-        elif isinstance(e.label, bool) or not isinstance(e.label, numbers.Integral):
-            raise DataError(
-                f"{row}: label is {type(e.label).__name__} {e.label!r:.40}, not a label id (an int from 0 to "
-                f"{n_labels - 1}); map label names to ids with the task's label_names()"
-            )
-        elif not 0 <= e.label < n_labels:
-            raise DataError(
-                f"{split} split: label id {e.label} (row id {e.id!r}) is outside the task's {n_labels} labels"
-            )
+    objective_named(head).check_rows(examples, who, split, n_labels)
     return examples
-
-
-def _check_choices(e: Any, row: str, n_labels: int, head: str) -> None:
-    from peftkit.errors import DataError
-
-    choices = getattr(e, "choices", None)
-    if head != MULTIPLE_CHOICE:
-        if choices is not None:
-            raise DataError(
-                f"{row} has choices, but the task's head is {head!r}; a multiple-choice task sets "
-                f"head = {MULTIPLE_CHOICE!r}"
-            )
-        return
-    need = f"a multiple-choice row needs Example.choices, a list of {n_labels} strings (one per label)"
-    if not isinstance(choices, (list, tuple)):
-        raise DataError(f"{row}: {need}, got {type(choices).__name__} {choices!r:.40}")
-    if len(choices) != n_labels:
-        raise DataError(f"{row}: {need}, got {len(choices)} choices")
-    bad = next((i for i, c in enumerate(choices) if not isinstance(c, str)), None)
-    if bad is not None:
-        raise DataError(f"{row}: {need}; choice {bad} is {type(choices[bad]).__name__} {choices[bad]!r:.40}")
-    if e.text_pair is not None:
-        raise DataError(
-            f"{row}: a multiple-choice row has no text_pair (it would not be read): put it into text, which "
-            "is read with every choice, or into each choice"
-        )
 
 
 def build_model(s: Setup, total_steps: int = 0, *, trained: Path | None = None) -> tuple[Any, ApplyContext]:
@@ -199,7 +159,7 @@ def build_model(s: Setup, total_steps: int = 0, *, trained: Path | None = None) 
         s.tokenizer,
         gradient_checkpointing=s.recipe.train.gradient_checkpointing,
         keep_float=keep,
-        head=task_head(s.task),
+        head=s.objective or s.registry.objective_of(s.task),
     )
     ctx = ApplyContext(
         head_modules=heads,

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
 
-from peftkit.build.batches import Encoded, collate, eval_batches
+from peftkit.build.batches import collate, eval_batches
 from peftkit.evaluation.prepack import packed_linears
 
 HALF_PRECISION_EVAL_BATCH = 4
@@ -52,41 +53,68 @@ def autocast(device: Any, precision: str) -> Any:
     return torch.autocast(device_type=torch.device(device).type, dtype=dtype)
 
 
-def predict_logits(
-    model: Any, data: Encoded, batch_size: int, pad_id: int, device: Any, precision: str = "no"
-) -> tuple[np.ndarray, float | None]:
-    """Logits for every example in ``data`` order, and the mean loss when all rows are labelled.
-
-    ``precision`` (``no``, ``bf16``, ``fp16``) runs the forward under autocast, as in training. In float32 on
-    CPU the linear layers run with oneDNN-prepacked weights (``peftkit.evaluation.prepack``)."""
+def forward_batches(
+    model: Any, data: Any, batch_size: int, pad_id: int, device: Any, precision: str = "no"
+) -> Iterator[tuple[list[int], dict[str, Any], Any]]:
+    """``(row indices, batch on device, float32 logits)`` for every length-sorted evaluation batch of ``data``, the
+    model in eval mode under ``inference_mode`` (and autocast for ``precision``: ``no``, ``bf16``, ``fp16``, as in
+    training). In float32 on CPU the linear layers run with oneDNN-prepacked weights (``peftkit.evaluation.prepack``).
+    What the logits mean is the objective's business (:meth:`peftkit.plugin.contracts.Objective.score`)."""
     import torch
 
     was_training = model.training
     model.eval()
+    try:
+        with torch.inference_mode(), autocast(device, precision), packed_linears(model, device, precision):
+            for idx in eval_batches(data.lengths, batch_size):
+                batch = {k: v.to(device) for k, v in collate(data, idx, pad_id).items()}
+                inputs = {k: v for k, v in batch.items() if k != "labels"}
+                yield idx, batch, model(**inputs).logits.float()
+    finally:
+        model.train(was_training)
+
+
+def row_logits(outputs: Iterable[tuple[list[int], dict[str, Any], Any]], n: int) -> tuple[np.ndarray, float | None]:
+    """One logit vector per row (``n`` rows, restored to data order) from :func:`forward_batches`, and the mean
+    cross-entropy against the batches' ``labels`` when every row has one: what an objective with one label per row
+    scores with."""
+    import torch
+
     out: np.ndarray | None = None
     loss_sum, n_loss = 0.0, 0
-    with torch.inference_mode(), autocast(device, precision), packed_linears(model, device, precision):
-        for idx in eval_batches(data.lengths, batch_size):
-            batch = {k: v.to(device) for k, v in collate(data, idx, pad_id).items()}
-            labels = batch.pop("labels", None)
-            logits = model(**batch).logits.float()
-            if labels is not None:
-                loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
-                n_loss += len(idx)
-            if out is None:
-                out = np.zeros((len(data), logits.shape[-1]), dtype=np.float32)
-            out[idx] = logits.cpu().numpy()
-    model.train(was_training)
-    return out, (loss_sum / n_loss if n_loss == len(data) else None)
+    for idx, batch, logits in outputs:
+        labels = batch.get("labels")
+        if labels is not None:
+            loss_sum += torch.nn.functional.cross_entropy(logits, labels, reduction="sum").item()
+            n_loss += len(idx)
+        if out is None:
+            out = np.zeros((n, logits.shape[-1]), dtype=np.float32)
+        out[idx] = logits.cpu().numpy()
+    return out, (loss_sum / n_loss if n_loss == n else None)
+
+
+def predict_logits(
+    model: Any, data: Any, batch_size: int, pad_id: int, device: Any, precision: str = "no"
+) -> tuple[np.ndarray, float | None]:
+    """Logits for every example in ``data`` order, and the mean loss when all rows are labelled (an objective with
+    one label per row; see :func:`forward_batches` for ``precision``)."""
+    return row_logits(forward_batches(model, data, batch_size, pad_id, device, precision), len(data))
+
+
+def objective_of(data: Any) -> Any:
+    """The Objective that encoded ``data`` (the default objective for a split built by hand, as in tests)."""
+    from peftkit.build.model import objective_named
+
+    return objective_named(getattr(data, "objective", None))
 
 
 def evaluate(
-    model: Any, data: Encoded, task: Any, batch_size: int, pad_id: int, device: Any, precision: str = "no"
+    model: Any, data: Any, task: Any, batch_size: int, pad_id: int, device: Any, precision: str = "no"
 ) -> tuple[dict[str, float], np.ndarray]:
-    """The task's metrics (plus ``eval_loss``) on a labelled split, and the predicted label ids."""
-    logits, loss = predict_logits(model, data, batch_size, pad_id, device, precision)
-    preds = logits.argmax(-1)
-    return scores(task, preds, data.labels, loss), preds
+    """The task's metrics (plus ``eval_loss`` and the objective's own) on a labelled split, and the predictions
+    (label ids per row for a classification objective), scored by the split's objective."""
+    outputs = forward_batches(model, data, batch_size, pad_id, device, precision)
+    return objective_of(data).score(outputs, data, task)
 
 
 def scores(task: Any, preds: np.ndarray, labels: np.ndarray, loss: float | None) -> dict[str, float]:

@@ -12,9 +12,8 @@ import numpy as np
 from peftkit import run_dir as outputs
 from peftkit.build.setup import Setup, build_model, load_split, prepare
 from peftkit.errors import PeftkitError
-from peftkit.evaluation.evaluate import eval_batch_size, evaluate, mixed_precision, predict_logits, scores
+from peftkit.evaluation.evaluate import eval_batch_size, evaluate, forward_batches, mixed_precision
 from peftkit.evaluation.metrics import COLLAPSED_SHARE
-from peftkit.plugin.contracts import MULTIPLE_CHOICE, task_head
 from peftkit.recipe import selection_metric
 
 log = logging.getLogger("peftkit")
@@ -33,30 +32,16 @@ def final_evaluation(s: Setup, state: Any, device: Any) -> dict[str, Any]:
         metrics, preds = evaluate(model, s.data["dev"], s.task, bs, s.pad_id, device, mp)
         seconds = time.perf_counter() - t0
         out["final"] = metrics
-        counts = np.bincount(preds, minlength=len(s.labels))
-        top = int(counts.argmax())
         out["eval"] = {
             "seconds": round(seconds, 3),
             "samples": len(s.data["dev"]),
             "samples_per_second": round(len(s.data["dev"]) / max(seconds, 1e-9), 3),
             "merged": merged,
             "mixed_precision": mp,
-            "top_class_share": round(float(counts[top] / max(len(preds), 1)), 4),
         }
         key = selection_metric(s.recipe, s.task)
-        if len(s.labels) > 1 and out["eval"]["top_class_share"] >= COLLAPSED_SHARE:
-            answer, what = (
-                (f"choice {top} (counting from 0)", "one choice position")
-                if task_head(s.task) == MULTIPLE_CHOICE
-                else (repr(s.labels[top]), "one class")
-            )
-            msg = (
-                f"the model answers {answer} for {out['eval']['top_class_share']:.1%} of the dev rows: it has "
-                f"collapsed to {what}, and {key}={metrics[key]:.4f} is about what always answering it scores. "
-                "Try another train.lr, more steps, or a larger model"
-            )
-            log.warning(msg)
-            out["warnings"] = [msg]
+        if s.objective.labelled:
+            out["eval"]["top_class_share"] = _collapse_check(s, out, preds, metrics, key)
         # merged weights round differently: allow a near-tie or two to flip, never more (a few more in half precision)
         tol = (2.5 if mp == "no" else 5.5) / len(s.data["dev"]) if merged else 1e-9
         if state.best is not None and abs(metrics[key] - state.best[key]) > tol:
@@ -69,6 +54,25 @@ def final_evaluation(s: Setup, state: Any, device: Any) -> dict[str, Any]:
         if test is not None:
             out["test"] = test
     return out
+
+
+def _collapse_check(s: Setup, out: dict[str, Any], preds: np.ndarray, metrics: dict[str, float], key: str) -> float:
+    """The share of dev rows given the most frequent answer; a warning (also in metrics.json) when the model
+    answers one label for nearly every row."""
+    counts = np.bincount(preds, minlength=len(s.labels))
+    top = int(counts.argmax())
+    share = round(float(counts[top] / max(len(preds), 1)), 4)
+    if len(s.labels) > 1 and share >= COLLAPSED_SHARE:
+        wording = getattr(s.objective, "collapse_wording", None)
+        answer, what = wording(top, s.labels) if wording else (repr(s.labels[top]), "one class")
+        msg = (
+            f"the model answers {answer} for {share:.1%} of the dev rows: it has "
+            f"collapsed to {what}, and {key}={metrics[key]:.4f} is about what always answering it scores. "
+            "Try another train.lr, more steps, or a larger model"
+        )
+        log.warning(msg)
+        out["warnings"] = [msg]
+    return share
 
 
 def _merged_for_inference(s: Setup, model: Any) -> tuple[Any, bool]:
@@ -88,10 +92,16 @@ def write_test_predictions(s: Setup, model: Any, out_dir: Path, device: Any) -> 
     ``test_public`` or an own-data test file with labels), the task's metrics on it; else ``None``."""
     if "test" not in s.task.splits:
         raise PeftkitError(f"task {s.task.name!r} has no test split to predict")
+    if not s.objective.labelled:
+        raise PeftkitError(
+            f"task {s.task.name!r} trains objective {s.objective.name!r}, which predicts no label per row; "
+            "there is nothing to write a predictions file of (set eval.predict: false)"
+        )
     data = s.data.get("test") or load_split(s, "test")
     bs = eval_batch_size(s.recipe)
-    logits, loss = predict_logits(model, data, bs, s.pad_id, device, mixed_precision(s.recipe))
-    preds = logits.argmax(-1)
+    metrics, preds = s.objective.score(
+        forward_batches(model, data, bs, s.pad_id, device, mixed_precision(s.recipe)), data, s.task
+    )
     rows = [s.task.format_prediction(ex, int(p), s.tparams) for ex, p in zip(data.examples, preds)]
     path = out_dir / s.task.prediction_file(s.tparams)
     outputs.write_predictions(path, rows)
@@ -106,7 +116,6 @@ def write_test_predictions(s: Setup, model: Any, out_dir: Path, device: Any) -> 
             len(data),
         )
         return path, None
-    metrics = scores(s.task, preds, data.labels, loss)
     log.info("test (%d labelled rows): %s", len(data), ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     return path, metrics
 

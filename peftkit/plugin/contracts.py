@@ -1,4 +1,4 @@
-"""The kinds of object plugins register: Method, Task, ModelSource and PluginConfig (a recipe section).
+"""The kinds of object plugins register: Method, Task, Objective, ModelSource and PluginConfig (a recipe section).
 
 They are :class:`typing.Protocol` s: a plugin provides any object with these attributes; there is no
 base class to inherit. Heavy libraries (torch, transformers, peft) must only be imported *inside*
@@ -7,6 +7,7 @@ methods, so that ``peftkit validate`` and ``peftkit plugins`` stay fast.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -28,7 +29,7 @@ class Example:
         label: index into the task's label space, or None for unlabelled rows (test splits). For a
             multiple-choice task: the position of the right answer in ``choices``.
         id: the row's id as the task's submission format wants it back.
-        choices: multiple-choice tasks only (``Task.head == "multiple-choice"``): the candidate answers, one per
+        choices: multiple-choice tasks only (``Task.objective == "multiple-choice"``): the candidate answers, one per
             label, each scored as the pair ``(text, choice)``, or alone when ``text`` is empty (a cloze task
             whose choices are the passage with each candidate filled in); None for classification tasks.
     """
@@ -40,40 +41,52 @@ class Example:
     choices: list[str] | None = None
 
 
-SEQUENCE_CLASSIFICATION = "sequence-classification"
-MULTIPLE_CHOICE = "multiple-choice"
-HEADS = (SEQUENCE_CLASSIFICATION, MULTIPLE_CHOICE)
+def task_objective(task: Any) -> str | None:
+    """The objective a task names: its ``objective`` attribute, else its older ``head`` attribute, else None (the
+    registry's default objective)."""
+    return getattr(task, "objective", None) or getattr(task, "head", None)
 
 
-def task_head(task: Any) -> str:
-    """The model head a task needs: its optional ``head`` attribute, ``sequence-classification`` when absent."""
-    return getattr(task, "head", SEQUENCE_CLASSIFICATION)
+def method_objectives(method: Any) -> frozenset[str] | None:
+    """The objectives a method trains (its optional ``task_heads`` attribute), or None for every objective."""
+    heads = getattr(method, "task_heads", None)
+    return None if heads is None else frozenset(heads)
 
 
-def method_heads(method: Any) -> frozenset[str]:
-    """The task heads a method trains with: its optional ``task_heads`` attribute, every head when absent."""
-    return frozenset(getattr(method, "task_heads", HEADS))
-
-
-def head_mismatch(task: Any, method: Any) -> str | None:
+def head_mismatch(task: Any, method: Any, registry: Any = None) -> str | None:
     """``method X cannot train task Y, which needs a H head`` when the method's task_heads leave out the task's
-    head (prefix tuning and a multiple-choice task), else None."""
-    head = task_head(task)
-    if head in method_heads(method):
+    objective (prefix tuning and a multiple-choice task), else None."""
+    heads = method_objectives(method)
+    if heads is None:
         return None
-    return f"method {method.name!r} cannot train task {task.name!r}, which needs a {head} head"
+    if registry is None:
+        from peftkit.plugin.registry import get_registry
+
+        registry = get_registry()
+    name = task_objective(task) or registry.default_objective
+    if name in heads:
+        return None
+    return f"method {method.name!r} cannot train task {task.name!r}, which needs a {name} head"
 
 
-def head_problem(obj: Any, protocol: str) -> str | None:
-    """What is wrong with a Task's ``head`` or a Method's ``task_heads`` (checked when the plugin registers), or None."""
-    if protocol == "Task" and task_head(obj) not in HEADS:
-        return f"head {task_head(obj)!r}, which is not one of {', '.join(HEADS)}"
-    heads = getattr(obj, "task_heads", HEADS) if protocol == "Method" else HEADS
+def head_problem(obj: Any, protocol: str, objectives: Sequence[str]) -> str | None:
+    """What is wrong with a Task's objective or a Method's ``task_heads`` given the registered ``objectives`` (checked
+    when the plugin registers), or None."""
+    known = ", ".join(objectives)
+    if protocol == "Task":
+        name = task_objective(obj)
+        if name is not None and name not in objectives:
+            attr = "objective" if getattr(obj, "objective", None) else "head"
+            return f"{attr} {name!r}, which is not one of {known}"
+        return None
+    if protocol != "Method" or getattr(obj, "task_heads", None) is None:
+        return None
+    heads = obj.task_heads
     if isinstance(heads, str) or not isinstance(heads, (set, frozenset, list, tuple)):
-        return f"task_heads {heads!r}, not a set of task heads ({', '.join(HEADS)})"
-    unknown = [h for h in heads if h not in HEADS]
+        return f"task_heads {heads!r}, not a set of task heads ({known})"
+    unknown = [h for h in heads if h not in objectives]
     if unknown:
-        return f"task_heads naming {', '.join(map(repr, unknown))}, not one of {', '.join(HEADS)}"
+        return f"task_heads naming {', '.join(map(repr, unknown))}, not one of {known}"
     return None
 
 
@@ -114,9 +127,9 @@ class Method(Protocol):
         trains_base_params: full-match regex over the *base* model's parameter names that the method
             unfreezes itself (``.*`` for full fine-tuning, ``.*\\.bias`` for BitFit); None = it only trains
             parameters it adds, plus the task head. The conformance suite checks exactly this set trains.
-        task_heads: the task heads (:data:`HEADS`) the method works with; absent = all. Prefix tuning lists only
+        task_heads: the objectives (registered names) the method trains; absent = all. Prefix tuning lists only
             ``sequence-classification``: its virtual tokens are built per row, not per (row, choice).
-        task_heads_note: why a head is missing from ``task_heads`` (shown when a recipe asks for it).
+        task_heads_note: why an objective is missing from ``task_heads`` (shown when a recipe asks for it).
     """
 
     name: str
@@ -159,10 +172,11 @@ class Task(Protocol):
         check_data: ``check_data(params) -> list[(dotted_key, message)]``, cheap checks that the data
             a run would read is there on this machine (files, folders). ``peftkit validate`` prints them
             as warnings (errors with ``--strict``): a recipe may be checked where its data is not.
-        head: the model head the task needs: ``sequence-classification`` (the default: one logit per label,
-            ``AutoModelForSequenceClassification``) or ``multiple-choice`` (every row carries
-            ``Example.choices``, one per label; each ``(text, choice)`` pair gets one score and the
-            label is the best choice's position: ``AutoModelForMultipleChoice``, BERT-style encoders).
+        objective: the name of the registered :class:`Objective` the task trains (``sequence-classification``,
+            ``multiple-choice``, ``masked-lm``, ...); absent = the objective registered as the default (one logit per
+            label). ``head`` is the older name of this attribute and is still read.
+        objective_options: ``objective_options(params) -> dict``, options the objective reads from the task's params
+            (the masking unit of ``masked-lm``).
     """
 
     name: str
@@ -185,6 +199,75 @@ class Task(Protocol):
 
     def format_prediction(self, example: Example, label_id: int, params: BaseModel) -> dict[str, Any]:
         """One line of the predictions file for ``example``."""
+
+
+@dataclass
+class EncodeContext:
+    """What an objective needs to turn a split's rows into tensors.
+
+    Attributes:
+        max_length: ``data.max_length``.
+        use_token_types: whether the model has segment (token type) embeddings.
+        split: ``train``, ``dev`` or ``test``.
+        seed: ``train.seed`` (masking objectives derive their random masks from it).
+        options: the task's ``objective_options(params)`` (empty when it has none).
+    """
+
+    max_length: int
+    use_token_types: bool = False
+    split: str = "train"
+    seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Objective(Protocol):
+    """What a model is trained to do: its transformers head, the tensors a task's rows become, the metrics.
+
+    A task names its objective (``Task.objective``); the core loads, batches and evaluates through it and knows
+    none by name.
+
+    Attributes:
+        name: the name tasks use (``sequence-classification``, ``masked-lm``, ...).
+        summary: one line for ``peftkit plugins`` and the docs.
+        auto_class: the transformers Auto class the base model is loaded with (``AutoModelForMaskedLM``).
+        labelled: whether rows carry label ids from the task's label space and a prediction is one label id per
+            row (classification); False for objectives whose targets come from the text itself (masked LM).
+
+    Optional attributes (read with ``getattr``):
+        default: True for the one objective a task without ``objective`` gets.
+        encoder_only: transformers has this head for encoders only; ``peftkit validate`` refuses a decoder.
+        float_modules: module names kept unquantized on a 4/8-bit base (the head, when it trains).
+        load_problem: ``load_problem(exc) -> str | None``, a clearer message when the Auto class refuses a model.
+        collapse_wording: ``collapse_wording(top, labels) -> (answer, what)`` for the collapsed-model warning.
+        sample_examples: ``sample_examples(n, seed) -> list[Example]``, rows the conformance suite encodes.
+    """
+
+    name: str
+    summary: str
+    auto_class: str
+    labelled: bool
+
+    def check_rows(self, examples: list[Example], where: str, split: str, n_labels: int) -> None:
+        """Raise DataError naming the row when one does not fit the objective (labels, choices)."""
+
+    def encode(self, examples: list[Example], tokenizer: Any, ctx: EncodeContext) -> Any:
+        """Tokenise a split; the result has ``__len__``, ``lengths`` (per row) and ``collate(idx, pad_id, *, epoch,
+        batch)`` returning the model's input tensors (with ``labels`` where the rows have targets)."""
+
+    def model_kwargs(self, labels: list[str]) -> dict[str, Any]:
+        """Keyword arguments for ``auto_class.from_pretrained`` (``num_labels`` ...)."""
+
+    def head_modules(self, model: Any, missing_keys: set[str]) -> list[str]:
+        """Head modules every method must train and save (those the checkpoint did not have, or always)."""
+
+    def score(
+        self, outputs: Iterable[tuple[list[int], dict[str, Any], Any]], data: Any, task: Any
+    ) -> tuple[dict[str, float], np.ndarray]:
+        """Metrics and predictions from ``(row indices, batch, float logits)`` of every evaluation batch.
+
+        Metrics come from ``task.compute_metrics`` plus the objective's own (``eval_loss``); empty when the rows
+        are unlabelled. Predictions: one label id per row in ``data`` order for a ``labelled`` objective."""
 
 
 @runtime_checkable
@@ -233,7 +316,7 @@ class ConfigSection:
 
 
 def missing_members(obj: object, protocol: type) -> list[str]:
-    """The attributes and methods of ``protocol`` (Method, Task, ModelSource) that ``obj`` lacks."""
+    """The attributes and methods of ``protocol`` (Method, Task, Objective, ModelSource) that ``obj`` lacks."""
     names = [n for n in getattr(protocol, "__annotations__", {})]
     names += [n for n, v in vars(protocol).items() if callable(v) and not n.startswith("_")]
     return [n for n in dict.fromkeys(names) if not hasattr(obj, n)]

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from peftkit.plugin.contracts import Method, ModelSource, PluginConfig, Task
+from peftkit.plugin.contracts import Method, ModelSource, Objective, PluginConfig, Task
 from peftkit.plugin.state import RunState
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -36,6 +36,14 @@ def peftkit_register_tasks() -> list[Task]:
     """Called once when the plugin manager starts, to collect the tasks a plugin provides.
 
     :return: Task objects; their names must be unique across all plugins.
+    """
+
+
+@hookspec
+def peftkit_register_objectives() -> list[Objective]:
+    """Called once when the plugin manager starts (plugins implementing it are loaded first), to collect objectives.
+
+    :return: Objective objects; their names must be unique across all plugins, and at most one sets ``default``.
     """
 
 

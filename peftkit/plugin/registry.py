@@ -1,8 +1,8 @@
 """Plugin discovery: the ``peftkit`` entry-point group, for built-ins and third parties alike.
 
 ``PEFTKIT_DISABLE_PLUGINS=a,b`` skips plugins by entry-point name. A plugin that cannot be used (it
-fails to import, misspells a hook, returns something that is not a method/task/model source, or takes a
-name another plugin has) is left out and recorded with its error: ``peftkit plugins`` shows it, every
+fails to import, misspells a hook, returns something that is not a method/task/objective/model source, names an
+objective no plugin registers, or takes a name another plugin has) is left out and recorded with its error: ``peftkit plugins`` shows it, every
 other command warns about it, and the others keep working; a recipe that needs something it would have
 registered gets an error naming the broken plugin.
 """
@@ -36,6 +36,7 @@ class PluginInfo:
     hooks: list[str] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
     tasks: list[str] = field(default_factory=list)
+    objectives: list[str] = field(default_factory=list)
     model_sources: list[str] = field(default_factory=list)
     configs: list[str] = field(default_factory=list)
 
@@ -47,6 +48,7 @@ class Registry:
     pm: pluggy.PluginManager
     methods: dict[str, Any] = field(default_factory=dict)
     tasks: dict[str, Any] = field(default_factory=dict)
+    objectives: dict[str, Any] = field(default_factory=dict)
     sources: dict[str, Any] = field(default_factory=dict)
     configs: dict[str, Any] = field(default_factory=dict)  # plugins_config section name -> PluginConfig
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
@@ -59,6 +61,24 @@ class Registry:
     @property
     def hook(self):
         return self.pm.hook
+
+    @property
+    def default_objective(self) -> str | None:
+        """The objective a task that names none gets: the one registered with ``default = True``."""
+        return next((n for n, o in self.objectives.items() if getattr(o, "default", False)), None)
+
+    def objective_of(self, task: Any) -> Any:
+        """The Objective object a task trains (its ``objective``/``head``, else the default); PluginError if none."""
+        from peftkit.plugin.contracts import task_objective
+
+        name = task_objective(task) or self.default_objective
+        obj = self.objectives.get(name) if name else None
+        if obj is None:
+            raise PluginError(
+                f"task {getattr(task, 'name', task)!r} needs objective {name!r}, which no plugin registers "
+                f"(registered: {', '.join(self.objectives) or 'none'}){self.broken_note()}"
+            )
+        return obj
 
     def hooks_for(self, allowed: list[str] | None) -> Any:
         """The hooks of a recipe's run: every plugin's, or, with a ``plugins:`` allow-list, only the listed ones'."""
@@ -128,6 +148,7 @@ def _entry_points() -> list[md.EntryPoint]:
 # go into and the PluginInfo list that names them
 _KINDS = (
     ("peftkit_register_methods", "Method", "name", "methods", "methods"),
+    ("peftkit_register_objectives", "Objective", "name", "objectives", "objectives"),
     ("peftkit_register_tasks", "Task", "name", "tasks", "tasks"),
     ("peftkit_register_model_sources", "ModelSource", "scheme", "sources", "model_sources"),
     ("peftkit_register_plugin_configs", "PluginConfig", "name", "configs", "configs"),
@@ -159,11 +180,12 @@ def _unknown_hooks(pm: pluggy.PluginManager, plugin: object) -> list[str]:
     return bad
 
 
-def _registered(pm: pluggy.PluginManager, plugin: object) -> list[tuple[str, str, str, list[Any]]]:
+def _registered(pm: pluggy.PluginManager, plugin: object, known: list[str]) -> list[tuple[str, str, str, list[Any]]]:
     """``(table, info list, name attribute, objects)`` that ``plugin``'s own registration hooks return, checked
-    against the protocols (PluginError if not)."""
+    against the protocols and the objectives ``known`` so far (PluginError if not)."""
     from peftkit.plugin import contracts as interfaces
 
+    known = list(known)
     got = []
     for hook_name, protocol, key, table, info_attr in _KINDS:
         impls = [i for i in getattr(pm.hook, hook_name).get_hookimpls() if i.plugin is plugin]
@@ -189,7 +211,9 @@ def _registered(pm: pluggy.PluginManager, plugin: object) -> list[tuple[str, str
                 )
             if not isinstance(getattr(obj, key), str) or not getattr(obj, key):
                 raise PluginError(f"{what} whose {key} is {getattr(obj, key)!r}, not a name")
-            bad_head = interfaces.head_problem(obj, protocol)
+            if protocol == "Objective":
+                known.append(obj.name)  # tasks and methods of the same plugin may name it
+            bad_head = interfaces.head_problem(obj, protocol, known)
             if bad_head:
                 raise PluginError(f"{what} with {bad_head}")
         got.append((table, info_attr, key, objs))
@@ -212,7 +236,7 @@ def _add(reg: Registry, name: str, plugin: object, info: PluginInfo) -> None:
             raise PluginError(
                 f"implements unknown hook {', '.join(unknown)}; the hooks are listed in the docs' Hooks reference"
             )
-        got = _registered(pm, plugin)
+        got = _registered(pm, plugin, list(reg.objectives))
         for table, _, key, objs in got:
             for obj in objs:
                 other = reg.owners.get((table, getattr(obj, key)))
@@ -221,6 +245,7 @@ def _add(reg: Registry, name: str, plugin: object, info: PluginInfo) -> None:
                         f"{table[:-1]} name {getattr(obj, key)!r} is already registered by plugin {other!r}; "
                         f"rename it, or set PEFTKIT_DISABLE_PLUGINS={other} to use this one instead"
                     )
+        _check_default(reg, got)
     except Exception as exc:  # also what a registration hook itself raises
         pm.unregister(plugin)
         msg = str(exc) if isinstance(exc, PluginError) else f"{type(exc).__name__}: {exc}{_where(exc)}"
@@ -233,6 +258,19 @@ def _add(reg: Registry, name: str, plugin: object, info: PluginInfo) -> None:
             getattr(info, info_attr).append(getattr(obj, key))
     info.hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or [])
     reg.plugins[name] = info
+
+
+def _check_default(reg: Registry, got: list[tuple[str, str, str, list[Any]]]) -> None:
+    """At most one objective is the default for tasks that name none."""
+    mine = [o.name for table, _, _, objs in got if table == "objectives" for o in objs if getattr(o, "default", False)]
+    current = reg.default_objective
+    if current and mine or len(mine) > 1:
+        first = current or mine[0]
+        owner = reg.owners.get(("objectives", first), "this plugin")
+        raise PluginError(
+            f"objective {mine[-1]!r} sets default = True, but {first!r} (plugin {owner!r}) already is the default "
+            "objective for tasks that name none; only one objective may be the default"
+        )
 
 
 def _order(eps: list[md.EntryPoint]) -> list[md.EntryPoint]:
@@ -269,20 +307,25 @@ def build_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
     disabled = _disabled()
     eps = _entry_points()
     reg.unknown_disabled = sorted(disabled - {ep.name for ep in eps} - set(extra_plugins or {}))
+    loaded = []
     for ep in _order(eps):
         if ep.name in disabled:
             reg.disabled.append(ep.name)
             reg.disabled_info[ep.name] = _info(ep)
             continue
         try:
-            module = ep.load()
+            loaded.append((ep, ep.load()))
         except Exception as exc:  # a broken plugin must not take the others down
             reg.broken[ep.name] = f"{type(exc).__name__}: {exc}{_where(exc)}"
             if os.environ.get("PEFTKIT_DEBUG"):
                 traceback.print_exc(file=sys.stderr)
-            continue
+    # plugins that register objectives go first (stable: built-ins still before third parties), so that every
+    # task and method can be checked against the objectives they name when they register
+    loaded.sort(key=lambda item: not hasattr(item[1], "peftkit_register_objectives"))
+    for ep, module in loaded:
         _add(reg, ep.name, module, _info(ep))
-    for name, obj in (extra_plugins or {}).items():
+    extras = sorted((extra_plugins or {}).items(), key=lambda kv: not hasattr(kv[1], "peftkit_register_objectives"))
+    for name, obj in extras:
         if name not in disabled:
             _add(reg, name, obj, PluginInfo(name, None, None, getattr(obj, "__name__", repr(obj))))
     reg.disabled.sort()

@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from peftkit.errors import PeftkitError
 from peftkit.recipe.problems import _closest, pydantic_problems
 
 
@@ -158,8 +159,9 @@ def _check_quantization(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str
 
 
 def _check_task_head(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
-    """A multiple-choice task needs a method that works with that head (prefix tuning does not)."""
-    from peftkit.plugin.contracts import MULTIPLE_CHOICE, head_mismatch, method_heads, task_head
+    """The task's objective needs a method that trains it (prefix tuning has no multiple-choice form) and, when
+    transformers has its head for encoders only, an encoder."""
+    from peftkit.plugin.contracts import head_mismatch, method_objectives
 
     method, task = data.get("method"), data.get("task")
     if not (isinstance(method, dict) and isinstance(task, dict)):
@@ -167,21 +169,25 @@ def _check_task_head(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
     if not (isinstance(method.get("name"), str) and isinstance(task.get("name"), str)):
         return []  # a name that is not a string (a list, a mapping) is already reported by the schema
     m, t = reg.methods.get(method["name"]), reg.tasks.get(task["name"])
-    if t is not None and task_head(t) == MULTIPLE_CHOICE:
+    try:
+        objective = reg.objective_of(t) if t is not None else None
+    except PeftkitError as exc:  # its objective's plugin is disabled or broken
+        return [(("task", "name"), str(exc))]
+    if getattr(objective, "encoder_only", False):
         decoder = _local_decoder(data.get("model"))
         if decoder:
             return [
                 (
                     ("model", "source"),
-                    f"task {t.name!r} needs a multiple-choice head, which transformers has for "
+                    f"task {t.name!r} needs a {objective.name} head, which transformers has for "
                     f"encoders (bert, xlm-roberta, ...) but not for {decoder} models like this one; use an encoder",
                 )
             ]
-    mismatch = head_mismatch(t, m) if m is not None and t is not None else None
+    mismatch = head_mismatch(t, m, reg) if m is not None and t is not None else None
     if mismatch is None:
         return []
-    ok = sorted(n for n, x in reg.methods.items() if head_mismatch(t, x) is None)
-    why = getattr(m, "task_heads_note", "") or f"it lists only {', '.join(sorted(method_heads(m)))} in task_heads"
+    ok = sorted(n for n, x in reg.methods.items() if head_mismatch(t, x, reg) is None)
+    why = getattr(m, "task_heads_note", "") or f"it lists only {', '.join(sorted(method_objectives(m)))} in task_heads"
     return [(("method", "name"), f"{mismatch}: {why}. Use one of: {', '.join(ok)}")]
 
 

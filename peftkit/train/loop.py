@@ -216,18 +216,20 @@ class Trainer:
         t, state, n = self.recipe.train, self.state, len(batches)
         while state.batch_index < n and state.step < state.total_steps and not state.should_stop:
             window = range(state.batch_index, min(state.batch_index + t.grad_accum, n))
-            losses = [self._forward_backward(batches[k], k == window[-1], len(window)) for k in window]
+            losses = [self._forward_backward(batches[k], k, k == window[-1], len(window)) for k in window]
             state.batch_index = window[-1] + 1
             state.epoch_progress = state.batch_index / n
             self._optimizer_step(sum(losses) / len(losses))
             self._after_step()
 
-    def _forward_backward(self, gbatch: list[int], last: bool, window: int) -> float:
-        """This process's share of one global batch: forward, and backward of the loss over the window's length."""
+    def _forward_backward(self, gbatch: list[int], position: int, last: bool, window: int) -> float:
+        """This process's share of one global batch (the epoch's ``position``-th): forward, and backward of the
+        loss over the window's length. An objective that masks draws its masks from (epoch, position)."""
         acc, bs = self.acc, self.recipe.train.batch_size
         idx = gbatch[acc.process_index * bs : (acc.process_index + 1) * bs] or gbatch[:1]
+        data, pad_id = self.prepared.data["train"], self.prepared.pad_id
         batch = {
-            k: v.to(acc.device) for k, v in collate(self.prepared.data["train"], idx, self.prepared.pad_id).items()
+            k: v.to(acc.device) for k, v in collate(data, idx, pad_id, epoch=self.state.epoch, batch=position).items()
         }
         # only the window's last micro-batch synchronises gradients across processes
         sync = acc.no_sync(self.model) if (not last and acc.num_processes > 1) else contextlib.nullcontext()

@@ -1,4 +1,5 @@
-"""Built-in model sources: ``local:/path`` (or a bare path) and ``hub:org/name`` (Hugging Face Hub)."""
+"""Built-in model sources: ``local:/path`` (or a bare path), ``hub:org/name`` (Hugging Face Hub) and ``run:<folder>``
+(a finished run, merged into its base)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 from pathlib import Path
 
 from peftkit import ModelSourceError, hookimpl
+from peftkit_plugins.sources.run import RunSource
 
 
 class LocalSource:
@@ -58,4 +60,4 @@ class HubSource:
 
 @hookimpl
 def peftkit_register_model_sources():
-    return [LocalSource(), HubSource()]
+    return [LocalSource(), HubSource(), RunSource()]

@@ -10,7 +10,7 @@ from peftkit import Example
 from peftkit.build.batches import collate, encode, eval_batches
 from peftkit.build.setup import checked_examples
 from peftkit.errors import DataError, PeftkitError, RecipeError
-from peftkit.plugin.contracts import MULTIPLE_CHOICE
+from peftkit.kit import MULTIPLE_CHOICE
 
 
 def tok_of(path):

@@ -1,53 +1,23 @@
-"""The conformance suites: what every Method (``check_method``) and Task (``check_task``) must satisfy,
-for built-in and third-party plugins alike.
-
-One line in a plugin's tests runs it on a tiny BERT (without a pooler, so the pooler is part of the
-task head), a tiny Llama, and the tiny BERT with a multiple-choice head (two choices per row)::
-
-    from peftkit.kit.conformance import check_method
-
-    def test_my_method(tmp_path):
-        check_method(MyMethod(), tmp_path)          # or check_method("my-method", tmp_path)
-
-For each model it checks that: the method applies; exactly the intended parameters train (what the
-method adds, the task head, and the base parameters its ``trains_base_params`` regex names); the
-reported trainable count (:func:`peftkit.kit.peft_method.count_parameters`) equals the true count; forward
-and backward run and every trainable parameter gets a gradient; a few optimizer steps (firing the
-method plugin's own ``peftkit_on_step_end`` hook, as the runner does, when the method is registered
-through an entry point) lower the loss on a fixed batch;
-save → load into a *differently seeded* fresh base gives identical logits (so a head that is not
-saved fails); merged equals unmerged where ``can_merge``, and ``merge`` refuses with an explanation
-otherwise. A method raising :class:`peftkit.kit.peft_method.MethodNotApplicable` for a model is skipped for it
-with its message. Failures raise :class:`ConformanceError` naming the method, the model and the fix.
-"""
+"""The method conformance suite: what every Method must satisfy (``check_method``), on each tiny model."""
 
 from __future__ import annotations
 
-import atexit
 import json
 import re
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from peftkit.errors import PeftkitError
+from peftkit.kit import MULTIPLE_CHOICE
+from peftkit.kit.conformance.common import MODELS, Bench, ConformanceError, bench
+from peftkit.kit.conformance.common import base as fresh_base
 from peftkit.kit.peft_method import MethodNotApplicable, count_parameters
-from peftkit.plugin.contracts import MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION, ApplyContext, Example, method_heads
+from peftkit.plugin.contracts import ApplyContext, method_objectives
 
-MODELS = ("bert", "llama", "bert-multiple-choice")  # the last: tiny BERT with a multiple-choice head
-LABELS = ["neg", "pos"]
-# Pretrained-scale weights: with the usual 0.02 a tiny model's [CLS] state hardly depends on the input,
-# and methods that only steer attention (prefix tuning) cannot lower the loss at all.
-INIT_STD = 0.2
 _UNSET: Any = object()
-_CACHE: dict[str, Path] = {}
-
-
-class ConformanceError(AssertionError):
-    """A method broke the Method contract; the message names the method, the model and what is wrong."""
 
 
 @dataclass
@@ -63,70 +33,6 @@ class ConformanceReport:
     reload_max_diff: float
     merge_max_diff: float | None
     facts: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class _Bench:
-    kind: str
-    path: Path
-    cfg: Any
-    tok: Any
-    batch: dict[str, Any]
-
-
-def _tiny_model_dir(kind: str) -> Path:
-    """Tiny model folders are built once per process (seeded, so identical every time)."""
-    from peftkit.kit.tiny import make_tiny_bert, make_tiny_llama
-
-    kind = "bert" if kind == "bert-multiple-choice" else kind  # same weights; the head is chosen when loading
-    if kind not in _CACHE:
-        root = Path(tempfile.mkdtemp(prefix="peftkit-conformance-"))
-        atexit.register(shutil.rmtree, root, True)
-        if kind == "bert":
-            # no pooler: it becomes part of the task head, which must train and be saved
-            _CACHE[kind] = make_tiny_bert(root / kind, with_pooler=False, init_std=INIT_STD)
-        elif kind == "llama":
-            _CACHE[kind] = make_tiny_llama(root / kind, init_std=INIT_STD)
-        else:
-            raise ValueError(f"model must be one of {MODELS}, got {kind!r}")
-    return _CACHE[kind]
-
-
-def _bench(kind: str) -> _Bench:
-    from peftkit.build.batches import collate, encode
-    from peftkit.build.model import load_tokenizer
-    from peftkit.kit.tiny import sentiment_rows
-    from peftkit.recipe import ModelConfig
-
-    path = _tiny_model_dir(kind)
-    cfg = ModelConfig(source=f"local:{path}")
-    tok = load_tokenizer(path, cfg)
-    rows = sentiment_rows(16, seed=0)
-    if kind == "bert-multiple-choice":  # which of two words ("good", "bad") has the row's sentiment; the right one
-        examples = []  # comes first in even rows and second in odd rows
-        for i, r in enumerate(rows):
-            right, wrong = ("good", "bad") if r["label"] == "pos" else ("bad", "good")
-            examples.append(
-                Example(
-                    text=r["text"], label=i % 2, id=r["id"], choices=[right, wrong] if i % 2 == 0 else [wrong, right]
-                )
-            )
-    else:
-        examples = [Example(text=r["text"], label=LABELS.index(r["label"]), id=r["id"]) for r in rows]
-    enc = encode(examples, tok, 32, use_token_types=kind.startswith("bert"), split="train")
-    return _Bench(kind, path, cfg, tok, collate(enc, list(range(len(examples))), int(tok.pad_token_id)))
-
-
-def _base(b: _Bench, seed: int, bits: int | None = None) -> tuple[Any, list[str]]:
-    import torch
-
-    from peftkit.build.model import load_model
-    from peftkit.recipe import QuantizationConfig
-
-    torch.manual_seed(seed)  # the head (and pooler) are random: a different seed exposes an unsaved head
-    cfg = b.cfg.model_copy(update={"quantization": QuantizationConfig(bits=bits) if bits else None})
-    head = MULTIPLE_CHOICE if b.kind == "bert-multiple-choice" else SEQUENCE_CLASSIFICATION
-    return load_model(b.path, cfg, LABELS, b.tok, head=head)
 
 
 def _resolve(method: Any) -> tuple[Any, Any]:
@@ -202,13 +108,14 @@ def _run(
     tag = f"[{m.name} on tiny {model}{f' ({bits}-bit)' if bits else ''}]"
     if bits and bits not in m.quantized_bits:
         raise ConformanceError(f"{tag} the method does not list {bits} in quantized_bits; nothing to check")
-    if model == "bert-multiple-choice" and MULTIPLE_CHOICE not in method_heads(m):
+    heads = method_objectives(m)
+    if model == "bert-multiple-choice" and heads is not None and MULTIPLE_CHOICE not in heads:
         raise MethodNotApplicable(
             getattr(m, "task_heads_note", "") or "the method's task_heads leave out multiple-choice"
         )
     p = m.params_model.model_validate(params or {})
-    b = _bench(model)
-    base, heads = _base(b, 0, bits)
+    b = bench(model)
+    base, heads = fresh_base(b, 0, bits)
     base_names = {id(t): n for n, t in base.named_parameters()}
     ctx = ApplyContext(head_modules=heads, model_type=base.config.model_type, total_steps=steps, quantization_bits=bits)
     trained = m.apply(base, p, ctx)
@@ -352,7 +259,7 @@ def _train(
 def _reload(
     m: Any,
     model: Any,
-    b: _Bench,
+    b: Bench,
     directory: Path,
     heads: list[str],
     ref: Any,
@@ -365,7 +272,7 @@ def _reload(
     m.save(model, directory)
     if not any(directory.iterdir()):
         raise ConformanceError(f"{tag} save() wrote nothing to {directory}")
-    fresh, _ = _base(b, 1234, bits)
+    fresh, _ = fresh_base(b, 1234, bits)
     loaded = m.load(fresh, directory)
     diff = float((_logits(loaded, b.batch) - ref).abs().max())
     if diff > atol:
@@ -417,80 +324,6 @@ def check_method(
     if all(isinstance(v, str) for v in out.values()):
         raise ConformanceError(f"method refuses every conformance model ({', '.join(models)}): {out}")
     return out
-
-
-def check_task(task: Any, params: dict | Any | None = None) -> dict[str, int]:
-    """The task conformance suite: what a run and ``peftkit predict`` rely on, without a model.
-
-    Loads every split the task declares (with ``params``: a dict for its ``params_model``, or an instance)
-    and checks that: the label space is a non-empty list of distinct strings; every row is an
-    :class:`~peftkit.plugin.contracts.Example` with string text and an int label id inside it (train and dev rows
-    all labelled; test rows may not be); ``compute_metrics`` reports the task's own ``metric`` as a number,
-    and a perfect prediction scores at least as well as a wrong one; ``prediction_file`` is a bare file name;
-    ``format_prediction`` gives a JSON-serialisable dict for a row of the last split.
-
-    Returns:
-        ``{split: rows}``.
-
-    Raises:
-        ConformanceError: naming the task and what is wrong.
-    """
-    import numpy as np
-
-    from peftkit.build.setup import checked_examples
-    from peftkit.plugin.contracts import head_problem, task_head
-
-    if isinstance(task, str):
-        from peftkit.plugin.registry import get_registry
-
-        task = get_registry().tasks[task]
-    name = getattr(task, "name", type(task).__name__)
-
-    def fail(msg: str) -> ConformanceError:
-        return ConformanceError(f"task {name!r}: {msg}")
-
-    bad_head = head_problem(task, "Task")  # the rule registration applies, for a task not registered yet
-    if bad_head:
-        raise fail(f"has {bad_head}")
-    p = params if params is not None and not isinstance(params, dict) else task.params_model(**(params or {}))
-    labels = list(task.label_names(p))
-    if not labels or len(set(labels)) != len(labels) or not all(isinstance(x, str) for x in labels):
-        raise fail(f"label_names() must be distinct strings, got {labels!r}")
-    rows: dict[str, int] = {}
-    last: list[Any] = []
-    for split in task.splits:
-        try:
-            examples = checked_examples(task.load_split(p, split), name, split, len(labels), task_head(task))
-        except PeftkitError as exc:
-            raise fail(str(exc)) from exc
-        rows[split] = len(examples)
-        last = examples or last
-    ids = np.arange(max(len(labels), 2)) % len(labels)
-    perfect = task.compute_metrics(ids, ids)
-    if task.metric not in perfect:
-        raise fail(f"compute_metrics() reports {sorted(perfect)}, not the task's own metric {task.metric!r}")
-    wrong = task.compute_metrics((ids + 1) % len(labels), ids)
-    try:
-        best, worse = float(perfect[task.metric]), float(wrong[task.metric])
-    except (TypeError, ValueError) as exc:
-        raise fail(f"compute_metrics()[{task.metric!r}] is not a number: {perfect[task.metric]!r}") from exc
-    if not best >= worse:
-        raise fail(
-            f"{task.metric} of a perfect prediction ({best}) is below a wrong one's ({worse}); "
-            "the best checkpoint is the one with the highest metric"
-        )
-    file = task.prediction_file(p)
-    if not isinstance(file, str) or not file or Path(file).name != file:
-        raise fail(f"prediction_file() must be a bare file name (written into the run folder), got {file!r}")
-    if last:
-        line = task.format_prediction(last[0], 0, p)
-        try:
-            json.dumps(line)
-        except (TypeError, ValueError) as exc:
-            raise fail(f"format_prediction() must give a JSON-serialisable dict, got {line!r}: {exc}") from exc
-        if not isinstance(line, dict):
-            raise fail(f"format_prediction() must give a dict (one line of {file}), got {type(line).__name__}")
-    return rows
 
 
 def cases() -> list[tuple[str, str]]:
