@@ -397,7 +397,7 @@ def _head_mismatch(reg: Any, task: str, method: str) -> str | None:
     from peftkit.plugin.contracts import head_mismatch
 
     t, m = reg.tasks.get(task), reg.methods.get(method)
-    return head_mismatch(t, m) if t is not None and m is not None else None
+    return head_mismatch(t, m, reg) if t is not None and m is not None else None
 
 
 def _cells_note(names: list[str]) -> str:

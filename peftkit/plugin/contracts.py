@@ -53,16 +53,13 @@ def method_objectives(method: Any) -> frozenset[str] | None:
     return None if heads is None else frozenset(heads)
 
 
-def head_mismatch(task: Any, method: Any, registry: Any = None) -> str | None:
+def head_mismatch(task: Any, method: Any, registry: Any) -> str | None:
     """``method X cannot train task Y, which needs a H head`` when the method's task_heads leave out the task's
-    objective (prefix tuning and a multiple-choice task), else None."""
+    objective (prefix tuning and a multiple-choice task), else None. ``registry`` gives the default objective of
+    a task that names none."""
     heads = method_objectives(method)
     if heads is None:
         return None
-    if registry is None:
-        from peftkit.plugin.registry import get_registry
-
-        registry = get_registry()
     name = task_objective(task) or registry.default_objective
     if name in heads:
         return None
