@@ -84,12 +84,14 @@ def _relaunch(args: argparse.Namespace) -> int:
 @command("run", _run_args)
 def cmd_run(args: argparse.Namespace) -> int:
     """Train a recipe and write output_dir."""
-    import peftkit
+    from peftkit.recipe import load_recipe
 
-    recipe = peftkit.load_recipe(args.recipe, args.overrides)
+    recipe = load_recipe(args.recipe, args.overrides)
     if args.num_processes > 1 and "WORLD_SIZE" not in os.environ:
         return _relaunch(args)
-    summary = peftkit.run(recipe, overwrite=args.overwrite, resume=args.resume)
+    from peftkit.train.loop import run
+
+    summary = run(recipe, overwrite=args.overwrite, resume=args.resume)
     shown = {
         "output_dir": recipe.output_dir,
         "final": summary.get("final") or {},
