@@ -67,9 +67,14 @@ def load_run(
         registry: the plugin registry to use (default: every installed plugin).
 
     Returns:
-        ``(setup, model)``: ``setup.recipe`` is the run's resolved recipe, ``setup.task`` / ``setup.method``
-        the plugin objects, ``setup.tokenizer`` the tokenizer, ``setup.data[split]`` the tokenised splits
-        asked for; ``model`` is the trained model (transformers, with the method applied) in eval mode.
+        ``(setup, model)``. ``model`` is the trained model (transformers, with the method applied and the
+        run's ``model/`` weights loaded) in eval mode. ``setup.recipe`` is the run's resolved recipe,
+        ``setup.method`` / ``setup.task`` the plugin objects and ``setup.mparams`` / ``setup.tparams`` their
+        validated params, ``setup.tokenizer`` the tokenizer, ``setup.labels`` the label names in id order,
+        and ``setup.data[split]`` the tokenised rows of each split asked for.
+
+    Raises:
+        PeftkitError: ``run_dir`` is not a finished run, or an override changes what was trained.
     """
     from peftkit.evaluation.runs import load_run as _load
 

@@ -1,4 +1,9 @@
-"""The ``peftkit`` command: one small function per subcommand; plugins add more via a hook."""
+"""The ``peftkit`` command: one small function per subcommand; plugins add more via a hook.
+
+Each command is a ``cmd_*`` function registered with :func:`command`, next to the function that declares
+its arguments; its docstring is its ``--help`` (and the CLI reference). Heavy modules are imported inside
+the command that needs them, so ``peftkit validate`` and ``peftkit plugins`` never import torch.
+"""
 
 from __future__ import annotations
 
@@ -8,15 +13,32 @@ import os
 import sys
 from collections.abc import Callable
 
+from peftkit import __version__
 from peftkit.errors import PeftkitError
 
+Handler = Callable[[argparse.Namespace], int]
+Arguments = Callable[[argparse.ArgumentParser], None]
+COMMANDS: dict[str, tuple[Handler, Arguments | None]] = {}  # in the order `peftkit --help` lists them
 
-def _add_overrides(p: argparse.ArgumentParser) -> None:
-    p.add_argument("recipe", help="path to a recipe YAML file")
+
+def command(name: str, arguments: Arguments | None = None) -> Callable[[Handler], Handler]:
+    """Register ``cmd_*`` as ``peftkit NAME``, with ``arguments`` adding its arguments to its parser."""
+
+    def register(func: Handler) -> Handler:
+        COMMANDS[name] = (func, arguments)
+        return func
+
+    return register
+
+
+def _add_overrides(p: argparse.ArgumentParser, help: str = "override recipe keys, e.g. train.lr=3e-4") -> None:
     # default=[]: without it argparse calls the optional overrides "required" when the recipe is missing
-    p.add_argument(
-        "overrides", nargs="*", default=[], metavar="key=value", help="override recipe keys, e.g. train.lr=3e-4"
-    )
+    p.add_argument("overrides", nargs="*", default=[], metavar="key=value", help=help)
+
+
+def _add_recipe(p: argparse.ArgumentParser) -> None:
+    p.add_argument("recipe", help="path to a recipe YAML file")
+    _add_overrides(p)
 
 
 def _processes(raw: str) -> int:
@@ -29,15 +51,8 @@ def _processes(raw: str) -> int:
     return n
 
 
-def _validate_args(p: argparse.ArgumentParser) -> None:
-    _add_overrides(p)
-    p.add_argument(
-        "--strict", action="store_true", help="also fail (exit 2) when the data a run would read is missing here"
-    )
-
-
 def _run_args(p: argparse.ArgumentParser) -> None:
-    _add_overrides(p)
+    _add_recipe(p)
     g = p.add_mutually_exclusive_group()
     g.add_argument(
         "--overwrite", action="store_true", help="replace an earlier run in output_dir (its files are deleted)"
@@ -59,23 +74,42 @@ def _relaunch(args: argparse.Namespace) -> int:
     """Run this same command in N processes through torch.distributed (what `accelerate launch` does)."""
     import subprocess
 
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={args.num_processes}",
-        "-m",
-        "peftkit",
-        "run",
-        args.recipe,
-        *args.overrides,
-    ]
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.num_processes}"]
+    cmd = [*launcher, "-m", "peftkit", "run", args.recipe, *args.overrides]
     cmd += ["--overwrite"] if args.overwrite else []
     cmd += ["--resume"] if args.resume else []
     return subprocess.call(cmd)
 
 
+@command("run", _run_args)
+def cmd_run(args: argparse.Namespace) -> int:
+    """Train a recipe and write output_dir."""
+    from peftkit.recipe import load_recipe
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    if args.num_processes > 1 and "WORLD_SIZE" not in os.environ:
+        return _relaunch(args)
+    from peftkit.train.loop import run
+
+    summary = run(recipe, overwrite=args.overwrite, resume=args.resume)
+    shown = {
+        "output_dir": recipe.output_dir,
+        "final": summary.get("final") or {},
+        **({"test": summary["test"]} if "test" in summary else {}),
+        "params": summary.get("params"),
+    }
+    print(json.dumps(shown, indent=2))
+    return 0
+
+
+def _validate_args(p: argparse.ArgumentParser) -> None:
+    _add_recipe(p)
+    p.add_argument(
+        "--strict", action="store_true", help="also fail (exit 2) when the data a run would read is missing here"
+    )
+
+
+@command("validate", _validate_args)
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check a recipe (schema + plugin params) without loading any model; then whether its data is on this machine."""
     from peftkit.plugin.registry import get_registry
@@ -90,10 +124,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
             + (["an installed plugin could not be loaded"] if plugins else [])
         )
         raise PeftkitError(f"{args.recipe} is valid, but {what}:{lines}")
-    print(
-        f"{args.recipe}: OK (method={recipe.method.name}, task={recipe.task.name}, model={recipe.model.source})",
-        flush=True,
-    )
+    names = f"method={recipe.method.name}, task={recipe.task.name}, model={recipe.model.source}"
+    print(f"{args.recipe}: OK ({names})", flush=True)
     for line in missing:
         print(f"warning: {line} (a run on this machine would stop here; --strict makes this an error)", file=sys.stderr)
     for line in plugins:
@@ -101,35 +133,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    """Train a recipe and write output_dir."""
-    from peftkit.recipe import load_recipe
-
-    recipe = load_recipe(args.recipe, args.overrides)
-    if args.num_processes > 1 and "WORLD_SIZE" not in os.environ:
-        return _relaunch(args)
-    from peftkit.train.loop import run
-
-    summary = run(recipe, overwrite=args.overwrite, resume=args.resume)
-    final = summary.get("final") or {}
-    shown = {
-        "output_dir": recipe.output_dir,
-        "final": final,
-        **({"test": summary["test"]} if "test" in summary else {}),
-        "params": summary.get("params"),
-    }
-    print(json.dumps(shown, indent=2))
-    return 0
-
-
-def cmd_plugins(args: argparse.Namespace) -> int:
-    """List installed plugins as JSON: name, distribution, version, hooks, what they register."""
-    from peftkit.plugin.registry import list_plugins
-
-    print(json.dumps(list_plugins(), indent=2))
-    return 0
-
-
+@command("schema")
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the JSON Schema of recipes (core + every plugin's params)."""
     from peftkit.recipe import json_schema
@@ -138,6 +142,29 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("plugins")
+def cmd_plugins(args: argparse.Namespace) -> int:
+    """List installed plugins as JSON: name, distribution, version, hooks, what they register.
+
+    A plugin that failed to load is listed with its "error"; one switched off through PEFTKIT_DISABLE_PLUGINS
+    with "disabled" (and without hooks or names: nothing of it is imported).
+    """
+    from peftkit.plugin.registry import list_plugins
+
+    print(json.dumps(list_plugins(), indent=2))
+    return 0
+
+
+def _predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run_dir", help="output_dir of a finished run")
+    _add_overrides(
+        p,
+        "change where the data is or how inference runs: task.params.*, eval.batch_size, eval.merged, "
+        "train.mixed_precision (e.g. task.params.data_dir=/data/clue/afqmc)",
+    )
+
+
+@command("predict", _predict_args)
 def cmd_predict(args: argparse.Namespace) -> int:
     """Write the test-split submission file (e.g. afqmc_predict.json) of a finished run."""
     from peftkit.evaluation.runs import predict_run
@@ -148,18 +175,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", help="output_dir of a finished run")
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        default=[],
-        metavar="key=value",
-        help="change where the data is or how inference runs: task.params.*, eval.batch_size, eval.merged, "
-        "train.mixed_precision (e.g. task.params.data_dir=/data/clue/afqmc)",
-    )
+def _new_plugin_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("name", help="plugin name, e.g. my-method (the package becomes peftkit-my-method)")
+    p.add_argument("--dir", default=".", help="folder to create the package in")
 
 
+@command("new-plugin", _new_plugin_args)
 def cmd_new_plugin(args: argparse.Namespace) -> int:
     """Create a plugin package (a method, a task, tests) that passes the conformance suite as generated."""
     from peftkit.kit.scaffold import new_plugin
@@ -169,37 +190,9 @@ def cmd_new_plugin(args: argparse.Namespace) -> int:
     return 0
 
 
-def _new_plugin_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("name", help="plugin name, e.g. my-method (the package becomes peftkit-my-method)")
-    p.add_argument("--dir", default=".", help="folder to create the package in")
-
-
-def cmd_compare(args: argparse.Namespace) -> int:
-    """Run every cell of a compare file (methods × tasks × seeds), skipping finished ones, then write the report."""
-    from peftkit.compare.execute import run_compare
-    from peftkit.compare.grid import load_compare
-    from peftkit.run_dir import setup_logging
-
-    setup_logging(None)
-    grid = load_compare(args.grid, args.overrides)
-    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices is not None else None
-    res = run_compare(grid, dry_run=args.dry_run, only=args.only, devices=devices, report=not args.no_report)
-    if res.report_dir:
-        print(f"report: {res.report_dir / 'report.md'} (also .html, .csv, .json)")
-    for name in res.failed:
-        print(f"failed: {name}: {res.status[name]} (see {grid.output_dir / name / 'cell.log'})", file=sys.stderr)
-    return 1 if res.failed else 0
-
-
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("grid", help="compare file (YAML): base recipe, methods, tasks, seeds")
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        default=[],
-        metavar="key=value",
-        help="override recipe keys in every cell, e.g. train.max_steps=5",
-    )
+    _add_overrides(p, "override recipe keys in every cell, e.g. train.max_steps=5")
     p.add_argument(
         "--dry-run", action="store_true", help="print one line per cell (status, method, lr, hash, folder); run nothing"
     )
@@ -217,34 +210,27 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-report", action="store_true", help="do not write <output_dir>/report at the end")
 
 
-def cmd_report(args: argparse.Namespace) -> int:
-    """Build a report (markdown, CSV, JSON, HTML with plots) from finished run dirs or folders holding them."""
-    from pathlib import Path
-
-    from peftkit.compare.report.tables import write_report
+@command("compare", _compare_args)
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Run every cell of a compare file (methods × tasks × seeds), skipping finished ones, then write the report."""
+    from peftkit.compare.execute import run_compare
+    from peftkit.compare.grid import load_compare
     from peftkit.run_dir import setup_logging
 
     setup_logging(None)
-    if args.out is None and len(args.run_dirs) > 1:
-        raise PeftkitError("several run dirs given: say where the report goes with --out DIR")
-    out = write_report(
-        args.run_dirs,
-        args.out or Path(args.run_dirs[0]) / "report",
-        title=args.title,
-        metric=args.metric,
-        split=args.split,
-    )
-    print(f"report: {out / 'report.md'} (also .html, .csv, .json)")
-    return 0
+    grid = load_compare(args.grid, args.overrides)
+    devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices is not None else None
+    res = run_compare(grid, dry_run=args.dry_run, only=args.only, devices=devices, report=not args.no_report)
+    if res.report_dir:
+        print(f"report: {res.report_dir / 'report.md'} (also .html, .csv, .json)")
+    for name in res.failed:
+        print(f"failed: {name}: {res.status[name]} (see {grid.output_dir / name / 'cell.log'})", file=sys.stderr)
+    return 1 if res.failed else 0
 
 
 def _report_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "run_dirs",
-        nargs="+",
-        metavar="RUN_DIR",
-        help="run output_dirs, or folders searched for them (e.g. a compare output_dir)",
-    )
+    where = "run output_dirs, or folders searched for them (e.g. a compare output_dir)"
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help=where)
     p.add_argument("--out", help="report folder (default: RUN_DIR/report when one RUN_DIR is given)")
     p.add_argument("--title", default="peftkit comparison", help="report title")
     p.add_argument("--metric", help="metric to compare (default: each task's main metric)")
@@ -257,38 +243,38 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[[argparse.ArgumentParser], None] | None]] = {
-    "run": (cmd_run, lambda p: _run_args(p)),
-    "validate": (cmd_validate, _validate_args),
-    "schema": (cmd_schema, None),
-    "plugins": (cmd_plugins, None),
-    "predict": (cmd_predict, _predict_args),
-    "new-plugin": (cmd_new_plugin, _new_plugin_args),
-    "compare": (cmd_compare, _compare_args),
-    "report": (cmd_report, _report_args),
-}
+@command("report", _report_args)
+def cmd_report(args: argparse.Namespace) -> int:
+    """Build a report (markdown, CSV, JSON, HTML with plots) from finished run dirs or folders holding them."""
+    from pathlib import Path
+
+    from peftkit.compare.report.tables import write_report
+    from peftkit.run_dir import setup_logging
+
+    setup_logging(None)
+    if args.out is None and len(args.run_dirs) > 1:
+        raise PeftkitError("several run dirs given: say where the report goes with --out DIR")
+    out = args.out or Path(args.run_dirs[0]) / "report"
+    out = write_report(args.run_dirs, out, title=args.title, metric=args.metric, split=args.split)
+    print(f"report: {out / 'report.md'} (also .html, .csv, .json)")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``peftkit`` parser: the commands above, then those plugins add (``peftkit_add_commands``)."""
     parser = argparse.ArgumentParser(prog="peftkit", description="Parameter-efficient fine-tuning from YAML recipes.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    parser.add_argument("--version", action="version", version=f"peftkit {_version()}")
+    parser.add_argument("--version", action="version", version=f"peftkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, (func, configure) in COMMANDS.items():
+    for name, (func, arguments) in COMMANDS.items():
         p = sub.add_parser(name, help=(func.__doc__ or "").strip().splitlines()[0], description=func.__doc__)
-        if configure:
-            configure(p)
+        if arguments:
+            arguments(p)
         p.set_defaults(func=func)
     from peftkit.plugin.registry import get_registry
 
     get_registry().hook.peftkit_add_commands(subparsers=sub)
     return parser
-
-
-def _version() -> str:
-    from peftkit import __version__
-
-    return __version__
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
@@ -315,6 +301,7 @@ QUIET_ABOUT_PLUGINS = ("plugins", "validate", "run")
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run ``peftkit ARGV``; the exit status: 0, 2 for bad input (one line, no traceback), 130 on Ctrl-C."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or bool(os.environ.get("PEFTKIT_DEBUG"))
     try:
@@ -332,8 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        command = next((a for a in argv if not a.startswith("-")), "")
-        hint = INTERRUPT_HINTS.get(command, "")
+        hint = INTERRUPT_HINTS.get(next((a for a in argv if not a.startswith("-")), ""), "")
         print(f"interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
         return 130
 

@@ -241,6 +241,19 @@ def test_the_tutorials_loha_with_hard_coded_bert_targets_fails_on_the_tiny_llama
         check_method(tutorial_loha().METHOD, tmp_path, params={"target_modules": ["query", "value"]}, models=("llama",))
 
 
+def test_the_documented_fields_of_load_runs_setup_exist():
+    """docs/api.md's table of what ``load_run`` returns names only real fields, and every public one."""
+    import dataclasses
+
+    from peftkit.build.setup import Setup
+
+    page = (DOCS / "api.md").read_text()
+    section = page[page.index("## Reload a finished run") : page.index("## Top-level package")]
+    named = set(re.findall(r"`setup\.(\w+)", section))
+    fields = {f.name for f in dataclasses.fields(Setup)} - {"registry", "use_token_types"}  # internal
+    assert named == fields, f"documented but not fields: {named - fields}; undocumented: {fields - named}"
+
+
 def test_every_recipe_in_recipes_validates():
     from peftkit.recipe import load_recipe
 

@@ -35,8 +35,13 @@ def imported(tree: ast.AST, module: str, is_pkg: bool) -> list[tuple[int, str, l
 
 
 def violations(module: str, source: str, *, is_pkg: bool = False) -> list[str]:
-    """What ``module`` (a ``peftkit_plugins.<plugin>...`` module) imports that a third-party plugin could not."""
-    plugin = ".".join(module.split(".")[:2])  # peftkit_plugins.<plugin>
+    """What ``module`` imports that a third-party plugin could not rely on.
+
+    ``module`` is a built-in's (``peftkit_plugins.<plugin>...``: its own folder is its package) or a
+    third-party plugin's (its top-level package is its own).
+    """
+    parts = module.split(".")
+    plugin = ".".join(parts[:2]) if parts[0] == "peftkit_plugins" else parts[0]
     public, kit = set(peftkit.__all__), set(peftkit.kit.__all__)
     bad = []
     for line, target, names in imported(ast.parse(source), module, is_pkg):
@@ -105,3 +110,20 @@ def test_the_check_catches_every_kind_of_forbidden_import():
     assert len(bad) == 7, "\n".join(bad)
     assert "peftkit_plugins.bitfit.method:8 imports 'peftkit.train.loop'" in bad[2]
     assert "'peftkit_plugins.full'" in bad[4] and "_private" in bad[5]
+
+
+def test_the_new_plugin_scaffold_and_the_tutorial_package_follow_the_same_rule():
+    """What peftkit tells plugin authors to write imports only what they may rely on."""
+    from peftkit.kit.scaffold import render_files
+
+    sources = {
+        f"peftkit_my_method.{Path(rel).stem}".removesuffix(".__init__"): text
+        for rel, text in render_files("my-method").items()
+        if rel.startswith("peftkit_my_method/")
+    }
+    hello = ROOT / "docs" / "examples" / "peftkit-hello" / "peftkit_hello"
+    sources.update({f"peftkit_hello.{p.stem}".removesuffix(".__init__"): p.read_text() for p in hello.glob("*.py")})
+    sources["loha"] = (ROOT / "docs" / "examples" / "loha" / "loha.py").read_text()
+    assert len(sources) == 7
+    bad = [line for module, text in sources.items() for line in violations(module, text)]
+    assert not bad, "\n".join(bad)

@@ -82,9 +82,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from peftkit.plugin.architectures import resolve_targets
-from peftkit.plugin.contracts import ApplyContext
-from peftkit.kit.peft_method import PeftMethod
+from peftkit import ApplyContext
+from peftkit.kit import PeftMethod, resolve_targets
 
 
 class ${cls}Params(BaseModel):
@@ -126,9 +125,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from peftkit.kit.datafiles import field, read_rows
-from peftkit.errors import DataError
-from peftkit.plugin.contracts import Example
+from peftkit import DataError, Example
+from peftkit.kit import field, read_rows
 
 
 class ${cls}TaskParams(BaseModel):
@@ -181,23 +179,27 @@ class ${cls}Task:
 '''
 
 TESTS = '''\
-"""Tests for $dist: peftkit's conformance suite and one tiny end-to-end run. Run after `pip install -e .`."""
+"""Tests for $dist: peftkit's conformance suite and one tiny end-to-end run. Run after `pip install -e .`.
+
+They use only what a plugin may rely on: the `peftkit` API and `peftkit.kit`.
+"""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 
 import pytest
 
+import peftkit
+from peftkit import DataError
 from peftkit.kit.conformance import check_method, check_task
-from peftkit.errors import DataError
-from peftkit.plugin.registry import get_registry
 from $pkg.task import ${cls}Task, ${cls}TaskParams
 
 
 def test_plugin_is_installed():
-    reg = get_registry()
-    assert "$name" in reg.methods and "$task" in reg.tasks, "install the package first: pip install -e ."
+    names = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="peftkit")}
+    assert names.get("$name") == "$pkg", "install the package first: pip install -e ."
 
 
 def test_method_passes_the_conformance_suite(tmp_path):
@@ -225,13 +227,11 @@ def test_task_reads_rows_and_names_the_line_of_a_bad_label(tmp_path):
 
 
 def test_a_tiny_recipe_trains_and_writes_metrics(tmp_path):
-    from peftkit.recipe import validate
-    from peftkit.train.loop import run
     from peftkit.kit.tiny import make_text_dataset, make_tiny_bert
 
     model = make_tiny_bert(tmp_path / "model")
     data = make_text_dataset(tmp_path / "data")
-    recipe = validate({
+    recipe = {
         "model": {"source": f"local:{model}"},
         "method": {"name": "$name"},
         "task": {"name": "$task", "params": {"train_file": str(data["train"]), "dev_file": str(data["dev"]),
@@ -239,8 +239,9 @@ def test_a_tiny_recipe_trains_and_writes_metrics(tmp_path):
         "data": {"max_length": 32},
         "train": {"epochs": 1, "batch_size": 8, "seed": 0},
         "output_dir": str(tmp_path / "run"),
-    })
-    run(recipe)
+    }
+    (tmp_path / "recipe.yaml").write_text(json.dumps(recipe))  # JSON is YAML
+    peftkit.run(peftkit.load_recipe(tmp_path / "recipe.yaml"))
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["method"] == "$name" and 0.0 <= metrics["final"]["accuracy"] <= 1.0
 '''
