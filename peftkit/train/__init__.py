@@ -1,0 +1,1 @@
+"""Training: the loop (Trainer: setup -> fit -> finish), checkpoints, stop requests, the memory meter."""
