@@ -318,10 +318,12 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        hint = INTERRUPT_HINTS.get(next((a for a in argv if not a.startswith("-")), ""), "")
-        print(f"interrupted{'; ' + hint if hint else ''}", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or peftkit.train.stop.RunInterrupted (SIGTERM too: exit 143)
+        command = next((a for a in argv if not a.startswith("-")), "")
+        hint = INTERRUPT_HINTS.get(command, "")
+        what = "interrupted" if getattr(exc, "signum", 2) == 2 else str(exc).split(" at step")[0]
+        print(f"{what}{'; ' + hint if hint else ''}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -127,6 +127,8 @@ class Method(Protocol):
         task_heads: the objectives (registered names) the method trains; absent = all. Prefix tuning lists only
             ``sequence-classification``: its virtual tokens are built per row, not per (row, choice).
         task_heads_note: why an objective is missing from ``task_heads`` (shown when a recipe asks for it).
+        hooks: an object with ``@hookimpl`` lifecycle hooks that fire only in runs of this method (registered
+            for the run, unregistered after; AdaLoRA's budget schedule). See the Hooks reference.
     """
 
     name: str

@@ -5,6 +5,16 @@ entry-point group. Hooks are always called with keyword arguments, so an impleme
 only the arguments it needs. A misspelt hook name (a ``peftkit_`` function that matches no spec)
 fails at start-up. Lifecycle hooks receive one :class:`peftkit.plugin.state.RunState`, so new fields can be
 added later without breaking plugins.
+
+Lifecycle hooks are ``peftkit_model_ready`` and the ``peftkit_on_*`` hooks. Where they live decides when they
+fire:
+
+- in a plugin module (or object) found through an entry point: in every run (within a recipe's ``plugins:``
+  allow-list, only the listed plugins');
+- on a Method, as the object in its optional ``hooks`` attribute: only in runs of that method. The run
+  registers ``method.hooks`` when it starts and unregisters it when it ends, so a hook that belongs to a
+  method (AdaLoRA's rank-budget schedule) needs no ``state.method.name`` check. Such an object may implement
+  lifecycle hooks only.
 """
 
 from __future__ import annotations
@@ -105,10 +115,12 @@ def peftkit_on_train_begin(state: RunState) -> None:
 def peftkit_on_step_end(state: RunState) -> None:
     """Called after every optimizer step, after ``optimizer.step()`` and before gradients are zeroed.
 
-    AdaLoRA's rank budget update runs here (it needs the gradients of this step).
+    AdaLoRA's rank budget update runs here (it needs the gradients of this step), as a hook of the AdaLoRA
+    method itself (``Method.hooks``), so it fires in AdaLoRA runs only.
 
     :param state: the run's state; ``state.step`` is the number of optimizer steps done,
-        ``state.loss`` the mean training loss of this step. Set ``state.should_stop = True`` to end training.
+        ``state.loss`` the mean training loss of this step, ``state.epoch_progress`` the share of the epoch
+        trained. Set ``state.should_stop = True`` to end training.
     """
 
 
@@ -116,7 +128,8 @@ def peftkit_on_step_end(state: RunState) -> None:
 def peftkit_on_eval(state: RunState, metrics: dict[str, float]) -> None:
     """Called after each evaluation on the dev split.
 
-    :param state: the run's state.
+    :param state: the run's state. At an epoch-end evaluation ``state.epoch`` is the epoch just finished
+        (counting from 0) and ``state.epoch_progress`` is 1.0.
     :param metrics: this evaluation's metrics (``eval_loss`` and the task's metrics).
     """
 

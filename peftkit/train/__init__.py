@@ -1,1 +1,1 @@
-"""Training: the loop that turns a validated recipe into a run folder, its checkpoints and memory meter."""
+"""Training: the loop (Trainer: setup -> fit -> finish), checkpoints, stop requests, the memory meter."""

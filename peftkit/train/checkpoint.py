@@ -28,6 +28,7 @@ log = logging.getLogger("peftkit")
 PREFIX = "step-"
 MARKER = "complete.json"  # written last: a folder without it (or whose sizes differ) is not a checkpoint
 OLD = ".old-"  # a replaced checkpoint, kept until its successor is in place
+RESUMED = ("step", "epoch", "batch_index", "samples", "history", "best", "losses")  # the RunState fields it holds
 
 
 def recipe_hash(resolved: dict[str, Any]) -> str:
@@ -208,3 +209,21 @@ def restore(path: Path, model: Any, opt: Any, sched: Any, expected_hash: str) ->
     _set_rng_state(trainer["rng"])
     log.info("resumed from %s (step %d, in epoch %d)", path, meta["step"], meta["epoch"] + 1)
     return meta, trainer.get("extra", {})
+
+
+def meta_of(state: Any, *, train_seconds: float) -> dict[str, Any]:
+    """``state.json`` of a checkpoint of ``state``: where the run is, its history, its recipe and its time so far."""
+    meta = {k: getattr(state, k) for k in RESUMED}
+    meta.update(recipe_hash=state.recipe_hash, train_seconds=train_seconds, paused_seconds=state.paused_seconds)
+    return meta
+
+
+def resume_state(path: Path, state: Any, opt: Any, sched: Any) -> dict[str, Any]:
+    """Restore ``path`` into the run: weights, optimizer, scheduler, RNGs and the RunState fields (time of the
+    earlier legs included). Returns the plugins' extra state for ``peftkit_on_load_checkpoint``."""
+    meta, extra = restore(path, state.model, opt, sched, state.recipe_hash)
+    for key in RESUMED:
+        setattr(state, key, meta[key])
+    # checkpoints of older peftkit versions carry no time: their earlier legs are not counted
+    state.train_seconds, state.paused_seconds = meta.get("train_seconds", 0.0), meta.get("paused_seconds", 0.0)
+    return extra

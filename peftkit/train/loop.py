@@ -18,7 +18,6 @@ from peftkit import run_dir
 from peftkit.build.batches import collate, length_grouped_batches, shuffled_batches
 from peftkit.build.setup import build_model, prepare
 from peftkit.errors import PeftkitError, TrainingError
-from peftkit.kit.peft_method import count_parameters
 from peftkit.plugin.state import RunState
 from peftkit.recipe import Recipe, resolved_dict
 from peftkit.train import checkpoint
@@ -28,10 +27,9 @@ from peftkit.train.memory import MemoryMeter
 from peftkit.train.method_hooks import method_hooks
 from peftkit.train.parts import agree_over_processes, make_accelerator, make_optimizer, make_scheduler, plan_steps
 from peftkit.train.stop import RunInterrupted, StopRequests
-from peftkit.train.summary import summarize
+from peftkit.train.summary import log_parameters, summarize
 
 log = logging.getLogger("peftkit")
-RESUMED = ("step", "epoch", "batch_index", "samples", "history", "best", "losses")  # RunState fields a checkpoint holds
 
 
 class Trainer:
@@ -109,7 +107,7 @@ class Trainer:
         per_epoch, total = plan_steps(recipe, len(s.data["train"]), acc.num_processes)
         set_seed(recipe.train.seed)  # before any weight (e.g. the classifier) is created
         model, _ = build_model(s, total)
-        params = self._log_parameters(model)
+        params = log_parameters(model, recipe.method.name)
         s.hooks.peftkit_model_ready(model=model, method=s.method, recipe=recipe)
         lr = recipe.train.lr or s.method.default_lr
         optimizer = make_optimizer(model, recipe, lr)
@@ -136,28 +134,12 @@ class Trainer:
         elif acc.is_main_process:
             run_dir.write_recipe(self.out / "recipe.yaml", self.resolved)
 
-    def _log_parameters(self, model: Any) -> dict[str, Any]:
-        params = count_parameters(model)
-        log.info(
-            "method %s: %s of %s parameters trainable (%.4f%%)",
-            self.recipe.method.name,
-            f"{params['trainable']:,}",
-            f"{params['total']:,}",
-            params["percent"],
-        )
-        return params
-
     def _restore(self, path: Path | None) -> None:
         if path is None:  # a non-main process of a folder whose checkpoints went away meanwhile
             raise PeftkitError(f"--resume: {self.out} holds no complete checkpoint to resume from")
-        state = self.state
-        meta, extra = checkpoint.restore(path, state.model, self.optimizer, self.scheduler, state.recipe_hash)
-        for key in RESUMED:
-            setattr(state, key, meta[key])
-        # written since peftkit 0.1's checkpoints carried timing; older ones count from the resume
-        state.train_seconds, state.paused_seconds = meta.get("train_seconds", 0.0), meta.get("paused_seconds", 0.0)
-        self.saved_step = state.step
-        self.prepared.hooks.peftkit_on_load_checkpoint(state=state, extra=extra)
+        extra = checkpoint.resume_state(path, self.state, self.optimizer, self.scheduler)
+        self.saved_step = self.state.step
+        self.prepared.hooks.peftkit_on_load_checkpoint(state=self.state, extra=extra)
 
     # -- fit ---------------------------------------------------------------------------------------------------
 
@@ -290,9 +272,7 @@ class Trainer:
         self.saved_step = state.step
         if not self.acc.is_main_process:
             return
-        meta: dict[str, Any] = {k: getattr(state, k) for k in RESUMED}
-        meta.update(recipe_hash=state.recipe_hash, train_seconds=self._train_seconds())
-        meta["paused_seconds"] = state.paused_seconds
+        meta = checkpoint.meta_of(state, train_seconds=self._train_seconds())
         extra: dict[str, Any] = {}
         self.prepared.hooks.peftkit_on_save_checkpoint(state=state, extra=extra)
         with paused(state):

@@ -7,9 +7,23 @@ import logging
 from typing import Any
 
 from peftkit.build.setup import Setup
+from peftkit.kit.peft_method import count_parameters
 from peftkit.plugin.state import RunState
 
 log = logging.getLogger("peftkit")
+
+
+def log_parameters(model: Any, method: str) -> dict[str, Any]:
+    """Count trainable and total parameters (``metrics.json`` ``params``) and log them."""
+    params = count_parameters(model)
+    log.info(
+        "method %s: %s of %s parameters trainable (%.4f%%)",
+        method,
+        f"{params['trainable']:,}",
+        f"{params['total']:,}",
+        params["percent"],
+    )
+    return params
 
 
 def loss_moved(losses: list[float]) -> bool:
