@@ -48,34 +48,49 @@ def pydantic_problems(
             reads as the user's keys.
     """
     out: list[tuple[tuple, str]] = []
+    union: dict[tuple, list[str]] = {}  # user path → what each member of a union said about it
     for err in exc.errors(include_url=False):
         own = _user_loc(tuple(err["loc"]), data) if data is not None else tuple(err["loc"])
-        loc = prefix + own
-        kind = err["type"]
-        if kind == "extra_forbidden":
-            parent = _model_at(fields, own[:-1]) if fields is not None else None
-            choices = list(parent.model_fields) if parent is not None else []
-            near = difflib.get_close_matches(str(loc[-1]), choices, n=1)
-            hint = (
-                f" — did you mean {near[0]!r}?" if near else (f" (valid keys: {', '.join(choices)})" if choices else "")
-            )
-            out.append((loc, f"unknown key{hint}"))
-            continue
-        msg = err["msg"]
-        if msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        if kind == "missing":
-            out.append((loc, "required key is missing"))
-            continue
-        got = err.get("input")
-        # a validator's own message may already say what it got ("..., got 0"): do not repeat it
-        got_s = f", got {shown(got)}" if not isinstance(got, (dict, list)) and ", got " not in msg else ""
-        if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}:
-            msg = msg.replace("Input should be", "must be")
-        problem = (loc, f"{msg[0].lower() + msg[1:]}{got_s}")
-        if problem not in out:  # two members of a union may say the same about one key
-            out.append(problem)
+        msg = _message(err, own, fields)
+        if len(own) < len(err["loc"]) and err["type"] not in ("extra_forbidden", "missing"):
+            union.setdefault(prefix + own, []).append(msg)
+        elif (prefix + own, msg) not in out:
+            out.append((prefix + own, msg))
+    for loc, msgs in union.items():
+        if any(other[: len(loc)] == loc and len(other) > len(loc) for other in union):
+            continue  # a member matched the value's shape and said what is wrong inside it: that is the answer
+        out.append((loc, _either(list(dict.fromkeys(msgs)))))
     return out
+
+
+def _either(msgs: list[str]) -> str:
+    """``a, got 5 — or b, got 5`` as ``a — or b, got 5``: what each union member wanted, the value once."""
+    got = msgs[0][msgs[0].rfind(", got ") :] if ", got " in msgs[0] else ""
+    if got and all(m.endswith(got) for m in msgs):
+        return " — or ".join(m[: -len(got)] for m in msgs) + got
+    return " — or ".join(msgs)
+
+
+def _message(err: Any, own: tuple, fields: Any) -> str:
+    """The message of one pydantic error, as a user reads it (``own``: its path inside the validated model)."""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        parent = _model_at(fields, own[:-1]) if fields is not None else None
+        choices = list(parent.model_fields) if parent is not None else []
+        near = difflib.get_close_matches(str(own[-1]), choices, n=1) if own else []
+        hint = f" — did you mean {near[0]!r}?" if near else (f" (valid keys: {', '.join(choices)})" if choices else "")
+        return f"unknown key{hint}"
+    if kind == "missing":
+        return "required key is missing"
+    msg = err["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    got = err.get("input")
+    # a validator's own message may already say what it got ("..., got 0"): do not repeat it
+    got_s = f", got {shown(got)}" if not isinstance(got, (dict, list)) and ", got " not in msg else ""
+    if kind in {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}:
+        msg = msg.replace("Input should be", "must be")
+    return f"{msg[0].lower() + msg[1:]}{got_s}"
 
 
 def _user_loc(loc: tuple, data: Any) -> tuple:
