@@ -79,7 +79,7 @@ def _check_section(
             )
         )
     params = sec.get("params") or {}
-    if not isinstance(params, dict):
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
         return problems  # the core schema already reported it
     try:
         validated = obj.params_model.model_validate(params)

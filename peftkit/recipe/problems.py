@@ -82,6 +82,8 @@ def _message(err: Any, own: tuple, fields: Any) -> str:
         return f"unknown key{hint}"
     if kind == "missing":
         return "required key is missing"
+    if err["loc"] and err["loc"][-1] == "[key]":
+        return f"the key {shown(err.get('input'))} is not a string; quote it"
     msg = err["msg"]
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
@@ -99,6 +101,8 @@ def _user_loc(loc: tuple, data: Any) -> tuple:
     the last inside a mapping, which names a missing key."""
     out, node = [], data
     for i, part in enumerate(loc):
+        if part == "[key]":
+            continue  # pydantic's marker for "the key itself"; the message says so
         if isinstance(node, dict) and part in node:
             node = node[part]
         elif isinstance(node, (list, tuple)) and isinstance(part, int) and -len(node) <= part < len(node):

@@ -52,9 +52,9 @@ class RecipeLoader(yaml.SafeLoader):
         if self.check_event(yaml.AliasEvent):
             event = self.peek_event()
             if event.anchor in self._open:
-                line = self.anchors[event.anchor].start_mark.line + 1
+                line, name = self.anchors[event.anchor].start_mark.line + 1, cut(event.anchor)
                 raise _refuse(
-                    f"alias *{event.anchor} is used inside its own anchor &{event.anchor} (line {line}): "
+                    f"alias *{name} is used inside its own anchor &{name} (line {line}): "
                     "a recursive structure cannot be a recipe value; write the value out",
                     event.start_mark,
                 )
@@ -65,7 +65,9 @@ class RecipeLoader(yaml.SafeLoader):
         anchor = event.anchor
         if anchor is not None and anchor in self.anchors:
             first = self.anchors[anchor].start_mark.line + 1
-            raise _refuse(f"anchor &{anchor} is defined twice (first on line {first}); rename one", event.start_mark)
+            raise _refuse(
+                f"anchor &{cut(anchor)} is defined twice (first on line {first}); rename one", event.start_mark
+            )
         if self._depth >= MAX_DEPTH:
             raise _refuse(f"nested more than {MAX_DEPTH} levels deep; a recipe needs only a few", event.start_mark)
         before = self._nodes
