@@ -27,7 +27,7 @@ from peftkit.recipe.schema import (
     TrainConfig,
 )
 from peftkit.recipe.validation import data_problems, load_recipe, validate
-from peftkit.recipe.yaml import RecipeLoader, line_index, parse_yaml
+from peftkit.recipe.yaml import RecipeLoader, line_index, parse_yaml, read_text
 
 __all__ = [
     "DataConfig",
@@ -50,6 +50,7 @@ __all__ = [
     "override_keys",
     "parse_yaml",
     "pydantic_problems",
+    "read_text",
     "reported_metrics",
     "resolved_dict",
     "selection_metric",

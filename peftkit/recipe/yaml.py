@@ -230,6 +230,11 @@ def describe(exc: yaml.YAMLError) -> str:
     return cut(str(getattr(exc, "problem", None) or exc), 300)
 
 
+def _noun(what: str) -> str:
+    """The RecipeError heading's noun: "invalid recipe x.yaml", "invalid compare file x.yaml"."""
+    return what if what == "recipe" else f"{what} file"
+
+
 def read_text(path: str | os.PathLike, what: str = "recipe") -> str:
     """The text of a recipe (or compare) file: UTF-8, at most :data:`MAX_BYTES`; every way it cannot be read —
     missing, a folder, an OS error, too big, compressed, another encoding — is one line in a RecipeError."""
@@ -237,35 +242,38 @@ def read_text(path: str | os.PathLike, what: str = "recipe") -> str:
     try:
         p = Path(path)
         if p.is_dir():
-            raise RecipeError([f"{source}: is a folder, not a {what} file"], source)
+            raise RecipeError([f"{source}: is a folder, not a {what} file"], source, what=_noun(what))
         with open(p, "rb") as f:
             raw = f.read(MAX_BYTES + 1)
     except FileNotFoundError:
-        raise RecipeError([f"{source}: no such {what} file"], source) from None
+        raise RecipeError([f"{source}: no such {what} file"], source, what=_noun(what)) from None
     except OSError as exc:  # a name too long, permission, a /proc file that refuses reading ...
         raise RecipeError(
             [f"{cut(source, 200)}: cannot read this {what} file: {exc.strerror or exc}"], source
         ) from None
     except ValueError:  # a NUL character in the path
-        raise RecipeError([f"{cut(source, 200)}: not a usable file name (it holds a NUL character)"], source) from None
+        raise RecipeError(
+            [f"{cut(source, 200)}: not a usable file name (it holds a NUL character)"], source, what=what
+        ) from None
     if len(raw) > MAX_BYTES:
-        raise RecipeError([f"{source}: over {MAX_BYTES >> 20} MiB, too big for a {what} file (a few KB)"], source)
-    return decode(raw, source)
+        raise RecipeError(
+            [f"{source}: over {MAX_BYTES >> 20} MiB, too big for a {what} file (a few KB)"], source, what=what
+        )
+    return decode(raw, source, what)
 
 
-def decode(raw: bytes, source: str) -> str:
+def decode(raw: bytes, source: str, what: str = "recipe") -> str:
     """UTF-8 text (a BOM is dropped); anything else is one line saying what the file is and what to do."""
     if raw[:2] == b"\x1f\x8b":
-        raise RecipeError([f"{source}: is gzip-compressed; decompress it first (gunzip)"], source)
+        raise RecipeError([f"{source}: is gzip-compressed; decompress it first (gunzip)"], source, what=_noun(what))
     for bom, name in ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16")):
         if raw.startswith(bom) or (name == "UTF-16" and raw.startswith(b"\xfe\xff")):
-            raise RecipeError([f"{source}: is {name} text; save it as UTF-8"], source)
+            raise RecipeError([f"{source}: is {name} text; save it as UTF-8"], source, what=_noun(what))
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
         byte = raw[exc.start]
-        raise RecipeError(
-            [f"{source}:{line}:{column}: byte 0x{byte:02x} is not UTF-8 (latin-1?); save the file as UTF-8"], source
-        ) from None
+        problem = f"{source}:{line}:{column}: byte 0x{byte:02x} is not UTF-8 (latin-1?); save the file as UTF-8"
+        raise RecipeError([problem], source, what=_noun(what)) from None
