@@ -81,9 +81,15 @@ def missing_files(
     out = []
     for key in keys:
         path = getattr(params, key)
-        if path is not None and not Path(path).expanduser().exists():
-            where = (
-                "" if Path(path).is_absolute() else f" (relative paths are read from the current folder, {Path.cwd()})"
-            )
-            out.append((f"task.params.{key}", f"data file {path} does not exist{where}"))
+        if path is None:
+            continue
+        where = "" if Path(path).is_absolute() else f" (relative paths are read from the current folder, {Path.cwd()})"
+        try:
+            found = Path(path).expanduser()
+            if not found.exists():
+                out.append((f"task.params.{key}", f"data file {path} does not exist{where}"))
+            elif not found.is_file():
+                out.append((f"task.params.{key}", f"{path} is a folder, not a data file{where}; name the file in it"))
+        except OSError as exc:  # a name too long for this OS, no permission to look
+            out.append((f"task.params.{key}", f"data file {path[:120]} cannot be checked: {exc.strerror}"))
     return out

@@ -1,106 +1,152 @@
 """Cross-plugin checks of raw recipe data against the registry: names exist and are allowed, plugin params and
-``plugins_config`` sections validate, the method suits the quantization and the task's head, the model source
-resolves. Each check returns ``(path, message)`` pairs."""
+``plugins_config`` sections validate (and hold only finite numbers), the method suits the quantization and the
+task's head, the eval metric is one the task reports. Each check returns ``(path, message)`` pairs; the data may be
+anything the schema refuses, so every check looks before it uses a value."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+import math
 from typing import Any
 
 from pydantic import ValidationError
 
 from peftkit.errors import PeftkitError
-from peftkit.recipe.problems import _closest, pydantic_problems
+from peftkit.recipe.places import _check_output_dir, _check_source, _local_decoder, _owner, os_problem
+from peftkit.recipe.problems import _closest, pydantic_problems, shown
+from peftkit.recipe.schema import MAX_INT
+
+Problems = list[tuple[tuple, str]]
 
 
-def _check_plugins(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
+def _check_plugins(data: dict[str, Any], reg: Any) -> Problems:
     """Stage two: names exist (and are allowed), params validate through the plugin's schema."""
-    problems: list[tuple[tuple, str]] = []
-    allowed = data.get("plugins") if isinstance(data.get("plugins"), list) else None
-    for i, name in enumerate(allowed or []):
-        if name not in reg.plugins:
-            avail = ", ".join(sorted(reg.plugins)) or "none"
-            problems.append(
-                (
-                    ("plugins", str(i)),
-                    f"unknown plugin {name!r}{_closest(str(name), list(reg.plugins))} "
-                    f"(installed: {avail}){reg.broken_note()}",
-                )
-            )
-    for section, table, kind in (("method", reg.methods, "method"), ("task", reg.tasks, "task")):
+    allowed = data.get("plugins")
+    if not (isinstance(allowed, list) and all(isinstance(name, str) for name in allowed)):
+        allowed = None  # absent; or not a list of names, which the core schema reports
+    problems = _check_allow_list(allowed, reg)
+    for section, table in (("method", reg.methods), ("task", reg.tasks)):
         sec = data.get(section)
-        if not isinstance(sec, dict) or not isinstance(sec.get("name"), str):
-            continue
-        name = sec["name"]
-        obj = table.get(name)
-        if obj is None:
-            avail = ", ".join(sorted(table)) or "none installed"
-            problems.append(
-                (
-                    (section, "name"),
-                    f"unknown {kind} {name!r}{_closest(name, list(table))} (available: {avail}){reg.broken_note()}",
-                )
-            )
-            continue
-        owner = _owner(reg, section, name)
-        if allowed is not None and owner not in allowed:
-            problems.append(
-                (
-                    (section, "name"),
-                    f"{kind} {name!r} comes from plugin {owner!r}, which is not in `plugins:` ({', '.join(map(str, allowed))})",
-                )
-            )
-        params = sec.get("params") or {}
-        if not isinstance(params, dict):
-            continue  # the core schema already reported it
-        try:
-            obj.params_model.model_validate(params)
-        except ValidationError as exc:
-            problems += pydantic_problems(exc, prefix=(section, "params"), fields=obj.params_model)
-            continue
-        check = getattr(obj, "check", None)  # optional: cross-section checks (quantization, step budgets, data files)
-        if check is not None:
-            for loc, msg in check(obj.params_model.model_validate(params), data):
-                problems.append((tuple(loc.split(".")), msg))
-        metric = data["eval"].get("metric") if isinstance(data.get("eval"), dict) else None
-        if section == "task" and isinstance(metric, str):
-            problem = metric_problem(metric, obj, name, 2)
-            if problem:
-                problems.append((("eval", "metric"), problem))
-        elif section == "task" and metric is None:
-            reported = reported_metrics(obj, 2)
-            if obj.metric not in reported:  # the task's own metric: a bug in its plugin, not in the recipe
-                problems.append(
-                    (
-                        ("task", "name"),
-                        f"task {name!r} keeps the best checkpoint by its main metric "
-                        f"{obj.metric!r} (Task.metric), but its compute_metrics does not report it: "
-                        f"reports {', '.join(reported)}; fix the task's plugin, or set eval.metric",
-                    )
-                )
+        if isinstance(sec, dict) and isinstance(sec.get("name"), str):
+            problems += _check_section(section, sec, table, data, reg, allowed)
     model = data.get("model")
     if isinstance(model, dict) and isinstance(model.get("source"), str):
         problems += _check_source(model["source"], reg, allowed)
     problems += _check_plugin_configs(data, reg, allowed)
     problems += _check_quantization(data, reg)
     problems += _check_task_head(data, reg)
+    if isinstance(data.get("output_dir"), str):
+        problems += _check_output_dir(data["output_dir"])
     return problems
 
 
-def _check_plugin_configs(data: dict[str, Any], reg: Any, allowed: list[str] | None) -> list[tuple[tuple, str]]:
+def _check_allow_list(allowed: list | None, reg: Any) -> Problems:
+    """Every name in ``plugins:`` is an installed plugin."""
+    problems: Problems = []
+    for i, name in enumerate(allowed or []):
+        if name not in reg.plugins:
+            avail = ", ".join(sorted(reg.plugins)) or "none"
+            problems.append(
+                (
+                    ("plugins", str(i)),
+                    f"unknown plugin {shown(name)}{_closest(name, list(reg.plugins))} "
+                    f"(installed: {avail}){reg.broken_note()}",
+                )
+            )
+    return problems
+
+
+def _check_section(
+    section: str, sec: dict[str, Any], table: dict[str, Any], data: dict[str, Any], reg: Any, allowed: list | None
+) -> Problems:
+    """``method`` or ``task``: the name is registered and allowed, its params validate, its own check passes."""
+    name, kind = sec["name"], section
+    obj = table.get(name)
+    if obj is None:
+        avail = ", ".join(sorted(table)) or "none installed"
+        return [
+            (
+                (section, "name"),
+                f"unknown {kind} {shown(name)}{_closest(name, list(table))} (available: {avail}){reg.broken_note()}",
+            )
+        ]
+    problems: Problems = []
+    owner = _owner(reg, section, name)
+    if allowed is not None and owner not in allowed:
+        problems.append(
+            (
+                (section, "name"),
+                f"{kind} {name!r} comes from plugin {owner!r}, which is not in `plugins:` "
+                f"({', '.join(map(shown, allowed))})",
+            )
+        )
+    params = sec.get("params") or {}
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+        return problems  # the core schema already reported it
+    try:
+        validated = obj.params_model.model_validate(params)
+    except ValidationError as exc:
+        return problems + pydantic_problems(exc, prefix=(section, "params"), fields=obj.params_model, data=params)
+    problems += non_finite(params, (section, "params"))
+    check = getattr(obj, "check", None)  # optional: cross-section checks (quantization, step budgets, data files)
+    if check is not None:
+        try:
+            found = check(validated, data)
+        except OSError as exc:  # a path too long for this OS, a folder it may not read
+            found = [(f"{section}.params", os_problem(exc))]
+        problems += [(tuple(loc.split(".")), msg) for loc, msg in found]
+    if section == "task":
+        problems += _check_metric(data, obj, name)
+    return problems
+
+
+def _check_metric(data: dict[str, Any], task: Any, name: str) -> Problems:
+    """``eval.metric`` is one the task reports; unset, the task's own main metric must be among them."""
+    metric = data["eval"].get("metric") if isinstance(data.get("eval"), dict) else None
+    if isinstance(metric, str):
+        problem = metric_problem(metric, task, name, 2)
+        return [(("eval", "metric"), problem)] if problem else []
+    if metric is not None:
+        return []  # not a string: the core schema reported it
+    reported = reported_metrics(task, 2)
+    if task.metric in reported:
+        return []
+    return [  # the task's own metric: a bug in its plugin, not in the recipe
+        (
+            ("task", "name"),
+            f"task {name!r} keeps the best checkpoint by its main metric "
+            f"{task.metric!r} (Task.metric), but its compute_metrics does not report it: "
+            f"reports {', '.join(reported)}; fix the task's plugin, or set eval.metric",
+        )
+    ]
+
+
+def non_finite(value: Any, loc: tuple) -> Problems:
+    """Every infinite or NaN float, and every integer beyond 2**63-1, in ``value`` (plugin params), by path:
+    the core's rule for every plugin, whether or not its own params model allows them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(loc, f"must be a finite number, got {value}")]
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_INT:
+        return [(loc, f"must be at most 2**63-1, got {shown(value)}")]
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    return [problem for k, v in items for problem in non_finite(v, (*loc, str(k)))]
+
+
+def _check_plugin_configs(data: dict[str, Any], reg: Any, allowed: list[str] | None) -> Problems:
     """Each ``plugins_config.<name>`` names a registered section and validates through its plugin's model."""
     sections = data.get("plugins_config")
     if not isinstance(sections, dict):
         return []  # absent, or the core schema already reported it
-    problems: list[tuple[tuple, str]] = []
+    problems: Problems = []
     for name, values in sections.items():
         loc = ("plugins_config", str(name))
         section = reg.configs.get(name)
         if section is None:
             avail = ", ".join(sorted(reg.configs)) or "none installed"
             problems.append(
-                (loc, f"no plugin takes settings {name!r}{_closest(str(name), list(reg.configs))} (available: {avail})")
+                (
+                    loc,
+                    f"no plugin takes settings {shown(name)}{_closest(str(name), list(reg.configs))} (available: {avail})",
+                )
             )
             continue
         owner = reg.owners.get(("configs", name))
@@ -110,7 +156,9 @@ def _check_plugin_configs(data: dict[str, Any], reg: Any, allowed: list[str] | N
             try:
                 section.params_model.model_validate(values)
             except ValidationError as exc:
-                problems += pydantic_problems(exc, prefix=loc, fields=section.params_model)
+                problems += pydantic_problems(exc, prefix=loc, fields=section.params_model, data=values)
+                continue
+            problems += non_finite(values, loc)
     return problems
 
 
@@ -136,12 +184,13 @@ def metric_problem(metric: str | None, task: Any, task_name: str, n_labels: int)
     )
 
 
-def _check_quantization(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
+def _check_quantization(data: dict[str, Any], reg: Any) -> Problems:
+    """A quantized base needs a method that trains adapters on it, not the frozen integer weights."""
     model, method = data.get("model"), data.get("method")
     if not (isinstance(model, dict) and isinstance(model.get("quantization"), dict) and isinstance(method, dict)):
         return []
-    bits = model["quantization"].get("bits")
-    obj = reg.methods.get(method.get("name"))
+    bits, name = model["quantization"].get("bits"), method.get("name")
+    obj = reg.methods.get(name) if isinstance(name, str) else None
     if obj is None or bits not in (4, 8) or bits in obj.quantized_bits:
         return []
     ok = sorted(n for n, m in reg.methods.items() if bits in m.quantized_bits)
@@ -158,7 +207,7 @@ def _check_quantization(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str
     ]
 
 
-def _check_task_head(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
+def _check_task_head(data: dict[str, Any], reg: Any) -> Problems:
     """The task's objective needs a method that trains it (prefix tuning has no multiple-choice form) and, when
     transformers has its head for encoders only, an encoder."""
     from peftkit.plugin.contracts import head_mismatch, method_objectives
@@ -189,59 +238,3 @@ def _check_task_head(data: dict[str, Any], reg: Any) -> list[tuple[tuple, str]]:
     ok = sorted(n for n, x in reg.methods.items() if head_mismatch(t, x, reg) is None)
     why = getattr(m, "task_heads_note", "") or f"it lists only {', '.join(sorted(method_objectives(m)))} in task_heads"
     return [(("method", "name"), f"{mismatch}: {why}. Use one of: {', '.join(ok)}")]
-
-
-def _local_decoder(model: Any) -> str | None:
-    """The model_type of a ``local:`` model folder when it is a decoder family (read from config.json, nothing imported)."""
-    import json
-
-    from peftkit.plugin.architectures import DECODER, FAMILIES
-
-    if not isinstance(model, dict) or not isinstance(model.get("source"), str):
-        return None
-    scheme, rest = split_source(model["source"])
-    config = Path(rest).expanduser() / "config.json"
-    if scheme != "local" or not config.is_file():
-        return None
-    try:
-        kind = json.loads(config.read_text(encoding="utf-8")).get("model_type")
-    except (OSError, ValueError):
-        return None
-    return kind if FAMILIES.get(kind) is DECODER else None
-
-
-def _owner(reg: Any, section: str, name: str) -> str | None:
-    return reg.owners.get(({"method": "methods", "task": "tasks", "model": "sources"}[section], name))
-
-
-def split_source(ref: str) -> tuple[str, str]:
-    """``scheme:rest``; a bare path (``/x``, ``./x``, ``~/x``) is ``local``, anything else without a scheme is ``hub``."""
-    if ref.startswith(("/", "./", "../", "~")) or os.path.isdir(os.path.expanduser(ref)):
-        return "local", ref
-    scheme, sep, rest = ref.partition(":")
-    if sep and scheme and "/" not in scheme:
-        return scheme, rest
-    return "hub", ref
-
-
-def _check_source(ref: str, reg: Any, allowed: list[str] | None = None) -> list[tuple[tuple, str]]:
-    scheme, rest = split_source(ref)
-    src = reg.sources.get(scheme)
-    if src is None:
-        avail = ", ".join(sorted(reg.sources)) or "none installed"
-        return [
-            (
-                ("model", "source"),
-                f"unknown model source scheme {scheme!r}{_closest(scheme, list(reg.sources))} (available: {avail}){reg.broken_note()}",
-            )
-        ]
-    owner = _owner(reg, "model", scheme)
-    if allowed is not None and owner not in allowed:
-        return [
-            (
-                ("model", "source"),
-                f"model source {scheme + ':'!r} comes from plugin {owner!r}, which is not in `plugins:` ({', '.join(map(str, allowed))})",
-            )
-        ]
-    msg = src.check(rest)
-    return [(("model", "source"), msg)] if msg else []

@@ -7,7 +7,8 @@ from typing import Any
 import yaml
 
 from peftkit.errors import RecipeError
-from peftkit.recipe.yaml import RecipeLoader
+from peftkit.recipe.problems import shown
+from peftkit.recipe.yaml import describe, load
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> str | None:
@@ -32,25 +33,37 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     """Apply ``a.b=c`` overrides (values parsed as YAML, so ``train.lr=3e-4`` is a float)."""
     problems = []
     for item in overrides:
-        if "=" not in item:
-            problems.append(f"override {item!r}: expected key=value, e.g. train.lr=3e-4")
-            continue
-        key, _, raw = item.partition("=")
-        problem = set_dotted(data, key, _parse_value(raw))
+        problem = _apply_one(data, item)
         if problem:
-            problems.append(f"override {item!r}: {problem}")
+            problems.append(f"override {shown(item)}: {problem}")
     if problems:
         raise RecipeError(problems)
     return data
 
 
+def _apply_one(data: dict[str, Any], item: str) -> str | None:
+    """Set one ``key=value`` in ``data``; the problem with it instead, when there is one."""
+    if "=" not in item:
+        return "expected key=value, e.g. train.lr=3e-4"
+    key, _, raw = item.partition("=")
+    if not all(part.strip() for part in key.strip().split(".")):
+        return "the key has an empty part; write it as section.key=value, e.g. train.lr=3e-4"
+    try:
+        value = _parse_value(raw)
+    except yaml.YAMLError as exc:
+        return describe(exc)
+    return set_dotted(data, key, value)
+
+
 def _parse_value(raw: str) -> Any:
-    """An override value as a recipe file would read it (``3e-4`` is a float, ``[a,b]`` a list)."""
+    """An override value as a recipe file would read it (``3e-4`` is a float, ``[a,b]`` a list), under the same
+    loader and limits: what the loader refuses in a file (a tag, an alias bomb, ``0x_``) it refuses here
+    (raises a ``yaml.YAMLError``). Text that is not YAML at all (``a: b: c``) is taken as the string it is."""
     if not raw.strip():
         return ""
     try:
-        return yaml.load(raw, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError:
+        return load(raw)
+    except (yaml.scanner.ScannerError, yaml.parser.ParserError):
         return raw
 
 

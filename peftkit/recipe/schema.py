@@ -6,9 +6,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from peftkit.recipe.problems import shown
+
+MAX_INT = 2**63 - 1  # what torch and the OS take as a count; a larger number is a typo, never a setting
+
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Unknown keys refused; every number finite (``.inf``/``1e309``/``.nan`` refused at validate time, not met as
+    a NaN loss mid-run) and every integer within :data:`MAX_INT`."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _bounded_int(cls, v: Any) -> Any:
+        if isinstance(v, int) and not isinstance(v, bool) and abs(v) > MAX_INT:
+            raise ValueError(f"must be at most 2**63-1, got {shown(v)}")
+        return v
 
 
 class QuantizationConfig(_Strict):
@@ -43,7 +57,7 @@ class ModelConfig(_Strict):
     @classmethod
     def _quantization_mapping(cls, v: Any) -> Any:
         if v is not None and not isinstance(v, (dict, QuantizationConfig)):
-            raise ValueError(f"must be a mapping such as {{bits: 4}} (or null for none), got {v!r}")
+            raise ValueError(f"must be a mapping such as {{bits: 4}} (or null for none), got {shown(v)}")
         return v
 
 
@@ -93,7 +107,10 @@ class TrainConfig(_Strict):
         "it, none on CPU. `bf16` also runs on CPUs with AVX512-BF16 (measured: evaluation 1.7× faster, same accuracy).",
     )
     seed: int = Field(
-        42, ge=0, description="Seed for weights, dropout and data order (set before any weight is created)."
+        42,
+        ge=0,
+        le=2**32 - 1,
+        description="Seed for weights, dropout and data order (set before any weight is created).",
     )
     gradient_checkpointing: bool = Field(
         False, description="Recompute activations in backward: less memory, ~30% slower."
@@ -128,7 +145,7 @@ class TrainConfig(_Strict):
     @classmethod
     def _two_betas(cls, v: Any) -> Any:
         if not isinstance(v, (list, tuple)) or len(v) != 2:
-            raise ValueError(f"must be two numbers [beta1, beta2], e.g. [0.9, 0.999], got {v!r}")
+            raise ValueError(f"must be two numbers [beta1, beta2], e.g. [0.9, 0.999], got {shown(v)}")
         return v
 
     @field_validator("adam_betas")
@@ -167,7 +184,7 @@ class EvalConfig(_Strict):
     def _every(cls, v: Any) -> Any:
         if v == "epoch" or (isinstance(v, int) and not isinstance(v, bool) and v > 0):
             return v
-        raise ValueError(f"must be 'epoch' or a number of steps > 0, got {v!r}")
+        raise ValueError(f"must be 'epoch' or a number of steps > 0, got {shown(v)}")
 
 
 class Recipe(_Strict):

@@ -14,16 +14,12 @@ from peftkit.recipe.checks import _check_plugins
 from peftkit.recipe.overrides import apply_overrides, override_keys
 from peftkit.recipe.problems import _format, pydantic_problems
 from peftkit.recipe.schema import Recipe
-from peftkit.recipe.yaml import line_index, parse_yaml
+from peftkit.recipe.yaml import line_index, parse_yaml, read_text
 
 
 def load_recipe(path: str | os.PathLike, overrides: list[str] | None = None, *, registry: Any = None) -> Recipe:
     """Read, override and validate a recipe file. Raises :class:`RecipeError` listing every problem."""
-    p = Path(path)
-    if not p.is_file():
-        what = "is a folder, not a recipe file" if p.is_dir() else "no such recipe file"
-        raise RecipeError([f"{path}: {what}"], str(path))
-    text = p.read_text(encoding="utf-8")
+    text = read_text(path)
     data = parse_yaml(text, str(path))
     if isinstance(data, dict) and {"methods", "tasks"} <= set(data) and not {"method", "task"} & set(data):
         raise RecipeError(
@@ -57,7 +53,7 @@ def validate(
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        problems += pydantic_problems(exc, fields=Recipe)
+        problems += pydantic_problems(exc, fields=Recipe, data=data)
         recipe = None
     reg = registry or get_registry()
     problems += _check_plugins(data, reg)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class AdaLoraParams(BaseModel):
     """``method.params`` for ``adalora``. Step counts left null are derived from the run's real optimizer steps."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     init_r: int = Field(12, gt=0, description="Starting rank of every adapted matrix (pruned down during training).")
     target_r: int = Field(
@@ -51,3 +51,10 @@ class AdaLoraParams(BaseModel):
                 f"target_r ({self.target_r}) must not exceed init_r ({self.init_r}): AdaLoRA only prunes ranks"
             )
         return self
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_targets(cls, v: list[str] | str | None) -> list[str] | str | None:
+        if v is not None and len(v) == 0:  # peft would adapt nothing, or fail on the first matching layer
+            raise ValueError("must name at least one module, or be null for the default set")
+        return v

@@ -15,7 +15,7 @@ MERGE_NOTE = (
 class AdapterParams(BaseModel):
     """``method.params`` for ``adapters``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     config: Literal["houlsby", "pfeiffer"] = Field(
         "pfeiffer",

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class BitFitParams(BaseModel):
     """``method.params`` for ``bitfit``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     include_layernorm: bool = Field(
         True,

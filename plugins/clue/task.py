@@ -41,12 +41,18 @@ class ClueTask:
         return f"ClueTask({self.name!r})"
 
     def check_data(self, params: sources.Params) -> list[tuple[str, str]]:
-        """For `peftkit validate`: the data folder a run on this machine would read exists; or, when the hub is
-        the source, the hub is not switched off (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE)."""
+        """For `peftkit validate`: the data folder a run on this machine would read exists and holds the train and
+        dev files; or, when the hub is the source, the hub is not switched off (HF_DATASETS_OFFLINE /
+        HF_HUB_OFFLINE)."""
         try:
             folder = sources.resolve_folder(self.spec, params)
+            for split in ("train", "dev"):  # test is read only for predictions; a run refuses without it then
+                if folder is not None:
+                    sources.split_file(self.spec, folder, params, split)
         except DataError as exc:
             return [("task.params.data_dir", str(exc))]
+        except OSError as exc:  # a name too long for this OS, no permission to look
+            return [("task.params.data_dir", f"{str(params.data_dir)[:120]} cannot be checked: {exc.strerror}")]
         if folder is None and sources.hub_offline():
             return [
                 (

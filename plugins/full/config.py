@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class FullParams(BaseModel):
     """``method.params`` for ``full``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     freeze_embeddings: bool = Field(
         False,

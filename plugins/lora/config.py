@@ -1,12 +1,12 @@
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class LoraParams(BaseModel):
     """``method.params`` for ``lora``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     r: int = Field(8, gt=0, description="Rank of the update. Higher = more capacity and parameters; 8–16 is typical.")
     alpha: float = Field(
@@ -27,3 +27,10 @@ class LoraParams(BaseModel):
         "default",
         description="Initialisation: default (B=0, Kaiming A), gaussian, pissa (principal singular vectors), olora (QR).",
     )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_targets(cls, v: list[str] | str | None) -> list[str] | str | None:
+        if v is not None and len(v) == 0:  # peft would adapt nothing, or fail on the first matching layer
+            raise ValueError("must name at least one module, or be null for the default set")
+        return v

