@@ -27,9 +27,9 @@ class Example:
         text: first (or only) text.
         text_pair: second text for pair tasks (AFQMC, NLI), else None.
         label: index into the task's label space, or None for unlabelled rows (test splits). For a
-            multiple-choice task: the position of the right answer in ``choices``.
+            task whose rows carry choices: the position of the right answer in ``choices``.
         id: the row's id as the task's submission format wants it back.
-        choices: multiple-choice tasks only (``Task.objective == "multiple-choice"``): the candidate answers, one per
+        choices: for an objective that scores choices (the built-in multiple choice): the candidate answers, one per
             label, each scored as the pair ``(text, choice)``, or alone when ``text`` is empty (a cloze task
             whose choices are the passage with each candidate filled in); None for classification tasks.
     """
@@ -55,7 +55,7 @@ def method_objectives(method: Any) -> frozenset[str] | None:
 
 def head_mismatch(task: Any, method: Any, registry: Any = None) -> str | None:
     """``method X cannot train task Y, which needs a H head`` when the method's task_heads leave out the task's
-    objective (prefix tuning and a multiple-choice task), else None."""
+    objective (prefix tuning and a task whose rows carry choices), else None."""
     heads = method_objectives(method)
     if heads is None:
         return None
@@ -128,7 +128,7 @@ class Method(Protocol):
             unfreezes itself (``.*`` for full fine-tuning, ``.*\\.bias`` for BitFit); None = it only trains
             parameters it adds, plus the task head. The conformance suite checks exactly this set trains.
         task_heads: the objectives (registered names) the method trains; absent = all. Prefix tuning lists only
-            ``sequence-classification``: its virtual tokens are built per row, not per (row, choice).
+            sequence classification: its virtual tokens are built per row, not per (row, choice).
         task_heads_note: why an objective is missing from ``task_heads`` (shown when a recipe asks for it).
     """
 
@@ -172,9 +172,9 @@ class Task(Protocol):
         check_data: ``check_data(params) -> list[(dotted_key, message)]``, cheap checks that the data
             a run would read is there on this machine (files, folders). ``peftkit validate`` prints them
             as warnings (errors with ``--strict``): a recipe may be checked where its data is not.
-        objective: the name of the registered :class:`Objective` the task trains (``sequence-classification``,
-            ``multiple-choice``, ``masked-lm``, ...); absent = the objective registered as the default (one logit per
-            label). ``head`` is the older name of this attribute and is still read.
+        objective: the name of the registered :class:`Objective` the task trains (sequence classification, multiple
+            choice, ``masked-lm``, ...; ``peftkit plugins`` lists them); absent = the objective registered as the
+            default (one logit per label). ``head`` is the older name of this attribute and is still read.
         objective_options: ``objective_options(params) -> dict``, options the objective reads from the task's params
             (the masking unit of ``masked-lm``).
     """
@@ -228,7 +228,7 @@ class Objective(Protocol):
     none by name.
 
     Attributes:
-        name: the name tasks use (``sequence-classification``, ``masked-lm``, ...).
+        name: the name tasks use (``masked-lm``, ...).
         summary: one line for ``peftkit plugins`` and the docs.
         auto_class: the transformers Auto class the base model is loaded with (``AutoModelForMaskedLM``).
         labelled: whether rows carry label ids from the task's label space and a prediction is one label id per
