@@ -112,3 +112,54 @@ def test_validate_checks_the_run_exists_and_finished(mlm_run, tiny_data, tmp_pat
     data["model"]["source"] = f"run:{tmp_path}"
     with pytest.raises(RecipeError, match="is not a peftkit run folder .it has no recipe.yaml and no model."):
         validate(data)
+
+
+@pytest.mark.integration
+def test_pretrain_then_fine_tune_on_real_data(tmp_path, monkeypatch):
+    """Masked-LM LoRA on multilingual-e5-small over FewCLUE TNEWS's unlabelled headlines, then FewCLUE TNEWS
+    fine-tuned from the result through run: (a few steps each: the pipeline, not the numbers)."""
+    import torch
+
+    from peftkit import load_run
+    from peftkit.build.model import load_model
+    from peftkit.build.setup import prepare
+    from peftkit.plugin.registry import get_registry
+    from peftkit.recipe import load_recipe
+    from peftkit.train.loop import run
+
+    data = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "clue" / "fewclue" / "tnews"
+    if not (data / "unlabeled.json").is_file():
+        pytest.skip(f"FewCLUE TNEWS is not at {data}")
+    monkeypatch.setenv("PEFTKIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("PEFTKIT_CLUE_DIR", str(data.parents[1]))
+    root = Path(__file__).resolve().parents[2] / "recipes"
+    pre = tmp_path / "mlm"
+    recipe = load_recipe(
+        root / "mlm" / "fewclue-tnews_e5-small_lora.yaml",
+        [
+            f"task.params.train_file={data / 'unlabeled.json'}",
+            "task.params.max_train_samples=300",
+            "train.max_steps=6",
+            f"output_dir={pre}",
+        ],
+    )
+    first = run(recipe)
+    assert first["final"]["masked_tokens"] > 50 and first["final"]["perplexity"] > 1
+    tune = load_recipe(
+        root / "clue" / "fewclue" / "tnews" / "e5-small_lora.yaml",
+        [
+            f"model.source=run:{pre}",
+            "train.max_steps=4",
+            "eval.predict=false",
+            "task.params.max_dev_samples=64",
+            f"output_dir={tmp_path / 'tnews'}",
+        ],
+    )
+    s = prepare(tune, get_registry(), splits=())
+    setup, trained = load_run(pre)
+    merged = setup.method.merge(trained).state_dict()
+    start = load_model(s.model_path, tune.model, s.labels, s.tokenizer, head=s.objective)[0].state_dict()
+    key = "bert.encoder.layer.3.attention.self.query.weight"
+    assert torch.equal(start[key], merged[key])
+    second = run(tune)
+    assert 0 <= second["final"]["accuracy"] <= 1
