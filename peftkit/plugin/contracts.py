@@ -253,7 +253,8 @@ class Objective(Protocol):
 
     def encode(self, examples: list[Example], tokenizer: Any, ctx: EncodeContext) -> Any:
         """Tokenise a split; the result has ``__len__``, ``lengths`` (per row) and ``collate(idx, pad_id, *, epoch,
-        batch)`` returning the model's input tensors (with ``labels`` where the rows have targets)."""
+        batch)`` returning the model's input tensors (with ``labels`` where the rows have targets); the core sets
+        its ``objective`` attribute to this objective (evaluation scores through it)."""
 
     def model_kwargs(self, labels: list[str]) -> dict[str, Any]:
         """Keyword arguments for ``auto_class.from_pretrained`` (``num_labels`` ...)."""
