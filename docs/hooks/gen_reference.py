@@ -11,6 +11,7 @@ A page asks for a generated section with a marker line of its own::
     <!-- gen:model DOTTED.PATH -->         the keys of any pydantic model (e.g. the compare file)
     <!-- gen:methods -->                   registered methods: summary, default lr, merge, quantization
     <!-- gen:tasks -->                     registered tasks: summary, metric, splits
+    <!-- gen:objectives -->                registered objectives: summary, Auto class, which tasks use them
 
 A marker naming a method or task that is not registered fails the build (a page about a method that
 no longer exists is a bug). tests/test_docs.py imports this file to check the generated text.
@@ -263,10 +264,21 @@ def tasks_table() -> str:
     return "\n".join(lines) + "\n"
 
 
+def objectives_table() -> str:
+    """Every registered objective with its transformers Auto class and the tasks that train it."""
+    reg = _registry()
+    lines = ["| objective | summary | loads | tasks |", "|---|---|---|---|"]
+    for name, o in reg.objectives.items():
+        tasks = sorted(t for t, task in reg.tasks.items() if reg.objective_of(task) is o)
+        lines.append(f"| `{name}` | {_cell(o.summary)} | `{o.auto_class}` | {', '.join(f'`{t}`' for t in tasks)} |")
+    return "\n".join(lines) + "\n"
+
+
 def plugins_table() -> str:
     reg = _registry()
     lines = ["| kind | name | summary |", "|---|---|---|"]
-    for kind, table_ in (("method", reg.methods), ("task", reg.tasks), ("model source", reg.sources)):
+    kinds = (("method", reg.methods), ("task", reg.tasks), ("objective", reg.objectives), ("model source", reg.sources))
+    for kind, table_ in kinds:
         for name in sorted(table_):
             lines.append(f"| {kind} | `{name}` | {_cell(table_[name].summary)} |")
     return "\n".join(lines) + "\n"
@@ -290,6 +302,8 @@ def render(kind: str, arg: str | None) -> str:
         return methods_table()
     if kind == "tasks":
         return tasks_table()
+    if kind == "objectives":
+        return objectives_table()
     raise GenerationError(f"unknown docs marker <!-- gen:{kind} {arg or ''} -->")
 
 

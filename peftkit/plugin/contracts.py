@@ -27,9 +27,9 @@ class Example:
         text: first (or only) text.
         text_pair: second text for pair tasks (AFQMC, NLI), else None.
         label: index into the task's label space, or None for unlabelled rows (test splits). For a
-            multiple-choice task: the position of the right answer in ``choices``.
+            task whose rows carry choices: the position of the right answer in ``choices``.
         id: the row's id as the task's submission format wants it back.
-        choices: multiple-choice tasks only (``Task.objective == "multiple-choice"``): the candidate answers, one per
+        choices: for an objective that scores choices (the built-in multiple choice): the candidate answers, one per
             label, each scored as the pair ``(text, choice)``, or alone when ``text`` is empty (a cloze task
             whose choices are the passage with each candidate filled in); None for classification tasks.
     """
@@ -55,8 +55,8 @@ def method_objectives(method: Any) -> frozenset[str] | None:
 
 def head_mismatch(task: Any, method: Any, registry: Any) -> str | None:
     """``method X cannot train task Y, which needs a H head`` when the method's task_heads leave out the task's
-    objective (prefix tuning and a multiple-choice task), else None. ``registry`` gives the default objective of
-    a task that names none."""
+    objective (prefix tuning and a task whose rows carry choices), else None. ``registry`` gives the default
+    objective of a task that names none."""
     heads = method_objectives(method)
     if heads is None:
         return None
@@ -125,7 +125,7 @@ class Method(Protocol):
             unfreezes itself (``.*`` for full fine-tuning, ``.*\\.bias`` for BitFit); None = it only trains
             parameters it adds, plus the task head. The conformance suite checks exactly this set trains.
         task_heads: the objectives (registered names) the method trains; absent = all. Prefix tuning lists only
-            ``sequence-classification``: its virtual tokens are built per row, not per (row, choice).
+            sequence classification: its virtual tokens are built per row, not per (row, choice).
         task_heads_note: why an objective is missing from ``task_heads`` (shown when a recipe asks for it).
         hooks: an object with ``@hookimpl`` lifecycle hooks that fire only in runs of this method (registered
             for the run, unregistered after; AdaLoRA's budget schedule). See the Hooks reference.
@@ -171,9 +171,9 @@ class Task(Protocol):
         check_data: ``check_data(params) -> list[(dotted_key, message)]``, cheap checks that the data
             a run would read is there on this machine (files, folders). ``peftkit validate`` prints them
             as warnings (errors with ``--strict``): a recipe may be checked where its data is not.
-        objective: the name of the registered :class:`Objective` the task trains (``sequence-classification``,
-            ``multiple-choice``, ``masked-lm``, ...); absent = the objective registered as the default (one logit per
-            label). ``head`` is the older name of this attribute and is still read.
+        objective: the name of the registered :class:`Objective` the task trains (sequence classification, multiple
+            choice, ``masked-lm``, ...; ``peftkit plugins`` lists them); absent = the objective registered as the
+            default (one logit per label). ``head`` is the older name of this attribute and is still read.
         objective_options: ``objective_options(params) -> dict``, options the objective reads from the task's params
             (the masking unit of ``masked-lm``).
     """
@@ -227,7 +227,7 @@ class Objective(Protocol):
     none by name.
 
     Attributes:
-        name: the name tasks use (``sequence-classification``, ``masked-lm``, ...).
+        name: the name tasks use (``masked-lm``, ...).
         summary: one line for ``peftkit plugins`` and the docs.
         auto_class: the transformers Auto class the base model is loaded with (``AutoModelForMaskedLM``).
         labelled: whether rows carry label ids from the task's label space and a prediction is one label id per
@@ -252,7 +252,8 @@ class Objective(Protocol):
 
     def encode(self, examples: list[Example], tokenizer: Any, ctx: EncodeContext) -> Any:
         """Tokenise a split; the result has ``__len__``, ``lengths`` (per row) and ``collate(idx, pad_id, *, epoch,
-        batch)`` returning the model's input tensors (with ``labels`` where the rows have targets)."""
+        batch)`` returning the model's input tensors (with ``labels`` where the rows have targets); the core sets
+        its ``objective`` attribute to this objective (evaluation scores through it)."""
 
     def model_kwargs(self, labels: list[str]) -> dict[str, Any]:
         """Keyword arguments for ``auto_class.from_pretrained`` (``num_labels`` ...)."""

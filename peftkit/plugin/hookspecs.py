@@ -51,7 +51,8 @@ def peftkit_register_tasks() -> list[Task]:
 
 @hookspec
 def peftkit_register_objectives() -> list[Objective]:
-    """Called once when the plugin manager starts (plugins implementing it are loaded first), to collect objectives.
+    """Called once when the plugin manager starts, to collect objectives (plugins implementing it load first:
+    built-ins, then third parties, each group with its objective plugins first).
 
     :return: Objective objects; their names must be unique across all plugins, and at most one sets ``default``.
     """

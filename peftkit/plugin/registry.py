@@ -273,9 +273,13 @@ def _check_default(reg: Registry, got: list[tuple[str, str, str, list[Any]]]) ->
         )
 
 
+def _own(ep: md.EntryPoint) -> bool:
+    return bool(ep.dist and ep.dist.metadata["Name"] == "peftkit")
+
+
 def _order(eps: list[md.EntryPoint]) -> list[md.EntryPoint]:
     """peftkit's own plugins first, so a third-party name clash never displaces a built-in; then by name."""
-    return sorted(eps, key=lambda e: (not (e.dist and e.dist.metadata["Name"] == "peftkit"), e.name))
+    return sorted(eps, key=lambda e: (not _own(e), e.name))
 
 
 def _info(ep: md.EntryPoint) -> PluginInfo:
@@ -319,9 +323,9 @@ def build_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
             reg.broken[ep.name] = f"{type(exc).__name__}: {exc}{_where(exc)}"
             if os.environ.get("PEFTKIT_DEBUG"):
                 traceback.print_exc(file=sys.stderr)
-    # plugins that register objectives go first (stable: built-ins still before third parties), so that every
-    # task and method can be checked against the objectives they name when they register
-    loaded.sort(key=lambda item: not hasattr(item[1], "peftkit_register_objectives"))
+    # built-ins still first; within each group plugins that register objectives go first, so that every task and
+    # method can be checked against the objectives it names when it registers
+    loaded.sort(key=lambda item: (not _own(item[0]), not hasattr(item[1], "peftkit_register_objectives")))
     for ep, module in loaded:
         _add(reg, ep.name, module, _info(ep))
     extras = sorted((extra_plugins or {}).items(), key=lambda kv: not hasattr(kv[1], "peftkit_register_objectives"))

@@ -60,7 +60,7 @@ class SequenceClassification(_Classification):
     token (encoders) or the last (decoders)."""
 
     name = SEQUENCE_CLASSIFICATION
-    summary = "One label per text or text pair (AutoModelForSequenceClassification); the default objective."
+    summary = "One label per text or text pair; the objective of tasks that name none."
     auto_class = "AutoModelForSequenceClassification"
     default = True
 
@@ -79,7 +79,7 @@ class MultipleChoice(_Classification):
     label is the best choice's position (``AutoModelForMultipleChoice``, BERT-style encoders)."""
 
     name = MULTIPLE_CHOICE
-    summary = "Pick one of a row's choices: one score per (text, choice) pair (AutoModelForMultipleChoice, encoders)."
+    summary = "Pick one of a row's choices: one score per (text, choice) pair (encoders only)."
     auto_class = "AutoModelForMultipleChoice"
     encoder_only = True
 

@@ -87,7 +87,7 @@ class MaskedLM:
     """Masked-language-model (continued) pretraining on raw text: ``AutoModelForMaskedLM``."""
 
     name = "masked-lm"
-    summary = "Masked-language-model pretraining on raw text (AutoModelForMaskedLM): 15% dynamic masking, whole words optional."
+    summary = "Masked-language-model pretraining on raw text: 15% dynamic masking, by token or whole word."
     auto_class = "AutoModelForMaskedLM"
     labelled = False
     encoder_only = True

@@ -39,7 +39,7 @@ class MultipleChoice:
     params_model = MultipleChoiceParams
     metric = "accuracy"
     splits = ("train", "dev", "test")
-    objective = MULTIPLE_CHOICE
+    head = MULTIPLE_CHOICE
 
     def check_data(self, params: MultipleChoiceParams) -> list[tuple[str, str]]:
         """For `peftkit validate`: every data file the recipe names exists on this machine."""

@@ -140,7 +140,7 @@ def run_objective(objective: Any, model: str = "bert") -> ObjectiveReport:
     if not any(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in net.parameters()):
         raise ConformanceError(f"{tag} the loss has no gradient on any parameter")
     metrics = _check_score(o, net, _encoded(o, tok, dev, model, "dev", tag), int(tok.pad_token_id), tag)
-    return ObjectiveReport(o.name, model, len(rows), len(enc), tuple(batch["input_ids"].shape), float(loss), metrics)
+    return ObjectiveReport(o.name, model, len(rows), len(enc), tuple(batch["input_ids"].shape), loss.item(), metrics)
 
 
 def check_objective(objective: Any, models: tuple[str, ...] = OBJECTIVE_MODELS) -> dict[str, ObjectiveReport | str]:
