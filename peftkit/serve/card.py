@@ -115,9 +115,11 @@ def model_card(meta: dict[str, Any], recipe_text: str, metrics: dict[str, Any]) 
     train = metrics.get("train") or {}
     params = metrics.get("params") or {}
     labels = ", ".join(f"`{x}`" for x in meta["labels"])
+    id2label = {i: x for i, x in enumerate(meta["labels"])}
     how = (
-        "This folder holds only the adapter (peft format); load it over the base with "
-        "`peft.AutoPeftModelForSequenceClassification.from_pretrained(DIR)`."
+        "This folder holds only the adapter (peft format); load it over the base, telling the base its labels: "
+        f"`peft.AutoPeftModelForSequenceClassification.from_pretrained(DIR, num_labels={len(meta['labels'])}, "
+        f"id2label={id2label!r}, label2id={ {x: i for i, x in id2label.items()}!r})`."
         if meta["adapter"]
         else f"The {meta['method']} update is merged into the base weights: this is a plain transformers folder."
     )

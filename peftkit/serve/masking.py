@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import re
 
-EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# ASCII classes on purpose: \w also matches Chinese characters, which would swallow the words around an address
+EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 # not inside a longer run of digits; the last character of an ID may be X
 ID_CARD = re.compile(r"(?<!\d)\d{6}(?:18|19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}[\dXxＸｘ](?!\d)")
 CARD = re.compile(r"(?<!\d)\d(?:[ -]?\d){15,18}(?!\d)")
-PHONE = re.compile(r"(?<!\d)(?:(?:\+|00)?86[ -]?)?(1[3-9]\d)[ -]?(\d{4})[ -]?(\d{4})(?!\d)")
+PHONE = re.compile(r"(?<!\d)(?:(?:\+|00)?86[ -]?)?([1１][3-9３-９]\d)[ -]?(\d{4})[ -]?(\d{4})(?!\d)")
 
 
 def luhn_ok(digits: str) -> bool:
