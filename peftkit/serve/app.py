@@ -140,7 +140,12 @@ def create_app(cfg: Any) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         st.batcher.start()
-        threading.Thread(target=st.load, name="peftkit-load", daemon=True).start()
+        if cfg.workers > 1:
+            # a worker that answered before its models were loaded would 503 the requests the kernel hands
+            # it; loading before startup completes keeps it from accepting until it can serve
+            await asyncio.to_thread(st.load)
+        else:  # one process: /health answers while the models load, /ready when they are
+            threading.Thread(target=st.load, name="peftkit-load", daemon=True).start()
         yield
         await st.batcher.stop()  # uvicorn has already waited for in-flight requests (graceful shutdown)
 

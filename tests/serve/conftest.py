@@ -85,7 +85,7 @@ def train_tiny(bert: Path, data: dict[str, Path], out: Path, flip: bool = False)
             swapped[split] = d / path.name
             swapped[split].write_text("".join(json.dumps(r) + "\n" for r in rows))
         data = swapped
-    recipe = tiny_recipe(bert, data, out, epochs=1, batch_size=16, lr=5e-2, seed=1 if flip else 0)
+    recipe = tiny_recipe(bert, data, out, max_steps=4, batch_size=16, lr=5e-2, seed=1 if flip else 0)
     recipe["eval"] = {"predict": True}
     run(validate(recipe))
     return out
@@ -129,6 +129,12 @@ def server(tmp_path_factory, tiny_runs, keys) -> Iterator[Server]:
         yield srv
     finally:
         srv.stop()
+
+
+@pytest.fixture
+def server_cls() -> type[Server]:
+    """The :class:`Server` class, for tests that start a server of their own."""
+    return Server
 
 
 @pytest.fixture
