@@ -3,7 +3,7 @@
 Run (a benchmark, not a test; numbers go into docs/serving.md):
 
     nice -n 10 python benchmarks/serve_load.py RUN_DIR --texts ../shared/data/clue/tnews/dev.json \\
-        --concurrency 1,8,32 --seconds 15
+        --concurrency 1,8,32 --seconds 15 --threads 1
     nice -n 10 python benchmarks/serve_load.py RUN_DIR --memory
 
 Both servers run on 127.0.0.1, one at a time, on the same exported model; a closed-loop asyncio client
@@ -144,7 +144,8 @@ def speed(args: argparse.Namespace, work: Path) -> None:
     }
     for name, cmd in targets.items():
         port = free_port()
-        proc = start(cmd(port), port, env={"PEER_MODEL": str(exp)}, log=work / f"{name.split()[0]}.log")
+        env = {"PEER_MODEL": str(exp), "OMP_NUM_THREADS": str(args.threads)}  # the same torch threads for both
+        proc = start(cmd(port), port, env=env, log=work / f"{name.split()[0]}.log")
         try:
             for c in levels:
                 results.setdefault(name, {})[c] = r = asyncio.run(
@@ -208,6 +209,10 @@ def main() -> None:
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--seconds", type=float, default=15.0, help="per concurrency level")
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument(
+        "--threads", type=int, default=1,
+        help="OMP_NUM_THREADS for both servers (on a busy shared CPU, 2 threads spin-wait: 1 s per forward instead of 60 ms)",
+    )  # fmt: skip
     ap.add_argument("--memory", action="store_true", help="measure RSS for 1 vs 5 adapters vs 5 merged instead")
     ap.add_argument("--work", type=Path, help="folder for exports and logs (default: a temporary one)")
     args = ap.parse_args()

@@ -116,11 +116,10 @@ async def classify(request: Request) -> Response:
         request.state.texts = [mask(t) for t in req.texts + (req.pairs or [])]
     served = st.models[req.model]
     try:
-        probs = await st.batcher.submit(served, req.texts, req.pairs)
+        probs, tokens = await st.batcher.submit(served, req.texts, req.pairs)
     except QueueFull as exc:
         return _error(503, "server busy: the request queue is full", headers={"Retry-After": str(exc.retry_after)})
     st.metrics.observe_predictions(served.name, served.labels, probs)
-    tokens = sum(len(t) for t in req.texts)  # characters as a cheap stand-in; exact token counts need a re-encode
     return JSONResponse(_answer(served, probs, request.state.request_id, tokens))
 
 

@@ -65,8 +65,8 @@ class Batcher:
             self._task.cancel()
         self._executor.shutdown(wait=True)
 
-    async def submit(self, served: Any, texts: list[str], pairs: list[str] | None) -> np.ndarray:
-        """Queue one request's inputs and wait for their probabilities."""
+    async def submit(self, served: Any, texts: list[str], pairs: list[str] | None) -> tuple[np.ndarray, int]:
+        """Queue one request's inputs and wait for their probabilities; also the tokens they made."""
         n = len(texts)
         if self.pending + n > self.max_queue:
             wait = self.pending * self._seconds_per_input
@@ -76,7 +76,7 @@ class Batcher:
         self._gauge()
         self._queue.put_nowait(job)
         try:
-            return await job.future
+            return await job.future, job.tokens
         finally:
             self.pending -= n
             self._gauge()

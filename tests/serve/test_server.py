@@ -49,6 +49,7 @@ def test_classify_round_trip_equals_peftkit_predict(server, keys, tiny_runs, tin
     assert [d["label"] for d in body["data"]] == predicted[:8]  # the file `peftkit predict` writes
     assert all(d["num_classes"] == 2 and abs(sum(d["probs"]) - 1) < 1e-5 for d in body["data"])
     assert r.headers["x-request-id"] and body["id"].endswith(r.headers["x-request-id"])
+    assert body["usage"]["prompt_tokens"] >= 8 * 4  # tokens after encoding ([CLS] words [SEP]), not characters
 
 
 def test_each_adapter_gives_its_own_runs_predictions(server, keys, tiny_runs, tiny_data):
