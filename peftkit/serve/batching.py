@@ -4,7 +4,7 @@ Requests wait in a bounded queue (counted in inputs, not requests); a full queue
 (the app answers 503 with Retry-After) rather than building an unbounded backlog. One loop takes
 the first waiting request, then whatever else arrives within ``max_wait`` seconds, up to
 ``max_batch`` inputs; the batch is split by (engine, adapter), each part sorted by token length
-and cut into chunks of ``max_batch`` rows (so short texts are not padded to a long one's width),
+and cut into chunks of similar length (so short texts are not padded to a long one's width),
 and run on a single inference thread (torch uses its own threads inside; the event loop stays free).
 """
 
@@ -136,11 +136,32 @@ class Batcher:
         out = [np.zeros((len(job.texts), len(job.served.labels)), dtype=np.float32) for job in jobs]
         for (eid, adapter), items in rows.items():
             items.sort(key=lambda t: len(t[2]["input_ids"]))
-            for start in range(0, len(items), self.max_batch):
-                chunk = items[start : start + self.max_batch]
+            for chunk in chunks(items, self.max_batch):
                 probs = engines[eid].probabilities(adapter, [r for _, _, r in chunk])
                 if self.metrics is not None:
                     self.metrics.batch_size.observe(len(chunk))
                 for (j, i, _), p in zip(chunk, probs):
                     out[j][i] = p
         return out
+
+
+# a sorted batch is cut where the next row is this much longer than the chunk's first: padding stays
+# under ~25%, while chunks stay large enough to use the matrix units well (MIN_CHUNK rows at least)
+CHUNK_GROWTH, MIN_CHUNK = 1.25, 8
+
+
+def chunks(items: list[Any], max_batch: int) -> list[list[Any]]:
+    """Length-sorted rows → forward-pass chunks of at most ``max_batch`` rows with little padding."""
+    out: list[list[Any]] = []
+    for item in items:
+        n = len(item[2]["input_ids"])
+        last = out[-1] if out else None
+        if (
+            last is None
+            or len(last) >= max_batch
+            or (len(last) >= MIN_CHUNK and n > CHUNK_GROWTH * len(last[0][2]["input_ids"]))
+        ):
+            out.append([item])
+        else:
+            last.append(item)
+    return out

@@ -7,6 +7,7 @@ run's adapter loaded by name (``PeftModel.load_adapter``); a batch switches to i
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -29,6 +30,17 @@ class Engine:
     adapters: list[str] = field(default_factory=list)
     active: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _packed: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    def __post_init__(self) -> None:
+        """Prepack the float32 linear weights once for the engine's life (peftkit.evaluation.prepack:
+        1.12-1.19x on CPU); int8 layers and GPUs are left as they are."""
+        import torch
+
+        from peftkit.evaluation.prepack import packed_linears
+
+        device = next(self.model.parameters(), torch.empty(0)).device
+        self._packed.enter_context(packed_linears(self.model, device))
 
     def encode(self, texts: list[str], pairs: list[str] | None, max_length: int) -> dict[str, list[list[int]]]:
         """Token ids per input (no padding yet: the batcher sorts by length first)."""
