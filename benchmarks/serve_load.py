@@ -130,7 +130,9 @@ def speed(args: argparse.Namespace, work: Path) -> None:
             str(port),
             "--max-wait-ms",
             str(args.max_wait_ms),
-        ],  # fmt: skip
+            "--parallel",
+            str(args.parallel),
+        ],
         "peer (FastAPI + pipeline)": lambda port: [
             sys.executable,
             "-m",
@@ -213,6 +215,7 @@ def main() -> None:
         "--threads", type=int, default=1,
         help="OMP_NUM_THREADS for both servers (on a busy shared CPU, 2 threads spin-wait: 1 s per forward instead of 60 ms)",
     )  # fmt: skip
+    ap.add_argument("--parallel", type=int, default=1, help="peftkit serve --parallel")
     ap.add_argument("--memory", action="store_true", help="measure RSS for 1 vs 5 adapters vs 5 merged instead")
     ap.add_argument("--work", type=Path, help="folder for exports and logs (default: a temporary one)")
     args = ap.parse_args()

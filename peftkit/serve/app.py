@@ -39,7 +39,11 @@ class State:
         self.models: dict[str, Any] = {}
         self.load_error: str | None = None
         self.batcher = Batcher(
-            max_batch=cfg.max_batch, max_wait_ms=cfg.max_wait_ms, max_queue=cfg.max_queue, metrics=self.metrics
+            max_batch=cfg.max_batch,
+            max_wait_ms=cfg.max_wait_ms,
+            max_queue=cfg.max_queue,
+            metrics=self.metrics,
+            parallel=cfg.parallel,
         )
 
     def load(self) -> None:

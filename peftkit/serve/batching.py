@@ -5,7 +5,9 @@ Requests wait in a bounded queue (counted in inputs, not requests); a full queue
 the first waiting request, then whatever else arrives within ``max_wait`` seconds, up to
 ``max_batch`` inputs; the batch is split by (engine, adapter), each part sorted by token length
 and cut into chunks of similar length (so short texts are not padded to a long one's width),
-and run on a single inference thread (torch uses its own threads inside; the event loop stays free).
+and run on an inference thread (torch uses its own threads inside; the event loop stays free).
+``parallel`` > 1 runs that many batches at once on as many threads: on a small or shared CPU, two
+single-threaded forwards use two cores without OpenMP's spin-waiting between them.
 """
 
 from __future__ import annotations
@@ -45,24 +47,28 @@ class Job:
 class Batcher:
     """The queue and the loop that empties it into batched forward passes."""
 
-    def __init__(self, *, max_batch: int, max_wait_ms: float, max_queue: int, metrics: Any = None) -> None:
+    def __init__(
+        self, *, max_batch: int, max_wait_ms: float, max_queue: int, metrics: Any = None, parallel: int = 1
+    ) -> None:
         self.max_batch, self.max_wait, self.max_queue = max_batch, max_wait_ms / 1000.0, max_queue
         self.metrics = metrics
+        self.parallel = parallel  # batches in flight at once, each on its own inference thread
         self.pending = 0  # inputs queued or running
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="peftkit-infer")
-        self._task: asyncio.Task | None = None
+        self._executor = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="peftkit-infer")
+        self._tasks: list[asyncio.Task] = []
         self._seconds_per_input = 0.01  # running estimate, for Retry-After
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._loop())
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._loop()) for _ in range(self.parallel)]
 
     async def stop(self) -> None:
         """Finish what is queued, then stop the loop and the inference thread."""
         while self.pending:
             await asyncio.sleep(0.01)
-        if self._task:
-            self._task.cancel()
+        for task in self._tasks:
+            task.cancel()
         self._executor.shutdown(wait=True)
 
     async def submit(self, served: Any, texts: list[str], pairs: list[str] | None) -> tuple[np.ndarray, int]:

@@ -69,6 +69,12 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-chars", type=int, default=20000, help="characters in one input at most (else 422)")
     p.add_argument("--max-body", type=int, default=1_000_000, help="request body bytes at most (else 413)")
     p.add_argument("--threads", type=int, default=0, help="torch threads for inference (0 = torch's default)")
+    p.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        help="batches run at once, each on its own thread (with --threads 1: one core each, no OpenMP spin-waits)",
+    )
     p.add_argument("--log-texts", action="store_true", help="log request texts, with phones/IDs/cards/e-mails masked")
     p.add_argument("--no-merge", action="store_true", help="keep a lone adapter unmerged (merging is faster)")
 

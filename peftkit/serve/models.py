@@ -64,7 +64,9 @@ class Engine:
             if types is not None:
                 types[i, :n] = torch.tensor(r["token_type_ids"])
         batch = {"input_ids": ids, "attention_mask": mask, **({"token_type_ids": types} if types is not None else {})}
-        with self.lock, torch.inference_mode():
+        # the active adapter is model-wide state: with adapters, one forward at a time; a plain model runs
+        # forwards from several threads at once (--parallel)
+        with self.lock if self.adapters else contextlib.nullcontext(), torch.inference_mode():
             if adapter is not None and adapter != self.active:
                 self.model.set_adapter(adapter)
                 self.active = adapter

@@ -37,6 +37,7 @@ class ServeConfig:
     max_chars: int = 20_000
     max_body: int = 1_000_000
     threads: int = 0
+    parallel: int = 1
     log_texts: bool = False
     merge: bool = True
     graceful_seconds: int = 30
@@ -47,6 +48,7 @@ class ServeConfig:
             models=list(args.models), host=args.host, port=args.port, workers=args.workers, keys=args.keys,
             max_wait_ms=args.max_wait_ms, max_batch=args.max_batch, max_queue=args.max_queue,
             max_inputs=args.max_inputs, max_chars=args.max_chars, max_body=args.max_body, threads=args.threads,
+            parallel=args.parallel,
             log_texts=args.log_texts, merge=not args.no_merge,
         )  # fmt: skip
         cfg.check()
@@ -56,7 +58,7 @@ class ServeConfig:
         """One clear line for each impossible setting, before anything loads."""
         from peftkit.serve.models import parse_spec
 
-        for name in ("workers", "max_batch", "max_queue", "max_inputs", "max_chars", "max_body"):
+        for name in ("workers", "parallel", "max_batch", "max_queue", "max_inputs", "max_chars", "max_body"):
             if getattr(self, name) < 1:
                 raise PeftkitError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be 1 or more")
         if self.max_wait_ms < 0:

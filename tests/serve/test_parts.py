@@ -107,3 +107,16 @@ def test_cli_lists_the_commands_without_importing_fastapi_or_torch():
         [sys.executable, "-m", "peftkit", "serve", "--help"], capture_output=True, text=True, check=True
     ).stdout
     assert "--max-wait-ms" in helptext and "--keys" in helptext and "--workers" in helptext
+
+
+def test_batches_are_cut_into_chunks_of_similar_length():
+    from peftkit.serve.batching import chunks
+
+    rows = [(0, i, {"input_ids": [1] * n}) for i, n in enumerate([5] * 10 + [6, 7, 20, 21, 22] + [40] * 3)]
+    got = [[len(r[2]["input_ids"]) for r in c] for c in chunks(rows, max_batch=8)]
+    # a full chunk; then rows join until MIN_CHUNK (8) whatever their length; then a cut at 40 > 1.25 x 5
+    assert got == [[5] * 8, [5, 5, 6, 7, 20, 21, 22, 40], [40, 40]]
+    long_rows = [(0, i, {"input_ids": [1] * n}) for i, n in enumerate([10] * 8 + [12] + [30] * 8)]
+    assert [len(c) for c in chunks(long_rows, max_batch=32)] == [9, 8]  # 12 <= 1.25 x 10 stays, 30 is cut
+    assert all(len(c) <= 8 for c in got) and sum(map(len, got)) == len(rows)
+    assert [len(c) for c in chunks(rows[:3], max_batch=1)] == [1, 1, 1]
