@@ -145,18 +145,35 @@ def load_models(specs: list[tuple[str, Path]], *, merge_single: bool = True, int
         if not _is_run(path):
             out.append(_load_export(name, path, int8))
             continue
-        recipe = load_recipe(path / "recipe.yaml", [f"output_dir={path}"], registry=reg)
-        s = prepare(recipe, reg, splits=())
         peft_type = _peft_type(path / "model")
         if peft_type is None:
             out.append(_load_merged_run(name, path, int8))
             continue
-        key = (str(s.model_path), len(s.labels), peft_type, repr(recipe.model.quantization), recipe.model.dtype)
+        s = _run_facts(load_recipe(path / "recipe.yaml", [f"output_dir={path}"], registry=reg), reg)
+        key = (str(s.model_path), len(s.labels), peft_type, repr(s.recipe.model.quantization), s.recipe.model.dtype)
         groups.setdefault(key, []).append((name, path, s))
     for members in groups.values():
+        # only the first run of a group loads a tokenizer (a 250k-piece one is ~200 MB): they share the base's
+        first = prepare(members[0][2].recipe, reg, splits=())
+        members[0] = (members[0][0], members[0][1], first)
         out.extend(_load_shared_base(members, merge_single and len(members) == 1, int8))
     order = {n: i for i, n in enumerate(names)}
     return sorted(out, key=lambda m: order[m.name])
+
+
+def _run_facts(recipe: Any, reg: Any) -> Any:
+    """What grouping and describing a run need (no tokenizer, no data): recipe, method, task, labels, base."""
+    from types import SimpleNamespace
+
+    from peftkit.build.model import resolve_source
+    from peftkit.recipe import task_params
+
+    task = reg.tasks[recipe.task.name]
+    labels = list(task.label_names(task_params(recipe, reg)))
+    return SimpleNamespace(
+        recipe=recipe, method=reg.methods[recipe.method.name], task=task, labels=labels,
+        model_path=resolve_source(recipe.model, reg),
+    )  # fmt: skip
 
 
 def _served(name: str, path: Path, s: Any, engine: Engine, adapter: str | None, kind: str) -> ServedModel:
