@@ -271,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
         if arguments:
             arguments(p)
         p.set_defaults(func=func)
+    from peftkit.serve.cli import add_commands as add_serve_commands  # export, serve, api-key (imports nothing heavy)
+
+    add_serve_commands(sub)
     from peftkit.plugin.registry import get_registry
 
     get_registry().hook.peftkit_add_commands(subparsers=sub)

@@ -1,0 +1,222 @@
+"""The ASGI app (FastAPI): routes, the JSON access log, errors as JSON, model loading in the background.
+
+``/health`` answers as soon as the process runs; ``/ready`` only once every model is loaded (the models
+load in a thread after startup, so an orchestrator can tell "starting" from "dead").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+import uuid
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from peftkit.serve.auth import AuthError, KeyStore
+from peftkit.serve.batching import Batcher, QueueFull
+from peftkit.serve.inputs import InputError, Limits, decode_body, parse_classify
+from peftkit.serve.masking import mask
+from peftkit.serve.metrics import Metrics
+
+log = logging.getLogger("peftkit.serve")
+access = logging.getLogger("peftkit.serve.access")
+
+
+class State:
+    """What the routes share: config, keys, metrics, the batcher, the models once loaded."""
+
+    def __init__(self, cfg: Any) -> None:
+        self.cfg = cfg
+        self.keys = KeyStore(cfg.keys)
+        self.metrics = Metrics()
+        self.limits = Limits(cfg.max_body, cfg.max_inputs, cfg.max_chars)
+        self.models: dict[str, Any] = {}
+        self.load_error: str | None = None
+        self.batcher = Batcher(
+            max_batch=cfg.max_batch,
+            max_wait_ms=cfg.max_wait_ms,
+            max_queue=cfg.max_queue,
+            metrics=self.metrics,
+            parallel=cfg.parallel,
+        )
+
+    def load(self) -> None:
+        """(thread) Load every model; ``/ready`` turns 200 when done."""
+        try:
+            import torch
+
+            from peftkit.serve.models import load_models, parse_spec
+
+            if self.cfg.threads:
+                torch.set_num_threads(self.cfg.threads)
+            served = load_models([parse_spec(s) for s in self.cfg.models], merge_single=self.cfg.merge)
+            self.models = {m.name: m for m in served}
+            self.metrics.ready.set(len(served))
+            log.info("ready: %s", ", ".join(f"{m.name} ({m.kind})" for m in served))
+        except Exception as exc:  # reported by /ready and the log; the process stays up to say so
+            self.load_error = f"{type(exc).__name__}: {exc}"
+            log.exception("loading the models failed")
+
+
+def _error(status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    err: dict[str, Any] = {"type": "invalid_request_error" if status < 500 else "server_error", "message": message}
+    if field:
+        err["field"] = field
+    return JSONResponse({"error": err}, status_code=status, headers=headers)
+
+
+def _key_of(request: Request) -> str | None:
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        return auth[7:].strip()
+    return request.headers.get("x-api-key")
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) more than ``limit`` bytes without reading it all."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise InputError(413, "body", f"request body is {declared} bytes; at most {limit} are accepted")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise InputError(413, "body", f"request body is over {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _answer(served: Any, probs: Any, request_id: str, tokens: int) -> dict[str, Any]:
+    """vLLM ``/classify`` response shape, with TEI's label/score per input."""
+    data = []
+    for i, p in enumerate(probs):
+        top = int(p.argmax())
+        data.append({
+            "index": i, "label": served.labels[top], "score": float(p[top]),
+            "probs": [float(x) for x in p], "num_classes": len(served.labels),
+        })  # fmt: skip
+    return {
+        "id": f"classify-{request_id}", "object": "list", "created": int(time.time()), "model": served.name,
+        "data": data, "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }  # fmt: skip
+
+
+async def classify(request: Request) -> Response:
+    st: State = request.app.state.peftkit
+    if not st.models:
+        return _error(503, st.load_error or "models are still loading; see GET /ready", headers={"Retry-After": "2"})
+    raw = await _read_body(request, st.limits.max_body)
+    req = parse_classify(decode_body(raw, st.limits), list(st.models), st.limits)
+    request.state.model = req.model
+    request.state.key = st.keys.check(_key_of(request), req.model)
+    request.state.inputs = len(req.texts)
+    if st.cfg.log_texts:
+        request.state.texts = [mask(t) for t in req.texts + (req.pairs or [])]
+    served = st.models[req.model]
+    try:
+        probs, tokens = await st.batcher.submit(served, req.texts, req.pairs)
+    except QueueFull as exc:
+        return _error(503, "server busy: the request queue is full", headers={"Retry-After": str(exc.retry_after)})
+    st.metrics.observe_predictions(served.name, served.labels, probs)
+    return JSONResponse(_answer(served, probs, request.state.request_id, tokens))
+
+
+async def list_models(request: Request) -> Response:
+    st: State = request.app.state.peftkit
+    entry = request.state.key = st.keys.check(_key_of(request), None)
+    models = [m.describe() for m in st.models.values() if entry is None or entry.allows(m.name)]
+    return JSONResponse({"object": "list", "data": models})
+
+
+def create_app(cfg: Any) -> FastAPI:
+    """The app for ``cfg`` (a :class:`peftkit.serve.server.ServeConfig`)."""
+    from peftkit.serve.playground import PAGE
+
+    st = State(cfg)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        st.batcher.start()
+        if cfg.workers > 1:
+            # a worker that answered before its models were loaded would 503 the requests the kernel hands
+            # it; loading before startup completes keeps it from accepting until it can serve
+            await asyncio.to_thread(st.load)
+        else:  # one process: /health answers while the models load, /ready when they are
+            threading.Thread(target=st.load, name="peftkit-load", daemon=True).start()
+        yield
+        await st.batcher.stop()  # uvicorn has already waited for in-flight requests (graceful shutdown)
+
+    app = FastAPI(title="peftkit serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.peftkit = st
+    app.add_api_route("/v1/classify", classify, methods=["POST"])
+    app.add_api_route("/v1/models", list_models, methods=["GET"])
+    app.add_api_route("/health", lambda: {"status": "ok"}, methods=["GET"])
+
+    @app.get("/ready")
+    async def ready() -> Response:
+        if st.models:
+            return JSONResponse({"status": "ready", "models": list(st.models)})
+        return _error(503, st.load_error or "loading models", headers={"Retry-After": "2"})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        body, ctype = st.metrics.exposition()
+        return Response(body, media_type=ctype)
+
+    @app.get("/", response_class=HTMLResponse)
+    async def playground() -> str:
+        return PAGE
+
+    app.add_exception_handler(InputError, _input_error)
+    app.add_exception_handler(AuthError, _auth_error)
+    app.middleware("http")(_access_log)
+    return app
+
+
+async def _input_error(request: Request, exc: InputError) -> Response:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+async def _auth_error(request: Request, exc: AuthError) -> Response:
+    headers = {"Retry-After": str(max(1, round(exc.retry_after)))} if exc.retry_after else {}
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return _error(exc.status, exc.message, "authorization" if exc.status == 401 else None, headers)
+
+
+async def _access_log(request: Request, call_next: Any) -> Response:
+    """Request id, errors as JSON, metrics and one JSON access-log line per request (no keys, no raw texts)."""
+    st: State = request.app.state.peftkit
+    rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+    request.state.request_id, request.state.model, request.state.key = rid, None, None
+    t0 = time.perf_counter()
+    try:
+        response = await call_next(request)
+    except asyncio.CancelledError:
+        raise
+    except Exception:  # never a traceback to the client; the log has it
+        log.exception("request %s failed", rid)
+        response = _error(500, f"internal error (request id {rid}); the server log has the details")
+    seconds = time.perf_counter() - t0
+    response.headers["X-Request-ID"] = rid
+    route, model = request.url.path, getattr(request.state, "model", None) or ""
+    if route in ("/v1/classify", "/v1/models", "/health", "/ready", "/metrics", "/"):
+        st.metrics.requests.labels(model, route, str(response.status_code)).inc()
+        st.metrics.latency.labels(model, route).observe(seconds)
+    key = getattr(request.state, "key", None)
+    line = {
+        "ts": round(time.time(), 3), "request_id": rid, "method": request.method, "path": route,
+        "status": response.status_code, "ms": round(seconds * 1000, 2), "model": model or None,
+        "key": key.name if key is not None else None, "inputs": getattr(request.state, "inputs", None),
+        "client": request.client.host if request.client else None,
+    }  # fmt: skip
+    if getattr(request.state, "texts", None) is not None:
+        line["texts"] = request.state.texts
+    access.info(json.dumps(line, ensure_ascii=False))
+    return response

@@ -1,0 +1,262 @@
+"""What ``peftkit serve`` serves: finished runs and exported folders, loaded into engines.
+
+Runs whose adapters (peft format) go on the same base are served from ONE copy of that base with each
+run's adapter loaded by name (``PeftModel.load_adapter``); a batch switches to its adapter with
+``set_adapter``. A base with a single adapter is merged into it (one matmul per layer instead of two).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from peftkit.errors import PeftkitError
+
+log = logging.getLogger("peftkit.serve")
+
+
+@dataclass
+class Engine:
+    """One model in memory (a base with zero or more adapters) and how to run it on texts."""
+
+    model: Any
+    tokenizer: Any
+    use_token_types: bool
+    adapters: list[str] = field(default_factory=list)
+    active: str | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    _packed: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+
+    def __post_init__(self) -> None:
+        """Prepack the float32 linear weights once for the engine's life (peftkit.evaluation.prepack:
+        1.12-1.19x on CPU); int8 layers and GPUs are left as they are."""
+        import torch
+
+        from peftkit.evaluation.prepack import packed_linears
+
+        device = next(self.model.parameters(), torch.empty(0)).device
+        self._packed.enter_context(packed_linears(self.model, device))
+
+    def encode(self, texts: list[str], pairs: list[str] | None, max_length: int) -> dict[str, list[list[int]]]:
+        """Token ids per input (no padding yet: the batcher sorts by length first)."""
+        enc = self.tokenizer(texts, pairs, truncation=True, max_length=max_length)
+        keep = ["input_ids"] + (["token_type_ids"] if self.use_token_types and "token_type_ids" in enc else [])
+        return {k: enc[k] for k in keep}
+
+    def probabilities(self, adapter: str | None, rows: list[dict[str, list[int]]]) -> Any:
+        """Softmax over the labels for already-encoded rows, run as one padded batch (float32 numpy)."""
+        import torch
+
+        pad = int(self.tokenizer.pad_token_id or 0)
+        width = max(len(r["input_ids"]) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        types = torch.zeros((len(rows), width), dtype=torch.long) if "token_type_ids" in rows[0] else None
+        for i, r in enumerate(rows):
+            n = len(r["input_ids"])
+            ids[i, :n] = torch.tensor(r["input_ids"])
+            mask[i, :n] = 1
+            if types is not None:
+                types[i, :n] = torch.tensor(r["token_type_ids"])
+        batch = {"input_ids": ids, "attention_mask": mask, **({"token_type_ids": types} if types is not None else {})}
+        # the active adapter is model-wide state: with adapters, one forward at a time; a plain model runs
+        # forwards from several threads at once (--parallel)
+        with self.lock if self.adapters else contextlib.nullcontext(), torch.inference_mode():
+            if adapter is not None and adapter != self.active:
+                self.model.set_adapter(adapter)
+                self.active = adapter
+            logits = self.model(**batch).logits.float()
+        return torch.softmax(logits, dim=-1).numpy()
+
+
+@dataclass
+class ServedModel:
+    """A name clients use, with its labels, input limits and the engine (+ adapter) that answers it."""
+
+    name: str
+    path: Path
+    labels: list[str]
+    max_length: int
+    engine: Engine
+    adapter: str | None
+    kind: str  # "adapter on a shared base", "merged run", "export", "export int8"
+    task: str = ""
+    method: str = ""
+    base: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        """The ``/v1/models`` entry."""
+        return {
+            "id": self.name,
+            "object": "model",
+            "owned_by": "peftkit",
+            "labels": self.labels,
+            "max_length": self.max_length,
+            "task": self.task,
+            "method": self.method,
+            "base": self.base,
+            "served_as": self.kind,
+        }
+
+
+def parse_spec(spec: str) -> tuple[str, Path]:
+    """``NAME=PATH`` or ``PATH`` (the name is then the folder's name)."""
+    name, sep, path = spec.partition("=")
+    if not sep:
+        name, path = Path(spec).resolve().name, spec
+    p = Path(path)
+    if not p.is_dir():
+        raise PeftkitError(
+            f"serve: {path} is not a folder; give a finished run's output_dir or a `peftkit export` folder"
+        )
+    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise PeftkitError(f"serve: model name {name!r} may hold only letters, digits, '-', '_' and '.'; use NAME=PATH")
+    return name, p
+
+
+def _is_run(path: Path) -> bool:
+    return (path / "recipe.yaml").is_file() and (path / "model").is_dir()
+
+
+def _peft_type(model_dir: Path) -> str | None:
+    cfg = model_dir / "adapter_config.json"
+    return json.loads(cfg.read_text(encoding="utf-8")).get("peft_type") if cfg.is_file() else None
+
+
+def load_models(specs: list[tuple[str, Path]], *, merge_single: bool = True, int8: bool = False) -> list[ServedModel]:
+    """Load every spec: runs with adapters grouped by base, other runs merged, exports as folders."""
+    from peftkit.build.setup import prepare
+    from peftkit.plugin.registry import get_registry
+    from peftkit.recipe import load_recipe
+
+    names = [n for n, _ in specs]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise PeftkitError(f"serve: model name {dup[0]!r} is given twice; name them apart with NAME=PATH")
+    reg = get_registry()
+    groups: dict[tuple[Any, ...], list[tuple[str, Path, Any]]] = {}
+    out: list[ServedModel] = []
+    for name, path in specs:
+        if not _is_run(path):
+            out.append(_load_export(name, path, int8))
+            continue
+        peft_type = _peft_type(path / "model")
+        if peft_type is None:
+            out.append(_load_merged_run(name, path, int8))
+            continue
+        s = _run_facts(load_recipe(path / "recipe.yaml", [f"output_dir={path}"], registry=reg), reg)
+        key = (str(s.model_path), len(s.labels), peft_type, repr(s.recipe.model.quantization), s.recipe.model.dtype)
+        groups.setdefault(key, []).append((name, path, s))
+    for members in groups.values():
+        # only the first run of a group loads a tokenizer (a 250k-piece one is ~200 MB): they share the base's
+        first = prepare(members[0][2].recipe, reg, splits=())
+        members[0] = (members[0][0], members[0][1], first)
+        out.extend(_load_shared_base(members, merge_single and len(members) == 1, int8))
+    order = {n: i for i, n in enumerate(names)}
+    return sorted(out, key=lambda m: order[m.name])
+
+
+def _run_facts(recipe: Any, reg: Any) -> Any:
+    """What grouping and describing a run need (no tokenizer, no data): recipe, method, task, labels, base."""
+    from types import SimpleNamespace
+
+    from peftkit.build.model import resolve_source
+    from peftkit.recipe import task_params
+
+    task = reg.tasks[recipe.task.name]
+    labels = list(task.label_names(task_params(recipe, reg)))
+    return SimpleNamespace(
+        recipe=recipe, method=reg.methods[recipe.method.name], task=task, labels=labels,
+        model_path=resolve_source(recipe.model, reg),
+    )  # fmt: skip
+
+
+def _served(name: str, path: Path, s: Any, engine: Engine, adapter: str | None, kind: str) -> ServedModel:
+    return ServedModel(
+        name, path, list(s.labels), s.recipe.data.max_length, engine, adapter, kind,
+        task=s.task.name, method=s.method.name, base=s.recipe.model.source,
+    )  # fmt: skip
+
+
+def _load_shared_base(members: list[tuple[str, Path, Any]], merge: bool, int8: bool) -> list[ServedModel]:
+    """One base model; every member's adapter loaded into it under the member's name."""
+    from peft import PeftModel
+
+    from peftkit.build.model import load_model, method_float_modules
+    from peftkit.plugin.contracts import task_head
+
+    name0, path0, s0 = members[0]
+    keep = method_float_modules(s0.method, s0.mparams, s0.model_path, 0, path0 / "model")
+    base, _ = load_model(
+        s0.model_path, s0.recipe.model, s0.labels, s0.tokenizer, keep_float=keep, head=task_head(s0.task)
+    )
+    model = PeftModel.from_pretrained(base, str(path0 / "model"), adapter_name=name0)
+    for name, path, _ in members[1:]:
+        model.load_adapter(str(path / "model"), adapter_name=name)
+    if merge and getattr(s0.method, "can_merge", False) and not s0.recipe.model.quantization:
+        model = s0.method.merge(model)
+        model = quantize_if(model, int8)
+        engine = Engine(model.eval(), s0.tokenizer, s0.use_token_types)
+        log.info("model %s: adapter merged into its base", name0)
+        return [_served(name0, path0, s0, engine, None, "merged run" + (" int8" if int8 else ""))]
+    model.eval()
+    engine = Engine(model, s0.tokenizer, s0.use_token_types, adapters=[n for n, _, _ in members], active=name0)
+    log.info("base %s: %d adapters on one copy (%s)", s0.recipe.model.source, len(members), ", ".join(engine.adapters))
+    return [_served(n, p, s, engine, n, "adapter on a shared base") for n, p, s in members]
+
+
+def _load_merged_run(name: str, path: Path, int8: bool) -> ServedModel:
+    """A run whose method changed the base weights (full, bitfit): its own merged model."""
+    from peftkit.evaluation.runs import load_run
+
+    s, model = load_run(path)
+    if getattr(s.method, "can_merge", False) and not s.recipe.model.quantization:
+        model = s.method.merge(model)
+    engine = Engine(quantize_if(model, int8).eval(), s.tokenizer, s.use_token_types)
+    return _served(name, path, s, engine, None, "merged run" + (" int8" if int8 else ""))
+
+
+def quantize_if(model: Any, int8: bool) -> Any:
+    if not int8:
+        return model
+    from peftkit.serve.export import quantize_int8
+
+    return quantize_int8(model)
+
+
+def _load_export(name: str, path: Path, int8: bool) -> ServedModel:
+    """A ``peftkit export`` folder (or any transformers text-classification folder)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from peftkit.build.model import quiet_transformers
+    from peftkit.serve.export import EXPORT_FILE
+
+    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        raise PeftkitError(
+            f"serve: {path} is neither a finished run (recipe.yaml + model/) nor a transformers folder (config.json)"
+        )
+    quiet_transformers()
+    meta_file = path / EXPORT_FILE
+    meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
+    if (path / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForSequenceClassification as auto
+    else:
+        auto = AutoModelForSequenceClassification
+    model = auto.from_pretrained(str(path), dtype="float32")
+    tok = AutoTokenizer.from_pretrained(str(path))
+    int8 = int8 or meta.get("quantize") == "int8"
+    model = quantize_if(model, int8).eval()
+    cfg = model.config
+    labels = [cfg.id2label[i] for i in range(len(cfg.id2label))]
+    max_length = int(meta.get("max_length") or min(tok.model_max_length, cfg.max_position_embeddings))
+    types = "token_type_ids" in tok.model_input_names and int(getattr(cfg, "type_vocab_size", 0) or 0) > 1
+    engine = Engine(model, tok, types)
+    return ServedModel(
+        name, path, labels, max_length, engine, None, "export int8" if int8 else "export",
+        task=meta.get("task", ""), method=meta.get("method", ""), base=meta.get("source", ""),
+    )  # fmt: skip

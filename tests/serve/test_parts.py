@@ -1,0 +1,122 @@
+"""The service's parts without a server: masking, keys, request checks, alert rules, CLI startup."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from peftkit.errors import PeftkitError
+from peftkit.serve.auth import AuthError, KeyStore, add_key, hash_key
+from peftkit.serve.inputs import InputError, Limits, parse_classify
+from peftkit.serve.masking import luhn_ok, mask
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("客户张三的手机号是13812345678，请回电", "客户张三的手机号是138****5678，请回电"),
+        ("联系电话：+86 139 1234 5678", "联系电话：139****5678"),
+        ("身份证号110105199003071234已核验", "身份证号[ID]已核验"),
+        ("身份证 11010519900307123X", "身份证 [ID]"),
+        ("请退款到银行卡6222021234567890128，谢谢", "请退款到银行卡[CARD ****0128]，谢谢"),
+        ("卡号 4111 1111 1111 1111", "卡号 [CARD ****1111]"),
+        ("邮箱zhang.san@example.com.cn有问题", "邮箱[EMAIL]有问题"),
+        ("订单号1234567890123456不是卡号", "订单号1234567890123456不是卡号"),  # fails Luhn: an order id, kept
+        ("手机１３８１２３４５６７８", "手机１３８****５６７８"),  # full-width digits
+        ("价格12345元，电话12345678901", "价格12345元，电话12345678901"),  # not a mobile number (12...)
+    ],
+)
+def test_masking_on_chinese_examples(text, expected):
+    assert mask(text) == expected
+
+
+def test_luhn():
+    assert luhn_ok("4111111111111111") and luhn_ok("6222021234567890128") and not luhn_ok("4111111111111112")
+
+
+def test_keys_hashed_allowed_models_rate_and_reload(tmp_path):
+    path = tmp_path / "keys.json"
+    key = add_key(path, "crm", ["intent"], rate=1.0, burst=2)
+    assert key not in path.read_text() and hash_key(key) in path.read_text()
+    store = KeyStore(path, env_text="")
+    assert store.check(key, "intent").name == "crm"
+    with pytest.raises(AuthError) as e:
+        store.check(key, "sentiment")
+    assert e.value.status == 403
+    store.check(key, "intent")
+    with pytest.raises(AuthError) as e:
+        store.check(key, "intent")
+    assert e.value.status == 429 and e.value.retry_after > 0
+    path.write_text(json.dumps({"keys": []}))
+    with pytest.raises(AuthError) as e:
+        store.check(key, "intent")
+    assert e.value.status == 401  # revoked without a restart
+    path.write_text("{broken")
+    time.sleep(0.01)
+    with pytest.raises(AuthError):  # a broken file keeps the previous (empty) keys; no crash
+        store.check(key, "intent")
+
+
+def test_keys_from_the_environment_and_bad_files(tmp_path):
+    env = json.dumps({"keys": [{"name": "env", "sha256": hash_key("s3cret"), "models": ["*"]}]})
+    assert KeyStore(None, env_text=env).check("s3cret", "any").name == "env"
+    assert KeyStore(None, env_text="").check(None, "any") is None  # no keys configured: open
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"keys": [{"name": "x", "sha256": "abc"}]}))
+    with pytest.raises(PeftkitError, match=r"keys\[0\]\.sha256"):
+        KeyStore(bad, env_text="")
+
+
+def test_parse_classify_shapes():
+    lim = Limits(max_inputs=4)
+    assert parse_classify({"input": "x"}, ["m"], lim).texts == ["x"]  # one model: name optional
+    req = parse_classify({"model": "m", "inputs": [["a", "b"]]}, ["m", "n"], lim)
+    assert req.texts == ["a"] and req.pairs == ["b"]
+    with pytest.raises(InputError) as e:
+        parse_classify({"input": "x"}, ["m", "n"], lim)
+    assert e.value.field == "model"
+
+
+def test_alert_rules_in_the_docs_parse_and_use_exported_metrics():
+    rules = yaml.safe_load((REPO / "docs" / "serving-alerts.yaml").read_text())
+    alerts = {r["alert"]: r for g in rules["groups"] for r in g["rules"]}
+    assert {"PeftkitHighErrorRate", "PeftkitHighP99Latency", "PeftkitConfidenceDrop"} <= set(alerts)
+    for rule in alerts.values():
+        assert rule["expr"] and rule["labels"]["severity"] and rule["annotations"]["summary"]
+    text = " ".join(r["expr"] for r in alerts.values())
+    for name in ("peftkit_requests_total", "peftkit_request_seconds_bucket", "peftkit_top_probability_bucket"):
+        assert name in text
+
+
+def test_cli_lists_the_commands_without_importing_fastapi_or_torch():
+    code = (
+        "import sys; from peftkit.cli import build_parser; p = build_parser(); "
+        "print(sorted(m for m in ('fastapi', 'torch', 'uvicorn', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    helptext = subprocess.run(
+        [sys.executable, "-m", "peftkit", "serve", "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "--max-wait-ms" in helptext and "--keys" in helptext and "--workers" in helptext
+
+
+def test_batches_are_cut_into_chunks_of_similar_length():
+    from peftkit.serve.batching import chunks
+
+    rows = [(0, i, {"input_ids": [1] * n}) for i, n in enumerate([5] * 10 + [6, 7, 20, 21, 22] + [40] * 3)]
+    got = [[len(r[2]["input_ids"]) for r in c] for c in chunks(rows, max_batch=8)]
+    # a full chunk; then rows join until MIN_CHUNK (8) whatever their length; then a cut at 40 > 1.25 x 5
+    assert got == [[5] * 8, [5, 5, 6, 7, 20, 21, 22, 40], [40, 40]]
+    long_rows = [(0, i, {"input_ids": [1] * n}) for i, n in enumerate([10] * 8 + [12] + [30] * 8)]
+    assert [len(c) for c in chunks(long_rows, max_batch=32)] == [9, 8]  # 12 <= 1.25 x 10 stays, 30 is cut
+    assert all(len(c) <= 8 for c in got) and sum(map(len, got)) == len(rows)
+    assert [len(c) for c in chunks(rows[:3], max_batch=1)] == [1, 1, 1]

@@ -1,0 +1,186 @@
+"""The real ``peftkit serve`` process over HTTP: round trip = predict, adapters, auth, bad input, metrics, batching."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import numpy as np
+import pytest
+
+
+def _auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def _texts(tiny_data) -> list[str]:
+    return [json.loads(x)["text"] for x in tiny_data["test"].read_text().splitlines()]
+
+
+def _own_probabilities(run_dir, texts: list[str]) -> np.ndarray:
+    """What peftkit itself computes for ``texts`` with the run reloaded from disk (the predict path)."""
+    import torch
+
+    from peftkit.build.batches import encode
+    from peftkit.evaluation.evaluate import predict_logits
+    from peftkit.evaluation.runs import load_run
+    from peftkit.plugin.contracts import Example
+
+    s, model = load_run(run_dir)
+    data = encode(
+        [Example(text=t, label=None, id=i) for i, t in enumerate(texts)],
+        s.tokenizer,
+        s.recipe.data.max_length,
+        use_token_types=s.use_token_types,
+        split="test",
+    )
+    logits, _ = predict_logits(model, data, 8, s.pad_id, torch.device("cpu"))
+    return torch.softmax(torch.from_numpy(logits), -1).numpy()
+
+
+def test_classify_round_trip_equals_peftkit_predict(server, keys, tiny_runs, tiny_data):
+    texts = _texts(tiny_data)
+    r = httpx.post(server.url + "/v1/classify", json={"model": "a", "input": texts[:8]}, headers=_auth(keys["all"]))
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["object"] == "list" and body["model"] == "a" and len(body["data"]) == 8
+    predicted = [json.loads(x)["label"] for x in (tiny_runs["a"] / "test_predictions.jsonl").read_text().splitlines()]
+    assert [d["label"] for d in body["data"]] == predicted[:8]  # the file `peftkit predict` writes
+    assert all(d["num_classes"] == 2 and abs(sum(d["probs"]) - 1) < 1e-5 for d in body["data"])
+    assert r.headers["x-request-id"] and body["id"].endswith(r.headers["x-request-id"])
+    assert body["usage"]["prompt_tokens"] >= 8 * 4  # tokens after encoding ([CLS] words [SEP]), not characters
+
+
+def test_each_adapter_gives_its_own_runs_predictions(server, keys, tiny_runs, tiny_data):
+    """a and b share one base in the server; interleaved requests must still get each run's own numbers."""
+    texts = _texts(tiny_data)[:6]
+    own = {name: _own_probabilities(tiny_runs[name], texts) for name in ("a", "b")}
+    assert np.abs(own["a"] - own["b"]).max() > 1e-3  # the two runs really differ
+    for name in ("a", "b", "a", "b"):
+        r = httpx.post(server.url + "/v1/classify", json={"model": name, "input": texts}, headers=_auth(keys["all"]))
+        got = np.array([d["probs"] for d in r.json()["data"]])
+        np.testing.assert_allclose(got, own[name], atol=1e-5)
+    models = httpx.get(server.url + "/v1/models", headers=_auth(keys["all"])).json()["data"]
+    assert {m["id"]: m["served_as"] for m in models} == {
+        "a": "adapter on a shared base",
+        "b": "adapter on a shared base",
+    }
+    assert models[0]["labels"] == ["neg", "pos"]
+
+
+def test_pairs_and_the_tei_key(server, keys):
+    r = httpx.post(
+        server.url + "/v1/classify",
+        json={"model": "a", "inputs": [["good day", "bad movie"], ["a", "b"]]},
+        headers=_auth(keys["all"]),
+    )
+    assert r.status_code == 200 and len(r.json()["data"]) == 2
+
+
+def test_auth_401_403_429(server, keys):
+    url, body = server.url + "/v1/classify", {"model": "b", "input": "good movie"}
+    assert httpx.post(url, json=body).status_code == 401
+    bad = httpx.post(url, json=body, headers=_auth("pk-not-a-key"))
+    assert bad.status_code == 401 and bad.json()["error"]["field"] == "authorization"
+    assert httpx.post(url, json=body, headers={"X-API-Key": keys["only_a"]}).status_code == 403
+    assert httpx.post(url, json={**body, "model": "a"}, headers={"X-API-Key": keys["only_a"]}).status_code == 200
+    ids = [m["id"] for m in httpx.get(server.url + "/v1/models", headers=_auth(keys["only_a"])).json()["data"]]
+    assert ids == ["a"]
+    codes = [httpx.post(url, json=body, headers=_auth(keys["slow"])).status_code for _ in range(4)]
+    assert codes[:2] == [200, 200] and codes[-1] == 429
+    limited = httpx.post(url, json=body, headers=_auth(keys["slow"]))
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+
+
+def test_keys_rotate_without_restart(server, keys):
+    from peftkit.serve.auth import add_key
+
+    fresh = add_key(keys["path"], "rotated-in", ["a"])
+    url = server.url + "/v1/classify"
+    assert httpx.post(url, json={"model": "a", "input": "fine"}, headers=_auth(fresh)).status_code == 200
+    data = json.loads(keys["path"].read_text())
+    data["keys"] = [k for k in data["keys"] if k["name"] != "rotated-in"]
+    keys["path"].write_text(json.dumps(data))
+    assert httpx.post(url, json={"model": "a", "input": "fine"}, headers=_auth(fresh)).status_code == 401
+
+
+BAD_INPUTS = [
+    (b"not json", 400, "body"),
+    (b"\xff\xfe{}", 400, "body"),
+    (b"[1, 2]", 422, "body"),
+    (b'{"model": "a"}', 422, "input"),
+    (b'{"model": 3, "input": "x"}', 422, "model"),
+    (b'{"model": "zz", "input": "x"}', 404, "model"),
+    (b'{"model": "a", "input": 5}', 422, "input"),
+    (b'{"model": "a", "input": []}', 422, "input"),
+    (b'{"model": "a", "input": ["ok", "   "]}', 422, "input[1]"),
+    (b'{"model": "a", "input": ["ok", 7]}', 422, "input[1]"),
+    (b'{"model": "a", "input": [["x", "y", "z"]]}', 422, "input[0]"),
+    (b'{"model": "a", "input": ["x", ["a", "b"]]}', 422, "input[1]"),
+    (json.dumps({"model": "a", "input": ["x"] * 9}).encode(), 413, "input"),
+    (json.dumps({"model": "a", "input": "x" * 2001}).encode(), 422, "input[0]"),
+    (json.dumps({"model": "a", "input": "x" * 30000}).encode(), 413, "body"),
+]
+
+
+@pytest.mark.parametrize(
+    ("raw", "status", "field"), BAD_INPUTS, ids=[f"{s}-{f}-{i}" for i, (_, s, f) in enumerate(BAD_INPUTS)]
+)
+def test_bad_input_is_a_4xx_naming_the_field(server, keys, raw, status, field):
+    r = httpx.post(
+        server.url + "/v1/classify", content=raw, headers={**_auth(keys["all"]), "Content-Type": "application/json"}
+    )
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert err["field"] == field and err["message"]
+    assert "Traceback" not in r.text
+
+
+def test_server_keeps_serving_after_bad_inputs_and_logs_no_keys_or_texts(server, keys):
+    assert httpx.get(server.url + "/health").json() == {"status": "ok"}
+    secret = "confidential 13812345678"
+    assert (
+        httpx.post(
+            server.url + "/v1/classify", json={"model": "a", "input": secret}, headers=_auth(keys["all"])
+        ).status_code
+        == 200
+    )
+    log = server.log.read_text(encoding="utf-8")
+    lines = [json.loads(x) for x in log.splitlines() if x.startswith("{")]
+    assert lines and all({"request_id", "status", "ms", "path"} <= set(x) for x in lines)
+    assert any(x["key"] == "all" for x in lines)
+    for k in ("all", "only_a", "slow"):
+        assert keys[k] not in log
+    assert "13812345678" not in log and "confidential" not in log  # texts are not logged by default
+
+
+def test_concurrent_requests_are_batched_and_metrics_move(server, keys, metric):
+    before = httpx.get(server.url + "/metrics").text
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=server.url, headers=_auth(keys["all"])) as c:
+            rs = await asyncio.gather(
+                *(c.post("/v1/classify", json={"model": "a", "input": f"good day {i}"}) for i in range(12))
+            )
+        return [r.status_code for r in rs]
+
+    assert asyncio.run(burst()) == [200] * 12
+    after = httpx.get(server.url + "/metrics").text
+    n = metric(after, "peftkit_batch_size_count") - metric(before, "peftkit_batch_size_count")
+    total = metric(after, "peftkit_batch_size_sum") - metric(before, "peftkit_batch_size_sum")
+    assert 0 < n < 12 and total == 12  # 12 one-text requests went through in fewer forward passes
+    ones = metric(after, "peftkit_batch_size_bucket", le="1.0") - metric(before, "peftkit_batch_size_bucket", le="1.0")
+    assert ones < n  # at least one pass held more than one request
+    ok = dict(model="a", route="/v1/classify", status="200")
+    assert metric(after, "peftkit_requests_total", **ok) - metric(before, "peftkit_requests_total", **ok) == 12
+    labels = sum(metric(after, "peftkit_predicted_label_total", model="a", label=x) for x in ("neg", "pos"))
+    assert labels >= 12 and metric(after, "peftkit_top_probability_count", model="a") >= 12
+    assert metric(after, "peftkit_requests_total", model="", route="/v1/classify", status="401") >= 0
+    assert "peftkit_queue_depth" in after and "peftkit_request_seconds_bucket" in after
+
+
+def test_playground_page_is_offline_html(server):
+    r = httpx.get(server.url + "/")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    assert "/v1/classify" in r.text and "http://" not in r.text and "https://" not in r.text
