@@ -10,6 +10,7 @@ from typing import Any
 
 from peftkit.build.batches import Encoded, encode
 from peftkit.build.model import load_model, load_tokenizer, method_float_modules, resolve_source
+from peftkit.build.selection import apply_selection
 from peftkit.plugin.contracts import MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION, ApplyContext, task_head
 from peftkit.recipe import Recipe, method_params, task_params
 
@@ -89,6 +90,7 @@ def prepare(recipe: Recipe, registry: Any, splits: tuple[str, ...] = ("train", "
     for split in splits:
         if split in task.splits:
             load_split(s, split)
+    apply_selection(recipe, s.data)  # eval.split: selection trains on part of train and scores the rest
     return s
 
 

@@ -428,6 +428,7 @@ def write_report(
     title: str = "peftkit comparison",
     metric: str | None = None,
     split: str = "dev",
+    searches: list[Path] | None = None,
 ) -> Path:
     """Build the report of the runs under ``paths`` into ``out_dir``; returns ``out_dir``. ``split`` is what the
     tables compare: ``dev`` (each run's saved best checkpoint on dev) or ``test`` (that checkpoint on a labelled
