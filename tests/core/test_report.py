@@ -16,7 +16,8 @@ import yaml
 from peftkit.cli import main
 from peftkit.compare.execute import run_compare
 from peftkit.compare.grid import load_compare
-from peftkit.compare.report.tables import Row, clue_average, find_run_dirs, load_runs, write_report
+from peftkit.compare.report.runs import find_run_dirs, load_runs
+from peftkit.compare.report.tables import Row, clue_average, write_report
 from peftkit.errors import PeftkitError
 
 PLOTS = ("tradeoff", "bars", "curves")
@@ -287,7 +288,8 @@ def test_report_of_a_saved_grid_file_matches_its_yaml(compared):
 def test_best_marks_skip_ties_single_methods_and_collapsed_runs():
     from pathlib import Path
 
-    from peftkit.compare.report.tables import RunRecord, summarize
+    from peftkit.compare.report.runs import RunRecord
+    from peftkit.compare.report.tables import summarize
 
     def rec(task, method, acc, share):
         metrics = {
@@ -355,7 +357,7 @@ def test_runs_under_one_compare_label_with_different_settings_are_not_pooled_as_
 
 
 def test_settings_that_vary_under_one_label_are_shown_as_varying(compared, tmp_path):
-    from peftkit.compare.report.pages import settings_of
+    from peftkit.compare.report.settings import settings_of
 
     runs = load_runs([compared.report_dir.parent])
     one = [r for r in runs if r.method == "lora-r8"]
@@ -377,7 +379,7 @@ def test_bar_marks_best_and_collapsed_cells():
 def test_settings_say_max_steps_ended_the_runs_not_epochs(compared, tmp_path):
     """The grid sets train.max_steps=3 and leaves train.epochs at its default 3: the runs stopped a quarter of the
     way through their first epoch, so the Settings must not say they trained 3 epochs."""
-    from peftkit.compare.report.pages import settings_of
+    from peftkit.compare.report.settings import settings_of
 
     recorded = {json.loads((c.output_dir / "metrics.json").read_text())["train"]["epochs"] for c in compared.cells}
     assert len(recorded) == 1 and next(iter(recorded)) < 1  # what the runs really did: 3 steps, under one epoch
