@@ -58,13 +58,15 @@ def plan_line(cell: Cell, status: str) -> str:
     """One line of ``peftkit compare --dry-run``; a value its search has not chosen yet shows as ``<search>``."""
     r = cell.recipe
     lr = r.train.lr if r.train.lr is not None else "default"
-    shown = {k: "<search>" if cell.pending else v for k, v in cell.searched.items()}
+    shown = {
+        k: "<search>" if cell.pending else f"{v:.4g}" if isinstance(v, float) else v for k, v in cell.searched.items()
+    }
     lr = shown.pop("train.lr", lr)
     length = f"max_steps={r.train.max_steps}" if r.train.max_steps else f"epochs={r.train.epochs:g}"
     more = "".join(f" {k}={v}" for k, v in shown.items())
+    digest = "<search>" if cell.pending else cell.hash[:12]  # a pending cell's recipe is not known yet
     return (
-        f"{status:<8} {cell.name:<36} method={r.method.name} lr={lr}{more} {length} hash={cell.hash[:12]} "
-        f"-> {cell.output_dir}"
+        f"{status:<8} {cell.name:<36} method={r.method.name} lr={lr}{more} {length} hash={digest} -> {cell.output_dir}"
     )
 
 

@@ -104,7 +104,7 @@ def studies(grid: Grid, registry: Any, only: list[str] | None = None) -> list[St
 def trial_cell(grid: Grid, registry: Any, study: Study, number: int, params: dict[str, Any]) -> Cell:
     """The cell of trial ``number``: the study's seed, ``params`` set, scored on the split ``on`` names."""
     data, origin = cell_data(grid, study.task, study.method, study.seed, params)
-    if study.spec.on == "selection":
+    if study.spec.split == "selection":
         data.setdefault("eval", {})["split"] = "selection"
         data.setdefault("data", {})["selection_fraction"] = study.spec.selection_fraction
     data["output_dir"] = str(study.folder / f"trial{number}")
@@ -209,8 +209,8 @@ def write_summary(study: Study) -> None:
             "task": study.task.key,
             "method": study.method.key,
             "space": {k: v.model_dump() if isinstance(v, Range) else v for k, v in study.spec.space.items()},
-            "on": study.spec.on,
-            "selection_fraction": study.spec.selection_fraction if study.spec.on == "selection" else None,
+            "split": study.spec.split,
+            "selection_fraction": study.spec.selection_fraction if study.spec.split == "selection" else None,
             "seed": study.seed,
             "metric": study.metric,
             "direction": "maximize" if study.maximize else "minimize",

@@ -18,9 +18,9 @@ RESERVED = {
     "method.name": "add another entry under `methods:`",
     "task.name": "add another entry under `tasks:`",
 }
-# Keys a search sets on its trials itself (`search.on`, `search.selection_fraction`).
+# Keys a search sets on its trials itself (`search.split`, `search.selection_fraction`).
 SEARCH_OWNED = {
-    "eval.split": "a search scores its trials on the split `search.on` names",
+    "eval.split": "a search scores its trials on the split `search.split` names",
     "data.selection_fraction": "set `search.selection_fraction`",
 }
 
@@ -70,16 +70,25 @@ class SearchSpec(_Strict):
         description="Recipe keys to search, each a list of values (every one is tried: a plain grid) or a range "
         "`{low, high, log, trials}` (Optuna's TPE sampler, seeded, draws `trials` values). `{}` = no search."
     )
-    on: Literal["selection", "dev"] = Field(
+    split: Literal["selection", "dev"] = Field(
         "selection",
         description="What a trial is scored on: `selection` = data.selection_fraction of the training rows, held "
         "out from the trial's training (dev stays an honest estimate of the chosen value); `dev` = the dev split "
         "(cheaper to explain, but the reported dev numbers then also chose the value and flatter it).",
     )
     selection_fraction: float = Field(
-        0.1, gt=0, lt=1, description="Share of the training rows (per label) held out for `on: selection`."
+        0.1, gt=0, lt=1, description="Share of the training rows (per label) held out for `split: selection`."
     )
     seed: int | None = Field(None, ge=0, description="The seed the trials run with; null = the first of `seeds`.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, v: Any) -> Any:
+        if isinstance(v, dict) and True in v:  # YAML 1.1 reads a bare `on` key as true
+            raise ValueError(
+                "`on` reads as true in YAML; say what trials are scored on with `split: selection` or `split: dev`"
+            )
+        return v
 
     _space = field_validator("space")(lambda v: check_keys(v, {**RESERVED, **SEARCH_OWNED}, "searched"))
 

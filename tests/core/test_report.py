@@ -491,3 +491,43 @@ def test_report_on_the_test_split_without_scored_runs_says_how_to_get_them(compa
         load_runs([compared.cells[0].output_dir.parents[2]], split="test")
     with pytest.raises(PeftkitError, match="split 'train': choose one of dev, test"):
         load_runs([compared.cells[0].output_dir], split="train")
+
+
+def test_t_intervals_and_which_methods_the_seeds_cannot_separate():
+    from peftkit.compare.report.sections import significance_lines
+    from peftkit.compare.report.stats import not_separated, t_interval
+
+    lo, hi = t_interval([0.70, 0.72, 0.74])
+    half = 4.303 * 0.02 / 3**0.5  # t(0.975, 2) · s / √n
+    assert (lo, hi) == (pytest.approx(0.72 - half), pytest.approx(0.72 + half))
+    assert t_interval([0.7]) is None
+    best, far, near = (
+        _row("t", "a", [0.80, 0.81, 0.82]),
+        _row("t", "b", [0.70, 0.72, 0.74]),
+        _row("t", "c", [0.76, 0.80, 0.84]),
+    )
+    best.best = True
+    assert not_separated([best, far, near]) == {"t": ["c"]}
+    lines = significance_lines([best, far, near])
+    assert "Student t-interval" in lines[0] and "- t: a has the best mean, but c is not separated from it" in "\n".join(
+        lines
+    )
+    assert "separated from every other method" in significance_lines([best, far])[1]
+    one = _row("u", "a", [0.9])
+    one.best = True
+    assert "one seed there is no interval" in significance_lines([one, _row("u", "b", [0.8])])[1]
+
+
+def test_macro_f1_stands_beside_accuracy_where_the_two_part():
+    from peftkit.compare.report.sections import summary_table
+    from peftkit.compare.report.tables import shows_f1
+
+    skewed = [_row("afqmc", "lora", [0.69, 0.70]), _row("afqmc", "full", [0.72, 0.74])]
+    skewed[0].f1, skewed[1].f1 = [0.41, 0.42], [0.60, 0.66]  # majority-class answers: accuracy flatters
+    even = [_row("tnews", "lora", [0.50, 0.52]), _row("tnews", "full", [0.55, 0.53])]
+    even[0].f1, even[1].f1 = [0.49, 0.51], [0.54, 0.52]
+    rows = skewed + even
+    assert shows_f1(rows, "afqmc") and not shows_f1(rows, "tnews")
+    header, body = summary_table(rows, clue_average(rows))
+    assert header[3:6] == ["afqmc (accuracy)", "afqmc (macro-F1)", "tnews (accuracy)"]
+    assert body[0][4][0] == "41.50 ± 0.71"  # lora's macro-F1 on afqmc, ×100, mean ± std

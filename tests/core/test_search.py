@@ -119,7 +119,7 @@ def test_search_picks_the_rate_that_learns_and_every_seed_uses_it(tmp_path, tiny
     scores = [json.loads((t / "metrics.json").read_text())["final"]["accuracy"] for t in trials]
     assert scores[1] > scores[0] + 0.2, scores  # a real difference, not a tie broken by order
     summary = json.loads((out / "_search" / "sent" / "lora" / "search.json").read_text())
-    assert summary["chosen"] == {"train.lr": 3e-2} and summary["best_trial"] == 1 and summary["on"] == "selection"
+    assert summary["chosen"] == {"train.lr": 3e-2} and summary["best_trial"] == 1 and summary["split"] == "selection"
     for t in trials:  # trials ran on the search seed, trained on 72 of the 96 rows and scored the other 24
         m = json.loads((t / "metrics.json").read_text())
         recipe = yaml.safe_load((t / "recipe.yaml").read_text())
@@ -134,11 +134,18 @@ def test_search_picks_the_rate_that_learns_and_every_seed_uses_it(tmp_path, tiny
     assert calls == [] and set(again.status.values()) == {"skipped"}  # trials and seeds are all finished cells
     report = json.loads((res.report_dir / "report.json").read_text())
     assert report["searches"][0]["chosen"] == {"train.lr": 3e-2}
+    assert [t["value"] for t in report["searches"][0]["trials"]] == scores
+    assert [r["method"] for r in report["rows"]] == ["lora"]  # the trials are not cells of the table
+    md = (res.report_dir / "report.md").read_text()
+    assert "## Searches" in md and "selection (25% of train, seed 0)" in md and "0.03 (searched)" in md
+    assert "the dev numbers below did not choose the values" in md  # the report says which split chose the rate
+    assert (res.report_dir / "plots" / "search.png").read_bytes()[:4] == b"\x89PNG"
+    assert "data:image/png;base64," in (res.report_dir / "report.html").read_text().split("Search: each trial")[1]
 
 
 def test_a_range_search_resumes_without_rerunning_finished_trials(tmp_path, tiny_bert, tiny_data, monkeypatch):
     out = tmp_path / "out"
-    search = {"space": {"train.lr": {"low": 1e-6, "high": 1e-2, "log": True, "trials": 3}}, "on": "dev"}
+    search = {"space": {"train.lr": {"low": 1e-6, "high": 1e-2, "log": True, "trials": 3}}, "split": "dev"}
     grid = grid_dict(tiny_bert, tiny_data, out, search, seeds=[0])
     grid["base"]["train"]["max_steps"] = 2
     grid_file = write_grid(tmp_path / "grid.yaml", grid)
@@ -192,7 +199,11 @@ def test_a_method_s_own_search_replaces_the_grid_s(tmp_path, tiny_bert, tiny_dat
         ({"space": {"train.lr": {"low": 0, "high": 1e-2, "log": True}}}, "a log range needs low > 0"),
         ({"space": {"train.lr": {"low": 1e-2, "high": 1e-3}}}, "low must be below high"),
         ({"space": {"train.lr": [1e-3]}, "seed": 5}, "seed 5 is not one of the grid's seeds [0, 1]"),
-        ({"space": {"train.lr": [-1.0]}}, "train.lr"),  # a value the recipe refuses, named before anything runs
+        ({"space": {"train.lr": [-1.0]}}, "train.lr"),
+        (
+            {"space": {"train.lr": [1e-3]}, True: "dev"},
+            "`on` reads as true in YAML",
+        ),  # a value the recipe refuses, named before anything runs
     ],
 )
 def test_bad_searches_are_refused_with_their_place(tmp_path, tiny_bert, tiny_data, search, expected):
@@ -238,3 +249,17 @@ def test_every_cell_s_process_is_named_for_trackers(tmp_path, tiny_bert, tiny_da
     import os
 
     assert "PEFTKIT_RUN_NAME" not in os.environ  # set for the cell only
+
+
+def test_the_shipped_search_grid_plans_its_trials_and_seeds(capsys):
+    """recipes/compare/clue-search.yaml: a list search for five methods, full's own list, IA3's Optuna range."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "recipes" / "compare" / "clue-search.yaml"
+    grid = load_compare(path)
+    cells = expand(grid)
+    assert len(cells) == 18 and all(c.pending for c in cells)
+    spaces = {m.key: grid.spec.search_for(m) for m in grid.spec.methods}
+    assert spaces["full"].space == {"train.lr": [1e-5, 3e-5, 1e-4]} and spaces["ia3"].trials == 4
+    assert sum(s.trials for s in spaces.values()) == 19
+    assert {s.split for s in spaces.values()} == {"selection"}

@@ -236,7 +236,7 @@ def search(searches: list[SearchRecord], pct: bool, path: Path) -> Path:
             if log:
                 ax.set_xscale("log")
             ax.set_xlabel(key)
-            ax.set_ylabel(f"{s.metric} on {s.on}" + (" (%)" if k == 100 else ""))
+            ax.set_ylabel(f"{s.metric} on {s.split}" + (" (%)" if k == 100 else ""))
         ax.set_title(task)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)

@@ -214,7 +214,7 @@ class SearchRecord:
     task: str
     method: str
     space: dict[str, Any]
-    on: str
+    split: str
     selection_fraction: float | None
     seed: int
     metric: str

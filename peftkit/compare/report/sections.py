@@ -137,7 +137,7 @@ def search_table(searches: list[SearchRecord], pct: bool) -> Table:
 
 
 def _split_name(s: SearchRecord) -> str:
-    if s.on == "selection":
+    if s.split == "selection":
         return f"selection ({s.selection_fraction:.0%} of train, seed {s.seed})"
     return f"dev (seed {s.seed})"
 
@@ -192,7 +192,7 @@ def _search_note(searches: list[SearchRecord]) -> list[str]:
         return []
     keys = ", ".join(dict.fromkeys(k for s in searches for k in s.space))
     on = sorted({_split_name(s) for s in searches})
-    honest = all(s.on == "selection" for s in searches)
+    honest = all(s.split == "selection" for s in searches)
     return [
         f"{keys} chosen per task and method by a search (section Searches), each trial scored on "
         f"{' / '.join(on)}; every seed then ran with the chosen value. "
