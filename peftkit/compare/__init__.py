@@ -1,0 +1,1 @@
+"""Comparing methods: compare files → grids of ordinary runs (with learning-rate searches) → reports."""

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 
 # CompareFile and RESERVED are also importable from here, where they lived first
-from peftkit.compare.spec import RESERVED, CompareFile, MethodEntry, TaskEntry, file_problems
+from peftkit.compare.spec import RESERVED, CompareFile, MethodEntry, TaskEntry, file_problems, load_base
 from peftkit.errors import RecipeError
 from peftkit.recipe import (
     Recipe,
@@ -104,7 +104,7 @@ def load_compare(path: str | Path, overrides: list[str] | None = None) -> Grid:
     if problems:
         raise RecipeError(_format(problems, lines, str(path)), str(path), what="compare file")
     cli = _cli_overrides(spec, list(overrides or []), str(path))
-    return Grid(spec, _load_base(spec, p), str(path), lines, cli)
+    return Grid(spec, load_base(spec, p), str(path), lines, cli)
 
 
 def _cli_overrides(spec: CompareFile, overrides: list[str], source: str) -> dict[str, Any]:
@@ -121,21 +121,6 @@ def _cli_overrides(spec: CompareFile, overrides: list[str], source: str) -> dict
     if problems:
         raise RecipeError(problems, source, what="compare file")
     return cli
-
-
-def _load_base(spec: CompareFile, path: Path) -> dict[str, Any]:
-    if isinstance(spec.base, dict):
-        return copy.deepcopy(spec.base)
-    # Like an include: next to the compare file first; then the working directory, where run paths live.
-    tried = [Path(spec.base)] if Path(spec.base).is_absolute() else [path.parent / spec.base, Path(spec.base)]
-    ref = next((p for p in tried if p.is_file()), None)
-    if ref is None:
-        raise RecipeError(
-            [f"base: recipe file {spec.base!r} not found (looked for {', '.join(map(str, tried))})"],
-            str(path),
-            what="compare file",
-        )
-    return parse_yaml(ref.read_text(encoding="utf-8"), str(ref))
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -232,8 +217,6 @@ def expand(
     from peftkit.plugin.registry import get_registry
 
     reg = registry or get_registry()
-    cells: list[Cell] = []
-    problems: dict[str, list[str]] = {}
     names = cell_names(grid)
     unused = [p for p in grid.spec.exclude if not any(fnmatch(n, p) for n in names)]
     if unused:
@@ -242,44 +225,48 @@ def expand(
             grid.source,
             what="compare file",
         )
+    cells: list[Cell] = []
+    problems: dict[str, list[str]] = {}  # the same problem in many cells is listed once, with the cells
     for task in grid.spec.tasks:
         for method in grid.spec.methods:
-            mismatch = _head_mismatch(reg, task.name, method.name)
-            search = grid.spec.search_for(method)
-            picked = (chosen or {}).get((task.key, method.key))
-            searched = (picked if picked is not None else search.placeholder()) if search else {}
-            for seed in grid.spec.seeds:
-                name = f"{task.key}/{method.key}/seed{seed}"
-                if any(fnmatch(name, p) for p in grid.spec.exclude):
-                    continue
-                if mismatch:
-                    problems.setdefault(
-                        f'{mismatch}. Leave the pair out of the grid with `exclude: ["{task.key}/{method.key}/*"]`', []
-                    ).append(name)
-                    continue
-                try:
-                    data, origin = cell_data(grid, task, method, seed, searched)
-                    info = dict(task=task.key, method=method.key, seed=seed, seed_keys=tuple(sorted(task.per_seed)))
-                    cells.append(
-                        build_cell(
-                            grid,
-                            reg,
-                            data,
-                            origin,
-                            name,
-                            **info,
-                            searched=searched,
-                            pending=bool(search) and picked is None,
-                        )
-                    )
-                except RecipeError as exc:
-                    for p in exc.problems:  # the same problem in many cells is listed once, with the cells
-                        problems.setdefault(p, []).append(name)
+            cells += _pair_cells(grid, reg, task, method, (chosen or {}).get((task.key, method.key)), problems)
     if problems:
         raise RecipeError(
             [f"{p} [{_cells_note(names)}]" for p, names in problems.items()], grid.source, what="compare file"
         )
     return cells
+
+
+def _pair_cells(
+    grid: Grid,
+    reg: Any,
+    task: TaskEntry,
+    method: MethodEntry,
+    picked: dict[str, Any] | None,
+    problems: dict[str, list[str]],
+) -> list[Cell]:
+    """The cells of one (task, method), one per seed not excluded; problems go into ``problems``."""
+    mismatch = _head_mismatch(reg, task.name, method.name)
+    search = grid.spec.search_for(method)
+    searched = (picked if picked is not None else search.placeholder()) if search else {}
+    out = []
+    for seed in grid.spec.seeds:
+        name = f"{task.key}/{method.key}/seed{seed}"
+        if any(fnmatch(name, p) for p in grid.spec.exclude):
+            continue
+        if mismatch:
+            hint = f'Leave the pair out of the grid with `exclude: ["{task.key}/{method.key}/*"]`'
+            problems.setdefault(f"{mismatch}. {hint}", []).append(name)
+            continue
+        info = dict(task=task.key, method=method.key, seed=seed, seed_keys=tuple(sorted(task.per_seed)))
+        try:
+            data, origin = cell_data(grid, task, method, seed, searched)
+            pending = bool(search) and picked is None
+            out.append(build_cell(grid, reg, data, origin, name, **info, searched=searched, pending=pending))
+        except RecipeError as exc:
+            for p in exc.problems:
+                problems.setdefault(p, []).append(name)
+    return out
 
 
 def _head_mismatch(reg: Any, task: str, method: str) -> str | None:

@@ -88,10 +88,13 @@ def studies(grid: Grid, registry: Any, only: list[str] | None = None) -> list[St
     for task in grid.spec.tasks:
         for method in grid.spec.methods:
             spec = grid.spec.search_for(method)
-            names = [f"{task.key}/{method.key}/{s}" for s in [f"seed{x}" for x in grid.spec.seeds] + ["trial*"]]
-            kept = [n for n in names[:-1] if not any(fnmatch(n, p) for p in grid.spec.exclude)]
-            if spec is None or not kept or (only and not any(fnmatch(n, p) for n in names for p in only)):
+            if spec is None:
                 continue
+            seeds = [f"{task.key}/{method.key}/seed{x}" for x in grid.spec.seeds]
+            kept = [n for n in seeds if not any(fnmatch(n, p) for p in grid.spec.exclude)]
+            names = seeds + [f"{task.key}/{method.key}/trial{i}" for i in range(spec.trials)]
+            if not kept or (only and not any(fnmatch(n, p) for n in names for p in only)):
+                continue  # no seed left to use its result, or --only leaves the pair alone
             seed = spec.seed if spec.seed is not None else grid.spec.seeds[0]
             folder = grid.output_dir / SEARCH_DIR / task.key / method.key
             study = Study(task, method, spec, seed, folder, metric="")

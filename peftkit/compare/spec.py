@@ -6,9 +6,14 @@ Every model here is strict (an unknown key is an error naming it), and every fie
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from peftkit.errors import RecipeError
+from peftkit.recipe import parse_yaml
 
 LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
 # Keys the grid itself decides; an override of them would make a cell's name or folder lie.
@@ -22,6 +27,7 @@ RESERVED = {
 SEARCH_OWNED = {
     "eval.split": "a search scores its trials on the split `search.split` names",
     "data.selection_fraction": "set `search.selection_fraction`",
+    "eval.metric": "every trial must be scored by the same metric; set eval.metric in the base or a task's overrides",
 }
 
 
@@ -275,3 +281,19 @@ def _search_seeds(spec: CompareFile) -> list[tuple[tuple, str]]:
         for loc, s in where
         if s is not None and s.seed is not None and s.seed not in spec.seeds
     ]
+
+
+def load_base(spec: CompareFile, path: Path) -> dict[str, Any]:
+    """The base recipe as a mapping: the file's own, or the recipe file it names."""
+    if isinstance(spec.base, dict):
+        return copy.deepcopy(spec.base)
+    # Like an include: next to the compare file first; then the working directory, where run paths live.
+    tried = [Path(spec.base)] if Path(spec.base).is_absolute() else [path.parent / spec.base, Path(spec.base)]
+    ref = next((p for p in tried if p.is_file()), None)
+    if ref is None:
+        raise RecipeError(
+            [f"base: recipe file {spec.base!r} not found (looked for {', '.join(map(str, tried))})"],
+            str(path),
+            what="compare file",
+        )
+    return parse_yaml(ref.read_text(encoding="utf-8"), str(ref))
