@@ -509,9 +509,8 @@ def test_t_intervals_and_which_methods_the_seeds_cannot_separate():
     best.best = True
     assert not_separated([best, far, near]) == {"t": ["c"]}
     lines = significance_lines([best, far, near])
-    assert "Student t-interval" in lines[0] and "- t: a has the best mean, but c is not separated from it" in "\n".join(
-        lines
-    )
+    assert "Student t-interval" in lines[0]
+    assert lines[1] == "t: a has the best mean, but c is not separated from it (95% t-intervals overlap)."
     assert "separated from every other method" in significance_lines([best, far])[1]
     one = _row("u", "a", [0.9])
     one.best = True
@@ -531,3 +530,10 @@ def test_macro_f1_stands_beside_accuracy_where_the_two_part():
     header, body = summary_table(rows, clue_average(rows))
     assert header[3:6] == ["afqmc (accuracy)", "afqmc (macro-F1)", "tnews (accuracy)"]
     assert body[0][4][0] == "41.50 ± 0.71"  # lora's macro-F1 on afqmc, ×100, mean ± std
+
+
+def test_a_fraction_s_interval_is_shown_within_0_and_100():
+    from peftkit.compare.report.sections import detail_table
+
+    header, body = detail_table([_row("t", "a", [0.50, 0.98])])  # two seeds far apart: t = 12.7
+    assert body[0][header.index("95% CI")][0] == "0.00 – 100.00"

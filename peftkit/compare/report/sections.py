@@ -69,8 +69,12 @@ def cell_metric(rows: list[Row], task: str) -> str:
 
 
 def _ci(r: Row, pct: bool) -> str:
+    """The 95% t-interval as shown; a fraction's (accuracy, F1) is clipped to [0, 100], where it can lie."""
+    if not r.ci:
+        return "— (one seed)"
     k, digits = (100.0, 2) if pct else (1.0, 4)
-    return f"{r.ci[0] * k:.{digits}f} – {r.ci[1] * k:.{digits}f}" if r.ci else "— (one seed)"
+    lo, hi = (max(0.0, r.ci[0]), min(1.0, r.ci[1])) if pct else r.ci
+    return f"{lo * k:.{digits}f} – {hi * k:.{digits}f}"
 
 
 def detail_table(rows: list[Row]) -> Table:
@@ -208,21 +212,21 @@ def _search_note(searches: list[SearchRecord]) -> list[str]:
 def significance_lines(rows: list[Row]) -> list[str]:
     """Per task: which methods the seeds cannot tell apart from the best one (overlapping 95% t-intervals)."""
     close = not_separated(rows)
-    out = [f"- Interval: {INTERVAL}. Overlapping intervals mean the grid does not separate the two methods."]
+    out = [f"Interval: {INTERVAL}. Overlapping intervals mean the grid does not separate the two methods."]
     for task in dict.fromkeys(r.task for r in rows):
         mine = [r for r in rows if r.task == task]
         best = next((r for r in mine if r.best), None)
         if best is None:
-            out.append(f"- {task}: no best method (a tie, a single method, or only collapsed runs).")
+            out.append(f"{task}: no best method (a tie, a single method, or only collapsed runs).")
         elif best.ci is None:
-            out.append(f"- {task}: {best.method} is best, but with one seed there is no interval to judge it by.")
+            out.append(f"{task}: {best.method} is best, but with one seed there is no interval to judge it by.")
         elif task in close:
             out.append(
-                f"- {task}: {best.method} has the best mean, but {', '.join(close[task])} "
+                f"{task}: {best.method} has the best mean, but {', '.join(close[task])} "
                 f"{'is' if len(close[task]) == 1 else 'are'} not separated from it (95% t-intervals overlap)."
             )
         else:
-            out.append(f"- {task}: {best.method} is separated from every other method (no 95% t-interval overlaps).")
+            out.append(f"{task}: {best.method} is separated from every other method (no 95% t-interval overlaps).")
     return out
 
 
