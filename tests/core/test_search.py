@@ -141,6 +141,10 @@ def test_search_picks_the_rate_that_learns_and_every_seed_uses_it(tmp_path, tiny
     assert "the dev numbers below did not choose the values" in md  # the report says which split chose the rate
     assert (res.report_dir / "plots" / "search.png").read_bytes()[:4] == b"\x89PNG"
     assert "data:image/png;base64," in (res.report_dir / "report.html").read_text().split("Search: each trial")[1]
+    from peftkit.cli import main
+
+    assert main(["report", str(out), "--out", str(tmp_path / "again")]) == 0  # `peftkit report` finds _search too
+    assert "## Searches" in (tmp_path / "again" / "report.md").read_text()
 
 
 def test_a_range_search_resumes_without_rerunning_finished_trials(tmp_path, tiny_bert, tiny_data, monkeypatch):
@@ -263,3 +267,29 @@ def test_the_shipped_search_grid_plans_its_trials_and_seeds(capsys):
     assert spaces["full"].space == {"train.lr": [1e-5, 3e-5, 1e-4]} and spaces["ia3"].trials == 4
     assert sum(s.trials for s in spaces.values()) == 19
     assert {s.split for s in spaces.values()} == {"selection"}
+
+
+def test_a_failed_trial_is_passed_over_and_a_search_without_results_holds_its_seeds(
+    tmp_path, tiny_bert, tiny_data, monkeypatch
+):
+    real = runner.run
+    refused: set[float] = {2e-3}
+
+    def run(recipe, **kw):
+        if recipe.train.lr in refused:
+            raise RuntimeError("loss is NaN")  # what a too-high rate does
+        return real(recipe, **kw)
+
+    monkeypatch.setattr(runner, "run", run)
+    grid = grid_dict(tiny_bert, tiny_data, tmp_path / "out", {"space": {"train.lr": [1e-3, 2e-3]}}, seeds=[0])
+    grid["base"]["train"]["max_steps"] = 1
+    grid_file = write_grid(tmp_path / "grid.yaml", grid)
+    res = run_compare(load_compare(grid_file), report=False)
+    assert res.failed == ["sent/lora/trial1"] and res.status["sent/lora/seed0"] == "done"
+    assert res.cells[0].recipe.train.lr == 1e-3  # the best of the trials that finished
+    refused.add(1e-3)
+    grid["search"]["space"]["train.lr"] = [1e-3, 2e-3][::-1]  # a new order: new trials, and every one fails
+    grid["output_dir"] = str(tmp_path / "other")
+    res = run_compare(load_compare(write_grid(grid_file, grid)), report=False)
+    assert res.status["sent/lora/seed0"] == "failed: its search has no finished trial (see compare.log)"
+    assert not (tmp_path / "other" / "sent").exists()  # no seed ran at a made-up rate
