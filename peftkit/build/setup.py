@@ -10,6 +10,7 @@ from typing import Any
 
 from peftkit.build.model import load_model, load_tokenizer, method_float_modules, objective_named, resolve_source
 from peftkit.plugin.contracts import ApplyContext, EncodeContext
+from peftkit.build.selection import apply_selection
 from peftkit.recipe import Recipe, method_params, task_params
 
 log = logging.getLogger("peftkit")
@@ -90,6 +91,7 @@ def prepare(recipe: Recipe, registry: Any, splits: tuple[str, ...] = ("train", "
     for split in splits:
         if split in task.splits:
             load_split(s, split)
+    apply_selection(recipe, s.data)  # eval.split: selection trains on part of train and scores the rest
     return s
 
 

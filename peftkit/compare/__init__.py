@@ -1,1 +1,1 @@
-"""Comparing runs: a compare grid (methods × tasks × seeds) expanded, executed cell by cell, and reported."""
+"""Comparing methods: compare files → grids of ordinary runs (with learning-rate searches) → reports."""

@@ -1,10 +1,11 @@
 """Compare files: a base recipe × methods × tasks × seeds → one validated recipe per cell.
 
-A compare file (YAML) is expanded into cells; each cell is an ordinary run in
-``<output_dir>/<task>/<method label>/seed<N>``. A cell is identified by the sha256 of its resolved
-recipe (every default filled in, ``output_dir`` left out), stored in the cell's ``cell.json``, so a
-rerun knows which cells are finished and which must be redone. Running the cells lives in
-:mod:`peftkit.compare.execute`; turning run dirs into tables and plots in :mod:`peftkit.compare.report.tables`.
+A compare file (YAML, schema in :mod:`peftkit.compare.spec`) is expanded into cells; each cell is an ordinary
+run in ``<output_dir>/<task>/<method label>/seed<N>``. A cell is identified by the sha256 of what its recipe
+sets apart from the defaults (``output_dir`` left out), stored in the cell's ``cell.json``, so a rerun knows
+which cells are finished and which must be redone. Searching a key before the seeds run lives in
+:mod:`peftkit.compare.search`, running the cells in :mod:`peftkit.compare.execute`, and turning run dirs into
+tables and plots in :mod:`peftkit.compare.report`.
 
 Example:
     >>> grid = load_compare("recipes/compare/clue-methods.yaml")      # doctest: +SKIP
@@ -20,10 +21,12 @@ import json
 from dataclasses import dataclass, field
 from fnmatch import fnmatch
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ValidationError
 
+# CompareFile and RESERVED are also importable from here, where they lived first
+from peftkit.compare.spec import RESERVED, CompareFile, MethodEntry, TaskEntry, file_problems, load_base
 from peftkit.errors import RecipeError
 from peftkit.recipe import (
     Recipe,
@@ -40,127 +43,7 @@ from peftkit.recipe import (
 )
 from peftkit.recipe import set_dotted as recipe_set_dotted
 
-LABEL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+-]*$"
-# Keys the grid itself decides; an override of them would make a cell's name or folder lie.
-RESERVED = {
-    "output_dir": "cells get <output_dir>/<task>/<method>/seed<N>",
-    "train.seed": "list seeds under `seeds:`",
-    "method.name": "add another entry under `methods:`",
-    "task.name": "add another entry under `tasks:`",
-}
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-def _check_overrides(v: dict[str, Any]) -> dict[str, Any]:
-    for key in v:
-        if key in RESERVED:
-            raise ValueError(f"{key!r} cannot be overridden per entry: {RESERVED[key]}")
-        if not key or any(not part for part in key.split(".")):
-            raise ValueError(f"{key!r} is not a dotted recipe key such as train.lr")
-    return v
-
-
-class MethodEntry(_Strict):
-    label: str | None = Field(
-        None,
-        pattern=LABEL_PATTERN,
-        description="Name of this entry in folders and tables (default: the method name). Needed when one method "
-        "appears twice with different params, e.g. adapters-houlsby and adapters-pfeiffer.",
-    )
-    name: str = Field(description="Registered method name (`peftkit plugins` lists them).")
-    params: dict[str, Any] = Field(default_factory=dict, description="method.params for this entry.")
-    overrides: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Dotted recipe keys set for this method only, e.g. `train.lr: 5.0e-5` for full "
-        "fine-tuning. Applied after the task's overrides, so they win.",
-    )
-    _overrides = field_validator("overrides")(_check_overrides)
-
-    @property
-    def key(self) -> str:
-        return self.label or self.name
-
-
-class TaskEntry(_Strict):
-    label: str | None = Field(
-        None,
-        pattern=LABEL_PATTERN,
-        description="Name of this entry in folders and tables (default: the task name after its last `/`, so clue/afqmc → afqmc).",
-    )
-    name: str = Field(description="Registered task name, e.g. clue/afqmc.")
-    params: dict[str, Any] = Field(
-        default_factory=dict, description="task.params for this entry (data_dir, subset sizes, ...)."
-    )
-    overrides: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Dotted recipe keys set for this task only, e.g. `data.max_length: 64`.",
-    )
-    per_seed: dict[str, list[Any]] = Field(
-        default_factory=dict,
-        description="Dotted recipe keys whose value goes with the seed: the cell of the i-th entry "
-        "of `seeds` gets the i-th value, so every list is as long as `seeds`. FewCLUE's protocol — five runs, each "
-        "trained on its own split — is `task.params.train_split: [train_0, train_1, train_2, train_3, train_4]` "
-        "with five seeds; the report then averages the five runs as it averages seeds. Applied after `overrides`.",
-    )
-    _overrides = field_validator("overrides")(_check_overrides)
-    _per_seed = field_validator("per_seed")(_check_overrides)
-
-    @property
-    def key(self) -> str:
-        return self.label or self.name.rsplit("/", 1)[-1]
-
-
-class CompareFile(_Strict):
-    """The schema of a compare file."""
-
-    title: str | None = Field(None, description="Title of the report; default: the compare file's name.")
-    output_dir: str = Field(description="Folder of the whole comparison: one sub-folder per cell, plus report/.")
-    base: dict[str, Any] | str = Field(
-        description="The recipe every cell starts from: a mapping, or a recipe file path (looked up next to this file, "
-        "then in the working directory). "
-        "Its method, task and output_dir are replaced per cell.",
-    )
-    methods: list[MethodEntry] = Field(
-        min_length=1, description="Methods to compare, each with its params and overrides."
-    )
-    tasks: list[TaskEntry] = Field(min_length=1, description="Tasks to run every method on.")
-    seeds: list[int] = Field(min_length=1, description="train.seed values; each (task, method) runs once per seed.")
-    exclude: list[str] = Field(
-        default_factory=list,
-        description="Cells left out of the grid, as patterns on cell names `task/method/seedN` "
-        "(`chid/prefix/*`: prefix tuning has no multiple-choice form). Left-out cells are not validated, run or "
-        "reported; the average then leaves out tasks where a method has no result. A pattern matching no cell is an error.",
-    )
-    metric: str | None = Field(
-        None, description="Metric the report compares; null = each task's main metric (eval.metric if set)."
-    )
-    split: Literal["dev", "test"] = Field(
-        "dev",
-        description="What the report compares: dev = each cell's best checkpoint on dev; test = that checkpoint "
-        "on a labelled test split, scored once after training (cells need eval.predict: true and a test split with "
-        "labels, e.g. FewCLUE's test_split: test_public). `peftkit report --split` redraws it either way.",
-    )
-    executor: Literal["subprocess", "inprocess"] = Field(
-        "subprocess",
-        description="subprocess = one `python -m peftkit run` per cell (isolated memory, true per-cell peak "
-        "memory, one CUDA device each); inprocess = call the runner in this process, one cell after another.",
-    )
-    devices: Literal["auto"] | list[str] = Field(
-        "auto",
-        description="CUDA devices to spread cells over, one cell per device at a time: `auto` = every visible "
-        "device (none on a CPU machine: cells run one after another), or a list of device ids such as ['0', '1'].",
-    )
-
-    @field_validator("seeds")
-    @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
-        dup = sorted({s for s in v if v.count(s) > 1})
-        if dup or any(s < 0 for s in v):
-            raise ValueError(f"seeds must be distinct and >= 0, got {v}")
-        return v
+__all__ = ["CompareFile", "Grid", "Cell", "load_compare", "expand", "cell_data", "recipe_hash", "chosen_settings"]
 
 
 @dataclass
@@ -171,6 +54,7 @@ class Grid:
     base: dict[str, Any]
     source: str
     lines: dict[tuple[str, ...], int] = field(default_factory=dict)
+    cli_overrides: dict[str, Any] = field(default_factory=dict)  # `a.b=c` given to `peftkit compare`: applied last
 
     @property
     def output_dir(self) -> Path:
@@ -183,7 +67,7 @@ class Grid:
 
 @dataclass
 class Cell:
-    """One run of the grid."""
+    """One run of the grid: a seed of a (task, method), or a trial of its search."""
 
     name: str
     task: str
@@ -193,6 +77,9 @@ class Cell:
     resolved: dict[str, Any]
     hash: str
     seed_keys: tuple[str, ...] = ()  # recipe keys whose value goes with the seed (the task entry's per_seed)
+    searched: dict[str, Any] = field(default_factory=dict)  # values a search set (a trial's, or the chosen ones)
+    role: str = "cell"  # "cell" (a seed the report compares) or "trial" (a search trial)
+    pending: bool = False  # its (task, method) search has not finished: `searched` holds placeholders
 
     @property
     def output_dir(self) -> Path:
@@ -213,67 +100,27 @@ def load_compare(path: str | Path, overrides: list[str] | None = None) -> Grid:
         raise RecipeError(
             _format(pydantic_problems(exc, fields=CompareFile), lines, str(path)), str(path), what="compare file"
         ) from None
-    problems = _duplicate_labels(spec) + _per_seed_lengths(spec)
+    problems = file_problems(spec)
     if problems:
         raise RecipeError(_format(problems, lines, str(path)), str(path), what="compare file")
-    base = _load_base(spec, p)
-    if overrides:
-        # Stored as a pseudo-entry applied last: a command-line key beats the file's per-method ones.
-        cli = apply_overrides({}, list(overrides))
-        reserved = [
-            f"{key}: cannot be overridden on the command line: {RESERVED[key]}"
-            for key in flatten(cli)
-            if key in RESERVED
-        ]
-        if reserved:
-            raise RecipeError(reserved, str(path), what="compare file")
-        base["__cli__"] = cli
-    return Grid(spec, base, str(path), lines)
+    cli = _cli_overrides(spec, list(overrides or []), str(path))
+    return Grid(spec, load_base(spec, p), str(path), lines, cli)
 
 
-def _duplicate_labels(spec: CompareFile) -> list[tuple[tuple, str]]:
-    out = []
-    for section, entries in (("methods", spec.methods), ("tasks", spec.tasks)):
-        seen: dict[str, int] = {}
-        for i, e in enumerate(entries):
-            if e.key in seen:
-                out.append(
-                    (
-                        (section, i),
-                        f"label {e.key!r} is used twice (also {section}.{seen[e.key]}); give each "
-                        f"entry a distinct `label:` such as {e.key}-2",
-                    )
-                )
-            seen.setdefault(e.key, i)
-    return out
-
-
-def _per_seed_lengths(spec: CompareFile) -> list[tuple[tuple, str]]:
-    return [
-        (
-            ("tasks", i, "per_seed", key),
-            f"{len(values)} values for {len(spec.seeds)} seeds ({spec.seeds}); give one "
-            "value per seed, in the order of `seeds`",
-        )
-        for i, task in enumerate(spec.tasks)
-        for key, values in task.per_seed.items()
-        if len(values) != len(spec.seeds)
+def _cli_overrides(spec: CompareFile, overrides: list[str], source: str) -> dict[str, Any]:
+    """Command-line keys: none that names a cell, none that a search tries (it would try one value N times)."""
+    cli = apply_overrides({}, overrides) if overrides else {}
+    searched = {k for m in spec.methods if (s := spec.search_for(m)) for k in s.space}
+    problems = [
+        f"{key}: cannot be overridden on the command line: {RESERVED[key]}"
+        if key in RESERVED
+        else f"{key}: cannot be overridden on the command line: the compare file's `search` tries it"
+        for key in flatten(cli)
+        if key in RESERVED or key in searched
     ]
-
-
-def _load_base(spec: CompareFile, path: Path) -> dict[str, Any]:
-    if isinstance(spec.base, dict):
-        return copy.deepcopy(spec.base)
-    # Like an include: next to the compare file first; then the working directory, where run paths live.
-    tried = [Path(spec.base)] if Path(spec.base).is_absolute() else [path.parent / spec.base, Path(spec.base)]
-    ref = next((p for p in tried if p.is_file()), None)
-    if ref is None:
-        raise RecipeError(
-            [f"base: recipe file {spec.base!r} not found (looked for {', '.join(map(str, tried))})"],
-            str(path),
-            what="compare file",
-        )
-    return parse_yaml(ref.read_text(encoding="utf-8"), str(ref))
+    if problems:
+        raise RecipeError(problems, source, what="compare file")
+    return cli
 
 
 def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
@@ -286,12 +133,14 @@ def set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
 Origin = dict[str, tuple[str, ...]]
 
 
-def cell_data(grid: Grid, task: TaskEntry, method: MethodEntry, seed: int) -> tuple[dict[str, Any], Origin]:
-    """The raw recipe of one cell, and the compare-file key that set each recipe key (for error messages)."""
+def cell_data(
+    grid: Grid, task: TaskEntry, method: MethodEntry, seed: int, searched: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], Origin]:
+    """The raw recipe of one cell, and the compare-file key that set each recipe key (for error messages).
+    ``searched`` holds the values a search tries or chose; they win over the file's overrides."""
     ti, mi = str(grid.spec.tasks.index(task)), str(grid.spec.methods.index(method))
-    base = {k: v for k, v in grid.base.items() if k != "__cli__"}
-    data = copy.deepcopy(base)
-    origin: Origin = {k: ("base", *k.split(".")) for k in flatten(base)}
+    data = copy.deepcopy(grid.base)
+    origin: Origin = {k: ("base", *k.split(".")) for k in flatten(grid.base)}
     data["method"] = {"name": method.name, "params": copy.deepcopy(method.params)}
     data["task"] = {"name": task.name, "params": copy.deepcopy(task.params)}
     origin.update(
@@ -302,16 +151,20 @@ def cell_data(grid: Grid, task: TaskEntry, method: MethodEntry, seed: int) -> tu
             "task.params": ("tasks", ti, "params"),
         }
     )
-    # Later layers win: task overrides < the task's per-seed values < method overrides < command line.
+    search_at = ("methods", mi, "search", "space") if method.search is not None else ("search", "space")
+    # Later layers win: task overrides < the task's per-seed values < method overrides < search < command line.
     at = grid.spec.seeds.index(seed)
     layers = [
         (("tasks", ti, "overrides"), task.overrides),
         (("tasks", ti, "per_seed"), {key: values[at] for key, values in task.per_seed.items()}),
         (("methods", mi, "overrides"), method.overrides),
-        (("command line",), grid.base.get("__cli__", {})),
+        (search_at, searched or {}),
+        (("command line",), grid.cli_overrides),
     ]
     for where, overrides in layers:
-        for key, value in flatten(overrides).items():
+        # searched keys are dotted already: flattening them would split a list-valued key's value
+        items = overrides.items() if where == search_at else flatten(overrides).items()
+        for key, value in items:
             set_dotted(data, key, value)
             origin[key] = (*where, key)
     if not isinstance(data.get("train", {}), dict):
@@ -337,14 +190,34 @@ def chosen_settings(recipe: Recipe, registry: Any) -> dict[str, Any]:
     return chosen
 
 
-def expand(grid: Grid, *, registry: Any = None) -> list[Cell]:
-    """Every cell (tasks × methods × seeds, in that order), validated. One RecipeError lists every broken cell."""
+def build_cell(grid: Grid, reg: Any, data: dict[str, Any], origin: Origin, name: str, **info: Any) -> Cell:
+    """Validate a cell's raw recipe into a Cell; a RecipeError's problems name the compare-file key that set them."""
+    try:
+        recipe = validate(data, registry=reg)
+    except RecipeError as exc:
+        raise RecipeError([_locate(p, origin, grid) for p in exc.problems], grid.source, what="compare file") from None
+    task, method, seed = info.pop("task"), info.pop("method"), info.pop("seed")
+    return Cell(
+        name, task, method, seed, recipe, resolved_dict(recipe, reg), recipe_hash(chosen_settings(recipe, reg)), **info
+    )
+
+
+def cell_names(grid: Grid) -> list[str]:
+    """Every cell name of the grid before ``exclude``, in expansion order."""
+    return [f"{t.key}/{m.key}/seed{s}" for t in grid.spec.tasks for m in grid.spec.methods for s in grid.spec.seeds]
+
+
+def expand(
+    grid: Grid, *, registry: Any = None, chosen: dict[tuple[str, str], dict[str, Any]] | None = None
+) -> list[Cell]:
+    """Every cell (tasks × methods × seeds, in that order), validated. One RecipeError lists every broken cell.
+
+    ``chosen`` maps ``(task label, method label)`` to the values its search picked; a searched pair missing
+    from it gets placeholder values and ``pending=True`` (validated, but not yet what will run)."""
     from peftkit.plugin.registry import get_registry
 
     reg = registry or get_registry()
-    cells: list[Cell] = []
-    problems: dict[str, list[str]] = {}
-    names = [f"{t.key}/{m.key}/seed{s}" for t in grid.spec.tasks for m in grid.spec.methods for s in grid.spec.seeds]
+    names = cell_names(grid)
     unused = [p for p in grid.spec.exclude if not any(fnmatch(n, p) for n in names)]
     if unused:
         raise RecipeError(
@@ -352,44 +225,48 @@ def expand(grid: Grid, *, registry: Any = None) -> list[Cell]:
             grid.source,
             what="compare file",
         )
+    cells: list[Cell] = []
+    problems: dict[str, list[str]] = {}  # the same problem in many cells is listed once, with the cells
     for task in grid.spec.tasks:
         for method in grid.spec.methods:
-            mismatch = _head_mismatch(reg, task.name, method.name)
-            for seed in grid.spec.seeds:
-                name = f"{task.key}/{method.key}/seed{seed}"
-                if any(fnmatch(name, p) for p in grid.spec.exclude):
-                    continue
-                if mismatch:
-                    problems.setdefault(
-                        f'{mismatch}. Leave the pair out of the grid with `exclude: ["{task.key}/{method.key}/*"]`', []
-                    ).append(name)
-                    continue
-                origin: Origin = {}
-                try:
-                    data, origin = cell_data(grid, task, method, seed)
-                    recipe = validate(data, registry=reg)
-                except RecipeError as exc:
-                    for p in exc.problems:  # the same problem in many cells is listed once, with the cells
-                        problems.setdefault(_locate(p, origin, grid), []).append(name)
-                    continue
-                resolved = resolved_dict(recipe, reg)
-                cells.append(
-                    Cell(
-                        name,
-                        task.key,
-                        method.key,
-                        seed,
-                        recipe,
-                        resolved,
-                        recipe_hash(chosen_settings(recipe, reg)),
-                        tuple(sorted(task.per_seed)),
-                    )
-                )
+            cells += _pair_cells(grid, reg, task, method, (chosen or {}).get((task.key, method.key)), problems)
     if problems:
         raise RecipeError(
             [f"{p} [{_cells_note(names)}]" for p, names in problems.items()], grid.source, what="compare file"
         )
     return cells
+
+
+def _pair_cells(
+    grid: Grid,
+    reg: Any,
+    task: TaskEntry,
+    method: MethodEntry,
+    picked: dict[str, Any] | None,
+    problems: dict[str, list[str]],
+) -> list[Cell]:
+    """The cells of one (task, method), one per seed not excluded; problems go into ``problems``."""
+    mismatch = _head_mismatch(reg, task.name, method.name)
+    search = grid.spec.search_for(method)
+    searched = (picked if picked is not None else search.placeholder()) if search else {}
+    out = []
+    for seed in grid.spec.seeds:
+        name = f"{task.key}/{method.key}/seed{seed}"
+        if any(fnmatch(name, p) for p in grid.spec.exclude):
+            continue
+        if mismatch:
+            hint = f'Leave the pair out of the grid with `exclude: ["{task.key}/{method.key}/*"]`'
+            problems.setdefault(f"{mismatch}. {hint}", []).append(name)
+            continue
+        info = dict(task=task.key, method=method.key, seed=seed, seed_keys=tuple(sorted(task.per_seed)))
+        try:
+            data, origin = cell_data(grid, task, method, seed, searched)
+            pending = bool(search) and picked is None
+            out.append(build_cell(grid, reg, data, origin, name, **info, searched=searched, pending=pending))
+        except RecipeError as exc:
+            for p in exc.problems:
+                problems.setdefault(p, []).append(name)
+    return out
 
 
 def _head_mismatch(reg: Any, task: str, method: str) -> str | None:

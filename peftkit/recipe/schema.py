@@ -83,6 +83,13 @@ class DataConfig(_Strict):
         True, description="Batch examples of similar length (still shuffled) so less padding is computed: faster."
     )
     truncation_warning: bool = Field(True, description="Log how many examples were truncated.")
+    selection_fraction: float = Field(
+        0.1,
+        gt=0,
+        lt=1,
+        description="With eval.split: selection, the share of training rows held out (per label, by train.seed) "
+        "to evaluate on; the run trains on the rest.",
+    )
 
 
 class TrainConfig(_Strict):
@@ -177,6 +184,12 @@ class EvalConfig(_Strict):
     )
     predict: bool = Field(
         False, description="After training, write test-split predictions in the task's submission format."
+    )
+    split: Literal["dev", "selection"] = Field(
+        "dev",
+        description="What evaluations (best checkpoint, final metrics) score: dev, or `selection` = "
+        "data.selection_fraction of the training rows, held out from training, so choosing settings on it "
+        "leaves dev an honest estimate (what a compare file's `search:` uses by default).",
     )
 
     @field_validator("every", mode="before")

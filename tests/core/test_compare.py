@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from peftkit.cli import main
-from peftkit.compare.execute import cell_status, run_compare
+from peftkit.compare.cells import cell_status
+from peftkit.compare.execute import run_compare
 from peftkit.compare.grid import chosen_settings, expand, load_compare, recipe_hash
 from peftkit.errors import PeftkitError, RecipeError
 from peftkit.plugin.registry import get_registry

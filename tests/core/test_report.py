@@ -16,7 +16,8 @@ import yaml
 from peftkit.cli import main
 from peftkit.compare.execute import run_compare
 from peftkit.compare.grid import load_compare
-from peftkit.compare.report.tables import Row, clue_average, find_run_dirs, load_runs, write_report
+from peftkit.compare.report.runs import find_run_dirs, load_runs
+from peftkit.compare.report.tables import Row, clue_average, write_report
 from peftkit.errors import PeftkitError
 
 PLOTS = ("tradeoff", "bars", "curves")
@@ -287,7 +288,8 @@ def test_report_of_a_saved_grid_file_matches_its_yaml(compared):
 def test_best_marks_skip_ties_single_methods_and_collapsed_runs():
     from pathlib import Path
 
-    from peftkit.compare.report.tables import RunRecord, summarize
+    from peftkit.compare.report.runs import RunRecord
+    from peftkit.compare.report.tables import summarize
 
     def rec(task, method, acc, share):
         metrics = {
@@ -355,7 +357,7 @@ def test_runs_under_one_compare_label_with_different_settings_are_not_pooled_as_
 
 
 def test_settings_that_vary_under_one_label_are_shown_as_varying(compared, tmp_path):
-    from peftkit.compare.report.pages import settings_of
+    from peftkit.compare.report.settings import settings_of
 
     runs = load_runs([compared.report_dir.parent])
     one = [r for r in runs if r.method == "lora-r8"]
@@ -377,7 +379,7 @@ def test_bar_marks_best_and_collapsed_cells():
 def test_settings_say_max_steps_ended_the_runs_not_epochs(compared, tmp_path):
     """The grid sets train.max_steps=3 and leaves train.epochs at its default 3: the runs stopped a quarter of the
     way through their first epoch, so the Settings must not say they trained 3 epochs."""
-    from peftkit.compare.report.pages import settings_of
+    from peftkit.compare.report.settings import settings_of
 
     recorded = {json.loads((c.output_dir / "metrics.json").read_text())["train"]["epochs"] for c in compared.cells}
     assert len(recorded) == 1 and next(iter(recorded)) < 1  # what the runs really did: 3 steps, under one epoch
@@ -489,3 +491,49 @@ def test_report_on_the_test_split_without_scored_runs_says_how_to_get_them(compa
         load_runs([compared.cells[0].output_dir.parents[2]], split="test")
     with pytest.raises(PeftkitError, match="split 'train': choose one of dev, test"):
         load_runs([compared.cells[0].output_dir], split="train")
+
+
+def test_t_intervals_and_which_methods_the_seeds_cannot_separate():
+    from peftkit.compare.report.sections import significance_lines
+    from peftkit.compare.report.stats import not_separated, t_interval
+
+    lo, hi = t_interval([0.70, 0.72, 0.74])
+    half = 4.303 * 0.02 / 3**0.5  # t(0.975, 2) · s / √n
+    assert (lo, hi) == (pytest.approx(0.72 - half), pytest.approx(0.72 + half))
+    assert t_interval([0.7]) is None
+    best, far, near = (
+        _row("t", "a", [0.80, 0.81, 0.82]),
+        _row("t", "b", [0.70, 0.72, 0.74]),
+        _row("t", "c", [0.76, 0.80, 0.84]),
+    )
+    best.best = True
+    assert not_separated([best, far, near]) == {"t": ["c"]}
+    lines = significance_lines([best, far, near])
+    assert "Student t-interval" in lines[0]
+    assert lines[1] == "t: a has the best mean, but c is not separated from it (95% t-intervals overlap)."
+    assert "separated from every other method" in significance_lines([best, far])[1]
+    one = _row("u", "a", [0.9])
+    one.best = True
+    assert "one seed there is no interval" in significance_lines([one, _row("u", "b", [0.8])])[1]
+
+
+def test_macro_f1_stands_beside_accuracy_where_the_two_part():
+    from peftkit.compare.report.sections import summary_table
+    from peftkit.compare.report.tables import shows_f1
+
+    skewed = [_row("afqmc", "lora", [0.69, 0.70]), _row("afqmc", "full", [0.72, 0.74])]
+    skewed[0].f1, skewed[1].f1 = [0.41, 0.42], [0.60, 0.66]  # majority-class answers: accuracy flatters
+    even = [_row("tnews", "lora", [0.50, 0.52]), _row("tnews", "full", [0.55, 0.53])]
+    even[0].f1, even[1].f1 = [0.49, 0.51], [0.54, 0.52]
+    rows = skewed + even
+    assert shows_f1(rows, "afqmc") and not shows_f1(rows, "tnews")
+    header, body = summary_table(rows, clue_average(rows))
+    assert header[3:6] == ["afqmc (accuracy)", "afqmc (macro-F1)", "tnews (accuracy)"]
+    assert body[0][4][0] == "41.50 ± 0.71"  # lora's macro-F1 on afqmc, ×100, mean ± std
+
+
+def test_a_fraction_s_interval_is_shown_within_0_and_100():
+    from peftkit.compare.report.sections import detail_table
+
+    header, body = detail_table([_row("t", "a", [0.50, 0.98])])  # two seeds far apart: t = 12.7
+    assert body[0][header.index("95% CI")][0] == "0.00 – 100.00"

@@ -1,1 +1,1 @@
-"""The comparison report: finished runs read into rows, tables (markdown, CSV, JSON), HTML pages and plots."""
+"""Reports from finished run dirs: tables (mean ± std, 95% t-intervals), pages (markdown, HTML) and plots."""

@@ -1,4 +1,4 @@
-"""The report's plots (matplotlib, Agg backend: no display needed): trade-off, bars, training curves."""
+"""The report's plots (matplotlib, Agg backend: no display needed): trade-off, bars, training curves, searches."""
 
 from __future__ import annotations
 
@@ -7,10 +7,9 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from matplotlib.text import Text
-from matplotlib.transforms import Bbox
-
-from peftkit.compare.report.tables import Row, RunRecord, is_fraction
+from peftkit.compare.report.labels import label_points
+from peftkit.compare.report.runs import RunRecord, SearchRecord
+from peftkit.compare.report.tables import Row, is_fraction
 
 
 def _pyplot() -> Any:
@@ -101,107 +100,6 @@ def tradeoff(rows: list[Row], path: Path, split: str = "dev") -> Path:
             ax, [(r.trainable_percent, r.mean * k, r.method, colors[r.method]) for r in rows if r.task == task]
         )
     return _save(fig, path, layout=False)
-
-
-LABEL_PT = 8  # font size of a point's name
-MARKER_PT = 5  # half the largest marker (markersize 10): a name must not cover another method's point
-SAME_POINT_PX = 2.0  # points closer than this on screen are one point: they share one name
-USUAL_OFFSET = (5.0, 4.0)  # a name's place, in points from its point, when nothing is in the way: right, above
-Point = tuple[float, float, str, Any]  # x, y, name, color
-
-
-def _coinciding(ax: Any, points: list[Point]) -> list[Point]:
-    """Points that land on the same spot (tied metric and parameter share) as one point named ``"lora, ia3"``,
-    in black, since no one method's color fits it."""
-    groups: list[tuple[Any, Point, list[str]]] = []  # (screen position, first point, names)
-    for p in points:
-        at = ax.transData.transform(p[:2])
-        same = next((g for g in groups if max(abs(g[0] - at)) < SAME_POINT_PX), None)
-        if same:
-            same[2].append(p[2])
-        else:
-            groups.append((at, p, [p[2]]))
-    return [
-        (p[0], p[1], ", ".join(dict.fromkeys(names)), p[3] if len(names) == 1 else "black") for _, p, names in groups
-    ]
-
-
-def _offsets(line: float, lines: int) -> list[tuple[float, float, str]]:
-    """Where a name may go, nearest first, in points from its point: right of it, a line up or down, left of it,
-    then further up or down (up to ``lines`` lines) on either side."""
-    dx, dy = USUAL_OFFSET
-    out = [
-        (dx, dy, "left"),
-        (dx, dy + line, "left"),
-        (dx, dy - line, "left"),
-        (-dx, dy, "right"),
-        (-dx, dy + line, "right"),
-        (-dx, dy - line, "right"),
-    ]
-    for n in range(2, lines + 1):
-        for side, ha in ((dx, "left"), (-dx, "right")):
-            out += [(side, dy + n * line, ha), (side, dy - n * line, ha)]
-    return out
-
-
-def _text_box(ann: Any, renderer: Any) -> Any:
-    """The screen box of an annotation's text alone (not its line back to the point), at its current offset."""
-    ann.update_positions(renderer)
-    return Text.get_window_extent(ann, renderer)
-
-
-def _free_offset(probe: Any, renderer: Any, frame: Any, others: list[Any]) -> tuple[float, float, str]:
-    """The nearest offset at which the probe's text covers none of ``others`` and stays inside ``frame``; else the
-    nearest that covers none of them; else the usual one (right of the point)."""
-    px = probe.figure.dpi / 72.0
-    line = _text_box(probe, renderer).height / px + 1
-    fallback = None
-    for dx, dy, ha in _offsets(line, math.ceil(frame.height / px / line)):
-        probe.xyann = (dx, dy)
-        probe.set_horizontalalignment(ha)
-        box = _text_box(probe, renderer)
-        if any(box.overlaps(o) for o in others):
-            continue
-        if frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1):
-            return dx, dy, ha
-        fallback = fallback or (dx, dy, ha)
-    return fallback or (*USUAL_OFFSET, "left")
-
-
-def label_points(ax: Any, points: list[Point]) -> list[Any]:
-    """Name each point, in its color, without names covering each other or another point: tied points share one
-    name; a name with no room right of its point goes left of it or a line up or down, with a line back to the
-    point. Call once the figure's layout is final. Returns the annotations."""
-    renderer = ax.figure.canvas.get_renderer()
-    frame = ax.get_window_extent(renderer)
-    r = MARKER_PT * ax.figure.dpi / 72.0
-    named = sorted(_coinciding(ax, points), key=lambda p: (p[0], -p[1]))  # a column top down: leader lines don't cross
-    spots = [ax.transData.transform((x, y)) for x, y, *_ in named]
-    markers = [Bbox.from_extents(sx - r, sy - r, sx + r, sy + r) for sx, sy in spots]
-    out: list[Any] = []
-    for i, (x, y, name, color) in enumerate(named):
-        others = [_text_box(a, renderer) for a in out] + [m for j, m in enumerate(markers) if j != i]
-        probe = ax.annotate(name, (x, y), textcoords="offset points", xytext=USUAL_OFFSET, fontsize=LABEL_PT)
-        dx, dy, ha = _free_offset(probe, renderer, frame, others)
-        probe.remove()
-        moved = (
-            {}
-            if (dx, dy) == USUAL_OFFSET
-            else {"arrowprops": {"arrowstyle": "-", "color": color, "lw": 0.8, "shrinkA": 1, "shrinkB": 4}}
-        )
-        out.append(
-            ax.annotate(
-                name,
-                (x, y),
-                textcoords="offset points",
-                xytext=(dx, dy),
-                ha=ha,
-                fontsize=LABEL_PT,
-                color=color,
-                **moved,
-            )
-        )
-    return out
 
 
 def _bar_values(rows: list[Row], avg: dict[str, Any], groups: list[str], m: str) -> list[tuple[int, float, float, str]]:
@@ -307,12 +205,59 @@ def curves(runs: list[RunRecord], rows: list[Row], path: Path) -> Path:
     return _save(fig, path, layout=not handles)
 
 
+def _searched_axis(s: SearchRecord) -> tuple[str, bool]:
+    """The key a search plot puts on x (the first searched), and whether a log axis suits it."""
+    key, spec = next(iter(s.space.items()))
+    values = [t["params"][key] for t in s.trials]
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+    if isinstance(spec, dict):
+        return key, bool(spec.get("log"))
+    return key, numeric and min(values) > 0 and max(values) / min(values) >= 10
+
+
+def search(searches: list[SearchRecord], pct: bool, path: Path) -> Path:
+    """Per task: each trial's score against the first searched key, a line per method, ★ = the chosen trial."""
+    plt = _pyplot()
+    tasks = list(dict.fromkeys(s.task for s in searches))
+    nr, nc = _grid(len(tasks))
+    fig, axes = plt.subplots(nr, nc, figsize=(4.6 * nc, 3.6 * nr), squeeze=False)
+    colors = _colors(list(dict.fromkeys(s.method for s in searches)))
+    for ax, task in zip(axes.flat, tasks):
+        for s in (s for s in searches if s.task == task):
+            key, log = _searched_axis(s)
+            k = 100.0 if pct and not s.metric.endswith("loss") else 1.0
+            points = sorted((t["params"][key], t["value"] * k, t["params"] == s.chosen) for t in s.scored)
+            if not points or not all(isinstance(x, (int, float)) for x, *_ in points):
+                continue  # a non-numeric key (a list of module names) has no axis to plot on
+            ax.plot([x for x, *_ in points], [y for _, y, _ in points], "o-", color=colors[s.method], label=s.method)
+            for x, y, chosen in points:
+                if chosen:
+                    ax.plot(x, y, marker="*", markersize=14, color=colors[s.method], markeredgecolor="black")
+            if log:
+                ax.set_xscale("log")
+            ax.set_xlabel(key)
+            ax.set_ylabel(f"{s.metric} on {s.split}" + (" (%)" if k == 100 else ""))
+        ax.set_title(task)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    _hide_unused(axes, len(tasks))
+    return _save(fig, path)
+
+
 def draw_all(
-    runs: list[RunRecord], rows: list[Row], avg: dict[str, Any], out: Path, split: str = "dev"
+    runs: list[RunRecord],
+    rows: list[Row],
+    avg: dict[str, Any],
+    out: Path,
+    split: str = "dev",
+    searches: list[SearchRecord] = (),
 ) -> dict[str, Path]:
     """Every plot, as PNG files under ``out``; returns {name: path}. ``split`` names what the rows compare."""
-    return {
+    plots = {
         "tradeoff": tradeoff(rows, out / "tradeoff.png", split),
         "bars": bars(rows, avg, out / "bars.png", split),
         "curves": curves(runs, rows, out / "curves.png"),
     }
+    if any(s.scored for s in searches):
+        plots["search"] = search([s for s in searches if s.scored], is_fraction(rows), out / "search.png")
+    return plots

@@ -1,7 +1,7 @@
 """Reports from finished run dirs: per task and method, the metric's mean ± std over seeds, cost, plots.
 
-The report reads only run dirs (``recipe.yaml`` + ``metrics.json``, and ``cell.json`` for the labels a
-compare file gave), so ``peftkit report DIR...`` and ``peftkit compare`` share this one code path.
+Run dirs are read by :mod:`peftkit.compare.report.runs`; this module aggregates them into rows (mean, std,
+95% t-interval, macro-F1 beside accuracy), the CLUE-style average, CSV and JSON, and writes the report.
 Outputs in the report folder: ``report.md``, ``report.csv``, ``report.json``, ``report.html`` (plots
 embedded, a single file to mail around) and ``plots/*.png``.
 """
@@ -9,45 +9,25 @@ embedded, a single file to mail around) and ``plots/*.png``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
-import json
 import logging
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from peftkit import run_dir as outputs
+from peftkit.compare.report.runs import RunRecord, load_runs, load_searches, search_folders
+from peftkit.compare.report.stats import INTERVAL, not_separated, t_interval
 from peftkit.errors import PeftkitError
 from peftkit.evaluation.metrics import COLLAPSED_SHARE
-from peftkit.recipe import flatten
 
 log = logging.getLogger("peftkit")
-SKIP_DIRS = ("_stale", "report")  # moved-aside runs and report folders are not runs of the grid
-# the split a report compares → the metrics.json section holding it: the dev metrics of the saved (best) model, or
-# that model's metrics on a labelled test split (eval.predict on FewCLUE test_public, or an own test file with labels)
-SPLITS = {"dev": "final", "test": "test"}
-
-
-@dataclass
-class RunRecord:
-    """One finished run dir."""
-
-    path: Path
-    task: str
-    method: str
-    seed: int
-    recipe: dict[str, Any]
-    metrics: dict[str, Any]
-    section: str = "final"  # the metrics.json section compared: "final" (dev) or "test"
-    seed_keys: frozenset[str] = frozenset()  # settings that go with the seed in its compare grid (per_seed)
-
-    @property
-    def scores(self) -> dict[str, Any]:
-        """The run's metrics on the split the report compares."""
-        return self.metrics.get(self.section) or {}
+F1 = "f1_macro"
+# accuracy and macro-F1 this far apart (in some method's mean) say the classes, or the answers, are
+# imbalanced: accuracy alone would flatter a model that mostly answers the majority class
+F1_GAP = 0.05
 
 
 @dataclass
@@ -70,6 +50,8 @@ class Row:
     runs: list[str] = field(default_factory=list)
     best: bool = False
     collapsed: bool = False  # some seed answers one class for >= COLLAPSED_SHARE of dev (runs that record it)
+    f1: list[float] = field(default_factory=list)  # macro-F1 per seed, when the compared metric is another one
+    searched: dict[str, Any] = field(default_factory=dict)  # values the grid's search chose for this cell
 
     @property
     def mean(self) -> float:
@@ -80,169 +62,25 @@ class Row:
         """Sample standard deviation (n − 1); None for a single seed."""
         return statistics.stdev(self.values) if len(self.values) > 1 else None
 
+    @property
+    def ci(self) -> tuple[float, float] | None:
+        """The 95% t-interval of the mean (:mod:`peftkit.compare.report.stats`); None for a single seed."""
+        return t_interval(self.values)
 
-# ------------------------------------------------------------------------------------------ loading
+    @property
+    def f1_mean(self) -> float | None:
+        return statistics.fmean(self.f1) if self.f1 else None
 
-
-def find_run_dirs(paths: list[str | Path]) -> list[Path]:
-    """Run dirs named directly, or found below the given folders (skipping ``_stale`` and ``report``)."""
-    found: list[Path] = []
-    for p in map(Path, paths):
-        if (p / "metrics.json").is_file():
-            found.append(p)
-        elif p.is_dir():
-            for m in sorted(p.rglob("metrics.json")):
-                rel = m.parent.relative_to(p).parts
-                if not any(part in SKIP_DIRS or part.startswith(".") for part in rel):
-                    found.append(m.parent)
-        else:
-            raise PeftkitError(f"{p}: not a run dir (no metrics.json) nor a folder; give output_dirs of peftkit runs")
-    return list(dict.fromkeys(found))
+    @property
+    def f1_std(self) -> float | None:
+        return statistics.stdev(self.f1) if len(self.f1) > 1 else None
 
 
-def _read_run(path: Path, section: str = "final") -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]] | None:
-    try:
-        metrics = json.loads((path / "metrics.json").read_text(encoding="utf-8"))
-        recipe = yaml.safe_load((path / "recipe.yaml").read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError) as exc:
-        log.warning("%s: skipped, unreadable run files (%s)", path, exc)
-        return None
-    if not isinstance(metrics, dict) or not isinstance(metrics.get("final"), dict) or not isinstance(recipe, dict):
-        log.warning("%s: skipped, no final metrics (an unfinished run?)", path)
-        return None
-    if not isinstance(metrics.get(section), dict):
-        log.warning(
-            "%s: skipped, no test metrics (they come from eval.predict: true on a test split with labels)", path
-        )
-        return None
-    try:
-        cell = json.loads((path / "cell.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        cell = {}
-    return recipe, metrics, cell if isinstance(cell, dict) else {}
-
-
-def load_runs(paths: list[str | Path], split: str = "dev") -> list[RunRecord]:
-    """Every finished run under ``paths``, labelled by its compare cell (or by method/task name); with
-    ``split="test"`` only the runs that scored a labelled test split, compared on it."""
-    if split not in SPLITS:
-        raise PeftkitError(f"split {split!r}: choose one of {', '.join(SPLITS)}")
-    section = SPLITS[split]
-    runs = []
-    for d in find_run_dirs(paths):
-        got = _read_run(d, section)
-        if got is None:
-            continue
-        recipe, metrics, cell = got
-        task = cell.get("task") or str(recipe["task"]["name"]).rsplit("/", 1)[-1]
-        seed = int(cell.get("seed", recipe.get("train", {}).get("seed", 0)))
-        runs.append(
-            RunRecord(
-                d,
-                task,
-                cell.get("method") or recipe["method"]["name"],
-                seed,
-                recipe,
-                metrics,
-                section,
-                frozenset(cell.get("seed_keys") or ()),
-            )
-        )
-    _label_methods(runs)
-    if not runs:
-        what = "final" if split == "dev" else "test (eval.predict: true on a test split with labels)"
-        raise PeftkitError(f"no finished runs (metrics.json with {what} metrics) under {', '.join(map(str, paths))}")
-    _check_duplicates(runs)
-    return runs
-
-
-# settings that do not change what a run measures: where it lives, logging, checkpoint bookkeeping,
-# speed switches whose numbers agree, and plugin-loading options (the seed is a run's own axis)
-NOT_COMPARED = frozenset(
-    {
-        "output_dir",
-        "plugins",
-        "train.seed",
-        "train.log_every",
-        "train.checkpoint_every",
-        "train.keep_checkpoints",
-        "train.compile",
-        "train.gradient_checkpointing",
-        "eval.batch_size",
-        "eval.predict",
-        "eval.merged",
-        "data.truncation_warning",
-        "model.trust_remote_code",
-        "model.allow_pickle",
-    }
-)
-# task params that say where the data is, not which data
-LOCATION_PARAMS = frozenset({"data_dir", "cache_dir"})
-
-
-def compared_settings(flat: dict[str, Any]) -> dict[str, str]:
-    """A flattened recipe (dotted keys: ``train.lr``, ``method.params.r``) as canonical JSON values, without
-    the settings that do not change what a run measures."""
-    return {
-        k: json.dumps(v, sort_keys=True, ensure_ascii=False)
-        for k, v in flat.items()
-        if k not in NOT_COMPARED and not (k.startswith("task.params.") and k.rsplit(".", 1)[-1] in LOCATION_PARAMS)
-    }
-
-
-def _short(key: str) -> str:
-    return key.removeprefix("method.params.")
-
-
-def _show(value: Any) -> str:
-    """A value as a recipe writes it: ``null``, ``true``, ``[query,value]``."""
-    if isinstance(value, list):
-        return "[" + ",".join(map(_show, value)) + "]"
-    if value is None or isinstance(value, bool):
-        return json.dumps(value)
-    return str(value)
-
-
-def _label_methods(runs: list[RunRecord]) -> None:
-    """Label every run by its compare cell's label, or else its method's name; where runs under one label differ
-    in a setting, add the settings that differ: ``lora(r=4)``, ``lora(train.lr=0.001)``. Method params split a
-    label everywhere (a method is its params); other settings only among runs of the same task, since each
-    task's recipe may set its own (``data.max_length``) and the table's columns should line up. So only runs
-    that differ in nothing but the seed share a label, whether they come from one compare grid or several; a
-    grid's ``per_seed`` settings (FewCLUE's train_0..4 for seeds 0..4) count as part of the seed."""
-    by_base: dict[str, list[RunRecord]] = {}
-    for r in runs:
-        by_base.setdefault(r.method, []).append(r)
-    for base, group in by_base.items():
-        flat = {id(r): flatten(r.recipe) for r in group}
-        settings = {
-            id(r): {k: v for k, v in compared_settings(flat[id(r)]).items() if k not in r.seed_keys} for r in group
-        }
-
-        def differing(members: list[RunRecord], only_method: bool = False) -> set[str]:
-            mine = [settings[id(r)] for r in members]  # noqa: B023 (called within this iteration)
-            shared = set.intersection(*(set(x) for x in mine))  # a key a newer peftkit added is not a difference
-            return {k for k in shared if len({x[k] for x in mine}) > 1 and (not only_method or k.startswith("method."))}
-
-        keys = differing(group, only_method=True)
-        for task in dict.fromkeys(r.task for r in group):
-            keys |= differing([r for r in group if r.task == task])
-        order = sorted(keys, key=lambda k: (not k.startswith("method.params."), k))
-        for r in group:
-            shown = [f"{_short(k)}={_show(flat[id(r)][k])}" for k in order if k in flat[id(r)]]
-            r.method = f"{base}({','.join(shown)})" if shown else base
-
-
-def _check_duplicates(runs: list[RunRecord]) -> None:
-    seen: dict[tuple, Path] = {}
-    for r in runs:
-        key = (r.task, r.method, r.seed)
-        if key in seen:
-            raise PeftkitError(
-                f"{seen[key]} and {r.path} are both task {r.task!r}, method {r.method!r}, seed {r.seed}, with the same "
-                "settings (a rerun, or a copy?): one would count twice in the mean. Leave one of them out of the report"
-            )
-        seen[key] = r.path
+def shows_f1(rows: list[Row], task: str) -> bool:
+    """Whether the summary shows macro-F1 beside accuracy for a task: accuracy is compared, and it is at least
+    F1_GAP away from macro-F1 in some method's mean (imbalanced classes, or answers skewed to one class)."""
+    mine = [r for r in rows if r.task == task and r.metric == "accuracy" and r.f1]
+    return any(abs(r.mean - (r.f1_mean or 0.0)) >= F1_GAP for r in mine)
 
 
 # ------------------------------------------------------------------------------------------ tables
@@ -302,6 +140,7 @@ def _row(task: str, method: str, group: list[RunRecord], metric: str | None) -> 
         return statistics.fmean(float((r.metrics.get(section) or {}).get(key) or 0.0) for r in group)
 
     collapsed = any(float((r.metrics.get("eval") or {}).get("top_class_share", 0.0)) >= COLLAPSED_SHARE for r in group)
+    f1 = [float(r.scores[F1]) for r in group] if m != F1 and all(F1 in r.scores for r in group) else []
     return Row(
         task,
         method,
@@ -318,6 +157,8 @@ def _row(task: str, method: str, group: list[RunRecord], metric: str | None) -> 
         first.get("lr"),
         [str(r.path) for r in group],
         collapsed=collapsed,
+        f1=f1,
+        searched=dict(group[0].searched),
     )
 
 
@@ -355,69 +196,66 @@ def fmt_metric(mean: float, std: float | None, pct: bool) -> str:
     return f"{mean * k:.{digits}f} ± {std * k:.{digits}f}" if std is not None else f"{mean * k:.{digits}f}"
 
 
+def _opt(x: float | None) -> str:
+    return "" if x is None else repr(x)
+
+
+# the CSV's columns: raw metric values (not ×100), one row per (task, method)
+CSV_COLUMNS: dict[str, Any] = {
+    "task": lambda r: r.task,
+    "method": lambda r: r.method,
+    "method_name": lambda r: r.method_name,
+    "metric": lambda r: r.metric,
+    "n_seeds": lambda r: len(r.values),
+    "mean": lambda r: repr(r.mean),
+    "std": lambda r: _opt(r.std),
+    "ci95_low": lambda r: _opt(r.ci[0] if r.ci else None),
+    "ci95_high": lambda r: _opt(r.ci[1] if r.ci else None),
+    "values": lambda r: ";".join(map(repr, r.values)),
+    "seeds": lambda r: ";".join(map(str, r.seeds)),
+    "best": lambda r: int(r.best),
+    "collapsed": lambda r: int(r.collapsed),
+    "f1_macro_mean": lambda r: _opt(r.f1_mean),
+    "f1_macro_std": lambda r: _opt(r.f1_std),
+    "trainable_params": lambda r: r.trainable,
+    "total_params": lambda r: r.total,
+    "trainable_percent": lambda r: r.trainable_percent,
+    "peak_memory_bytes": lambda r: int(r.peak_memory_bytes),
+    "train_seconds": lambda r: r.train_seconds,
+    "samples_per_second": lambda r: r.samples_per_second,
+    "lr": lambda r: r.lr,
+    "searched": lambda r: ";".join(f"{k}={v}" for k, v in r.searched.items()),
+}
+
+
 def csv_text(rows: list[Row]) -> str:
     """The long table as CSV (raw metric values, not ×100)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(
-        [
-            "task",
-            "method",
-            "method_name",
-            "metric",
-            "n_seeds",
-            "mean",
-            "std",
-            "values",
-            "seeds",
-            "best",
-            "trainable_params",
-            "total_params",
-            "trainable_percent",
-            "peak_memory_bytes",
-            "train_seconds",
-            "samples_per_second",
-            "lr",
-        ]
-    )
+    w.writerow(list(CSV_COLUMNS))
     for r in rows:
-        w.writerow(
-            [
-                r.task,
-                r.method,
-                r.method_name,
-                r.metric,
-                len(r.values),
-                repr(r.mean),
-                "" if r.std is None else repr(r.std),
-                ";".join(map(repr, r.values)),
-                ";".join(map(str, r.seeds)),
-                int(r.best),
-                r.trainable,
-                r.total,
-                r.trainable_percent,
-                int(r.peak_memory_bytes),
-                r.train_seconds,
-                r.samples_per_second,
-                r.lr,
-            ]
-        )
+        w.writerow([get(r) for get in CSV_COLUMNS.values()])
     return buf.getvalue()
 
 
-def report_json(rows: list[Row], avg: dict[str, Any], title: str, settings: dict[str, Any]) -> dict[str, Any]:
+def report_json(
+    rows: list[Row], avg: dict[str, Any], title: str, settings: dict[str, Any], searches: list[Any] = ()
+) -> dict[str, Any]:
     out_rows = []
     for r in rows:
         d = {k: v for k, v in vars(r).items()}
-        d.update(mean=r.mean, std=r.std, n_seeds=len(r.values))
+        d.update(mean=r.mean, std=r.std, n_seeds=len(r.values), ci95=r.ci, f1_macro_mean=r.f1_mean)
         out_rows.append(d)
     return {
         "title": title,
         "std": "sample standard deviation (n-1) over seeds; null for one seed",
+        "ci95": INTERVAL,
         "rows": out_rows,
         "average": avg,
         "settings": settings,
         "best": {t: [r.method for r in rows if r.task == t and r.best] for t in dict.fromkeys(r.task for r in rows)},
+        "not_separated_from_best": not_separated(rows),
+        "searches": [{**dataclasses.asdict(s), "path": str(s.path)} for s in searches],
     }
 
 
@@ -428,23 +266,27 @@ def write_report(
     title: str = "peftkit comparison",
     metric: str | None = None,
     split: str = "dev",
+    searches: list[Path] | None = None,
 ) -> Path:
     """Build the report of the runs under ``paths`` into ``out_dir``; returns ``out_dir``. ``split`` is what the
     tables compare: ``dev`` (each run's saved best checkpoint on dev) or ``test`` (that checkpoint on a labelled
-    test split, for runs that scored one)."""
+    test split, for runs that scored one). ``searches``: folders holding a grid's search trials (default: the
+    ``_search`` folder of each of ``paths`` that has one)."""
     from peftkit.compare.report import plots as report_plots
-    from peftkit.compare.report.pages import html_page, markdown, settings_of
+    from peftkit.compare.report.pages import html_page, markdown
+    from peftkit.compare.report.settings import settings_of
 
     runs = load_runs(paths, split)
     rows = summarize(runs, metric)
     avg = clue_average(rows)
+    found = load_searches(searches if searches is not None else search_folders(paths))
     settings = {**settings_of(runs), "split": split}
     out = Path(out_dir)
-    plots = report_plots.draw_all(runs, rows, avg, out / "plots", split)
-    outputs.atomic_write(out / "report.md", markdown(rows, avg, title, settings, plots, out))
+    plots = report_plots.draw_all(runs, rows, avg, out / "plots", split, found)
+    outputs.atomic_write(out / "report.md", markdown(rows, avg, title, settings, plots, out, found))
     outputs.atomic_write(out / "report.csv", csv_text(rows))
-    outputs.write_json(out / "report.json", report_json(rows, avg, title, settings))
-    outputs.atomic_write(out / "report.html", html_page(rows, avg, title, settings, plots))
+    outputs.write_json(out / "report.json", report_json(rows, avg, title, settings, found))
+    outputs.atomic_write(out / "report.html", html_page(rows, avg, title, settings, plots, found))
     log.info(
         "report of %d runs (%d tasks × %d methods) written to %s",
         len(runs),
