@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import warnings
 from dataclasses import dataclass, field
@@ -12,9 +11,10 @@ from typing import Any
 
 from peftkit.errors import PeftkitError
 from peftkit.kit import MULTIPLE_CHOICE
+from peftkit.kit.conformance.checks import ce, check_backward, check_count, check_trainable, logits
 from peftkit.kit.conformance.common import MODELS, Bench, ConformanceError, bench
 from peftkit.kit.conformance.common import base as fresh_base
-from peftkit.kit.peft_method import MethodNotApplicable, count_parameters
+from peftkit.kit.peft_method import MethodNotApplicable
 from peftkit.plugin.contracts import ApplyContext, method_objectives
 
 _UNSET: Any = object()
@@ -120,11 +120,11 @@ def _run(
     ctx = ApplyContext(head_modules=heads, model_type=base.config.model_type, total_steps=steps, quantization_bits=bits)
     trained = m.apply(base, p, ctx)
     regex = getattr(m, "trains_base_params", None) if trains_base is _UNSET else trains_base
-    _check_trainable(trained, base_names, heads, regex, tag)
-    counts = _check_count(trained, tag)
-    _check_backward(trained, b.batch, tag)
+    check_trainable(trained, base_names, heads, regex, tag)
+    counts = check_count(trained, tag)
+    check_backward(trained, b.batch, tag)
     before, after = _train(m, owner, trained, b.batch, steps, lr or max(m.default_lr, 1e-3), tag)
-    ref = _logits(trained, b.batch)
+    ref = logits(trained, b.batch)
     loaded, reload_diff = _reload(m, trained, b, tmp_path / f"{m.name}-{model}", heads, ref, atol, tag, bits)
     merge_diff = None if bits else _check_merge(m, loaded, b.batch, ref, atol, tag)
     facts = m.facts(trained)
@@ -135,92 +135,6 @@ def _run(
     return ConformanceReport(
         m.name, model, counts["trainable"], counts["total"], before, after, reload_diff, merge_diff, facts
     )
-
-
-def _in_head(name: str, heads: list[str]) -> bool:
-    return any(f".{h}." in f".{name}" for h in heads)
-
-
-def _check_trainable(model: Any, base_names: dict[int, str], heads: list[str], regex: str | None, tag: str) -> None:
-    live = {id(t): t for _, t in model.named_parameters()}
-    train = [(n, t) for n, t in model.named_parameters() if t.requires_grad]
-    wrong = [
-        base_names[id(t)]
-        for _, t in train
-        if id(t) in base_names
-        and not _in_head(base_names[id(t)], heads)
-        and not (regex and re.fullmatch(regex, base_names[id(t)]))
-    ]
-    if wrong:
-        raise ConformanceError(
-            f"{tag} base parameters train that the method does not declare: {wrong[:5]} "
-            f"({len(wrong)} in all). Freeze them, or name them in trains_base_params"
-        )
-    if regex:
-        frozen = [
-            n
-            for i, n in base_names.items()
-            if re.fullmatch(regex, n) and not _in_head(n, heads) and not (i in live and live[i].requires_grad)
-        ]
-        if frozen:
-            raise ConformanceError(
-                f"{tag} trains_base_params {regex!r} names parameters that do not train: {frozen[:5]}"
-            )
-    for h in heads:
-        if not any(_in_head(n, [h]) for n, _ in train):
-            raise ConformanceError(
-                f"{tag} task head {h!r} does not train; apply() must train (and save) ctx.head_modules"
-            )
-    if not any(not _in_head(base_names.get(id(t), n), heads) for n, t in train):
-        raise ConformanceError(f"{tag} only the task head trains; the method added or unfroze nothing")
-
-
-def _check_count(model: Any, tag: str) -> dict[str, Any]:
-    counts = count_parameters(model)
-    true = sum(
-        {id(t): t.numel() for _, t in model.named_parameters(remove_duplicate=False) if t.requires_grad}.values()
-    )
-    if counts["trainable"] != true:
-        raise ConformanceError(f"{tag} reported trainable parameters {counts['trainable']:,} != true count {true:,}")
-    if hasattr(model, "get_nb_trainable_parameters") and model.get_nb_trainable_parameters()[0] != true:
-        raise ConformanceError(
-            f"{tag} peft counts {model.get_nb_trainable_parameters()[0]:,} trainable, true count {true:,}"
-        )
-    return counts
-
-
-def _check_backward(model: Any, batch: dict[str, Any], tag: str) -> None:
-    import torch
-
-    model.train()
-    loss = model(**batch).loss
-    if loss is None or not torch.isfinite(loss):
-        raise ConformanceError(
-            f"{tag} forward gave loss {loss}; the model must return a finite loss for labelled batches"
-        )
-    loss.backward()
-    params = [(n, t) for n, t in model.named_parameters() if t.requires_grad]
-    missing = [n for n, t in params if t.grad is None]
-    if missing:
-        raise ConformanceError(f"{tag} trainable parameters got no gradient (not on the forward path?): {missing[:5]}")
-    if all(float(t.grad.abs().sum()) == 0 for _, t in params):
-        raise ConformanceError(f"{tag} every gradient is zero; the trainable parameters do not affect the loss")
-    model.zero_grad(set_to_none=True)
-
-
-def _logits(model: Any, batch: dict[str, Any]) -> Any:
-    import torch
-
-    model.eval()
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
-    with torch.no_grad():
-        return model(**inputs).logits.float()
-
-
-def _ce(model: Any, batch: dict[str, Any]) -> float:
-    import torch.nn.functional as F
-
-    return float(F.cross_entropy(_logits(model, batch), batch["labels"]))
 
 
 def _train(
@@ -237,7 +151,7 @@ def _train(
     if owner is not None:
         others = [p for p in reg.pm.get_plugins() if p is not owner]
         hook = reg.pm.subset_hook_caller("peftkit_on_step_end", remove_plugins=others)
-    before = _ce(model, batch)
+    before = ce(model, batch)
     opt = torch.optim.AdamW([t for t in model.parameters() if t.requires_grad], lr=lr, weight_decay=0.0)
     state = RunState(recipe=None, method=m, task=None, model=model, optimizer=opt, total_steps=steps)
     for step in range(1, steps + 1):
@@ -248,7 +162,7 @@ def _train(
         if hook is not None:
             hook(state=state)  # after step, before zero_grad: where the runner fires it
         opt.zero_grad(set_to_none=True)
-    after = _ce(model, batch)
+    after = ce(model, batch)
     if not after < before:
         raise ConformanceError(
             f"{tag} {steps} steps at lr {lr:g} did not lower the loss on a fixed batch ({before:.5f} → {after:.5f})"
@@ -274,7 +188,7 @@ def _reload(
         raise ConformanceError(f"{tag} save() wrote nothing to {directory}")
     fresh, _ = fresh_base(b, 1234, bits)
     loaded = m.load(fresh, directory)
-    diff = float((_logits(loaded, b.batch) - ref).abs().max())
+    diff = float((logits(loaded, b.batch) - ref).abs().max())
     if diff > atol:
         raise ConformanceError(
             f"{tag} save → load changed the logits by {diff:.3g} (> {atol:g}): something that trained "
@@ -297,7 +211,7 @@ def _check_merge(m: Any, loaded: Any, batch: dict[str, Any], ref: Any, atol: flo
     merged = m.merge(loaded)
     if hasattr(merged, "peft_config"):
         raise ConformanceError(f"{tag} merge() returned a model that still carries peft layers")
-    diff = float((_logits(merged, batch) - ref).abs().max())
+    diff = float((logits(merged, batch) - ref).abs().max())
     if diff > atol:
         raise ConformanceError(f"{tag} merged logits differ from unmerged by {diff:.3g} (> {atol:g})")
     return diff
