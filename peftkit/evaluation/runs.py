@@ -12,7 +12,7 @@ import numpy as np
 from peftkit import run_dir as outputs
 from peftkit.build.setup import Setup, build_model, load_split, prepare
 from peftkit.errors import PeftkitError
-from peftkit.evaluation.evaluate import eval_batch_size, evaluate, forward_batches, mixed_precision
+from peftkit.evaluation.evaluate import eval_batch_size, evaluate, mixed_precision
 from peftkit.evaluation.metrics import COLLAPSED_SHARE
 from peftkit.recipe import selection_metric
 
@@ -99,9 +99,7 @@ def write_test_predictions(s: Setup, model: Any, out_dir: Path, device: Any) -> 
         )
     data = s.data.get("test") or load_split(s, "test")
     bs = eval_batch_size(s.recipe)
-    metrics, preds = s.objective.score(
-        forward_batches(model, data, bs, s.pad_id, device, mixed_precision(s.recipe)), data, s.task
-    )
+    metrics, preds = evaluate(model, data, s.task, bs, s.pad_id, device, mixed_precision(s.recipe))
     rows = [s.task.format_prediction(ex, int(p), s.tparams) for ex, p in zip(data.examples, preds)]
     path = out_dir / s.task.prediction_file(s.tparams)
     outputs.write_predictions(path, rows)
