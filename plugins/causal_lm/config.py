@@ -32,7 +32,6 @@ class SftParams(BaseModel):
         description="jsonl: instruction/input/output, messages (OpenAI) or conversations (ShareGPT)."
     )
     dev_file: str | None = Field(None, description="Held-out rows in the same shapes (loss, perplexity, generation).")
-    test_file: str | None = Field(None, description="Rows whose answers `peftkit predict` generates.")
     template: TemplateName = Field(
         "auto",
         description="Chat template: auto = the tokenizer's own; chatml or alpaca for a base model without one.",

@@ -10,7 +10,7 @@ label-likelihood``; the task's ``objective_options`` may give ``verbalizers`` an
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np

@@ -163,25 +163,18 @@ def output_head(model: Any, missing_keys: set[str]) -> list[str]:
 
 
 def _encode_chat(examples: list[Example], tok: Any, ctx: EncodeContext, opts: LmOptions) -> LmSplit:
+    """Chat rows through the template; turns after the last assistant turn teach nothing and are left out."""
     template = template_of(tok, opts.template)
     split = LmSplit([], [], [], stop=stop_ids(tok, template))
     for i, e in enumerate(examples):
-        msgs = e.messages
-        ends_open = msgs[-1]["role"] != "assistant"  # a prompt to answer (test rows), nothing to train on
+        last = max(k for k, m in enumerate(e.messages) if m["role"] == "assistant")
         try:
-            pieces = segments(tok, msgs, template)
-            if ends_open:
-                from peftkit_plugins.causal_lm.chat import render
-
-                done = "".join(p for p, _ in pieces)
-                pieces.append((render(tok, msgs, template, prompt=True)[len(done) :], False))
+            pieces = segments(tok, e.messages[: last + 1], template)
         except DataError as exc:
             raise DataError(f"{row_name(f'{ctx.split} split', i, e)}: {exc}") from None
         ids, answer, prompt_end = tokenize_segments(tok, pieces)
-        if ends_open:
-            prompt_end = len(ids)
-        if prompt_end >= ctx.max_length and not ends_open:
-            split.dropped += 1  # no answer token fits: the row cannot teach anything
+        if (answer.index(True) if True in answer else len(ids)) >= ctx.max_length:
+            split.dropped += 1  # not one answer token fits: the row cannot teach anything
             continue
         split.truncated += len(ids) > ctx.max_length
         cut = ids[: ctx.max_length]
@@ -189,7 +182,7 @@ def _encode_chat(examples: list[Example], tok: Any, ctx: EncodeContext, opts: Lm
         split.labels.append([t if a else IGNORE for t, a in zip(cut, answer)])
         split.examples.append(e)
         split.prompts.append(ids[:prompt_end])
-        split.references.append("" if ends_open else msgs[-1]["content"].strip())
+        split.references.append(e.messages[last]["content"].strip())
     _report_dropped(split, len(examples), ctx)
     return split
 

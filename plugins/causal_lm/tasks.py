@@ -22,7 +22,7 @@ class _LmTask:
     objective = OBJECTIVE
 
     def check_data(self, params: Any) -> list[tuple[str, str]]:
-        return missing_files(params, ("train_file", "dev_file", "test_file"))
+        return missing_files(params, ("train_file", "dev_file"))
 
     def label_names(self, params: Any) -> list[str]:
         """None: the targets are the text's own next tokens."""
@@ -48,16 +48,16 @@ class SftTask(_LmTask):
         "Instruction / chat fine-tuning of a decoder (jsonl: Alpaca, OpenAI messages, ShareGPT); answer-only loss."
     )
     params_model = SftParams
-    splits = ("train", "dev", "test")
+    splits = ("train", "dev")  # answers to new prompts: `peftkit generate RUN_DIR --prompt-file F`
 
     def objective_options(self, params: SftParams) -> dict[str, Any]:
         return {"template": params.template, "generation": params.generation.model_dump()}
 
     def load_split(self, params: SftParams, split: str) -> list[Example]:
-        path = {"train": params.train_file, "dev": params.dev_file, "test": params.test_file}[split]
+        path = params.train_file if split == "train" else params.dev_file
         if path is None:
             raise DataError(f"task.params.{split}_file is not set; lm/sft has no {split} split without it")
-        limit = {"train": params.max_train_samples, "dev": params.max_dev_samples}.get(split)
+        limit = params.max_train_samples if split == "train" else params.max_dev_samples
         out = []
         for line, row in read_rows(path, "jsonl", limit=limit):
             messages = to_messages(row, f"{path}:{line}")
