@@ -84,6 +84,17 @@ def candidate_logprobs(logits: Any, labels: Any) -> tuple[Any, Any]:
     return total, keep.sum(1)
 
 
+def candidate_scores(outputs: Any, data: CandidateSplit) -> tuple[np.ndarray, np.ndarray]:
+    """``[rows, candidates]`` arrays: each candidate's summed token log probability, and its token count."""
+    n, c = len(data), data.choices
+    total, count = np.zeros((n, c)), np.ones((n, c))
+    for idx, batch, logits in outputs:
+        s, k = candidate_logprobs(logits, batch["labels"])
+        total[idx] = s.cpu().numpy().reshape(len(idx), c)
+        count[idx] = np.maximum(k.cpu().numpy(), 1).reshape(len(idx), c)
+    return total, count
+
+
 class LabelLikelihood:
     """Classification on a decoder by the likelihood of each label's wording (``AutoModelForCausalLM``)."""
 
@@ -110,6 +121,12 @@ class LabelLikelihood:
                 cands = [cands[e.label]]
             prompt = _prompt(opts.prompt, e, row_name(f"{ctx.split} split", i, e))
             seqs = [_sequence(tokenizer, prompt, c, ctx.max_length) for c in cands]
+            if len({tuple(s) for s, _, _ in seqs}) < len(seqs) and ctx.split != "train":
+                same = "choices" if e.choices is not None else "verbalizers"
+                raise PeftkitError(
+                    f"{row_name(f'{ctx.split} split', i, e)}: two candidates ({same} {cands}) become the same tokens "
+                    "for this tokenizer (words it does not know?), so they cannot be told apart; give other wordings"
+                )
             split.truncated += any(cut for _, _, cut in seqs)
             split.input_ids.append([s for s, _, _ in seqs])
             split.targets.append([t for _, t, _ in seqs])
@@ -126,12 +143,8 @@ class LabelLikelihood:
 
     def score(self, outputs: Any, data: Any, task: Any) -> tuple[dict[str, float], np.ndarray]:
         """Best candidate per row; the task's metrics and ``eval_loss`` (mean loss per token of the gold wording)."""
-        n, c = len(data), data.choices
-        total, count = np.zeros((n, c)), np.ones((n, c))
-        for idx, batch, logits in outputs:
-            s, k = candidate_logprobs(logits, batch["labels"])
-            total[idx] = s.cpu().numpy().reshape(len(idx), c)
-            count[idx] = np.maximum(k.cpu().numpy(), 1).reshape(len(idx), c)
+        n = len(data)
+        total, count = candidate_scores(outputs, data)
         value = total / count if data.normalize == "mean" else total
         preds = value.argmax(-1)
         if not (data.labels >= 0).all():
