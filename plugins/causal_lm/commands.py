@@ -28,6 +28,11 @@ def add_commands(sub: Any) -> None:
     c.add_argument("run_dir", help="A finished run folder (recipe.yaml + model/).")
     _common(c)
     c.set_defaults(func=cmd_chat)
+    z = sub.add_parser("zeroshot", help="Dev metrics of a recipe's base model, untrained: the baseline to beat.")
+    z.add_argument("recipe", help="A recipe file (its model, task and data settings are used; nothing trains).")
+    z.add_argument("overrides", nargs="*", help="key=value changes to the recipe.")
+    z.add_argument("--output", help="Also write the metrics to this JSON file.")
+    z.set_defaults(func=cmd_zeroshot)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -149,3 +154,39 @@ def cmd_chat(args: argparse.Namespace) -> int:
         print("model> ", end="", flush=True)
         messages.append({"role": "assistant", "content": s.stream(s.prompt_ids(messages))})
         print(flush=True)
+
+
+def cmd_zeroshot(args: argparse.Namespace) -> int:
+    """Evaluate a recipe's base model on the task's dev split without training (zero-shot; for a decoder, e.g.
+    likelihood scoring of each label's wording or generation on lm/sft prompts)."""
+    import time
+
+    import torch
+
+    from peftkit import load_recipe
+
+    # the core's own setup and evaluation, so that the numbers are computed exactly as a run's are
+    from peftkit.build.model import load_model
+    from peftkit.build.setup import prepare
+    from peftkit.evaluation.evaluate import eval_batch_size, evaluate, mixed_precision
+    from peftkit.evaluation.runs import inference_device
+    from peftkit.plugin.registry import get_registry
+
+    recipe = load_recipe(args.recipe, args.overrides)
+    s = prepare(recipe, get_registry(), splits=("dev",))
+    if "dev" not in s.data:
+        raise PeftkitError(f"task {s.task.name!r} has no dev split to evaluate")
+    torch.manual_seed(recipe.train.seed)
+    model, _ = load_model(s.model_path, recipe.model, s.labels, s.tokenizer, head=s.objective)
+    device = inference_device()
+    model.to(device)
+    t0 = time.perf_counter()
+    metrics, _ = evaluate(
+        model, s.data["dev"], s.task, eval_batch_size(recipe), s.pad_id, device, mixed_precision(recipe)
+    )
+    out = {"zero_shot": metrics, "seconds": round(time.perf_counter() - t0, 3), "samples": len(s.data["dev"])}
+    text = json.dumps(out, indent=2, ensure_ascii=False)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n", encoding="utf-8")
+    return 0
