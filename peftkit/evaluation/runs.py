@@ -184,3 +184,26 @@ def predict_run(run_dir: str | Path, *, registry: Any = None, overrides: list[st
     path, _ = write_test_predictions(s, model, Path(run_dir), device)
     log.info("done in %.1f s", time.perf_counter() - t0)
     return path
+
+
+def zero_shot(recipe: Any, *, registry: Any = None) -> dict[str, Any]:
+    """The dev metrics of a recipe's base model as loaded for its task's objective, untrained and without the
+    method: the baseline a run is compared against (``peftkit zeroshot``). Returns ``{"zero_shot": metrics,
+    "seconds", "samples"}``."""
+    import torch
+
+    from peftkit.build.model import load_model
+    from peftkit.plugin.registry import get_registry
+
+    s = prepare(recipe, registry or get_registry(), splits=("dev",))
+    if "dev" not in s.data:
+        raise PeftkitError(f"task {s.task.name!r} has no dev split to evaluate")
+    torch.manual_seed(recipe.train.seed)
+    model, _ = load_model(s.model_path, recipe.model, s.labels, s.tokenizer, head=s.objective)
+    device = inference_device()
+    model.to(device)
+    t0 = time.perf_counter()
+    metrics, _ = evaluate(
+        model, s.data["dev"], s.task, eval_batch_size(recipe), s.pad_id, device, mixed_precision(recipe)
+    )
+    return {"zero_shot": metrics, "seconds": round(time.perf_counter() - t0, 3), "samples": len(s.data["dev"])}

@@ -159,32 +159,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
 def cmd_zeroshot(args: argparse.Namespace) -> int:
     """Evaluate a recipe's base model on the task's dev split without training (zero-shot; for a decoder, e.g.
     likelihood scoring of each label's wording or generation on lm/sft prompts)."""
-    import time
+    from peftkit import load_recipe, zero_shot
 
-    import torch
-
-    from peftkit import load_recipe
-
-    # the core's own setup and evaluation, so that the numbers are computed exactly as a run's are
-    from peftkit.build.model import load_model
-    from peftkit.build.setup import prepare
-    from peftkit.evaluation.evaluate import eval_batch_size, evaluate, mixed_precision
-    from peftkit.evaluation.runs import inference_device
-    from peftkit.plugin.registry import get_registry
-
-    recipe = load_recipe(args.recipe, args.overrides)
-    s = prepare(recipe, get_registry(), splits=("dev",))
-    if "dev" not in s.data:
-        raise PeftkitError(f"task {s.task.name!r} has no dev split to evaluate")
-    torch.manual_seed(recipe.train.seed)
-    model, _ = load_model(s.model_path, recipe.model, s.labels, s.tokenizer, head=s.objective)
-    device = inference_device()
-    model.to(device)
-    t0 = time.perf_counter()
-    metrics, _ = evaluate(
-        model, s.data["dev"], s.task, eval_batch_size(recipe), s.pad_id, device, mixed_precision(recipe)
-    )
-    out = {"zero_shot": metrics, "seconds": round(time.perf_counter() - t0, 3), "samples": len(s.data["dev"])}
+    out = zero_shot(load_recipe(args.recipe, args.overrides))
     text = json.dumps(out, indent=2, ensure_ascii=False)
     print(text)
     if args.output:
