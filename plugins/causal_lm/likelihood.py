@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from peftkit import DataError, EncodeContext, Example, PeftkitError
-from peftkit.kit import check_labels, forward_batches, row_name, scores
+from peftkit.kit import check_labels, row_name, scores
 
 IGNORE = -100
 DEFAULT_PROMPT = "{text}\n{text_pair}\n"  # the text (and its pair) then the answer on a line of its own
@@ -56,8 +56,10 @@ class CandidateSplit:
     def choices(self) -> int:
         return len(self.input_ids[0]) if self.input_ids else 0
 
-    def collate(self, idx: list[int], pad_id: int, *, epoch: int = 0, batch: int = 0) -> dict[str, Any]:
-        """The rows' sequences, flattened (row-major: ``len(idx) × candidates``), right-padded."""
+    def collate(
+        self, idx: list[int], pad_id: int, *, epoch: int = 0, batch: int = 0, left: bool = False
+    ) -> dict[str, Any]:
+        """The rows' sequences, flattened (row-major: ``len(idx) × candidates``), right-padded (``left``: left)."""
         import torch
 
         seqs = [s for i in idx for s in self.input_ids[i]]
@@ -67,7 +69,8 @@ class CandidateSplit:
         labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
         mask = torch.zeros((len(seqs), width), dtype=torch.long)
         for r, (s, t) in enumerate(zip(seqs, tgts)):
-            ids[r, : len(s)], labels[r, : len(t)], mask[r, : len(s)] = torch.as_tensor(s), torch.as_tensor(t), 1
+            at = slice(width - len(s), width) if left else slice(0, len(s))
+            ids[r, at], labels[r, at], mask[r, at] = torch.as_tensor(s), torch.as_tensor(t), 1
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
@@ -156,9 +159,11 @@ class LabelLikelihood:
     def evaluate(
         self, model: Any, data: Any, task: Any, *, batch_size: int, pad_id: int, device: Any, precision: str = "no"
     ) -> tuple[dict[str, float], np.ndarray]:
-        """:meth:`score` with ``batch_size`` counted in sequences: a row brings all its candidates."""
+        """:meth:`score` with ``batch_size`` counted in sequences (a row brings all its candidates), over
+        left-padded batches whose output layer runs only on the positions that predict a candidate token: with
+        Gemma's 262k-token vocabulary that layer is most of the cost of a full-sequence forward."""
         rows = max(1, batch_size // max(data.choices, 1))
-        return self.score(forward_batches(model, data, rows, pad_id, device, precision), data, task)
+        return self.score(_tail_batches(model, data, rows, pad_id, device, precision), data, task)
 
     def sample_examples(self, n: int, seed: int) -> list[Example]:
         """Sentiment rows whose choices are the words "bad" and "good" (the label: the right word's position)."""
@@ -168,6 +173,39 @@ class LabelLikelihood:
             Example(r["text"], label=int(r["label"] == "pos"), id=r["id"], choices=["bad", "good"])
             for r in sentiment_rows(n, seed)
         ]
+
+
+def _tail_batches(model: Any, data: CandidateSplit, rows: int, pad_id: int, device: Any, precision: str) -> Any:
+    """``(row indices, batch, logits)`` like :func:`peftkit.kit.forward_batches`, but left-padded (position ids
+    counted from each sequence's first real token, so scores equal the unpadded ones) and with logits only for
+    the last positions, enough to cover every candidate (``logits_to_keep``)."""
+    import contextlib
+
+    import torch
+
+    m = getattr(model, "module", model)
+    was_training = m.training
+    m.eval()
+    cast = (
+        torch.autocast(torch.device(device).type, dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[precision])
+        if precision != "no"
+        else contextlib.nullcontext()
+    )
+    order = np.argsort(-data.lengths, kind="stable")
+    try:
+        with torch.inference_mode(), cast:
+            for j in range(0, len(order), rows):
+                idx = order[j : j + rows].tolist()
+                batch = {k: v.to(device) for k, v in data.collate(idx, pad_id, left=True).items()}
+                keep = int((batch["labels"] != IGNORE).sum(1).max()) + 1
+                pos = (batch["attention_mask"].cumsum(1) - 1).clamp(min=0)
+                out = m(
+                    input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=pos,
+                    logits_to_keep=keep,
+                )  # fmt: skip
+                yield idx, {"labels": batch["labels"][:, -keep:]}, out.logits.float()
+    finally:
+        m.train(was_training)
 
 
 def verbalizations(given: list[str] | dict[str, str] | None, labels: list[str]) -> list[str]:
