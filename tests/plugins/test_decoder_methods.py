@@ -72,3 +72,17 @@ def test_method_trains_a_decoder_on_lm_sft(name, params, tiny_llama, tmp_path):
     assert m["params"]["trainable"] > LM_HEAD  # the method's own parameters train, not only the output layer
     assert m["final"]["token_accuracy"] == pytest.approx(m["best"]["token_accuracy"])
     assert m["final"]["eval_loss"] == pytest.approx(m["history"][-1]["eval_loss"], rel=1e-3) or m["eval"]["merged"]
+
+
+def test_qlora_trains_a_decoder_on_a_4bit_base(tiny_llama, tmp_path):
+    """LoRA on a bitsandbytes nf4 base (CPU here): lm/sft trains and reloads to the metric of training."""
+    pytest.importorskip("bitsandbytes")
+    import peftkit
+    from peftkit.recipe import validate
+
+    recipe = sft_recipe(tiny_llama, _files(tmp_path), tmp_path / "run", "lora", {}, max_steps=8, batch_size=4)
+    recipe["model"]["quantization"] = {"bits": 4, "compute_dtype": "float32"}
+    peftkit.run(validate(recipe))
+    m = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert sum(m["train"]["loss"][-2:]) < sum(m["train"]["loss"][:2])
+    assert m["final"]["token_accuracy"] == pytest.approx(m["best"]["token_accuracy"])
