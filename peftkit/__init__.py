@@ -5,7 +5,7 @@ Public API (importing this package does not import torch):
 - :data:`hookimpl` — decorator for plugin hook implementations.
 - :class:`Method`, :class:`Task`, :class:`Objective`, :class:`ModelSource`, :class:`Example`,
   :class:`ApplyContext`, :class:`EncodeContext`, :class:`RunState` — plugin contracts; the errors a plugin raises.
-- :func:`load_recipe`, :func:`run`, :func:`load_run` — use peftkit from Python.
+- :func:`load_recipe`, :func:`run`, :func:`load_run`, :func:`zero_shot` — use peftkit from Python.
 
 Plugin authors also import :mod:`peftkit.kit`; nothing else of the core is API.
 """
@@ -52,6 +52,14 @@ def run(recipe: Recipe, *, overwrite: bool = False, resume: bool = False, regist
     from peftkit.train.loop import run as _run
 
     return _run(recipe, registry=registry, overwrite=overwrite, resume=resume)
+
+
+def zero_shot(recipe: Recipe, *, registry: Any = None) -> dict[str, Any]:
+    """Dev metrics of ``recipe``'s base model, untrained and without the method (the baseline to compare a run
+    with): ``{"zero_shot": metrics, "seconds": ..., "samples": ...}``."""
+    from peftkit.evaluation.runs import zero_shot as _zero_shot
+
+    return _zero_shot(recipe, registry=registry)
 
 
 def load_run(
@@ -103,4 +111,5 @@ __all__ = [
     "load_recipe",
     "load_run",
     "run",
+    "zero_shot",
 ]

@@ -87,7 +87,7 @@ def prepare(recipe: Recipe, registry: Any, splits: tuple[str, ...] = ("train", "
     labels = list(task.label_names(tparams))
     _check_metric(recipe, task, len(labels))
     s = Setup(recipe, registry, method, task, mparams, tparams, path, tok, labels, _uses_token_types(path))
-    s.objective = registry.objective_of(task)
+    s.objective = registry.objective_of(task, recipe.task.objective)
     for split in splits:
         if split in task.splits:
             load_split(s, split)
@@ -106,6 +106,7 @@ def load_split(s: Setup, split: str) -> Any:
         split=split,
         seed=s.recipe.train.seed,
         options=dict(options(s.tparams)) if options else {},
+        labels=list(s.labels),
     )
     enc = objective.encode(examples, s.tokenizer, ctx)
     enc.objective = objective

@@ -112,9 +112,13 @@ def evaluate(
     model: Any, data: Any, task: Any, batch_size: int, pad_id: int, device: Any, precision: str = "no"
 ) -> tuple[dict[str, float], np.ndarray]:
     """The task's metrics (plus ``eval_loss`` and the objective's own) on a labelled split, and the predictions
-    (label ids per row for a classification objective), scored by the split's objective."""
-    outputs = forward_batches(model, data, batch_size, pad_id, device, precision)
-    return objective_of(data).score(outputs, data, task)
+    (label ids per row for a classification objective), scored by the split's objective: through its own
+    ``evaluate`` when it has one (generation, per-candidate scoring), else its ``score`` of :func:`forward_batches`."""
+    objective = objective_of(data)
+    own = getattr(objective, "evaluate", None)
+    if own is not None:
+        return own(model, data, task, batch_size=batch_size, pad_id=pad_id, device=device, precision=precision)
+    return objective.score(forward_batches(model, data, batch_size, pad_id, device, precision), data, task)
 
 
 def scores(task: Any, preds: np.ndarray, labels: np.ndarray, loss: float | None) -> dict[str, float]:

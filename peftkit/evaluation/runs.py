@@ -12,7 +12,7 @@ import numpy as np
 from peftkit import run_dir as outputs
 from peftkit.build.setup import Setup, build_model, load_split, prepare
 from peftkit.errors import PeftkitError
-from peftkit.evaluation.evaluate import eval_batch_size, evaluate, forward_batches, mixed_precision
+from peftkit.evaluation.evaluate import eval_batch_size, evaluate, mixed_precision
 from peftkit.evaluation.metrics import COLLAPSED_SHARE
 from peftkit.recipe import selection_metric
 
@@ -99,9 +99,7 @@ def write_test_predictions(s: Setup, model: Any, out_dir: Path, device: Any) -> 
         )
     data = s.data.get("test") or load_split(s, "test")
     bs = eval_batch_size(s.recipe)
-    metrics, preds = s.objective.score(
-        forward_batches(model, data, bs, s.pad_id, device, mixed_precision(s.recipe)), data, s.task
-    )
+    metrics, preds = evaluate(model, data, s.task, bs, s.pad_id, device, mixed_precision(s.recipe))
     rows = [s.task.format_prediction(ex, int(p), s.tparams) for ex, p in zip(data.examples, preds)]
     path = out_dir / s.task.prediction_file(s.tparams)
     outputs.write_predictions(path, rows)
@@ -186,3 +184,26 @@ def predict_run(run_dir: str | Path, *, registry: Any = None, overrides: list[st
     path, _ = write_test_predictions(s, model, Path(run_dir), device)
     log.info("done in %.1f s", time.perf_counter() - t0)
     return path
+
+
+def zero_shot(recipe: Any, *, registry: Any = None) -> dict[str, Any]:
+    """The dev metrics of a recipe's base model as loaded for its task's objective, untrained and without the
+    method: the baseline a run is compared against (``peftkit zeroshot``). Returns ``{"zero_shot": metrics,
+    "seconds", "samples"}``."""
+    import torch
+
+    from peftkit.build.model import load_model
+    from peftkit.plugin.registry import get_registry
+
+    s = prepare(recipe, registry or get_registry(), splits=("dev",))
+    if "dev" not in s.data:
+        raise PeftkitError(f"task {s.task.name!r} has no dev split to evaluate")
+    torch.manual_seed(recipe.train.seed)
+    model, _ = load_model(s.model_path, recipe.model, s.labels, s.tokenizer, head=s.objective)
+    device = inference_device()
+    model.to(device)
+    t0 = time.perf_counter()
+    metrics, _ = evaluate(
+        model, s.data["dev"], s.task, eval_batch_size(recipe), s.pad_id, device, mixed_precision(recipe)
+    )
+    return {"zero_shot": metrics, "seconds": round(time.perf_counter() - t0, 3), "samples": len(s.data["dev"])}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from peftkit.build.batches import Encoded, encode, pad_batch
 from peftkit.build.model import classifier_heads, quiet_transformers
-from peftkit.evaluation.evaluate import row_logits, scores
+from peftkit.evaluation.evaluate import forward_batches, row_logits, scores
 from peftkit.evaluation.metrics import classification_metrics
 from peftkit.kit import trackers
 from peftkit.kit.datafiles import field, missing_files, read_rows
@@ -46,6 +46,7 @@ __all__ = [
     "encode",
     "family",
     "field",
+    "forward_batches",
     "linear_names",
     "load_safetensors_into",
     "missing_files",

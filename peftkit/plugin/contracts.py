@@ -210,6 +210,8 @@ class EncodeContext:
         split: ``train``, ``dev`` or ``test``.
         seed: ``train.seed`` (masking objectives derive their random masks from it).
         options: the task's ``objective_options(params)`` (empty when it has none).
+        labels: the task's label names, in label-id order (an objective that scores labels by their wording
+            falls back on them when the task gives no verbalisations).
     """
 
     max_length: int
@@ -217,6 +219,7 @@ class EncodeContext:
     split: str = "train"
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -240,6 +243,12 @@ class Objective(Protocol):
         load_problem: ``load_problem(exc) -> str | None``, a clearer message when the Auto class refuses a model.
         collapse_wording: ``collapse_wording(top, labels) -> (answer, what)`` for the collapsed-model warning.
         sample_examples: ``sample_examples(n, seed) -> list[Example]``, rows the conformance suite encodes.
+        evaluate: ``evaluate(model, data, task, *, batch_size, pad_id, device, precision) -> (metrics,
+            predictions)``, used instead of :meth:`score` over the core's evaluation batches when present, for an
+            objective that needs the model itself (generating answers, scoring candidates in chunks of its own).
+            It returns what :meth:`score` would, and must leave the model's train/eval mode as it found it.
+        overrides: True for an objective a recipe may put in place of a labelled task's own with
+            ``task.objective`` (one that scores the same labels another way, such as by their likelihood).
     """
 
     name: str

@@ -67,16 +67,31 @@ class Registry:
         """The objective a task that names none gets: the one registered with ``default = True``."""
         return next((n for n, o in self.objectives.items() if getattr(o, "default", False)), None)
 
-    def objective_of(self, task: Any) -> Any:
-        """The Objective object a task trains (its ``objective``/``head``, else the default); PluginError if none."""
+    def objective_of(self, task: Any, override: str | None = None) -> Any:
+        """The Objective object a task trains (``override``, a recipe's ``task.objective``, else the task's
+        ``objective``/``head``, else the default); PluginError if none, or if the override cannot stand in."""
         from peftkit.plugin.contracts import task_objective
 
+        if override is not None:
+            return self._override(task, override)
         name = task_objective(task) or self.default_objective
         obj = self.objectives.get(name) if name else None
         if obj is None:
             raise PluginError(
                 f"task {getattr(task, 'name', task)!r} needs objective {name!r}, which no plugin registers "
                 f"(registered: {', '.join(self.objectives) or 'none'}){self.broken_note()}"
+            )
+        return obj
+
+    def _override(self, task: Any, name: str) -> Any:
+        """``task.objective``: an objective marked ``overrides``, for a task whose own objective is labelled."""
+        obj, own = self.objectives.get(name), self.objective_of(task)
+        able = sorted(n for n, o in self.objectives.items() if getattr(o, "overrides", False))
+        if obj is None or not getattr(obj, "overrides", False) or not own.labelled:
+            why = "the task predicts no labels" if not own.labelled else f"use one of: {', '.join(able) or 'none'}"
+            raise PluginError(
+                f"task.objective: {name!r} cannot stand in for task {getattr(task, 'name', task)!r}'s own objective "
+                f"{own.name!r} ({why}){self.broken_note()}"
             )
         return obj
 

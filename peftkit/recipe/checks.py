@@ -219,7 +219,8 @@ def _check_task_head(data: dict[str, Any], reg: Any) -> Problems:
         return []  # a name that is not a string (a list, a mapping) is already reported by the schema
     m, t = reg.methods.get(method["name"]), reg.tasks.get(task["name"])
     try:
-        objective = reg.objective_of(t) if t is not None else None
+        override = task.get("objective") if isinstance(task.get("objective"), str) else None
+        objective = reg.objective_of(t, override) if t is not None else None
     except PeftkitError as exc:  # its objective's plugin is disabled or broken
         return [(("task", "name"), str(exc))]
     if getattr(objective, "encoder_only", False):

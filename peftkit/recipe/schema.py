@@ -73,6 +73,11 @@ class MethodConfig(_Strict):
 class TaskConfig(_Strict):
     name: str = Field(description="Registered task name, e.g. `clue/afqmc` or `text-classification`.")
     params: dict[str, Any] = Field(default_factory=dict, description="Task parameters, validated by the task plugin.")
+    objective: str | None = Field(
+        None,
+        description="Train the task through this objective instead of its own (one marked as overriding, e.g. "
+        "`label-likelihood` to score a classification task's labels by their likelihood on a decoder); null = the task's.",
+    )
 
 
 class DataConfig(_Strict):

@@ -35,6 +35,16 @@ class _Caps(BaseModel):
         "fixed random N (its files are sorted by class). null = all.",
     )
 
+    verbalizers: list[str] | dict[str, str] | None = Field(
+        None,
+        description="Decoder runs (task.objective: label-likelihood): one wording per label, as a list in label "
+        "order or a mapping label -> wording; null = the task's defaults (peftkit_plugins.clue.verbalizers).",
+    )
+    prompt: str | None = Field(
+        None,
+        description="Decoder runs: the prompt before the wording, with {text} and {text_pair}; null = the default.",
+    )
+
 
 class ClueParams(_Caps):
     """``task.params`` for ``clue/*``: a local CLUE folder (train.json, dev.json, test.json) or the hub."""

@@ -64,6 +64,17 @@ class ClueTask:
             ]
         return []
 
+    def objective_options(self, params: sources.Params) -> dict[str, Any]:
+        """For the ``label-likelihood`` objective: the prompt and label wordings (the recipe's, else defaults)."""
+        from peftkit_plugins.clue.verbalizers import defaults
+
+        out = defaults(self.spec)
+        if params.verbalizers is not None:
+            out["verbalizers"] = params.verbalizers
+        if params.prompt is not None:
+            out["prompt"] = params.prompt
+        return out
+
     def label_names(self, params: BaseModel) -> list[str]:
         """The task's fixed label space (the dataset's own label values, in hub ``ClassLabel`` order)."""
         return list(self.spec.labels)

@@ -1,0 +1,260 @@
+"""The causal-lm objective and the lm/sft and lm/text tasks: answer-only loss masks on real chat-template output,
+bad input, truncation, packing, generation (left-padded, deterministic) and its metrics."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import pytest
+
+from peftkit import DataError, EncodeContext, Example, PeftkitError
+from peftkit_plugins.causal_lm.chat import ChatExample, to_messages
+from peftkit_plugins.causal_lm.objective import IGNORE, CausalLM
+from peftkit_plugins.causal_lm.textmetrics import corpus_bleu, generation_metrics, rouge_l, tokens
+
+GEMMA = sorted(Path("/tmp/pkcache/models").glob("gemma-3-270m-*/")) + sorted(
+    (Path.home() / ".cache/peftkit/models").glob("gemma-3-270m-*/")
+)
+GEMMA = [p for p in GEMMA if (p / "tokenizer.json").is_file()]
+CHAT = [
+    {"role": "system", "content": "你是客服。"},
+    {"role": "user", "content": "怎么退款？"},
+    {"role": "assistant", "content": "在订单页点退款。"},
+    {"role": "user", "content": "多久到账？"},
+    {"role": "assistant", "content": "三个工作日。"},
+]
+
+
+def _tok(path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def _encode(examples, tok, split="train", max_length=64, **options):
+    return CausalLM().encode(examples, tok, EncodeContext(max_length=max_length, split=split, options=options))
+
+
+@pytest.mark.skipif(not GEMMA, reason="no converted packaged:gemma-3-270m folder in the cache")
+def test_answer_only_labels_on_gemma_chat_template():
+    """On Gemma's real template: the labelled tokens are exactly the assistant turns (content + <end_of_turn>),
+    every other token (system, user turns, the template's role markers) carries -100, and the ids are the
+    tokenisation of the full rendered conversation."""
+    tok = _tok(GEMMA[0])
+    enc = _encode([ChatExample("怎么退款？", messages=CHAT)], tok, max_length=256)
+    ids, labels = enc.input_ids[0], enc.labels[0]
+    full = tok.apply_chat_template(CHAT, tokenize=False)
+    assert tok.decode(ids) == full
+    answer = [t for t, lab in zip(ids, labels) if lab != IGNORE]
+    assert tok.decode(answer) == "在订单页点退款。<end_of_turn>\n三个工作日。<end_of_turn>\n"
+    prompt = tok.decode([t for t, lab in zip(ids, labels) if lab == IGNORE])
+    assert "怎么退款" in prompt and "多久到账" in prompt and "你是客服" in prompt
+    assert "退款。" not in prompt.replace("怎么退款？", "")
+    # the generation prompt is the conversation up to the last answer, as apply_chat_template writes it
+    assert tok.decode(enc.prompts[0]) == tok.apply_chat_template(CHAT[:-1], tokenize=False, add_generation_prompt=True)
+    assert enc.references == ["三个工作日。"]
+    assert enc.stop[-1] == tok.convert_tokens_to_ids("<end_of_turn>")
+
+
+def test_prompt_tokens_carry_no_loss(tiny_llama):
+    """The model's loss on a collated batch equals cross-entropy over the answer tokens alone, and does not move
+    when every prompt token's prediction is made arbitrarily wrong."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_llama))
+    msgs = [{"role": "user", "content": "the movie was good"}, {"role": "assistant", "content": "good"}]
+    enc = _encode([ChatExample("x", messages=msgs)] * 2, tok, template="chatml")
+    batch = enc.collate([0, 1], 0)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama))
+    out = model(**batch)
+    labels = batch["labels"][:, 1:]
+    keep = labels != IGNORE
+    assert 0 < int(keep.sum()) < labels.numel() / 2
+    by_hand = torch.nn.functional.cross_entropy(out.logits[:, :-1][keep], labels[keep])
+    assert torch.allclose(out.loss, by_hand, atol=1e-6)
+    logits = out.logits.detach().clone()
+    logits[:, :-1][~keep] = torch.randn_like(logits[:, :-1][~keep]) * 100  # wreck every prompt prediction
+    wrecked = torch.nn.functional.cross_entropy(logits[:, :-1][keep], labels[keep])
+    assert torch.allclose(wrecked, by_hand.detach(), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("row", "error"),
+    [
+        ({"messages": [{"role": "user", "content": "hi"}]}, "no assistant turn"),
+        ({"messages": [{"role": "bot", "content": "hi"}]}, "unknown role 'bot'"),
+        ({"conversations": [{"from": "human", "value": "q"}, {"from": "robot", "value": "a"}]}, "unknown from 'robot'"),
+        ({"text": "hello"}, "needs 'messages'"),
+    ],
+)
+def test_bad_rows_are_clear_errors(row, error):
+    with pytest.raises(DataError, match=error):
+        to_messages(row, "train.jsonl:3")
+
+
+def test_the_common_shapes_read_the_same():
+    alpaca = to_messages({"instruction": "Q", "input": "ctx", "output": "A"}, "f:1")
+    openai = to_messages(
+        {"messages": [{"role": "user", "content": "Q\n\nctx"}, {"role": "assistant", "content": "A"}]}, "f:2"
+    )
+    sharegpt = to_messages(
+        {"conversations": [{"from": "human", "value": "Q\n\nctx"}, {"from": "gpt", "value": "A"}]}, "f:3"
+    )
+    assert alpaca == openai == sharegpt
+
+
+@pytest.mark.skipif(not GEMMA, reason="no converted packaged:gemma-3-270m folder in the cache")
+def test_a_template_that_does_not_render_names_the_row():
+    """Gemma's template refuses two user turns in a row: a DataError naming the row, not a jinja traceback."""
+    msgs = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]
+    with pytest.raises(DataError, match=r"row 0 \(id 7\).*does not render.*alternate"):
+        _encode([ChatExample("a", id=7, messages=msgs)], _tok(GEMMA[0]))
+
+
+def test_base_tokenizer_without_template_needs_a_named_one(tiny_llama):
+    from transformers import AutoTokenizer
+
+    msgs = [{"role": "user", "content": "good"}, {"role": "assistant", "content": "good"}]
+    with pytest.raises(PeftkitError, match="no chat template.*chatml, alpaca"):
+        _encode([ChatExample("x", messages=msgs)], AutoTokenizer.from_pretrained(str(tiny_llama)))
+
+
+def test_long_prompts_are_counted_and_left_out_never_silently(tiny_llama, caplog):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_llama))
+    short = [{"role": "user", "content": "good"}, {"role": "assistant", "content": "good day"}]
+    long = [{"role": "user", "content": " ".join(["the movie"] * 40)}, {"role": "assistant", "content": "bad"}]
+    medium = [
+        {"role": "user", "content": " ".join(["the"] * 10)},
+        {"role": "assistant", "content": " ".join(["a"] * 30)},
+    ]
+    rows = [ChatExample("s", messages=short), ChatExample("l", messages=long), ChatExample("m", messages=medium)]
+    with caplog.at_level(logging.WARNING, logger="peftkit"):
+        enc = _encode(rows, tok, max_length=24, template="alpaca")
+    assert len(enc) == 2 and enc.dropped == 1 and enc.truncated == 1
+    assert "1 of 3 rows have a prompt of data.max_length=24 tokens or more" in caplog.text
+    assert max(enc.lengths) == 24
+    with pytest.raises(DataError, match="nothing is left"):
+        _encode([rows[1]], tok, max_length=24, template="alpaca")
+
+
+def test_raw_text_is_packed_into_full_blocks(tiny_llama):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_llama))
+    docs = [Example("the movie was good " * k) for k in (1, 3, 5, 2)]
+    n_tokens = sum(4 * k + 1 for k in (1, 3, 5, 2))  # each document + EOS
+    packed = _encode(docs, tok, max_length=16, pack=True)
+    assert sum(packed.lengths) == n_tokens and all(n == 16 for n in packed.lengths[:-1])
+    assert packed.labels == packed.input_ids
+    assert sum(packed.input_ids, []).count(tok.eos_token_id) == 4  # documents joined by EOS, none lost
+    single = _encode(docs, tok, max_length=16, pack=False)
+    assert len(single) == 4 and single.truncated == 1  # 21 tokens > 16; 5, 13, 9 fit
+
+
+def test_text_metrics_by_hand():
+    assert tokens("我爱NLP, ok!") == ["我", "爱", "NLP", ",", "ok", "!"]
+    # LCS of 今天天气很好 / 今天很好 is 4: P = 4/6, R = 4/4
+    assert rouge_l("今天天气很好", "今天很好") == pytest.approx(2 * (4 / 6) * 1 / (4 / 6 + 1))
+    assert corpus_bleu(["今天天气很好"], ["今天天气很好"]) == pytest.approx(1.0)
+    assert corpus_bleu(["好"], ["今天天气很好"]) == 0.0
+    m = generation_metrics(["三个工作日。", "不知道"], ["三个工作日。", "两天"])
+    assert m["exact_match"] == 0.5 and m["rouge_l"] == pytest.approx(0.5)
+
+
+def test_left_padded_batched_generation_equals_one_by_one(tiny_llama):
+    """Greedy answers do not depend on the batch (left padding) and are the same on every call."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from peftkit_plugins.causal_lm.generation import generate_ids
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama)).train()  # generation must restore this mode
+    prompts = [[2, 12, 13, 4], [2, 5], [2, 9, 10, 11, 12, 13, 14]]
+    kw = dict(pad_id=0, stop=[3], max_new_tokens=6, device="cpu")
+    batched, _ = generate_ids(model, prompts, batch_size=3, **kw)
+    again, _ = generate_ids(model, prompts, batch_size=3, **kw)
+    alone = [generate_ids(model, [p], batch_size=1, **kw)[0][0] for p in prompts]
+    assert batched == again == alone
+    assert sum(map(len, batched)) > 0 and model.training
+
+
+def _sft_files(tmp_path, n_train=48, n_dev=8):
+    from peftkit.kit.tiny import sentiment_rows
+
+    files = {}
+    for split, n, seed in (("train", n_train, 0), ("dev", n_dev, 1)):
+        rows = [
+            {"instruction": r["text"], "output": "good" if r["label"] == "pos" else "bad"}
+            for r in sentiment_rows(n, seed)
+        ]
+        files[split] = tmp_path / f"{split}.jsonl"
+        files[split].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return files
+
+
+def sft_recipe(model_dir, files, out, method="lora", params=None, **train):
+    return {
+        "model": {"source": f"local:{model_dir}"},
+        "method": {"name": method, "params": params or {}},
+        "task": {
+            "name": "lm/sft",
+            "params": {
+                "train_file": str(files["train"]),
+                "dev_file": str(files["dev"]),
+                "template": "alpaca",
+                "generation": {"max_new_tokens": 3, "samples": 8},
+            },
+        },
+        "data": {"max_length": 32},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 2e-2, "log_every": 2, "seed": 0, **train},
+        "output_dir": str(out),
+    }
+
+
+def test_sft_run_reports_generation_metrics_and_generate_streams(tiny_llama, tmp_path, capsys):
+    """A tiny lm/sft run: loss, perplexity and generation metrics in metrics.json (from the reloaded model, equal
+    to training's best); then `peftkit generate` answers from the run."""
+    import peftkit
+    from peftkit.cli import main
+    from peftkit.recipe import validate
+
+    files = _sft_files(tmp_path)
+    peftkit.run(validate(sft_recipe(tiny_llama, files, tmp_path / "run", max_steps=4)))
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    final = metrics["final"]
+    for key in ("eval_loss", "perplexity", "token_accuracy", "exact_match", "rouge_l", "bleu"):
+        assert key in final and math.isfinite(final[key])
+    assert final["perplexity"] == pytest.approx(math.exp(final["eval_loss"]))
+    assert final["token_accuracy"] == pytest.approx(metrics["best"]["token_accuracy"])
+    capsys.readouterr()
+    assert main(["generate", str(tmp_path / "run"), "--prompt", "the movie was good", "--max-new-tokens", "3"]) == 0
+    streamed = capsys.readouterr().out
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("the movie was good\n")
+    assert main(["generate", str(tmp_path / "run"), "--prompt-file", str(prompts), "--max-new-tokens", "3"]) == 0
+    row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert row["prompt"] == "the movie was good" and row["output"].strip() == streamed.strip()
+
+
+def test_prefix_tuning_is_refused_for_causal_lm_at_validate(tiny_llama, tmp_path):
+    from peftkit import RecipeError
+    from peftkit.recipe import validate
+
+    with pytest.raises(RecipeError, match="prefix.*cannot train task 'lm/sft'"):
+        validate(sft_recipe(tiny_llama, _sft_files(tmp_path), tmp_path / "o", method="prefix"))
+
+
+def test_objective_conformance_on_the_tiny_llama():
+    from peftkit.kit.conformance import check_objective
+
+    for name in ("causal-lm", "label-likelihood"):
+        report = check_objective(name, models=("llama",))["llama"]
+        assert math.isfinite(report.loss)

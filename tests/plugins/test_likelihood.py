@@ -1,0 +1,184 @@
+"""The label-likelihood objective: scores equal a hand computation on the tiny Llama; a classification task runs
+on a decoder through ``task.objective`` with the same predictions file as on an encoder; CLUE's wordings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from peftkit import EncodeContext, Example, PeftkitError
+from peftkit_plugins.causal_lm.likelihood import LabelLikelihood, candidate_scores, verbalizations
+
+ROWS = [
+    Example("the movie was good", label=1, id="a"),
+    Example("a bad day", label=0, id="b"),
+    Example("very sad", label=0, id="c"),
+    Example("the food is nice", label=1, id="d"),
+]
+WORDS = ["very bad", "good"]  # different lengths: mean and sum normalisation differ
+
+
+def _model(tiny_llama):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_pretrained(str(tiny_llama)), AutoTokenizer.from_pretrained(str(tiny_llama))
+
+
+def _by_hand(model, tok, text, word):
+    """Sum of log p(word's tokens | the text), one unpadded sequence at a time."""
+    import torch
+
+    head = tok(text)["input_ids"]
+    cand = tok(word, add_special_tokens=False)["input_ids"]
+    ids = torch.as_tensor([head + cand])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+    return sum(float(logp[len(head) + j - 1, t]) for j, t in enumerate(cand)), len(cand)
+
+
+@pytest.mark.parametrize("normalize", ["mean", "sum"])
+def test_scores_equal_a_hand_computation(tiny_llama, normalize):
+    from peftkit.kit import forward_batches
+
+    model, tok = _model(tiny_llama)
+    o = LabelLikelihood()
+    ctx = EncodeContext(
+        max_length=32, split="dev", labels=["neg", "pos"], options={"verbalizers": WORDS, "normalize": normalize}
+    )
+    data = o.encode(ROWS, tok, ctx)
+    data.objective = o
+    total, count = candidate_scores(forward_batches(model, data, 3, 0, "cpu"), data)
+    hand = np.array([[_by_hand(model, tok, e.text + "\n", w)[0] for w in WORDS] for e in ROWS])
+    n_tok = np.array([[_by_hand(model, tok, e.text + "\n", w)[1] for w in WORDS] for e in ROWS])
+    np.testing.assert_allclose(total, hand, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(count, n_tok)
+
+    class Acc:
+        def compute_metrics(self, p, r):
+            return {"accuracy": float((p == r).mean())}
+
+    metrics, preds = o.evaluate(model, data, Acc(), batch_size=4, pad_id=0, device="cpu")
+    value = hand / n_tok if normalize == "mean" else hand
+    np.testing.assert_array_equal(preds, value.argmax(-1))
+    gold = hand[np.arange(4), [e.label for e in ROWS]]
+    gold_tokens = n_tok[np.arange(4), [e.label for e in ROWS]]
+    assert metrics["eval_loss"] == pytest.approx(-gold.sum() / gold_tokens.sum(), rel=1e-5)
+    assert metrics["accuracy"] == pytest.approx(float((preds == [1, 0, 0, 1]).mean()))
+
+
+def test_training_rows_teach_the_gold_wording_only(tiny_llama):
+    _, tok = _model(tiny_llama)
+    data = LabelLikelihood().encode(
+        ROWS, tok, EncodeContext(32, split="train", labels=["neg", "pos"], options={"verbalizers": WORDS})
+    )
+    batch = data.collate([0, 1], 0)
+    assert batch["input_ids"].shape[0] == 2  # one sequence a row
+    taught = [tok.decode([t for t in row.tolist() if t != -100]) for row in batch["labels"]]
+    assert taught == ["good", "very bad"]
+
+
+def test_verbalizations():
+    assert verbalizations(None, ["a", "b"]) == ["a", "b"]
+    assert verbalizations({"b": "好"}, ["a", "b"]) == ["a", "好"]
+    with pytest.raises(PeftkitError, match="'c' is not a label"):
+        verbalizations({"c": "x"}, ["a", "b"])
+    with pytest.raises(PeftkitError, match="1 wordings for 2 labels"):
+        verbalizations(["x"], ["a", "b"])
+    with pytest.raises(PeftkitError, match="same wording"):
+        verbalizations(["x", "x"], ["a", "b"])
+
+
+def test_wordings_the_tokenizer_cannot_tell_apart_are_an_error(tiny_llama):
+    _, tok = _model(tiny_llama)
+    ctx = EncodeContext(32, split="dev", labels=["neg", "pos"], options={"verbalizers": ["负面", "正面"]})
+    with pytest.raises(PeftkitError, match=r"row 0 \(id 'a'\).*become the same tokens"):
+        LabelLikelihood().encode(ROWS, tok, ctx)
+
+
+def test_clue_tasks_ship_wordings_that_the_recipe_overrides():
+    from peftkit.plugin.registry import get_registry
+
+    reg = get_registry()
+    tnews, ocnli = reg.tasks["clue/tnews"], reg.tasks["clue/ocnli"]
+    opts = tnews.objective_options(tnews.params_model())
+    assert opts["verbalizers"][:3] == ["故事", "文化", "娱乐"] and len(opts["verbalizers"]) == 15
+    assert ocnli.objective_options(ocnli.params_model())["verbalizers"] == ["中立", "蕴含", "矛盾"]
+    eprstmt = reg.tasks["fewclue/eprstmt"]
+    given = eprstmt.params_model(verbalizers={"Positive": "好评"}, prompt="{text} 这是")
+    assert eprstmt.objective_options(given) == {"prompt": "{text} 这是", "verbalizers": {"Positive": "好评"}}
+
+
+def _files(tmp_path):
+    from peftkit.kit.tiny import sentiment_rows
+
+    files = {}
+    for split, n, seed in (("train", 48, 0), ("dev", 16, 1), ("test", 8, 2)):
+        rows = [
+            {"id": r["id"], "text": r["text"], "label": "good" if r["label"] == "pos" else "bad"}
+            for r in sentiment_rows(n, seed)
+        ]
+        files[split] = tmp_path / f"{split}.jsonl"
+        files[split].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return files
+
+
+def _recipe(model, files, out, objective=None):
+    task = {
+        "name": "text-classification",
+        "params": {
+            "train_file": str(files["train"]),
+            "dev_file": str(files["dev"]),
+            "test_file": str(files["test"]),
+            "labels": ["bad", "good"],
+            "id_field": "id",
+        },
+    }
+    if objective:
+        task["objective"] = objective
+    return {
+        "model": {"source": f"local:{model}"},
+        "method": {"name": "lora"},
+        "task": task,
+        "data": {"max_length": 32},
+        "train": {"max_steps": 6, "batch_size": 8, "lr": 2e-2, "seed": 0},
+        "eval": {"predict": True},
+        "output_dir": str(out),
+    }
+
+
+def test_a_classification_task_on_a_decoder_by_likelihood(tiny_llama, tiny_bert, tmp_path):
+    """text-classification with task.objective: label-likelihood on the tiny Llama: accuracy from the reloaded
+    model equals training's, and the predictions file has the encoder run's name, rows and fields."""
+    import peftkit
+    from peftkit.recipe import validate
+
+    files = _files(tmp_path)
+    peftkit.run(validate(_recipe(tiny_llama, files, tmp_path / "dec", "label-likelihood")))
+    peftkit.run(validate(_recipe(tiny_bert, files, tmp_path / "enc")))
+    metrics = json.loads((tmp_path / "dec" / "metrics.json").read_text())
+    assert metrics["final"]["accuracy"] == pytest.approx(metrics["best"]["accuracy"])
+    assert "eval_loss" in metrics["final"]
+    dec = sorted((tmp_path / "dec").glob("*predict*"))
+    enc = sorted((tmp_path / "enc").glob("*predict*"))
+    assert [p.name for p in dec] == [p.name for p in enc] and dec
+    rows_d = [json.loads(x) for x in dec[0].read_text().splitlines()]
+    rows_e = [json.loads(x) for x in enc[0].read_text().splitlines()]
+    assert [r["id"] for r in rows_d] == [r["id"] for r in rows_e] and len(rows_d) == 8
+    assert {tuple(sorted(r)) for r in rows_d} == {tuple(sorted(r)) for r in rows_e}
+    assert {r["label"] for r in rows_d} <= {"bad", "good"}
+
+
+@pytest.mark.parametrize(
+    ("objective", "error"),
+    [("causal-lm", "cannot stand in.*use one of: label-likelihood"), ("nope", "'nope' cannot stand in")],
+)
+def test_task_objective_must_be_able_to_stand_in(tiny_llama, tmp_path, objective, error):
+    from peftkit import RecipeError
+    from peftkit.recipe import validate
+
+    with pytest.raises(RecipeError, match=error):
+        validate(_recipe(tiny_llama, _files(tmp_path), tmp_path / "o", objective))
