@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from peftkit.build.model import load_model, load_tokenizer, method_float_modules, objective_named, resolve_source
-from peftkit.plugin.contracts import ApplyContext, EncodeContext
 from peftkit.build.selection import apply_selection
+from peftkit.plugin.contracts import ApplyContext, EncodeContext
 from peftkit.recipe import Recipe, method_params, task_params
 
 log = logging.getLogger("peftkit")
