@@ -161,6 +161,9 @@ def load_models(specs: list[tuple[str, Path]], *, merge_single: bool = True, int
     return sorted(out, key=lambda m: order[m.name])
 
 
+CLASSIFIER = "AutoModelForSequenceClassification"  # what /v1/classify runs: one label distribution per input
+
+
 def _run_facts(recipe: Any, reg: Any) -> Any:
     """What grouping and describing a run need (no tokenizer, no data): recipe, method, task, labels, base."""
     from types import SimpleNamespace
@@ -169,6 +172,12 @@ def _run_facts(recipe: Any, reg: Any) -> Any:
     from peftkit.recipe import task_params
 
     task = reg.tasks[recipe.task.name]
+    objective = reg.objective_of(task, recipe.task.objective)
+    if objective.auto_class != CLASSIFIER:
+        raise PeftkitError(
+            f"serve: {recipe.output_dir} trains the {objective.name!r} objective ({objective.auto_class}); "
+            "/v1/classify serves sequence-classification runs only"
+        )
     labels = list(task.label_names(task_params(recipe, reg)))
     return SimpleNamespace(
         recipe=recipe, method=reg.methods[recipe.method.name], task=task, labels=labels,
@@ -188,13 +197,10 @@ def _load_shared_base(members: list[tuple[str, Path, Any]], merge: bool, int8: b
     from peft import PeftModel
 
     from peftkit.build.model import load_model, method_float_modules
-    from peftkit.plugin.contracts import task_head
 
     name0, path0, s0 = members[0]
     keep = method_float_modules(s0.method, s0.mparams, s0.model_path, 0, path0 / "model")
-    base, _ = load_model(
-        s0.model_path, s0.recipe.model, s0.labels, s0.tokenizer, keep_float=keep, head=task_head(s0.task)
-    )
+    base, _ = load_model(s0.model_path, s0.recipe.model, s0.labels, s0.tokenizer, keep_float=keep, head=s0.objective)
     model = PeftModel.from_pretrained(base, str(path0 / "model"), adapter_name=name0)
     for name, path, _ in members[1:]:
         model.load_adapter(str(path / "model"), adapter_name=name)
@@ -215,6 +221,10 @@ def _load_merged_run(name: str, path: Path, int8: bool) -> ServedModel:
     from peftkit.evaluation.runs import load_run
 
     s, model = load_run(path)
+    if s.objective.auto_class != CLASSIFIER:
+        raise PeftkitError(
+            f"serve: {path} trains the {s.objective.name!r} objective; /v1/classify serves sequence-classification runs only"
+        )
     if getattr(s.method, "can_merge", False) and not s.recipe.model.quantization:
         model = s.method.merge(model)
     engine = Engine(quantize_if(model, int8).eval(), s.tokenizer, s.use_token_types)
