@@ -248,7 +248,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Build a report (markdown, CSV, JSON, HTML with plots) from finished run dirs or folders holding them."""
     from pathlib import Path
 
-    from peftkit.compare.report.tables import write_report
+    from peftkit.compare.report.write import write_report
     from peftkit.run_dir import setup_logging
 
     setup_logging(None)

@@ -32,7 +32,7 @@ def selection_indices(labels: np.ndarray, fraction: float, seed: int) -> np.ndar
 
 
 def subset(data: Encoded, idx: np.ndarray | list[int]) -> Encoded:
-    """The examples ``idx`` of a tokenised split, in that order (every sequence of a multiple-choice row)."""
+    """The examples ``idx`` of a tokenised split, in that order (every sequence of a row with choices)."""
     idx = [int(i) for i in idx]
     rows = data.rows(idx)
     types = [data.token_type_ids[i] for i in rows] if data.token_type_ids is not None else None

@@ -170,7 +170,7 @@ def _devices(grid: Grid, devices: list[str] | None) -> list[str | None]:
 
 def write_grid_report(grid: Grid, cells: list[Cell]) -> Path | None:
     """The report of every finished cell of the grid (and its searches), in ``<output_dir>/report``."""
-    from peftkit.compare.report.tables import write_report
+    from peftkit.compare.report.write import write_report
 
     finished = [c.output_dir for c in cells if not c.pending and cell_status(c) == "done"]
     if not finished:

@@ -208,7 +208,7 @@ def _check_quantization(data: dict[str, Any], reg: Any) -> Problems:
 
 
 def _check_task_head(data: dict[str, Any], reg: Any) -> Problems:
-    """The task's objective needs a method that trains it (prefix tuning has no multiple-choice form) and, when
+    """The task's objective needs a method that trains it (prefix tuning has no form that scores choices) and, when
     transformers has its head for encoders only, an encoder."""
     from peftkit.plugin.contracts import head_mismatch, method_objectives
 

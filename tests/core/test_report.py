@@ -17,7 +17,8 @@ from peftkit.cli import main
 from peftkit.compare.execute import run_compare
 from peftkit.compare.grid import load_compare
 from peftkit.compare.report.runs import find_run_dirs, load_runs
-from peftkit.compare.report.tables import Row, clue_average, write_report
+from peftkit.compare.report.tables import Row, clue_average
+from peftkit.compare.report.write import write_report
 from peftkit.errors import PeftkitError
 
 PLOTS = ("tradeoff", "bars", "curves")
