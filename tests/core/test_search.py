@@ -206,7 +206,7 @@ def test_a_method_s_own_search_replaces_the_grid_s(tmp_path, tiny_bert, tiny_dat
         ({"space": {"train.lr": [-1.0]}}, "train.lr"),
         (
             {"space": {"train.lr": [1e-3]}, True: "dev"},
-            "`on` reads as true in YAML",
+            "reads as True (YAML 1.1); quote it",  # a bare `on:` key: the loader names its line
         ),  # a value the recipe refuses, named before anything runs
     ],
 )

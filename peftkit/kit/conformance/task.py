@@ -27,8 +27,6 @@ def check_task(task: Any, params: dict | Any | None = None) -> dict[str, int]:
     Raises:
         ConformanceError: naming the task and what is wrong.
     """
-    import numpy as np
-
     from peftkit.build.setup import checked_examples
     from peftkit.plugin.contracts import head_problem
     from peftkit.plugin.registry import get_registry
@@ -62,8 +60,17 @@ def check_task(task: Any, params: dict | Any | None = None) -> dict[str, int]:
             raise fail(str(exc)) from exc
         rows[split] = len(examples)
         last = examples or last
-    space = len(labels) or 2  # an objective without a label space (masked LM) predicts token ids: any two do
-    ids = np.arange(max(len(labels), 2)) % space
+    _check_metrics(task, len(labels), fail)
+    _check_predictions(task, p, last, fail)
+    return rows
+
+
+def _check_metrics(task: Any, n_labels: int, fail: Any) -> None:
+    """``compute_metrics`` reports the task's metric as a number, and a perfect prediction beats a wrong one."""
+    import numpy as np
+
+    space = n_labels or 2  # an objective without a label space (masked LM) predicts token ids: any two do
+    ids = np.arange(max(n_labels, 2)) % space
     perfect = task.compute_metrics(ids, ids)
     if task.metric not in perfect:
         raise fail(f"compute_metrics() reports {sorted(perfect)}, not the task's own metric {task.metric!r}")
@@ -77,6 +84,10 @@ def check_task(task: Any, params: dict | Any | None = None) -> dict[str, int]:
             f"{task.metric} of a perfect prediction ({best}) is below a wrong one's ({worse}); "
             "the best checkpoint is the one with the highest metric"
         )
+
+
+def _check_predictions(task: Any, p: Any, last: list[Any], fail: Any) -> None:
+    """``prediction_file`` is a bare file name; ``format_prediction`` of a row is a JSON-serialisable dict."""
     file = task.prediction_file(p)
     if not isinstance(file, str) or not file or Path(file).name != file:
         raise fail(f"prediction_file() must be a bare file name (written into the run folder), got {file!r}")
@@ -88,4 +99,3 @@ def check_task(task: Any, params: dict | Any | None = None) -> dict[str, int]:
             raise fail(f"format_prediction() must give a JSON-serialisable dict, got {line!r}: {exc}") from exc
         if not isinstance(line, dict):
             raise fail(f"format_prediction() must give a dict (one line of {file}), got {type(line).__name__}")
-    return rows
