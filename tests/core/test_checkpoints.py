@@ -144,7 +144,8 @@ def test_train_seconds_count_every_leg_of_a_resumed_run(full, tmp_path):
     t = resumed["train"]
     assert t["seconds"] > before["train_seconds"]  # the earlier leg's time is in, not only the 2 resumed steps
     assert t["samples"] == ref["train"]["samples"]
-    assert t["samples_per_second"] == pytest.approx(t["samples"] / t["seconds"], rel=1e-3)
+    # metrics.json rounds seconds to 1 ms: the rate must agree with the time it is reported beside, to that rounding
+    assert t["samples"] / t["samples_per_second"] == pytest.approx(t["seconds"], abs=6e-4)
 
 
 def test_an_error_before_logging_starts_is_printed_once(full, capsys, monkeypatch):
