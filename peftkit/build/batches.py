@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from peftkit.errors import DataError
 from peftkit.plugin.contracts import Example
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("peftkit")
 
@@ -46,6 +47,8 @@ class Encoded:
     @property
     def lengths(self) -> np.ndarray:
         """Per example: its sequence's length (multiple choice: its longest choice's)."""
+        import numpy as np
+
         seq = np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
         return seq.reshape(len(self.examples), self.choices).max(axis=1) if self.choices else seq
 
@@ -58,6 +61,8 @@ class Encoded:
 def encode(examples: list[Example], tokenizer: Any, max_length: int, *, use_token_types: bool, split: str) -> Encoded:
     """Tokenise a split in batched calls (fast tokenizers run them in Rust): one sequence per row, or one per
     (row, choice) when the rows carry ``choices``."""
+    import numpy as np
+
     if not examples:
         raise DataError(f"the {split} split is empty: no examples were loaded; check the task's data files")
     texts, pairs, choices = _sequences(examples)
@@ -123,6 +128,8 @@ def length_grouped_batches(
     into batches, shuffle the batch order. Depends only on (seed, epoch), so a resumed run sees the
     same order.
     """
+    import numpy as np
+
     rng = np.random.default_rng([seed, epoch])
     order = rng.permutation(len(lengths))
     batches: list[list[int]] = []
@@ -136,12 +143,16 @@ def length_grouped_batches(
 
 
 def shuffled_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    import numpy as np
+
     order = np.random.default_rng([seed, epoch]).permutation(n)
     return [order[j : j + batch_size].tolist() for j in range(0, n, batch_size)]
 
 
 def eval_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
     """Batches sorted by length (longest first, so memory peaks early); callers restore the order."""
+    import numpy as np
+
     order = np.argsort(-lengths, kind="stable")
     return [order[j : j + batch_size].tolist() for j in range(0, len(order), batch_size)]
 
@@ -158,6 +169,7 @@ def collate(data: Any, idx: list[int], pad_id: int, *, epoch: int = 0, batch: in
 def pad_batch(data: Encoded, idx: list[int], pad_id: int) -> dict[str, Any]:
     """Pad the selected examples to the longest among them (right padding): ``[batch, length]`` tensors, or
     ``[batch, choices, length]`` for a split whose rows have several choices."""
+    import numpy as np
     import torch
 
     rows = data.rows(idx)

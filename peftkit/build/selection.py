@@ -9,12 +9,13 @@ a row the model trained on or a dev row (dev is never read).
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from peftkit.build.batches import Encoded
 from peftkit.errors import DataError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SELECTION = "selection"
 
@@ -22,6 +23,8 @@ SELECTION = "selection"
 def selection_indices(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Sorted indices of the selection rows: ``fraction`` of each label's rows (at least one of a label with two
     or more rows), chosen by a generator seeded with ``seed``; the training rows are all the others."""
+    import numpy as np
+
     rng = np.random.default_rng([seed, 0x5E1])  # its own stream: the data order uses [seed, epoch]
     picked: list[np.ndarray] = []
     for label in np.unique(labels):
@@ -48,6 +51,8 @@ def subset(data: Encoded, idx: np.ndarray | list[int]) -> Encoded:
 
 def carve_selection(splits: dict[str, Encoded], fraction: float, seed: int) -> None:
     """Replace ``splits["train"]`` by the rows trained on and ``splits["dev"]`` by the selection rows, in place."""
+    import numpy as np
+
     if "train" not in splits:
         return  # a prediction-only load (load_run on test): nothing to carve, nothing trained
     train = splits["train"]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from peftkit.build.batches import collate, eval_batches
 from peftkit.evaluation.prepack import packed_linears
+
+if TYPE_CHECKING:
+    import numpy as np
 
 HALF_PRECISION_EVAL_BATCH = 4
 
@@ -78,6 +79,7 @@ def row_logits(outputs: Iterable[tuple[list[int], dict[str, Any], Any]], n: int)
     """One logit vector per row (``n`` rows, restored to data order) from :func:`forward_batches`, and the mean
     cross-entropy against the batches' ``labels`` when every row has one: what an objective with one label per row
     scores with."""
+    import numpy as np
     import torch
 
     out: np.ndarray | None = None

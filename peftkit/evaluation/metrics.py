@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
 
 # a model that answers one class for at least this share of the dev rows has learned the class prior only
 COLLAPSED_SHARE = 0.99
 
 
 def f1_scores(p: np.ndarray, r: np.ndarray, num_labels: int | None = None) -> dict[str, float]:
+    import numpy as np
+
     labels = np.arange(num_labels) if num_labels else np.union1d(p, r)
     f1s, supports = [], []
     for c in labels:
@@ -31,6 +37,8 @@ def classification_metrics(
     predictions: np.ndarray, references: np.ndarray, num_labels: int | None = None
 ) -> dict[str, float]:
     """accuracy and macro-F1 (plus micro/weighted F1) from label ids."""
+    import numpy as np
+
     p, r = np.asarray(predictions), np.asarray(references)
     out = {"accuracy": float((p == r).mean()) if len(r) else 0.0}
     out.update(f1_scores(p, r, num_labels))

@@ -159,18 +159,16 @@ def _entry_points() -> list[md.EntryPoint]:
     return sorted(seen.values(), key=lambda e: e.name)
 
 
-def _own(ep: md.EntryPoint) -> bool:
-    return bool(ep.dist and ep.dist.metadata["Name"] == "peftkit")
-
-
-def _order(eps: list[md.EntryPoint]) -> list[md.EntryPoint]:
-    """peftkit's own plugins first, so a third-party name clash never displaces a built-in; then by name."""
-    return sorted(eps, key=lambda e: (not _own(e), e.name))
-
-
 def _info(ep: md.EntryPoint) -> PluginInfo:
     dist = ep.dist
-    return PluginInfo(ep.name, dist.metadata["Name"] if dist else None, dist.version if dist else None, ep.value)
+    if dist is None:
+        return PluginInfo(ep.name, None, None, ep.value)
+    meta = dist.metadata  # parsed anew on every access (the whole METADATA file): read it once per plugin
+    return PluginInfo(ep.name, meta["Name"], meta["Version"], ep.value)
+
+
+def _own(info: PluginInfo) -> bool:
+    return info.distribution == "peftkit"
 
 
 def owner(reg: Registry, table: str, name: str) -> str:
@@ -197,11 +195,13 @@ def build_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
     disabled = _disabled()
     eps = _entry_points()
     reg.unknown_disabled = sorted(disabled - {ep.name for ep in eps} - set(extra_plugins or {}))
+    infos = {ep.name: _info(ep) for ep in eps}
     loaded = []
-    for ep in _order(eps):
+    # peftkit's own plugins first, so a third-party name clash never displaces a built-in; then by name
+    for ep in sorted(eps, key=lambda e: (not _own(infos[e.name]), e.name)):
         if ep.name in disabled:
             reg.disabled.append(ep.name)
-            reg.disabled_info[ep.name] = _info(ep)
+            reg.disabled_info[ep.name] = infos[ep.name]
             continue
         try:
             loaded.append((ep, ep.load()))
@@ -211,9 +211,9 @@ def build_registry(extra_plugins: dict[str, object] | None = None) -> Registry:
                 traceback.print_exc(file=sys.stderr)
     # built-ins still first; within each group plugins that register objectives go first, so that every task and
     # method can be checked against the objectives it names when it registers
-    loaded.sort(key=lambda item: (not _own(item[0]), not hasattr(item[1], "peftkit_register_objectives")))
+    loaded.sort(key=lambda item: (not _own(infos[item[0].name]), not hasattr(item[1], "peftkit_register_objectives")))
     for ep, module in loaded:
-        add_plugin(reg, ep.name, module, _info(ep))
+        add_plugin(reg, ep.name, module, infos[ep.name])
     extras = sorted((extra_plugins or {}).items(), key=lambda kv: not hasattr(kv[1], "peftkit_register_objectives"))
     for name, obj in extras:
         if name not in disabled:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import numpy as np
-
 
 def unwrap(model: Any) -> Any:
     """The model ``generate`` is called on (an Accelerate/DDP wrapper keeps it in ``module``)."""
@@ -43,6 +41,7 @@ def generate_ids(
 
     Prompts are batched by length (less padding); greedy decoding is deterministic, so a row's answer does not
     depend on the other rows of its batch beyond float rounding."""
+    import numpy as np
     import torch
     from transformers import GenerationConfig
 

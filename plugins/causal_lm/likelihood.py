@@ -11,13 +11,15 @@ label-likelihood``; the task's ``objective_options`` may give ``verbalizers`` an
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from peftkit import DataError, EncodeContext, Example, PeftkitError
 from peftkit.kit import check_labels, row_name, scores
+
+if TYPE_CHECKING:
+    import numpy as np
 
 IGNORE = -100
 DEFAULT_PROMPT = "{text}\n{text_pair}\n"  # the text (and its pair) then the answer on a line of its own
@@ -50,6 +52,8 @@ class CandidateSplit:
 
     @property
     def lengths(self) -> np.ndarray:
+        import numpy as np
+
         return np.asarray([max(len(s) for s in row) for row in self.input_ids], dtype=np.int64)
 
     @property
@@ -89,6 +93,8 @@ def candidate_logprobs(logits: Any, labels: Any) -> tuple[Any, Any]:
 
 def candidate_scores(outputs: Any, data: CandidateSplit) -> tuple[np.ndarray, np.ndarray]:
     """``[rows, candidates]`` arrays: each candidate's summed token log probability, and its token count."""
+    import numpy as np
+
     n, c = len(data), data.choices
     total, count = np.zeros((n, c)), np.ones((n, c))
     for idx, batch, logits in outputs:
@@ -112,6 +118,8 @@ class LabelLikelihood:
 
     def encode(self, examples: list[Example], tokenizer: Any, ctx: EncodeContext) -> CandidateSplit:
         """Prompt + candidate per (row, candidate); a training split keeps only the gold candidate."""
+        import numpy as np
+
         opts = LikelihoodOptions.model_validate(ctx.options)
         if not examples:
             raise DataError(f"the {ctx.split} split is empty: no examples were loaded; check the task's data files")
@@ -146,6 +154,8 @@ class LabelLikelihood:
 
     def score(self, outputs: Any, data: Any, task: Any) -> tuple[dict[str, float], np.ndarray]:
         """Best candidate per row; the task's metrics and ``eval_loss`` (mean loss per token of the gold wording)."""
+        import numpy as np
+
         n = len(data)
         total, count = candidate_scores(outputs, data)
         value = total / count if data.normalize == "mean" else total
@@ -181,6 +191,7 @@ def _tail_batches(model: Any, data: CandidateSplit, rows: int, pad_id: int, devi
     the last positions, enough to cover every candidate (``logits_to_keep``)."""
     import contextlib
 
+    import numpy as np
     import torch
 
     m = getattr(model, "module", model)

@@ -7,9 +7,8 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from peftkit import DataError, EncodeContext, Example
@@ -18,6 +17,9 @@ from peftkit_plugins.causal_lm.chat import segments, stop_ids, template_of, toke
 from peftkit_plugins.causal_lm.config import Generation, TemplateName
 from peftkit_plugins.causal_lm.generation import generate_ids
 from peftkit_plugins.causal_lm.textmetrics import generation_metrics
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("peftkit")
 IGNORE = -100  # the label of a position without a target: cross-entropy skips it
@@ -54,6 +56,8 @@ class LmSplit:
 
     @property
     def lengths(self) -> np.ndarray:
+        import numpy as np
+
         return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
 
     def collate(self, idx: list[int], pad_id: int, *, epoch: int = 0, batch: int = 0) -> dict[str, Any]:
@@ -109,6 +113,7 @@ class CausalLM:
     def score(self, outputs: Any, data: Any, task: Any) -> tuple[dict[str, float], np.ndarray]:
         """Loss, perplexity and next-token accuracy over the labelled tokens; predictions are the predicted ids of
         those tokens, in batch order."""
+        import numpy as np
         import torch
 
         loss_sum, count, preds, refs = 0.0, 0, [], []

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import numpy as np
-
 from peftkit import DataError, Example
 from peftkit.kit import missing_files, read_rows
 from peftkit_plugins.causal_lm.chat import ChatExample, to_messages
@@ -30,6 +28,8 @@ class _LmTask:
 
     def compute_metrics(self, predictions: Any, references: Any) -> dict[str, float]:
         """Next-token accuracy on the answer tokens, from predicted and true token ids."""
+        import numpy as np
+
         p, r = np.asarray(predictions), np.asarray(references)
         return {"token_accuracy": float((p == r).mean()) if len(r) else 0.0}
 
@@ -88,6 +88,8 @@ class TextTask(_LmTask):
 
 def _held_out(docs: list[tuple[int, str]], params: TextParams, split: str) -> list[tuple[int, str]]:
     """``dev_fraction`` of the documents (at least one), the same ones in every run; the rest train."""
+    import numpy as np
+
     if len(docs) < 2:
         raise DataError(f"{params.train_file}: {len(docs)} document; holding out dev needs 2 (or set dev_file)")
     n_dev = min(len(docs) - 1, max(1, round(params.dev_fraction * len(docs))))

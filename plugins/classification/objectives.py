@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from peftkit import DataError, EncodeContext, Example
 from peftkit.kit import (
@@ -18,6 +16,9 @@ from peftkit.kit import (
     row_name,
     scores,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 class _Classification:

@@ -8,9 +8,11 @@ batch), so a run's masks are the same every time it runs, and different in every
 from __future__ import annotations
 
 import zlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
+
 
 IGNORE = -100  # the label of positions without a prediction target (cross-entropy ignores it)
 MASK_SHARE, RANDOM_SHARE = 0.8, 0.1  # of the chosen tokens; the remaining 10% keep their token
@@ -19,6 +21,7 @@ MASK_SHARE, RANDOM_SHARE = 0.8, 0.1  # of the chosen tokens; the remaining 10% k
 def generator(*numbers: int, idx: list[int] | None = None) -> Any:
     """A torch Generator seeded from ``numbers`` (and the batch's row indices, so that two micro-batches with the
     same position still differ)."""
+    import numpy as np
     import torch
 
     extra = [zlib.crc32(np.asarray(idx, dtype=np.int64).tobytes())] if idx is not None else []
@@ -64,6 +67,8 @@ def mask_tokens(ids: Any, groups: Any, g: Any, *, probability: float, mask_id: i
 
 def pad(rows: list[list[int]], value: int) -> np.ndarray:
     """Right-pad lists of ints into one ``[len(rows), longest]`` int64 array."""
+    import numpy as np
+
     lens = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
     keep = np.arange(int(lens.max())) < lens[:, None]
     out = np.full(keep.shape, value, dtype=np.int64)
@@ -77,6 +82,8 @@ def word_groups(text: str, offsets: list[tuple[int, int]], segment: Any) -> list
     A token that starts inside a word joins that word; a token without characters (offsets ``(0, 0)`` for
     sentencepiece's bare "▁") joins the next word, whose first piece it is.
     """
+    import numpy as np
+
     owner = np.zeros(len(text) + 1, dtype=np.int64)
     pos = 0
     for w, word in enumerate(segment(text)):

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from peftkit import DataError, EncodeContext, Example, PeftkitError
 from peftkit_plugins.mlm.masking import IGNORE, generator, mask_tokens, pad, word_groups
+
+if TYPE_CHECKING:
+    import numpy as np
 
 DEV_MASK_SEED = 0  # dev masks do not follow train.seed: every run (and seed) is scored on the same masked tokens
 _SPLIT_CODES = {"train": 0, "dev": 1, "test": 2}
@@ -48,6 +50,8 @@ class MaskedLMSplit:
 
     @property
     def lengths(self) -> np.ndarray:
+        import numpy as np
+
         return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
 
     def masked(self, idx: list[int], pad_id: int, epoch: int, batch: int) -> tuple[Any, Any]:
@@ -140,6 +144,7 @@ class MaskedLM:
     def score(self, outputs: Any, data: Any, task: Any) -> tuple[dict[str, float], np.ndarray]:
         """Loss, perplexity and the task's metrics (masked-token accuracy) over the masked tokens; the predictions
         are the predicted ids of the masked tokens, in batch order."""
+        import numpy as np
         import torch
 
         loss_sum, count, preds, refs = 0.0, 0, [], []
@@ -213,6 +218,8 @@ def _blocks(
 
     Packing joins the documents (a separator token between two) and cuts the stream into full blocks, so no
     position is wasted on padding; without it each document is one block, cut at ``max_length``."""
+    import numpy as np
+
     before, after = _frame(tokenizer)
     room = max_length - len(before) - len(after)
     if room < 1:

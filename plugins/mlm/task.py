@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from peftkit import DataError, Example
 from peftkit.kit import missing_files
 from peftkit_plugins.mlm.config import MlmParams
@@ -47,6 +45,8 @@ class MlmTask:
 
     def compute_metrics(self, predictions: Any, references: Any) -> dict[str, float]:
         """Masked-token accuracy from the predicted and true ids of the masked tokens."""
+        import numpy as np
+
         p, r = np.asarray(predictions), np.asarray(references)
         return {"masked_accuracy": float((p == r).mean()) if len(r) else 0.0}
 
@@ -59,6 +59,8 @@ class MlmTask:
 
 def _held_out(docs: list[tuple[int, str]], params: MlmParams, split: str) -> list[tuple[int, str]]:
     """``dev_fraction`` of the documents (at least one), chosen by a fixed seed; the rest train."""
+    import numpy as np
+
     if len(docs) < 2:
         raise DataError(
             f"{params.train_file}: {len(docs)} document; holding some out as dev needs at least 2 "

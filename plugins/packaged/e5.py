@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from peftkit import ModelSourceError
 from peftkit.kit import quiet_transformers
 from peftkit_plugins.packaged.e5s1 import E5S1File, Header
 from peftkit_plugins.packaged.tokenizer import save_tokenizer
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("peftkit")
 

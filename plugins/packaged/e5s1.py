@@ -22,10 +22,12 @@ import struct
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from peftkit import ModelSourceError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 MAGIC = b"E5S1"
 Q4_BLOCK = 32
@@ -107,6 +109,8 @@ class _Cursor:
         return struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt), what))
 
     def array(self, dtype: str, count: int, what: str) -> np.ndarray:
+        import numpy as np
+
         raw = self.take(np.dtype(dtype).itemsize * count, what)
         return np.frombuffer(raw, dtype=dtype, count=count)
 
@@ -119,6 +123,8 @@ def dequantize_q4_0(raw: np.ndarray, rows: int, cols: int, chunk_rows: int = 819
         rows, cols: the matrix shape; ``cols`` must be a multiple of 32.
         chunk_rows: rows expanded at once; bounds the temporary memory for the 250k-row embedding.
     """
+    import numpy as np
+
     if cols % Q4_BLOCK:
         raise ValueError(f"Q4_0 rows must hold a multiple of {Q4_BLOCK} values, got {cols}")
     nblocks = cols // Q4_BLOCK
@@ -165,6 +171,8 @@ class E5S1File:
         return Header(version, *ints, layer_norm_eps=float(eps), block_size=block)
 
     def _read_vocabulary(self, cur: _Cursor) -> Vocabulary:
+        import numpy as np
+
         (n_pieces,) = cur.unpack("i", "piece count")
         bos, eos, pad, unk = cur.unpack("4i", "special token ids")
         (blob_len,) = cur.unpack("Q", "piece blob length")
@@ -207,6 +215,8 @@ class E5S1File:
 
     def tensor(self, name: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
         """The tensor ``name`` as float32, reshaped to ``shape`` (Q4_0 tensors need a 2-D shape)."""
+        import numpy as np
+
         entry = self.tensors.get(name)
         if entry is None:
             raise E5S1FormatError(f"{self.path}: no tensor named {name!r}")
