@@ -344,7 +344,10 @@ def test_every_command_works_and_warns_with_a_broken_plugin(tmp_path):
 
 
 def test_validate_and_plugins_do_not_import_torch():
-    code = "import sys, peftkit.cli as c; c.main(['plugins']); assert 'torch' not in sys.modules, 'torch imported'"
+    code = (
+        "import sys, peftkit.cli as c; c.main(['plugins']); "
+        "assert 'torch' not in sys.modules, 'torch imported'; assert 'numpy' not in sys.modules, 'numpy imported'"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]
 
