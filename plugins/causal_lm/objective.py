@@ -61,8 +61,9 @@ class LmSplit:
         return np.fromiter((len(x) for x in self.input_ids), dtype=np.int64, count=len(self.input_ids))
 
     def collate(self, idx: list[int], pad_id: int, *, epoch: int = 0, batch: int = 0) -> dict[str, Any]:
-        """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on prompt and padding); the model
-        shifts the labels itself."""
+        """Right-padded ``input_ids``, ``attention_mask`` and ``labels`` (-100 on prompt and padding), plus
+        ``logits_to_keep`` and ``shift_labels`` (see :func:`answer_positions`): the model runs its output layer
+        only over the positions that predict a labelled token, not over the prompt and the padding."""
         import torch
 
         width = max(len(self.input_ids[i]) for i in idx)
@@ -74,7 +75,34 @@ class LmSplit:
             ids[r, :n] = torch.as_tensor(self.input_ids[i])
             labels[r, :n] = torch.as_tensor(self.labels[i])
             mask[r, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        keep, shifted = answer_positions(labels)
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "labels": labels,
+            "logits_to_keep": keep,
+            "shift_labels": shifted,
+        }
+
+
+def answer_positions(labels: Any) -> tuple[Any, Any]:
+    """Per row, the positions whose next token is labelled (``logits_to_keep``, a ``(rows, k)`` integer tensor that
+    transformers' decoders slice their hidden states with before the output layer) and those next tokens
+    (``shift_labels``, which the causal-LM loss takes in place of shifting ``labels`` itself). Rows with fewer than
+    ``k`` such positions are filled with position 0 and label -100, which the loss skips. On chat rows the answer is
+    a small share of the tokens, so the vocabulary-sized output layer, its softmax and their gradients shrink by
+    that share."""
+    import torch
+
+    nxt = labels[:, 1:] != IGNORE
+    k = max(int(nxt.sum(1).max()) if len(labels) else 0, 1)
+    keep = torch.zeros((len(labels), k), dtype=torch.long)
+    shifted = torch.full((len(labels), k), IGNORE, dtype=torch.long)
+    for r in range(len(labels)):
+        pos = nxt[r].nonzero().squeeze(1)
+        keep[r, : len(pos)] = pos
+        shifted[r, : len(pos)] = labels[r, pos + 1]
+    return keep, shifted
 
 
 class CausalLM:
@@ -118,9 +146,9 @@ class CausalLM:
 
         loss_sum, count, preds, refs = 0.0, 0, [], []
         for _, batch, logits in outputs:
-            labels = batch["labels"][:, 1:]
+            labels = batch["shift_labels"]  # logits[:, j] predicts shift_labels[:, j] (see answer_positions)
             keep = labels != IGNORE
-            picked, target = logits[:, :-1][keep], labels[keep]
+            picked, target = logits[keep], labels[keep]
             loss_sum += torch.nn.functional.cross_entropy(picked, target, reduction="sum").item()
             count += int(keep.sum())
             preds.append(picked.argmax(-1).cpu().numpy())

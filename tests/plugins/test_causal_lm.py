@@ -72,15 +72,42 @@ def test_prompt_tokens_carry_no_loss(tiny_llama):
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(str(tiny_llama))
     out = model(**batch)
+    every = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # all positions
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE
     assert 0 < int(keep.sum()) < labels.numel() / 2
-    by_hand = torch.nn.functional.cross_entropy(out.logits[:, :-1][keep], labels[keep])
+    by_hand = torch.nn.functional.cross_entropy(every[:, :-1][keep], labels[keep])
     assert torch.allclose(out.loss, by_hand, atol=1e-6)
-    logits = out.logits.detach().clone()
+    logits = every.detach().clone()
     logits[:, :-1][~keep] = torch.randn_like(logits[:, :-1][~keep]) * 100  # wreck every prompt prediction
     wrecked = torch.nn.functional.cross_entropy(logits[:, :-1][keep], labels[keep])
     assert torch.allclose(wrecked, by_hand.detach(), atol=1e-6)
+
+
+def test_output_layer_runs_on_answer_positions_only_with_the_same_gradients(tiny_llama):
+    """The collated batch asks the model for the logits of the answer positions only (fewer than the sequence),
+    and the loss and every gradient equal those of the plain full-sequence forward with ``labels``."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_llama))
+    rows = [
+        [{"role": "user", "content": "the movie was good and long"}, {"role": "assistant", "content": "good"}],
+        [{"role": "user", "content": "bad"}, {"role": "assistant", "content": "bad and not good at all"}],
+    ]
+    enc = _encode([ChatExample("x", messages=m) for m in rows], tok, template="chatml")
+    batch = enc.collate([0, 1], 0)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama))
+    sliced = model(**batch)
+    assert sliced.logits.shape[1] == batch["logits_to_keep"].shape[1] < batch["input_ids"].shape[1] - 1
+    sliced.loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    plain = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+    plain.loss.backward()
+    assert torch.allclose(sliced.loss, plain.loss, atol=1e-6)
+    assert grads and all(torch.allclose(grads[n], p.grad, atol=1e-6) for n, p in model.named_parameters() if n in grads)
 
 
 @pytest.mark.parametrize(
