@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict
 
-from peftkit import DataError, EncodeContext, Example
+from peftkit import DataError, EncodeContext, Example, PeftkitError
 from peftkit.kit import forward_batches, row_name
 from peftkit_plugins.causal_lm.chat import segments, stop_ids, template_of, tokenize_segments
 from peftkit_plugins.causal_lm.config import Generation, TemplateName
@@ -135,7 +135,16 @@ class CausalLM:
     def head_modules(self, model: Any, missing_keys: set[str]) -> list[str]:
         """The output layer only when the checkpoint lacks it (a bare decoder saved without its LM head, as the
         tiny test models are): then it starts random and must train and be saved. A pretrained one (usually tied
-        to the embeddings) is left alone."""
+        to the embeddings) is left alone. Refuses a model whose ``forward`` takes no ``logits_to_keep``, which
+        every training batch carries (see :func:`answer_positions`)."""
+        import inspect
+
+        if "logits_to_keep" not in inspect.signature(model.forward).parameters:
+            raise PeftkitError(
+                f"model.source: {type(model).__name__}.forward() takes no logits_to_keep, which the causal-lm "
+                "objective passes so that the output layer runs over the answers only; use a transformers decoder "
+                "(Llama, Qwen2, Gemma and the other AutoModelForCausalLM classes of transformers 5 take it)"
+            )
         return output_head(model, missing_keys)
 
     def score(self, outputs: Any, data: Any, task: Any) -> tuple[dict[str, float], np.ndarray]:

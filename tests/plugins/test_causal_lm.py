@@ -110,6 +110,22 @@ def test_output_layer_runs_on_answer_positions_only_with_the_same_gradients(tiny
     assert grads and all(torch.allclose(grads[n], p.grad, atol=1e-6) for n, p in model.named_parameters() if n in grads)
 
 
+def test_a_model_without_logits_to_keep_is_refused_at_setup(tiny_llama):
+    """A decoder whose forward cannot slice its output layer is named at setup, not a TypeError at step one."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_llama))
+    assert CausalLM().head_modules(model, set()) == []
+
+    class OldDecoder(type(model)):
+        def forward(self, input_ids=None, attention_mask=None, labels=None):
+            return super().forward(input_ids=input_ids, attention_mask=attention_mask, labels=labels)
+
+    model.__class__ = OldDecoder
+    with pytest.raises(PeftkitError, match="OldDecoder.forward\\(\\) takes no logits_to_keep"):
+        CausalLM().head_modules(model, set())
+
+
 @pytest.mark.parametrize(
     ("row", "error"),
     [
