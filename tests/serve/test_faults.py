@@ -1,0 +1,79 @@
+"""Faults under load: a worker of ``--workers 2`` killed while requests flow (issue 20.4).
+
+A real server on 127.0.0.1 with the tiny runs; clients keep 8 requests in flight; one worker gets SIGKILL.
+Only requests that were on the dead worker may fail (as dropped connections, never an HTTP error code),
+the other worker keeps answering, and uvicorn's supervisor starts a replacement.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import psutil
+
+CLIENTS = 8
+
+
+def _workers(srv) -> list[psutil.Process]:
+    """The uvicorn worker processes: children of the master, itself the child of ``timeout``."""
+    (master,) = psutil.Process(srv.proc.pid).children()
+    return [p for p in master.children() if "spawn_main" in " ".join(p.cmdline())]
+
+
+def _wait_workers(srv, n: int, seconds: float = 60.0) -> list[psutil.Process]:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        ws = [p for p in _workers(srv) if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        if len(ws) == n:
+            return ws
+        time.sleep(0.2)
+    raise AssertionError(f"expected {n} workers, have {len(_workers(srv))}:\n{srv.log.read_text()[-2000:]}")
+
+
+def test_killing_one_of_two_workers_loses_only_its_in_flight_requests(tiny_runs, tmp_path, server_cls):
+    srv = server_cls([f"a={tiny_runs['a']}", "--workers", "2", "--threads", "1"], tmp_path / "log")
+    try:
+        srv.wait_ready()
+        victim = _wait_workers(srv, 2)[0]
+        codes: list[tuple[float, int]] = []
+        dropped: list[tuple[float, str]] = []
+
+        async def load() -> float:
+            stop_at = time.monotonic() + 6.0
+
+            async def client(c: httpx.AsyncClient) -> None:
+                while time.monotonic() < stop_at:
+                    t = time.monotonic()
+                    try:
+                        r = await c.post("/v1/classify", json={"model": "a", "input": "质量很好，物流也快"})
+                        codes.append((t, r.status_code))
+                    except httpx.TransportError as exc:  # the connection died with the worker
+                        dropped.append((t, type(exc).__name__))
+
+            async with httpx.AsyncClient(base_url=srv.url, timeout=30) as c:
+                tasks = [asyncio.create_task(client(c)) for _ in range(CLIENTS)]
+                await asyncio.sleep(2.0)
+                killed_at = time.monotonic()
+                victim.kill()
+                await asyncio.gather(*tasks)
+            return killed_at
+
+        killed_at = asyncio.run(load())
+        assert {s for _, s in codes} == {200}, "a dying worker must not turn into HTTP errors"
+        assert len(dropped) <= CLIENTS, f"more failures than requests in flight: {dropped}"
+        # a request sent just after the kill may still go out on a kept-alive connection to the dead worker
+        # before the client has seen it close; nothing sent a second later may fail
+        assert all(t <= killed_at + 1.0 for t, _ in dropped), f"requests sent after the kill failed: {dropped}"
+        assert sum(1 for t, _ in codes if t < killed_at) > CLIENTS  # load was flowing before the kill
+        assert sum(1 for t, _ in codes if t > killed_at + 0.5) > CLIENTS  # and the survivor kept answering
+        replacement = _wait_workers(srv, 2)
+        assert victim.pid not in {p.pid for p in replacement}
+        for _ in range(10):  # both workers answer again
+            assert (
+                httpx.post(srv.url + "/v1/classify", json={"model": "a", "input": "太差了"}, timeout=30).status_code
+                == 200
+            )
+    finally:
+        srv.stop()
