@@ -14,17 +14,22 @@ def _rows(values: Any, names: list[str] | None) -> list[list[str]]:
     (what a dummy prediction of label ids gets, as ``peftkit validate`` makes to learn the metric names)."""
     import numpy as np
 
-    arr = np.asarray(values)
-    if arr.ndim == 1:
-        arr = arr[None, :]
+    if isinstance(values, np.ndarray) and values.ndim == 2:
+        rows = values.tolist()
+    else:
+        items = list(values)
+        nested = bool(items) and isinstance(items[0], (list, tuple, np.ndarray))
+        rows = [list(r) for r in items] if nested else [items]
     out = []
-    for row in arr.tolist():
-        if arr.dtype.kind in "iu":
-            row = [i for i in row if i >= 0]
-            row = [names[i] if names else ("O" if i == 0 else f"B-T{i}") for i in row]
-        else:
-            row = [str(t) for t in row if t != PAD and t is not None]
-        out.append(row)
+    for row in rows:
+        named = []
+        for t in row:
+            if isinstance(t, (int, np.integer)):
+                if t >= 0:
+                    named.append(names[t] if names else ("O" if t == 0 else f"B-T{t}"))
+            elif t is not None and t != PAD:
+                named.append(str(t))
+        out.append(named)
     return out
 
 
