@@ -92,7 +92,8 @@ def write_test_predictions(s: Setup, model: Any, out_dir: Path, device: Any) -> 
     ``test_public`` or an own-data test file with labels), the task's metrics on it; else ``None``."""
     if "test" not in s.task.splits:
         raise PeftkitError(f"task {s.task.name!r} has no test split to predict")
-    if not s.objective.labelled:
+    per_row = getattr(s.objective, "row_predictions", None)  # an objective predicting more than a label per row
+    if not s.objective.labelled and per_row is None:
         raise PeftkitError(
             f"task {s.task.name!r} trains objective {s.objective.name!r}, which predicts no label per row; "
             "there is nothing to write a predictions file of (set eval.predict: false)"
@@ -100,11 +101,13 @@ def write_test_predictions(s: Setup, model: Any, out_dir: Path, device: Any) -> 
     data = s.data.get("test") or load_split(s, "test")
     bs = eval_batch_size(s.recipe)
     metrics, preds = evaluate(model, data, s.task, bs, s.pad_id, device, mixed_precision(s.recipe))
-    rows = [s.task.format_prediction(ex, int(p), s.tparams) for ex, p in zip(data.examples, preds)]
+    answers = per_row(preds, data) if per_row is not None else [int(p) for p in preds]
+    rows = [s.task.format_prediction(ex, p, s.tparams) for ex, p in zip(data.examples, answers)]
     path = out_dir / s.task.prediction_file(s.tparams)
     outputs.write_predictions(path, rows)
     log.info("wrote %d predictions to %s", len(rows), path)
-    labelled = int((data.labels >= 0).sum())
+    labelled = getattr(data, "labelled_count", None)
+    labelled = int((data.labels >= 0).sum()) if labelled is None else int(labelled)
     if not labelled:  # an unlabelled (or empty) test split: predictions only
         return path, None
     if labelled < len(data):

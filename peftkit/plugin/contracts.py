@@ -247,6 +247,10 @@ class Objective(Protocol):
             predictions)``, used instead of :meth:`score` over the core's evaluation batches when present, for an
             objective that needs the model itself (generating answers, scoring candidates in chunks of its own).
             It returns what :meth:`score` would, and must leave the model's train/eval mode as it found it.
+        row_predictions: ``row_predictions(predictions, data) -> list``, for an objective that is not ``labelled``
+            but predicts something per row (token classification: a tag per character or word): the predictions
+            of :meth:`score` cut into one value per row, which the task's ``format_prediction`` receives in place
+            of a label id. Its split then has ``labelled_count``, the rows with targets (test metrics need all).
         overrides: True for an objective a recipe may put in place of a labelled task's own with
             ``task.objective`` (one that scores the same labels another way, such as by their likelihood).
     """

@@ -107,6 +107,14 @@ class TrainConfig(_Strict):
     lr: float | None = Field(
         None, gt=0, description="Peak learning rate; null = the method's default (LoRA 1e-3, full 3e-5, ...)."
     )
+    head_lr: float | None = Field(
+        None,
+        gt=0,
+        description="Learning rate of the task head (the modules the objective names as its head: a classifier, a "
+        "pooler the checkpoint lacked), as its own optimizer group under the same schedule; null = train.lr. A "
+        "randomly initialised head beside a LoRA body may need more: on People's Daily NER, LoRA at lr 1e-3 "
+        "with the head at 1e-3 learned no entity (docs: tasks, NER).",
+    )
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not applied to biases and LayerNorm).")
     adam_betas: tuple[float, float] = Field((0.9, 0.999), description="AdamW betas.")
     adam_eps: float = Field(1e-8, gt=0, description="AdamW epsilon.")

@@ -106,11 +106,11 @@ class Trainer:
             raise PeftkitError(f"task {recipe.task.name!r} has no train split; nothing to fine-tune")
         per_epoch, total = plan_steps(recipe, len(s.data["train"]), acc.num_processes)
         set_seed(recipe.train.seed)  # before any weight (e.g. the classifier) is created
-        model, _ = build_model(s, total)
+        model, ctx = build_model(s, total)
         params = log_parameters(model, recipe.method.name)
         s.hooks.peftkit_model_ready(model=model, method=s.method, recipe=recipe)
         lr = recipe.train.lr or s.method.default_lr
-        optimizer = make_optimizer(model, recipe, lr)
+        optimizer = make_optimizer(model, recipe, lr, ctx.head_modules)
         self.scheduler = make_scheduler(optimizer, recipe, total)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         self.state = RunState(
@@ -128,6 +128,8 @@ class Trainer:
         self.state.summary.update(
             params=params, lr=lr, steps_per_epoch=per_epoch, total_steps=total, processes=acc.num_processes
         )
+        if recipe.train.head_lr is not None:
+            self.state.summary["head_lr"] = recipe.train.head_lr
         self.best = BestModel(s, self.state, acc)
         if self.resume:
             self._restore(resume_from or checkpoint.latest(self.out))

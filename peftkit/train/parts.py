@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from peftkit.build.batches import steps_per_epoch
 from peftkit.build.model import warn_if_bf16_emulated
 from peftkit.evaluation.evaluate import mixed_precision
 from peftkit.recipe import Recipe
+
+log = logging.getLogger("peftkit")
 
 
 def make_accelerator(recipe: Recipe) -> Any:
@@ -34,17 +38,34 @@ def make_accelerator(recipe: Recipe) -> Any:
     return Accelerator(mixed_precision=mp, cpu=not torch.cuda.is_available(), **kwargs)
 
 
-def make_optimizer(model: Any, recipe: Recipe, lr: float) -> Any:
-    """AdamW over the trainable parameters; biases and norms get no weight decay."""
+def in_head(name: str, heads: Sequence[str]) -> bool:
+    """Whether parameter ``name`` lies in one of the head modules ``heads`` (``classifier`` holds
+    ``classifier.weight`` and, under peft, ``base_model.model.classifier.modules_to_save.default.weight``)."""
+    dotted = f".{name}"
+    return any(f".{h}." in dotted for h in heads)
+
+
+def make_optimizer(model: Any, recipe: Recipe, lr: float, heads: Sequence[str] = ()) -> Any:
+    """AdamW over the trainable parameters; biases and norms get no weight decay. With ``train.head_lr`` the
+    parameters of the head modules ``heads`` (``ApplyContext.head_modules``) train at that rate instead."""
     import torch
 
-    decay, no_decay = [], []
+    t = recipe.train
+    head_lr = t.head_lr if t.head_lr is not None and heads else None
+    groups: dict[tuple[bool, bool], list[Any]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            (no_decay if p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name else decay).append(p)
-    t = recipe.train
-    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, betas=t.adam_betas, eps=t.adam_eps)
+            no_decay = p.ndim < 2 or "LayerNorm" in name or "layer_norm" in name
+            groups.setdefault((head_lr is not None and in_head(name, heads), no_decay), []).append(p)
+    if head_lr is not None and not any(head for head, _ in groups):
+        log.warning("train.head_lr=%g: no trainable parameter lies in the head modules %s", head_lr, list(heads))
+    out = []
+    for (head, no_decay), params in sorted(groups.items()):
+        group = {"params": params, "weight_decay": 0.0 if no_decay else t.weight_decay}
+        if head:
+            group["lr"] = head_lr
+        out.append(group)
+    return torch.optim.AdamW(out, lr=lr, betas=t.adam_betas, eps=t.adam_eps)
 
 
 def make_scheduler(opt: Any, recipe: Recipe, total: int) -> Any:

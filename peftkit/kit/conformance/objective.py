@@ -2,7 +2,8 @@
 evaluates through an Objective, on the tiny models.
 
 For each tiny model (the tiny Llama only when the objective is not ``encoder_only``) it checks that: the
-objective's own ``sample_examples`` pass its ``check_rows``; ``encode`` gives a split with one length per row;
+objective's own ``sample_examples`` pass its ``check_rows`` (with the label space ``LABELS``, which an objective
+without labels ignores and a token-classification one tags units with); ``encode`` gives a split with one length per row;
 ``collate`` gives tensors sharing the batch dimension, with ``labels``, the same for the same (epoch, batch) and
 seed; the model loads through ``auto_class`` with ``model_kwargs``; a forward pass gives a finite loss whose
 gradient reaches the model; ``score`` over the evaluation batches gives finite float metrics with ``eval_loss``
@@ -63,7 +64,7 @@ def _encoded(o: Any, tok: Any, rows: list[Any], kind: str, split: str, tag: str)
 
     from peftkit.plugin.contracts import EncodeContext
 
-    ctx = EncodeContext(max_length=32, use_token_types=kind == "bert", split=split, seed=0)
+    ctx = EncodeContext(max_length=32, use_token_types=kind == "bert", split=split, seed=0, labels=list(LABELS))
     enc = o.encode(rows, tok, ctx)
     lengths = np.asarray(enc.lengths)
     if len(enc) < 1 or lengths.shape != (len(enc),) or not (lengths > 0).all():
@@ -125,7 +126,7 @@ def run_objective(objective: Any, model: str = "bert") -> ObjectiveReport:
     path = tiny_model_dir(model)
     cfg = ModelConfig(source=f"local:{path}")
     tok = load_tokenizer(path, cfg)
-    n_labels = len(LABELS) if o.labelled else 0
+    n_labels = len(LABELS)  # every objective gets the stand-in label space; one without labels ignores it
     rows, dev = sample(12, 0), sample(7, 1)
     o.check_rows(rows, f"objective {o.name!r}, train split", "train", n_labels)
     enc = _encoded(o, tok, rows, model, "train", tag)
