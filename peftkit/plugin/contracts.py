@@ -251,6 +251,15 @@ class Objective(Protocol):
             but predicts something per row (token classification: a tag per character or word): the predictions
             of :meth:`score` cut into one value per row, which the task's ``format_prediction`` receives in place
             of a label id. Its split then has ``labelled_count``, the rows with targets (test metrics need all).
+        chat: ``chat(*, setup, model) -> object``, for an objective whose finished runs can answer chat messages
+            (``peftkit serve``'s ``POST /v1/chat/completions``); ``setup`` and ``model`` are what
+            :func:`peftkit.load_run` returns. The object has ``context_length`` (int), ``stop_ids`` (token ids that
+            end an answer), ``prompt_ids(messages) -> list[int]`` (OpenAI-style ``{"role", "content"}`` messages
+            through the run's chat template; DataError when the template refuses them), ``decode(ids) -> str`` and
+            ``generate(prompt, *, max_tokens, temperature, top_p, seed, on_token) -> list[int]`` (the answer's ids,
+            with the stop token that ended it; greedy at temperature 0; ``on_token(ids so far) -> bool`` after
+            each token, True to end the answer). It is called from a worker thread, one request at a time or
+            several: it guards its own model.
         overrides: True for an objective a recipe may put in place of a labelled task's own with
             ``task.objective`` (one that scores the same labels another way, such as by their likelihood).
     """

@@ -16,10 +16,12 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from peftkit.serve.auth import AuthError, KeyStore
 from peftkit.serve.batching import Batcher, QueueFull
+from peftkit.serve.chat import parse_chat
+from peftkit.serve.generation import ChatRunner
 from peftkit.serve.inputs import InputError, Limits, decode_body, parse_classify
 from peftkit.serve.masking import mask
 from peftkit.serve.metrics import Metrics
@@ -44,6 +46,9 @@ class State:
             max_queue=cfg.max_queue,
             metrics=self.metrics,
             parallel=cfg.parallel,
+        )
+        self.chat = ChatRunner(
+            threads=cfg.parallel, max_queue=cfg.max_chat_queue, max_tokens=cfg.max_tokens, metrics=self.metrics
         )
 
     def load(self) -> None:
@@ -119,12 +124,44 @@ async def classify(request: Request) -> Response:
     if st.cfg.log_texts:
         request.state.texts = [mask(t) for t in req.texts + (req.pairs or [])]
     served = st.models[req.model]
+    if served.engine is None:
+        raise InputError(
+            400, "model", f"model {req.model!r} is a decoder run: it answers POST /v1/chat/completions, not classify"
+        )
     try:
         probs, tokens = await st.batcher.submit(served, req.texts, req.pairs)
     except QueueFull as exc:
         return _error(503, "server busy: the request queue is full", headers={"Retry-After": str(exc.retry_after)})
     st.metrics.observe_predictions(served.name, served.labels, probs)
     return JSONResponse(_answer(served, probs, request.state.request_id, tokens))
+
+
+async def chat_completions(request: Request) -> Response:
+    """OpenAI's chat completions (peftkit.serve.chat): the same auth, rate limit, metrics and logs as classify."""
+    st: State = request.app.state.peftkit
+    if not st.models:
+        return _error(503, st.load_error or "models are still loading; see GET /ready", headers={"Retry-After": "2"})
+    raw = await _read_body(request, st.limits.max_body)
+    req = parse_chat(decode_body(raw, st.limits), st.models, st.limits.max_chars, st.cfg.max_tokens)
+    request.state.model = req.model
+    request.state.key = st.keys.check(_key_of(request), req.model)
+    request.state.inputs = len(req.messages)
+    if st.cfg.log_texts:
+        request.state.texts = [mask(m["content"]) for m in req.messages]
+    served = st.models[req.model]
+    try:
+        st.chat.admit()
+    except QueueFull as exc:
+        return _error(
+            503, "server busy: too many chat requests in flight", headers={"Retry-After": str(exc.retry_after)}
+        )
+    await st.chat.prepare(served, req)
+    if req.stream:
+        return StreamingResponse(
+            st.chat.events(served, req, request.state.request_id), media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )  # fmt: skip
+    return JSONResponse(await st.chat.complete(served, req, request.state.request_id))
 
 
 async def list_models(request: Request) -> Response:
@@ -151,10 +188,12 @@ def create_app(cfg: Any) -> FastAPI:
             threading.Thread(target=st.load, name="peftkit-load", daemon=True).start()
         yield
         await st.batcher.stop()  # uvicorn has already waited for in-flight requests (graceful shutdown)
+        st.chat.shutdown()
 
     app = FastAPI(title="peftkit serve", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.peftkit = st
     app.add_api_route("/v1/classify", classify, methods=["POST"])
+    app.add_api_route("/v1/chat/completions", chat_completions, methods=["POST"])
     app.add_api_route("/v1/models", list_models, methods=["GET"])
     app.add_api_route("/health", lambda: {"status": "ok"}, methods=["GET"])
 
@@ -206,7 +245,7 @@ async def _access_log(request: Request, call_next: Any) -> Response:
     seconds = time.perf_counter() - t0
     response.headers["X-Request-ID"] = rid
     route, model = request.url.path, getattr(request.state, "model", None) or ""
-    if route in ("/v1/classify", "/v1/models", "/health", "/ready", "/metrics", "/"):
+    if route in ("/v1/classify", "/v1/chat/completions", "/v1/models", "/health", "/ready", "/metrics", "/"):
         st.metrics.requests.labels(model, route, str(response.status_code)).inc()
         st.metrics.latency.labels(model, route).observe(seconds)
     key = getattr(request.state, "key", None)

@@ -44,7 +44,9 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Serve runs or exported folders over HTTP: /v1/classify with dynamic batching, API keys, /metrics."""
+    """Serve runs or exported folders over HTTP: /v1/classify, /v1/chat/completions, API keys, /metrics.
+
+    Classifiers answer /v1/classify (dynamic batching); decoder runs answer /v1/chat/completions (OpenAI's shape)."""
     from peftkit.serve.server import ServeConfig, run_server
 
     cfg = ServeConfig.from_args(args)
@@ -75,6 +77,11 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
         default=1,
         help="batches run at once, each on its own thread (with --threads 1: one core each, no OpenMP spin-waits)",
     )
+    p.add_argument(
+        "--max-tokens", type=int, default=1024,
+        help="chat: answer tokens a request may ask for at most, and what it gets when it asks none (within the context)",
+    )  # fmt: skip
+    p.add_argument("--max-chat-queue", type=int, default=16, help="chat requests in flight at most; more get 503")
     p.add_argument("--log-texts", action="store_true", help="log request texts, with phones/IDs/cards/e-mails masked")
     p.add_argument("--no-merge", action="store_true", help="keep a lone adapter unmerged (merging is faster)")
 

@@ -23,7 +23,9 @@ class InputError(Exception):
         self.status, self.field, self.message = status, field, message
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"type": "invalid_request_error", "field": self.field, "message": self.message}}
+        # `param` is OpenAI's name for the field at fault (its clients read it); `field` is peftkit's
+        err = {"type": "invalid_request_error", "field": self.field, "param": self.field, "message": self.message}
+        return {"error": err}
 
 
 @dataclass

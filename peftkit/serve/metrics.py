@@ -43,6 +43,10 @@ class Metrics:
             "peftkit_top_probability", "probability of the answered label", ["model"],
             buckets=PROB_BUCKETS, registry=r,
         )  # fmt: skip
+        self.tokens = Counter(
+            "peftkit_tokens", "chat completion tokens: kind=prompt (read) or completion (generated)", ["model", "kind"],
+            registry=r,
+        )  # fmt: skip
         self.ready = Gauge("peftkit_models_ready", "models loaded and served", registry=r, multiprocess_mode="max")
 
     def observe_predictions(self, model: str, labels: list[str], probs: np.ndarray) -> None:

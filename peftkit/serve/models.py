@@ -1,5 +1,9 @@
 """What ``peftkit serve`` serves: finished runs and exported folders, loaded into engines.
 
+A run whose objective can chat (it has the optional ``chat`` attribute, see ``Objective``) is a decoder run
+served by ``/v1/chat/completions``: reloaded with its method (merged when it can be) and handed to
+``objective.chat``. Decoder runs do not share a base: each is a model of its own.
+
 Runs whose adapters (peft format) go on the same base are served from ONE copy of that base with each
 run's adapter loaded by name (``PeftModel.load_adapter``); a batch switches to its adapter with
 ``set_adapter``. A base with a single adapter is merged into it (one matmul per layer instead of two).
@@ -76,12 +80,13 @@ class ServedModel:
     path: Path
     labels: list[str]
     max_length: int
-    engine: Engine
+    engine: Engine | None  # None for a decoder run (chat only)
     adapter: str | None
-    kind: str  # "adapter on a shared base", "merged run", "export", "export int8"
+    kind: str  # "adapter on a shared base", "merged run", "export", "export int8", "decoder run"
     task: str = ""
     method: str = ""
     base: str = ""
+    chat: Any = None  # the objective's chat object (peftkit.plugin.contracts.Objective): /v1/chat/completions
 
     def describe(self) -> dict[str, Any]:
         """The ``/v1/models`` entry."""
@@ -95,6 +100,7 @@ class ServedModel:
             "method": self.method,
             "base": self.base,
             "served_as": self.kind,
+            "endpoints": ["/v1/chat/completions"] if self.chat is not None else ["/v1/classify"],
         }
 
 
@@ -139,6 +145,10 @@ def load_models(specs: list[tuple[str, Path]], *, merge_single: bool = True, int
         if not _is_run(path):
             out.append(_load_export(name, path, int8))
             continue
+        objective = _objective_of(path, reg)
+        if getattr(objective, "chat", None) is not None:
+            out.append(_load_chat_run(name, path, objective, merge_single))
+            continue
         peft_type = _peft_type(path / "model")
         if peft_type is None:
             out.append(_load_merged_run(name, path, int8))
@@ -170,12 +180,37 @@ def _run_facts(recipe: Any, reg: Any) -> Any:
     if objective.auto_class != CLASSIFIER:
         raise PeftkitError(
             f"serve: {recipe.output_dir} trains the {objective.name!r} objective ({objective.auto_class}); "
-            "/v1/classify serves sequence-classification runs only"
+            "/v1/classify serves sequence-classification runs, /v1/chat/completions runs of an objective that can chat"
         )
     labels = list(task.label_names(task_params(recipe, reg)))
     return SimpleNamespace(
         recipe=recipe, method=reg.methods[recipe.method.name], task=task, labels=labels,
         model_path=resolve_source(recipe.model, reg),
+    )  # fmt: skip
+
+
+def _objective_of(path: Path, reg: Any) -> Any:
+    """The objective a finished run trained (read from its recipe; nothing loads)."""
+    from peftkit.recipe import load_recipe
+
+    recipe = load_recipe(path / "recipe.yaml", [f"output_dir={path}"], registry=reg)
+    return reg.objective_of(reg.tasks[recipe.task.name], recipe.task.objective)
+
+
+def _load_chat_run(name: str, path: Path, objective: Any, merge: bool) -> ServedModel:
+    """A decoder run: the reloaded model (method merged when it can be: one matmul per layer) behind its
+    objective's ``chat`` object."""
+    from peftkit.evaluation.runs import load_run
+
+    s, model = load_run(path)
+    merged = merge and getattr(s.method, "can_merge", False) and not s.recipe.model.quantization
+    if merged:
+        model = s.method.merge(model)
+    chat = objective.chat(setup=s, model=model.eval())
+    log.info("model %s: decoder run, context %d tokens%s", name, chat.context_length, ", merged" if merged else "")
+    return ServedModel(
+        name, path, [], chat.context_length, None, None, "decoder run" + (" (merged)" if merged else ""),
+        task=s.task.name, method=s.method.name, base=s.recipe.model.source, chat=chat,
     )  # fmt: skip
 
 

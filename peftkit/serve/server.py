@@ -41,6 +41,8 @@ class ServeConfig:
     log_texts: bool = False
     merge: bool = True
     graceful_seconds: int = 30
+    max_tokens: int = 1024
+    max_chat_queue: int = 16
 
     @classmethod
     def from_args(cls, args: Any) -> ServeConfig:
@@ -49,7 +51,8 @@ class ServeConfig:
             max_wait_ms=args.max_wait_ms, max_batch=args.max_batch, max_queue=args.max_queue,
             max_inputs=args.max_inputs, max_chars=args.max_chars, max_body=args.max_body, threads=args.threads,
             parallel=args.parallel,
-            log_texts=args.log_texts, merge=not args.no_merge,
+            log_texts=args.log_texts, merge=not args.no_merge, max_tokens=args.max_tokens,
+            max_chat_queue=args.max_chat_queue,
         )  # fmt: skip
         cfg.check()
         return cfg
@@ -58,7 +61,8 @@ class ServeConfig:
         """One clear line for each impossible setting, before anything loads."""
         from peftkit.serve.models import parse_spec
 
-        for name in ("workers", "parallel", "max_batch", "max_queue", "max_inputs", "max_chars", "max_body"):
+        for name in ("workers", "parallel", "max_batch", "max_queue", "max_inputs", "max_chars", "max_body",
+                     "max_tokens", "max_chat_queue"):  # fmt: skip
             if getattr(self, name) < 1:
                 raise PeftkitError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be 1 or more")
         if self.max_wait_ms < 0:

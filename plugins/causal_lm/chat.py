@@ -91,6 +91,15 @@ def template_of(tokenizer: Any, name: str) -> str | None:
     return None  # the tokenizer's own
 
 
+def run_template(tokenizer: Any, params: Any) -> str | None:
+    """The template a finished run answers with: its ``task.params.template`` (``lm/sft``), else the tokenizer's
+    own, else chatml (``None`` means the tokenizer's own)."""
+    name = getattr(params, "template", "auto")
+    if name != "auto":
+        return TEMPLATES[name]
+    return None if getattr(tokenizer, "chat_template", None) else TEMPLATES["chatml"]
+
+
 def render(tokenizer: Any, messages: list[dict[str, str]], template: str | None, prompt: bool) -> str:
     """``messages`` as text through the template (``prompt``: with the assistant's opening, to generate from)."""
     try:

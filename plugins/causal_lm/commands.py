@@ -50,15 +50,13 @@ class Session:
         import torch
 
         from peftkit import load_run
-        from peftkit_plugins.causal_lm.chat import TEMPLATES, stop_ids
+        from peftkit_plugins.causal_lm.chat import run_template, stop_ids
 
         setup, model = load_run(run_dir)
         if "CausalLM" not in type(getattr(model, "base_model", model)).__name__ and not hasattr(model, "generate"):
             raise PeftkitError(f"{run_dir}: the run's model cannot generate text (it is not a decoder language model)")
         self.tok, self.args = setup.tokenizer, args
-        name = getattr(setup.tparams, "template", "auto")
-        own = getattr(self.tok, "chat_template", None)
-        self.template = TEMPLATES[name] if name != "auto" else (None if own else TEMPLATES["chatml"])
+        self.template = run_template(self.tok, setup.tparams)
         self.stop = stop_ids(self.tok, self.template)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device)

@@ -188,6 +188,13 @@ class CausalLM:
         metrics["generated_tokens_per_second"] = sum(map(len, answers)) / max(seconds, 1e-9)
         return metrics, preds
 
+    def chat(self, *, setup: Any, model: Any) -> Any:
+        """What ``peftkit serve`` answers ``POST /v1/chat/completions`` with for a finished run of this objective
+        (see :class:`~peftkit_plugins.causal_lm.serving.ServedChat`)."""
+        from peftkit_plugins.causal_lm.serving import ServedChat
+
+        return ServedChat(setup, model)
+
     def sample_examples(self, n: int, seed: int) -> list[Example]:
         """Sentences of :func:`peftkit.kit.tiny.sentiment_rows` as raw text."""
         from peftkit.kit.tiny import sentiment_rows

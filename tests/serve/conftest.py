@@ -155,3 +155,57 @@ def read_metric(text: str, name: str, **labels: str) -> float:
         if base == name and got == want:
             return float(value)
     return 0.0
+
+
+def train_tiny_chat(llama: Path, out: Path) -> Path:
+    """A finished lm/sft LoRA run on the tiny Llama (alpaca template: the answer ends with </s>), a few steps."""
+    from peftkit.kit.tiny import sentiment_rows
+    from peftkit.recipe import validate
+    from peftkit.train.loop import run
+
+    files = {}
+    for split, n, seed in (("train", 48, 0), ("dev", 8, 1)):
+        rows = [
+            {"instruction": r["text"], "output": "good" if r["label"] == "pos" else "bad"}
+            for r in sentiment_rows(n, seed)
+        ]
+        files[split] = out.parent / f"chat-{split}.jsonl"
+        files[split].write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = {
+        "model": {"source": f"local:{llama}"},
+        "method": {"name": "lora", "params": {}},
+        "task": {
+            "name": "lm/sft",
+            "params": {
+                "train_file": str(files["train"]), "dev_file": str(files["dev"]), "template": "alpaca",
+                "generation": {"max_new_tokens": 3, "samples": 2},
+            },
+        },
+        "data": {"max_length": 32},
+        "train": {"epochs": 1, "batch_size": 8, "lr": 2e-2, "seed": 0, "max_steps": 4},
+        "output_dir": str(out),
+    }  # fmt: skip
+    run(validate(recipe))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_run(tmp_path_factory, tiny_llama) -> Path:
+    """A finished decoder (lm/sft) run on the tiny Llama."""
+    return train_tiny_chat(tiny_llama, tmp_path_factory.mktemp("chat-run") / "run")
+
+
+@pytest.fixture(scope="session")
+def chat_server(tmp_path_factory, tiny_chat_run, tiny_runs, keys) -> Iterator[Server]:
+    """The decoder run ``chat`` next to the classifier ``a``, with keys; at most 16 answer tokens a request."""
+    log = tmp_path_factory.mktemp("chat-server") / "server.log"
+    srv = Server(
+        [f"chat={tiny_chat_run}", f"a={tiny_runs['a']}", "--keys", str(keys["path"]), "--max-tokens", "16",
+         "--max-chars", "2000", "--threads", "1"],
+        log,
+    )  # fmt: skip
+    try:
+        srv.wait_ready()
+        yield srv
+    finally:
+        srv.stop()
