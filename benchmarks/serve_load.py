@@ -5,6 +5,7 @@ Run (a benchmark, not a test; numbers go into docs/serving.md):
     nice -n 10 python benchmarks/serve_load.py RUN_DIR --texts ../shared/data/clue/tnews/dev.json \\
         --concurrency 1,8,32 --seconds 15 --threads 1
     nice -n 10 python benchmarks/serve_load.py RUN_DIR --memory
+    nice -n 10 python benchmarks/serve_load.py RUN_DIR --precisions float32,bfloat16,int8
 
 Both servers run on 127.0.0.1, one at a time, on the same exported model; a closed-loop asyncio client
 keeps ``concurrency`` requests of one text each in flight for ``seconds`` and records every latency.
@@ -103,6 +104,11 @@ async def load(url: str, texts: list[str], concurrency: int, seconds: float, mod
     }
 
 
+def threads_env(threads: int) -> dict[str, str]:
+    """OMP_NUM_THREADS for a server (0: unset, each library's own default)."""
+    return {"OMP_NUM_THREADS": str(threads)} if threads else {}
+
+
 def read_texts(path: Path, n: int = 2000) -> list[str]:
     rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()[:n]]
     return [r.get("sentence") or r.get("text") or r.get("sentence1") for r in rows]
@@ -146,15 +152,17 @@ def speed(args: argparse.Namespace, work: Path) -> None:
     }
     for name, cmd in targets.items():
         port = free_port()
-        env = {"PEER_MODEL": str(exp), "OMP_NUM_THREADS": str(args.threads)}  # the same torch threads for both
+        env = {"PEER_MODEL": str(exp), **threads_env(args.threads)}  # the same torch threads for both
         proc = start(cmd(port), port, env=env, log=work / f"{name.split()[0]}.log")
         try:
             for c in levels:
-                results.setdefault(name, {})[c] = r = asyncio.run(
-                    load(f"http://127.0.0.1:{port}", texts, c, args.seconds, "m")
-                )
+                windows = [asyncio.run(load(f"http://127.0.0.1:{port}", texts, c, args.seconds, "m"))
+                           for _ in range(args.repeat)]  # fmt: skip
+                # the window with the median throughput (its own latencies), so one noisy window does not decide
+                results.setdefault(name, {})[c] = r = sorted(windows, key=lambda w: w["rps"])[len(windows) // 2]
+                r["all_rps"] = [w["rps"] for w in windows]
                 print(f"{name:28s} c={c:<3d} {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f}  p95 {r['p95']:7.1f}  "
-                      f"p99 {r['p99']:7.1f} ms  errors {r['errors']}", flush=True)  # fmt: skip
+                      f"p99 {r['p99']:7.1f} ms  errors {r['errors']}  windows {[round(x, 1) for x in r['all_rps']]}", flush=True)  # fmt: skip
         finally:
             stop(proc)
     ours, peer = results["peftkit serve"], results["peer (FastAPI + pipeline)"]
@@ -204,24 +212,70 @@ def memory(args: argparse.Namespace, work: Path) -> None:
             stop(proc)
 
 
+def dev_accuracy(url: str, rows: list[dict], model: str, field: str, batch: int = 32) -> float:
+    """Accuracy over ``rows`` through /v1/classify (``batch`` texts a request), gold label in ``rows[i][field]``."""
+    right = 0
+    with httpx.Client(base_url=url, timeout=120) as c:
+        for i in range(0, len(rows), batch):
+            part = rows[i : i + batch]
+            texts = [r.get("sentence") or r.get("text") for r in part]
+            r = c.post("/v1/classify", json={"model": model, "input": texts})
+            r.raise_for_status()
+            right += sum(str(p["label"]) == str(row[field]) for p, row in zip(r.json()["data"], part))
+    return right / len(rows)
+
+
+def precisions(args: argparse.Namespace, work: Path) -> None:
+    """Each --precision of the served run: dev accuracy over HTTP, then closed-loop throughput."""
+    rows = [json.loads(x) for x in Path(args.texts).read_text(encoding="utf-8").splitlines()[: args.eval_rows]]
+    texts = [r.get("sentence") or r.get("text") for r in rows]
+    levels = [int(x) for x in args.concurrency.split(",")]
+    table = []
+    for prec in args.precisions.split(","):
+        port = free_port()
+        cmd = [sys.executable, "-m", "peftkit", "serve", f"m={args.run}", "--port", str(port), "--precision", prec,
+               "--max-wait-ms", str(args.max_wait_ms), "--parallel", str(args.parallel)]  # fmt: skip
+        proc = start(cmd, port, env=threads_env(args.threads), log=work / f"serve-{prec}.log")
+        try:
+            url = f"http://127.0.0.1:{port}"
+            acc = dev_accuracy(url, rows, "m", args.label_field)
+            speeds = [asyncio.run(load(url, texts, c, args.seconds, "m")) for c in levels]
+            table.append((prec, acc, speeds, rss_of(proc)))
+            print(prec, f"acc {acc:.4f}", *(f"c={c} {r['rps']:.1f} req/s p99 {r['p99']:.0f} ms" for c, r in zip(levels, speeds)),
+                  flush=True)  # fmt: skip
+        finally:
+            stop(proc)
+    base = table[0]
+    head = " | ".join(f"req/s c={c} (× {base[0]})" for c in levels)
+    print(f"\n| precision | dev accuracy ({len(rows)} rows) | {head} | p99 ms at c={levels[-1]} | RSS MiB |")
+    print("|---|---:|" + "---:|" * len(levels) + "---:|---:|")
+    for prec, acc, speeds, rss in table:
+        cells = " | ".join(f"{r['rps']:.1f} ({r['rps'] / b['rps']:.2f}×)" for r, b in zip(speeds, base[2]))
+        print(f"| {prec} | {acc * 100:.2f} | {cells} | {speeds[-1]['p99']:.0f} | {rss:.0f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", type=Path, help="a finished peftkit run (adapter-based, e.g. LoRA)")
     ap.add_argument("--texts", default=str(REPO.parent / "shared/data/clue/tnews/dev.json"), help="JSON-lines texts")
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--seconds", type=float, default=15.0, help="per concurrency level")
+    ap.add_argument("--repeat", type=int, default=1, help="windows per level; the median window is reported")
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
     ap.add_argument(
         "--threads", type=int, default=1,
-        help="OMP_NUM_THREADS for both servers (on a busy shared CPU, 2 threads spin-wait: 1 s per forward instead of 60 ms)",
+        help="OMP_NUM_THREADS for both servers (0 = unset: torch's default; on a busy shared CPU, 2 threads spin-wait: 1 s per forward instead of 60 ms)",
     )  # fmt: skip
     ap.add_argument("--parallel", type=int, default=1, help="peftkit serve --parallel")
     ap.add_argument("--memory", action="store_true", help="measure RSS for 1 vs 5 adapters vs 5 merged instead")
+    ap.add_argument("--precisions", help="e.g. float32,bfloat16,int8: dev accuracy and throughput of each instead")
+    ap.add_argument("--eval-rows", type=int, default=1000, help="dev rows for --precisions' accuracy")
+    ap.add_argument("--label-field", default="label", help="gold label's field in --texts rows")
     ap.add_argument("--work", type=Path, help="folder for exports and logs (default: a temporary one)")
     args = ap.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="peftkit-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    (memory if args.memory else speed)(args, work)
+    (memory if args.memory else precisions if args.precisions else speed)(args, work)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,9 @@ class State:
 
             if self.cfg.threads:
                 torch.set_num_threads(self.cfg.threads)
-            served = load_models([parse_spec(s) for s in self.cfg.models], merge_single=self.cfg.merge)
+            served = load_models(
+                [parse_spec(s) for s in self.cfg.models], merge_single=self.cfg.merge, precision=self.cfg.precision
+            )
             self.models = {m.name: m for m in served}
             self.metrics.ready.set(len(served))
             log.info("ready: %s", ", ".join(f"{m.name} ({m.kind})" for m in served))

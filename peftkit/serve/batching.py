@@ -3,7 +3,9 @@
 Requests wait in a bounded queue (counted in inputs, not requests); a full queue is refused at once
 (the app answers 503 with Retry-After) rather than building an unbounded backlog. One loop takes
 the first waiting request, then whatever else arrives within ``max_wait`` seconds, up to
-``max_batch`` inputs; the batch is split by (engine, adapter), each part sorted by token length
+``max_batch`` inputs -- but only while requests come concurrently (some queued behind the first, or the
+last batch held more than one request): a lone client is never made to wait for company that is not
+coming, so at concurrency 1 a request costs one forward pass and nothing more; the batch is split by (engine, adapter), each part sorted by token length
 and cut into chunks of similar length (so short texts are not padded to a long one's width),
 and run on an inference thread (torch uses its own threads inside; the event loop stays free).
 ``parallel`` > 1 runs that many batches at once on as many threads: on a small or shared CPU, two
@@ -58,6 +60,7 @@ class Batcher:
         self._executor = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="peftkit-infer")
         self._tasks: list[asyncio.Task] = []
         self._seconds_per_input = 0.01  # running estimate, for Retry-After
+        self._last_requests = 0  # requests in the last batch: more than one = clients are sending concurrently
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -95,7 +98,8 @@ class Batcher:
         """The first waiting job, then more until ``max_batch`` inputs or ``max_wait`` has passed."""
         jobs = [await self._queue.get()]
         size = len(jobs[0].texts)
-        deadline = time.perf_counter() + self.max_wait
+        concurrent = self._last_requests > 1 or not self._queue.empty()
+        deadline = time.perf_counter() + (self.max_wait if concurrent else 0.0)
         while size < self.max_batch:
             left = deadline - time.perf_counter()
             try:
@@ -104,6 +108,7 @@ class Batcher:
                 break
             jobs.append(job)
             size += len(job.texts)
+        self._last_requests = len(jobs)
         return jobs
 
     async def _loop(self) -> None:

@@ -83,6 +83,12 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     p.add_argument("--max-chat-queue", type=int, default=16, help="chat requests in flight at most; more get 503")
     p.add_argument("--log-texts", action="store_true", help="log request texts, with phones/IDs/cards/e-mails masked")
+    p.add_argument(
+        "--precision",
+        choices=["float32", "bfloat16", "int8"],
+        help="how classifiers compute: float32 (default), bfloat16 (CPUs with avx512_bf16/AMX, GPUs), or dynamic "
+        "int8 linear layers (default for an export made with --quantize int8); see docs/serving.md for measurements",
+    )
     p.add_argument("--no-merge", action="store_true", help="keep a lone adapter unmerged (merging is faster)")
 
 

@@ -128,8 +128,13 @@ def _peft_type(model_dir: Path) -> str | None:
     return json.loads(cfg.read_text(encoding="utf-8")).get("peft_type") if cfg.is_file() else None
 
 
-def load_models(specs: list[tuple[str, Path]], *, merge_single: bool = True, int8: bool = False) -> list[ServedModel]:
-    """Load every spec: runs with adapters grouped by base, other runs merged, exports as folders."""
+def load_models(
+    specs: list[tuple[str, Path]], *, merge_single: bool = True, precision: str | None = None
+) -> list[ServedModel]:
+    """Load every spec: runs with adapters grouped by base, other runs merged, exports as folders.
+
+    ``precision`` (``PRECISIONS``) is how classifiers compute: float32, bfloat16 weights and activations, or
+    dynamic int8 linear layers; None = float32, or int8 for an export marked ``--quantize int8``."""
     from peftkit.build.setup import prepare
     from peftkit.plugin.registry import get_registry
     from peftkit.recipe import load_recipe
@@ -143,7 +148,7 @@ def load_models(specs: list[tuple[str, Path]], *, merge_single: bool = True, int
     out: list[ServedModel] = []
     for name, path in specs:
         if not _is_run(path):
-            out.append(_load_export(name, path, int8))
+            out.append(_load_export(name, path, precision))
             continue
         objective = _objective_of(path, reg)
         if getattr(objective, "chat", None) is not None:
@@ -151,7 +156,7 @@ def load_models(specs: list[tuple[str, Path]], *, merge_single: bool = True, int
             continue
         peft_type = _peft_type(path / "model")
         if peft_type is None:
-            out.append(_load_merged_run(name, path, int8))
+            out.append(_load_merged_run(name, path, precision or "float32"))
             continue
         s = _run_facts(load_recipe(path / "recipe.yaml", [f"output_dir={path}"], registry=reg), reg)
         key = (str(s.model_path), len(s.labels), peft_type, repr(s.recipe.model.quantization), s.recipe.model.dtype)
@@ -160,7 +165,7 @@ def load_models(specs: list[tuple[str, Path]], *, merge_single: bool = True, int
         # only the first run of a group loads a tokenizer (a 250k-piece one is ~200 MB): they share the base's
         first = prepare(members[0][2].recipe, reg, splits=())
         members[0] = (members[0][0], members[0][1], first)
-        out.extend(_load_shared_base(members, merge_single and len(members) == 1, int8))
+        out.extend(_load_shared_base(members, merge_single and len(members) == 1, precision or "float32"))
     order = {n: i for i, n in enumerate(names)}
     return sorted(out, key=lambda m: order[m.name])
 
@@ -221,7 +226,7 @@ def _served(name: str, path: Path, s: Any, engine: Engine, adapter: str | None, 
     )  # fmt: skip
 
 
-def _load_shared_base(members: list[tuple[str, Path, Any]], merge: bool, int8: bool) -> list[ServedModel]:
+def _load_shared_base(members: list[tuple[str, Path, Any]], merge: bool, precision: str) -> list[ServedModel]:
     """One base model; every member's adapter loaded into it under the member's name."""
     from peft import PeftModel
 
@@ -235,17 +240,16 @@ def _load_shared_base(members: list[tuple[str, Path, Any]], merge: bool, int8: b
         model.load_adapter(str(path / "model"), adapter_name=name)
     if merge and getattr(s0.method, "can_merge", False) and not s0.recipe.model.quantization:
         model = s0.method.merge(model)
-        model = quantize_if(model, int8)
-        engine = Engine(model.eval(), s0.tokenizer, s0.use_token_types)
-        log.info("model %s: adapter merged into its base", name0)
-        return [_served(name0, path0, s0, engine, None, "merged run" + (" int8" if int8 else ""))]
-    model.eval()
+        engine = Engine(to_precision(model, precision).eval(), s0.tokenizer, s0.use_token_types)
+        log.info("model %s: adapter merged into its base (%s)", name0, precision)
+        return [_served(name0, path0, s0, engine, None, _kind("merged run", precision))]
+    model = to_precision(model, precision).eval()
     engine = Engine(model, s0.tokenizer, s0.use_token_types, adapters=[n for n, _, _ in members], active=name0)
     log.info("base %s: %d adapters on one copy (%s)", s0.recipe.model.source, len(members), ", ".join(engine.adapters))
-    return [_served(n, p, s, engine, n, "adapter on a shared base") for n, p, s in members]
+    return [_served(n, p, s, engine, n, _kind("adapter on a shared base", precision)) for n, p, s in members]
 
 
-def _load_merged_run(name: str, path: Path, int8: bool) -> ServedModel:
+def _load_merged_run(name: str, path: Path, precision: str) -> ServedModel:
     """A run whose method changed the base weights (full, bitfit): its own merged model."""
     from peftkit.evaluation.runs import load_run
 
@@ -256,19 +260,33 @@ def _load_merged_run(name: str, path: Path, int8: bool) -> ServedModel:
         )
     if getattr(s.method, "can_merge", False) and not s.recipe.model.quantization:
         model = s.method.merge(model)
-    engine = Engine(quantize_if(model, int8).eval(), s.tokenizer, s.use_token_types)
-    return _served(name, path, s, engine, None, "merged run" + (" int8" if int8 else ""))
+    engine = Engine(to_precision(model, precision).eval(), s.tokenizer, s.use_token_types)
+    return _served(name, path, s, engine, None, _kind("merged run", precision))
 
 
-def quantize_if(model: Any, int8: bool) -> Any:
-    if not int8:
+PRECISIONS = ("float32", "bfloat16", "int8")
+
+
+def to_precision(model: Any, precision: str) -> Any:
+    """The model computing in ``precision``: as is (float32), cast to bfloat16, or dynamic-int8 linears."""
+    if precision == "float32":
         return model
-    from peftkit.serve.export import quantize_int8
+    if precision == "bfloat16":
+        import torch
 
-    return quantize_int8(model)
+        return model.to(torch.bfloat16)
+    if precision == "int8":
+        from peftkit.serve.export import quantize_int8
+
+        return quantize_int8(model)
+    raise PeftkitError(f"serve: --precision {precision!r} is not one of {', '.join(PRECISIONS)}")
 
 
-def _load_export(name: str, path: Path, int8: bool) -> ServedModel:
+def _kind(kind: str, precision: str) -> str:
+    return kind if precision == "float32" else f"{kind} {precision}"
+
+
+def _load_export(name: str, path: Path, precision: str | None) -> ServedModel:
     """A ``peftkit export`` folder (or any transformers text-classification folder)."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -288,14 +306,14 @@ def _load_export(name: str, path: Path, int8: bool) -> ServedModel:
         auto = AutoModelForSequenceClassification
     model = auto.from_pretrained(str(path), dtype="float32")
     tok = AutoTokenizer.from_pretrained(str(path))
-    int8 = int8 or meta.get("quantize") == "int8"
-    model = quantize_if(model, int8).eval()
+    precision = precision or ("int8" if meta.get("quantize") == "int8" else "float32")
+    model = to_precision(model, precision).eval()
     cfg = model.config
     labels = [cfg.id2label[i] for i in range(len(cfg.id2label))]
     max_length = int(meta.get("max_length") or min(tok.model_max_length, cfg.max_position_embeddings))
     types = "token_type_ids" in tok.model_input_names and int(getattr(cfg, "type_vocab_size", 0) or 0) > 1
     engine = Engine(model, tok, types)
     return ServedModel(
-        name, path, labels, max_length, engine, None, "export int8" if int8 else "export",
+        name, path, labels, max_length, engine, None, _kind("export", precision),
         task=meta.get("task", ""), method=meta.get("method", ""), base=meta.get("source", ""),
     )  # fmt: skip

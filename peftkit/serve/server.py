@@ -40,6 +40,7 @@ class ServeConfig:
     parallel: int = 1
     log_texts: bool = False
     merge: bool = True
+    precision: str | None = None  # None: float32, or int8 for an export marked --quantize int8
     graceful_seconds: int = 30
     max_tokens: int = 1024
     max_chat_queue: int = 16
@@ -51,7 +52,7 @@ class ServeConfig:
             max_wait_ms=args.max_wait_ms, max_batch=args.max_batch, max_queue=args.max_queue,
             max_inputs=args.max_inputs, max_chars=args.max_chars, max_body=args.max_body, threads=args.threads,
             parallel=args.parallel,
-            log_texts=args.log_texts, merge=not args.no_merge, max_tokens=args.max_tokens,
+            log_texts=args.log_texts, merge=not args.no_merge, precision=args.precision, max_tokens=args.max_tokens,
             max_chat_queue=args.max_chat_queue,
         )  # fmt: skip
         cfg.check()

@@ -120,3 +120,61 @@ def test_batches_are_cut_into_chunks_of_similar_length():
     assert [len(c) for c in chunks(long_rows, max_batch=32)] == [9, 8]  # 12 <= 1.25 x 10 stays, 30 is cut
     assert all(len(c) <= 8 for c in got) and sum(map(len, got)) == len(rows)
     assert [len(c) for c in chunks(rows[:3], max_batch=1)] == [1, 1, 1]
+
+
+def _served_texts(tiny_data) -> list[str]:
+    return [json.loads(x)["text"] for x in tiny_data["dev"].read_text().splitlines()[:12]]
+
+
+def test_precisions_serve_the_same_answers_closely(tiny_runs, tiny_data):
+    import numpy as np
+
+    from peftkit.serve.models import load_models
+
+    texts = _served_texts(tiny_data)
+    probs = {}
+    for prec in ("float32", "bfloat16", "int8"):
+        (m,) = load_models([("a", tiny_runs["a"])], precision=prec)
+        assert m.kind == ("merged run" if prec == "float32" else f"merged run {prec}")
+        enc = m.engine.encode(texts, None, m.max_length)
+        probs[prec] = m.engine.probabilities(m.adapter, [{"input_ids": ids} for ids in enc["input_ids"]])
+        assert probs[prec].dtype == np.float32 and np.allclose(probs[prec].sum(-1), 1, atol=1e-4)
+    # bfloat16 keeps 8 bits of mantissa: the same distribution to about a percent; int8 coarser still
+    assert np.abs(probs["bfloat16"] - probs["float32"]).max() < 0.03
+    assert np.abs(probs["int8"] - probs["float32"]).max() < 0.1
+    with pytest.raises(PeftkitError, match="--precision 'fp8'"):
+        load_models([("a", tiny_runs["a"])], precision="fp8")
+
+
+def test_a_lone_request_does_not_wait_for_company_but_concurrent_ones_are_gathered(tiny_runs, tiny_data):
+    import asyncio
+
+    from peftkit.serve.batching import Batcher
+    from peftkit.serve.metrics import Metrics
+    from peftkit.serve.models import load_models
+
+    (m,) = load_models([("a", tiny_runs["a"])])
+    texts = _served_texts(tiny_data)
+    metrics = Metrics()
+
+    def passes() -> tuple[float, float]:  # (forward passes, inputs) so far, from the batch-size histogram
+        get = metrics.registry.get_sample_value
+        return get("peftkit_batch_size_count") or 0.0, get("peftkit_batch_size_sum") or 0.0
+
+    async def go() -> tuple[float, tuple[float, float]]:
+        b = Batcher(max_batch=32, max_wait_ms=400, max_queue=64, metrics=metrics)
+        b.start()
+        await b.submit(m, texts[:1], None)  # warm-up
+        t0 = time.perf_counter()
+        for t in texts[:3]:  # one client, one request at a time: no 400 ms waits
+            await b.submit(m, [t], None)
+        lone = time.perf_counter() - t0
+        before = passes()
+        await asyncio.gather(*(b.submit(m, [t], None) for t in texts[:8]))  # eight at once: gathered
+        after = passes()
+        await b.stop()
+        return lone, (after[0] - before[0], after[1] - before[1])
+
+    lone, (n_passes, n_inputs) = asyncio.run(go())
+    assert lone < 0.4, f"three sequential requests took {lone:.2f} s: the batcher waited for company"
+    assert n_inputs == 8 and n_passes <= 2, (n_passes, n_inputs)
