@@ -109,9 +109,17 @@ def threads_env(threads: int) -> dict[str, str]:
     return {"OMP_NUM_THREADS": str(threads)} if threads else {}
 
 
+def text_of(row: dict) -> str:
+    """The text of a CLUE / own-data JSON row."""
+    return row.get("sentence") or row.get("text") or row.get("sentence1")
+
+
+def read_rows(path: Path, n: int) -> list[dict]:
+    return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()[:n]]
+
+
 def read_texts(path: Path, n: int = 2000) -> list[str]:
-    rows = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()[:n]]
-    return [r.get("sentence") or r.get("text") or r.get("sentence1") for r in rows]
+    return [text_of(r) for r in read_rows(path, n)]
 
 
 def export(run: Path, out: Path, *extra: str) -> Path:
@@ -218,8 +226,7 @@ def dev_accuracy(url: str, rows: list[dict], model: str, field: str, batch: int 
     with httpx.Client(base_url=url, timeout=120) as c:
         for i in range(0, len(rows), batch):
             part = rows[i : i + batch]
-            texts = [r.get("sentence") or r.get("text") for r in part]
-            r = c.post("/v1/classify", json={"model": model, "input": texts})
+            r = c.post("/v1/classify", json={"model": model, "input": [text_of(row) for row in part]})
             r.raise_for_status()
             right += sum(str(p["label"]) == str(row[field]) for p, row in zip(r.json()["data"], part))
     return right / len(rows)
@@ -227,8 +234,8 @@ def dev_accuracy(url: str, rows: list[dict], model: str, field: str, batch: int 
 
 def precisions(args: argparse.Namespace, work: Path) -> None:
     """Each --precision of the served run: dev accuracy over HTTP, then closed-loop throughput."""
-    rows = [json.loads(x) for x in Path(args.texts).read_text(encoding="utf-8").splitlines()[: args.eval_rows]]
-    texts = [r.get("sentence") or r.get("text") for r in rows]
+    rows = read_rows(Path(args.texts), args.eval_rows)
+    texts = [text_of(r) for r in rows]
     levels = [int(x) for x in args.concurrency.split(",")]
     table = []
     for prec in args.precisions.split(","):

@@ -3,11 +3,11 @@
 Requests wait in a bounded queue (counted in inputs, not requests); a full queue is refused at once
 (the app answers 503 with Retry-After) rather than building an unbounded backlog. One loop takes
 the first waiting request, then whatever else arrives within ``max_wait`` seconds, up to
-``max_batch`` inputs -- but only while requests come concurrently (some queued behind the first, or the
-last batch held more than one request): a lone client is never made to wait for company that is not
-coming, so at concurrency 1 a request costs one forward pass and nothing more; the batch is split by (engine, adapter), each part sorted by token length
-and cut into chunks of similar length (so short texts are not padded to a long one's width),
-and run on an inference thread (torch uses its own threads inside; the event loop stays free).
+``max_batch`` inputs -- but only while requests come concurrently (some queued behind the first, or
+the last batch held more than one request): a lone client is never made to wait for company that is
+not coming, so at concurrency 1 a request costs one forward pass and nothing more. The batch is split
+by (engine, adapter), each part sorted by token length and cut into chunks of similar length (so short
+texts are not padded to a long one's width), and run on an inference thread (torch uses its own threads inside; the event loop stays free).
 ``parallel`` > 1 runs that many batches at once on as many threads: on a small or shared CPU, two
 single-threaded forwards use two cores without OpenMP's spin-waiting between them.
 """

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from peftkit.serve.models import PRECISIONS  # a tuple; models.py imports no torch at module level
+
 
 def cmd_export(args: argparse.Namespace) -> int:
     """Write a finished run as a transformers folder (merged, or --adapter only) with tokenizer and model card."""
@@ -85,7 +87,7 @@ def _serve_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-texts", action="store_true", help="log request texts, with phones/IDs/cards/e-mails masked")
     p.add_argument(
         "--precision",
-        choices=["float32", "bfloat16", "int8"],
+        choices=PRECISIONS,
         help="how classifiers compute: float32 (default), bfloat16 (CPUs with avx512_bf16/AMX, GPUs), or dynamic "
         "int8 linear layers (default for an export made with --quantize int8); see docs/serving.md for measurements",
     )
