@@ -172,5 +172,7 @@ def peftkit_on_load_checkpoint(state: RunState, extra: dict[str, Any]) -> None:
 def peftkit_on_train_end(state: RunState) -> None:
     """Called once after training and the final evaluation, before metrics.json is written.
 
-    :param state: the run's state; ``state.summary`` may be extended with extra facts.
+    :param state: the run's state; ``state.summary`` may be extended with extra facts. ``state.model`` and
+        ``state.optimizer`` are None by now: they were released before the final evaluation loaded the saved
+        model (in ``state.output_dir / "model"``).
     """

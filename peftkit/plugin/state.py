@@ -15,7 +15,8 @@ class RunState:
         recipe: the validated Recipe.
         method: the Method object in use.
         task: the Task object in use.
-        model: the trainable model (unwrapped from Accelerate).
+        model: the trainable model (unwrapped from Accelerate); None once training is over (``peftkit_on_train_end``
+            sees the run's result in ``output_dir/model``).
         optimizer: the optimizer (None outside training).
         accelerator: the ``accelerate.Accelerator``.
         output_dir: where the run writes.

@@ -27,7 +27,7 @@ from peftkit.train.memory import MemoryMeter
 from peftkit.train.method_hooks import method_hooks
 from peftkit.train.parts import agree_over_processes, make_accelerator, make_optimizer, make_scheduler, plan_steps
 from peftkit.train.stop import RunInterrupted, StopRequests
-from peftkit.train.summary import log_parameters, summarize
+from peftkit.train.summary import add_final_evaluation, log_parameters, summarize
 
 log = logging.getLogger("peftkit")
 
@@ -289,11 +289,23 @@ class Trainer:
         self.acc.wait_for_everyone()
         state = self.state
         summary = summarize(self.prepared, state, self.acc, self.meter, self.seconds, self.best.metric)
+        self._release_training()
+        if self.acc.is_main_process:
+            add_final_evaluation(summary, self.prepared, state, self.acc.device)
         self.prepared.hooks.peftkit_on_train_end(state=state)
         if self.acc.is_main_process:
             run_dir.write_json(self.out / "metrics.json", summary)
             log.info("done: %s", ", ".join(f"{k}={v:.4f}" for k, v in (summary.get("final") or {}).items()))
         return summary
+
+
+    def _release_training(self) -> None:
+        """Training is over and the best model is on disk: drop the training model, the optimizer (Adam keeps two
+        moments per trainable weight) and the scheduler before the final evaluation loads the saved model, so
+        that a run never holds two models and an optimizer at once."""
+        self.state.model = self.state.optimizer = None
+        self.model = self.optimizer = self.scheduler = None
+        self.acc.free_memory()  # Accelerate's own references to what it prepared; gc and the device cache
 
 
 def run(recipe: Recipe, *, registry: Any = None, overwrite: bool = False, resume: bool = False) -> dict[str, Any]:

@@ -85,10 +85,8 @@ def _log_outcome(state: RunState, metric: str) -> None:
 
 
 def summarize(setup: Setup, state: RunState, acc: Any, meter: Any, seconds: float, metric: str) -> dict[str, Any]:
-    """Fill ``state.summary`` with training facts, peak memory (measured before the final evaluation loads a
-    second model), and (main process) the final evaluation of the saved model."""
-    from peftkit.evaluation.runs import final_evaluation
-
+    """Fill ``state.summary`` with training facts and peak memory, from the training model (before it is
+    released and the final evaluation loads the saved one)."""
     summary = state.summary
     summary.update(
         train=train_facts(state, seconds),
@@ -101,9 +99,14 @@ def summarize(setup: Setup, state: RunState, acc: Any, meter: Any, seconds: floa
     )
     _log_outcome(state, metric)
     summary["memory"] = meter.report(acc.unwrap_model(state.model))
-    if acc.is_main_process:
-        final = final_evaluation(setup, state, acc.device)
-        summary.update({k: v for k, v in final.items() if k != "warnings"})
-        if final.get("warnings"):
-            summary["warnings"] = summary.get("warnings", []) + final["warnings"]
     return summary
+
+
+def add_final_evaluation(summary: dict[str, Any], setup: Setup, state: RunState, device: Any) -> None:
+    """The final evaluation of the saved model (main process), into ``summary``."""
+    from peftkit.evaluation.runs import final_evaluation
+
+    final = final_evaluation(setup, state, device)
+    summary.update({k: v for k, v in final.items() if k != "warnings"})
+    if final.get("warnings"):
+        summary["warnings"] = summary.get("warnings", []) + final["warnings"]

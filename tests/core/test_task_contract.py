@@ -107,12 +107,16 @@ def test_nan_never_wins_and_is_null_in_json(tmp_path):
 
 
 def test_hooks_run_in_the_documented_order(tiny_bert, tiny_data, tmp_path):
-    calls = []
+    import gc
+    import weakref
+
+    calls, held = [], []
 
     class Recorder:
         @hookimpl
         def peftkit_on_train_begin(self, state):
             calls.append("train_begin")
+            held.extend([weakref.ref(state.optimizer), weakref.ref(state.model)])
 
         @hookimpl
         def peftkit_on_eval(self, state, metrics):
@@ -125,6 +129,10 @@ def test_hooks_run_in_the_documented_order(tiny_bert, tiny_data, tmp_path):
         @hookimpl
         def peftkit_on_train_end(self, state):
             calls.append("train_end")
+            gc.collect()
+            # the training model and optimizer are gone before the final evaluation loads the saved model
+            assert state.optimizer is None and state.model is None
+            assert [ref() for ref in held] == [None, None]
 
     reg = build_registry(extra_plugins={"recorder": Recorder()})
     run(validate(tiny_recipe(tiny_bert, tiny_data, tmp_path / "run", max_steps=2), registry=reg), registry=reg)
