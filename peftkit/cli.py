@@ -224,7 +224,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if res.report_dir:
         print(f"report: {res.report_dir / 'report.md'} (also .html, .csv, .json)")
     for name in res.failed:
-        print(f"failed: {name}: {res.status[name]} (see {grid.output_dir / name / 'cell.log'})", file=sys.stderr)
+        why = res.status[name].removeprefix("failed: ")
+        print(f"failed: {name}: {why} (see {grid.output_dir / name / 'cell.log'})", file=sys.stderr)
     return 1 if res.failed else 0
 
 

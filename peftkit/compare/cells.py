@@ -7,6 +7,8 @@ Resumability rules (also in the docs, "Comparing methods"):
 * ``new``: no cell folder (or an empty one) → run.
 * ``broken``: the folder exists but has no usable ``metrics.json`` (crashed, killed, corrupted) → run again
   in place (``overwrite``); nothing finished is lost, because there was no finished result.
+* ``running``: another live process holds the folder's run lock (a second ``peftkit compare`` of the same
+  grid, an orphaned cell) → left alone, and this compare reports the cell as not finished.
 * ``changed``: a finished run whose recipe hash differs (the compare file or a default changed) → the old
   folder is MOVED to ``<output_dir>/_stale/<task>/<method>/seed<N>-<old hash>`` with a warning in the log,
   then the cell runs again. Finished results are never deleted; ``peftkit report`` ignores ``_stale``.
@@ -41,10 +43,12 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 def cell_status(cell: Cell) -> str:
-    """``done``, ``new``, ``broken`` or ``changed`` (see the module docstring)."""
+    """``done``, ``new``, ``running``, ``broken`` or ``changed`` (see the module docstring)."""
     d = cell.output_dir
     if not d.is_dir() or not any(d.iterdir()):
         return "new"
+    if outputs.holder(d):
+        return "running"
     metrics = read_json(d / "metrics.json")
     if not metrics or not isinstance(metrics.get("final"), dict) or not metrics["final"]:
         return "broken"
@@ -107,6 +111,14 @@ def run_cell(
 ) -> str:
     """Run one cell that is not ``done`` with ``execute(cell, device)``, keeping its ``cell.json`` up to date;
     returns ``done`` or ``failed: <why>`` (one failed cell never stops the others)."""
+    if status == "running":  # its folder, cell.json included, belongs to the live run: touch nothing
+        held = outputs.holder(cell.output_dir) or {}
+        why = (
+            f"being written by another peftkit run (pid {held.get('pid')} on {held.get('host')}, since "
+            f"{held.get('started')}); run the compare again once it has finished"
+        )
+        log.error("%s: not run: %s", cell.name, why)
+        return f"failed: {why}"
     if status == "changed":
         dest = move_aside(cell, root)
         log.warning("%s: finished run has a different recipe hash; moved it to %s and running again", cell.name, dest)

@@ -63,6 +63,30 @@ def _locked_fd(path: Path, lock: Path) -> int:
         os.close(fd)
 
 
+def holder(path: Path) -> dict[str, Any] | None:
+    """The live run writing ``path`` (its lock file's pid, host and start time), or None.
+
+    Reads the lock file and asks the kernel whether its pid is alive; it takes no flock, so looking never
+    gets in the way of a run that is starting. A lock file of another machine counts as held (as in
+    :func:`run_lock`); one whose pid is gone is stale.
+    """
+    try:
+        held = json.loads((path / LOCK).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(held, dict) or not isinstance(held.get("pid"), int):
+        return None
+    if held.get("host") != socket.gethostname():
+        return held
+    try:
+        os.kill(held["pid"], 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return held
+
+
 @contextlib.contextmanager
 def run_lock(path: Path, enabled: bool = True) -> Iterator[None]:
     """Hold ``path/.peftkit-run.lock`` while a run writes ``path``.

@@ -235,6 +235,41 @@ def test_resume_skips_finished_and_redoes_broken_or_changed(tmp_path, tiny_bert,
     assert json.loads((out / "sent" / "lora-r8" / "seed0" / "metrics.json").read_text())["lr"] == 1e-2
 
 
+def test_a_cell_another_process_is_writing_is_left_alone(tmp_path, tiny_bert, tiny_data, monkeypatch):
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    grid_file = write_grid(tmp_path / "grid.yaml", grid_dict(tiny_bert, tiny_data, out, seeds=[0]))
+    busy = out / "sent" / "lora-r2" / "seed0"
+    busy.mkdir(parents=True)
+    (busy / "cell.json").write_text('{"status": "running", "mine": true}')
+    script = (
+        "import pathlib, sys, time\n"
+        "from peftkit.run_dir import run_lock\n"
+        "with run_lock(pathlib.Path(sys.argv[1])):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    # a second compare's cell, training: it holds the folder's run lock
+    holder = subprocess.Popen([sys.executable, "-c", script, str(busy)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        cells = expand(load_compare(grid_file))
+        assert [cell_status(c) for c in cells] == ["running", "new"]
+        calls = _counting_run(monkeypatch)
+        res = run_compare(load_compare(grid_file), report=False)
+        assert calls == [str(out / "sent" / "lora-r8" / "seed0")]  # the other cell ran; the busy one did not
+        assert res.failed == ["sent/lora-r2/seed0"] and f"pid {holder.pid}" in res.status["sent/lora-r2/seed0"]
+        assert json.loads((busy / "cell.json").read_text()) == {"status": "running", "mine": True}  # untouched
+    finally:
+        holder.kill()
+        holder.wait()
+    time.sleep(0.05)
+    assert cell_status(cells[0]) == "broken"  # its holder is gone (killed): a stale lock file, redone next time
+
+
 def test_a_failed_cell_does_not_stop_the_others(grid_file, tmp_path, monkeypatch):
     real = runner.run
 
