@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from peftkit.serve.models import PRECISIONS  # a tuple; models.py imports no torch at module level
+from peftkit.serve.export import QUANTIZE_CHOICES  # tuples; neither module imports torch at module level
+from peftkit.serve.models import PRECISIONS
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -35,7 +36,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--adapter", action="store_true", help="write only the adapter in peft's format (not merged)")
     p.add_argument(
         "--quantize",
-        choices=["int8"],
+        choices=QUANTIZE_CHOICES,
         help="also measure a dynamic-int8 CPU variant (dev accuracy and speed in the card); serve then loads it int8",
     )
     p.add_argument("--eval-rows", type=int, default=1000, metavar="N", help="dev rows for --quantize's measurement")
