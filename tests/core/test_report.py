@@ -377,6 +377,15 @@ def test_bar_marks_best_and_collapsed_cells():
     assert [v[3] for v in _bar_values([good, gone], avg, ["afqmc", "average"], "ia3")] == ["†", "†"]
 
 
+def test_bars_show_an_average_only_over_several_tasks():
+    from peftkit.compare.report.plots import bar_groups
+
+    one = [_row("tnews", "lora", [0.55]), _row("tnews", "ia3", [0.54])]
+    assert bar_groups(one, clue_average(one)) == ["tnews"]  # its average would repeat the task's bars
+    two = [*one, _row("afqmc", "lora", [0.70])]
+    assert bar_groups(two, clue_average(two)) == ["tnews", "afqmc", "average"]
+
+
 def test_settings_say_max_steps_ended_the_runs_not_epochs(compared, tmp_path):
     """The grid sets train.max_steps=3 and leaves train.epochs at its default 3: the runs stopped a quarter of the
     way through their first epoch, so the Settings must not say they trained 3 epochs."""

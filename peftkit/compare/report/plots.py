@@ -117,12 +117,19 @@ def _bar_values(rows: list[Row], avg: dict[str, Any], groups: list[str], m: str)
     return out
 
 
+def bar_groups(rows: list[Row], avg: dict[str, Any]) -> list[str]:
+    """The bar plot's groups: the tasks, then "average" when there are several (one task's average is itself)."""
+    tasks = list(dict.fromkeys(r.task for r in rows))
+    return tasks + (["average"] if avg["by_method"] and len(tasks) > 1 else [])
+
+
 def bars(rows: list[Row], avg: dict[str, Any], path: Path, split: str = "dev") -> Path:
-    """Grouped bars: one group per task (+ the average), one bar per method, error bars = std over seeds, ★ = best."""
+    """Grouped bars: one group per task (+ the average of several tasks), one bar per method, error bars = std
+    over seeds, ★ = best."""
     plt = _pyplot()
     k = 100.0 if is_fraction(rows) else 1.0
     methods = list(dict.fromkeys(r.method for r in rows))
-    groups = list(dict.fromkeys(r.task for r in rows)) + (["average"] if avg["by_method"] else [])
+    groups = bar_groups(rows, avg)
     colors = _colors(methods)
     width = 0.8 / len(methods)
     fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.6 * len(groups) * len(methods) + 2)), 4.2))
