@@ -298,7 +298,6 @@ class Trainer:
             log.info("done: %s", ", ".join(f"{k}={v:.4f}" for k, v in (summary.get("final") or {}).items()))
         return summary
 
-
     def _release_training(self) -> None:
         """Training is over and the best model is on disk: drop the training model, the optimizer (Adam keeps two
         moments per trainable weight) and the scheduler before the final evaluation loads the saved model, so
