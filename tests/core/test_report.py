@@ -386,6 +386,22 @@ def test_bars_show_an_average_only_over_several_tasks():
     assert bar_groups(two, clue_average(two)) == ["tnews", "afqmc", "average"]
 
 
+def test_no_curves_plot_for_runs_evaluated_once(compared, tmp_path):
+    from peftkit.compare.report.plots import draw_all, has_curves
+    from peftkit.compare.report.tables import summarize
+
+    runs = load_runs([compared.report_dir.parent])
+    assert has_curves(runs)  # the tiny grid evaluates every step
+    for r in runs:
+        r.metrics = {**r.metrics, "history": (r.metrics.get("history") or [])[-1:]}
+    assert not has_curves(runs)  # one evaluation a run (one epoch, eval.every: epoch): a dot, not a curve
+    plots = shutil.copytree(compared.report_dir / "plots", tmp_path / "plots")  # the shared report stays as it is
+    assert (plots / "curves.png").is_file()
+    rows = summarize(runs)
+    drawn = draw_all(runs, rows, clue_average(rows), plots)
+    assert "curves" not in drawn and not (plots / "curves.png").exists()  # not left over from the last report
+
+
 def test_settings_say_max_steps_ended_the_runs_not_epochs(compared, tmp_path):
     """The grid sets train.max_steps=3 and leaves train.epochs at its default 3: the runs stopped a quarter of the
     way through their first epoch, so the Settings must not say they trained 3 epochs."""

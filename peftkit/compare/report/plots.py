@@ -36,7 +36,7 @@ def _save(fig: Any, path: Path, layout: bool = True) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     if layout:
         fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # a legend below the axes is never cut off
     _pyplot().close(fig)
     return path
 
@@ -176,6 +176,11 @@ def _curve(runs: list[RunRecord], metric: str) -> tuple[list[int], list[float], 
     )
 
 
+def has_curves(runs: list[RunRecord]) -> bool:
+    """Whether some run evaluated dev at two steps or more: else the curves plot would show one dot a method."""
+    return any(len({h.get("step") for h in r.metrics.get("history") or []}) > 1 for r in runs)
+
+
 def curves(runs: list[RunRecord], rows: list[Row], path: Path) -> Path:
     """Per task: dev metric over optimizer steps, one line per method (mean over seeds, band ± std)."""
     k, tasks, colors, fig, axes = _task_panels(rows, 3.6)
@@ -207,7 +212,8 @@ def curves(runs: list[RunRecord], rows: list[Row], path: Path) -> Path:
             by_label.setdefault(label, h)
     handles, labels = list(by_label.values()), list(by_label)
     if handles:  # one legend for all panels, below them, so no panel's lines are hidden
-        fig.legend(handles, labels, fontsize=8, ncol=min(len(labels), 6), loc="lower center")
+        cols = min(len(labels), 3 * axes.shape[1], 6)  # a narrow figure (one task) gets a taller legend
+        fig.legend(handles, labels, fontsize=8, ncol=cols, loc="lower center")
         fig.tight_layout(rect=(0, 0.1 if axes.shape[0] == 1 else 0.05, 1, 1))
     return _save(fig, path, layout=not handles)
 
@@ -263,8 +269,12 @@ def draw_all(
     plots = {
         "tradeoff": tradeoff(rows, out / "tradeoff.png", split),
         "bars": bars(rows, avg, out / "bars.png", split),
-        "curves": curves(runs, rows, out / "curves.png"),
     }
+    if has_curves(runs):  # a run evaluated once (one epoch, eval.every: epoch) has a point, not a curve
+        plots["curves"] = curves(runs, rows, out / "curves.png")
     if any(s.scored for s in searches):
         plots["search"] = search([s for s in searches if s.scored], is_fraction(rows), out / "search.png")
+    for name in ("curves", "search"):  # a plot an earlier report of this folder drew and this one does not
+        if name not in plots:
+            (out / f"{name}.png").unlink(missing_ok=True)
     return plots
