@@ -19,7 +19,14 @@ CLIENTS = 8
 def _workers(srv) -> list[psutil.Process]:
     """The uvicorn worker processes: children of the master, itself the child of ``timeout``."""
     (master,) = psutil.Process(srv.proc.pid).children()
-    return [p for p in master.children() if "spawn_main" in " ".join(p.cmdline())]
+    out = []
+    for p in master.children():
+        try:  # the killed worker is a zombie until the master reaps it: it has no command line to read
+            if "spawn_main" in " ".join(p.cmdline()):
+                out.append(p)
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue
+    return out
 
 
 def _wait_workers(srv, n: int, seconds: float = 60.0) -> list[psutil.Process]:
