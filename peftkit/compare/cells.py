@@ -112,11 +112,9 @@ def run_cell(
     """Run one cell that is not ``done`` with ``execute(cell, device)``, keeping its ``cell.json`` up to date;
     returns ``done`` or ``failed: <why>`` (one failed cell never stops the others)."""
     if status == "running":  # its folder, cell.json included, belongs to the live run: touch nothing
-        held = outputs.holder(cell.output_dir) or {}
-        why = (
-            f"being written by another peftkit run (pid {held.get('pid')} on {held.get('host')}, since "
-            f"{held.get('started')}); run the compare again once it has finished"
-        )
+        held = outputs.holder(cell.output_dir)  # None if that run ended since its status was read
+        who = outputs.describe(held) if held else "which has just ended"
+        why = f"being written by another peftkit run ({who}); run the compare again once it has finished"
         log.error("%s: not run: %s", cell.name, why)
         return f"failed: {why}"
     if status == "changed":

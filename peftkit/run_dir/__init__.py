@@ -9,7 +9,7 @@ from peftkit.run_dir.files import (
     write_predictions,
     write_recipe,
 )
-from peftkit.run_dir.lock import LOCK, holder, run_lock
+from peftkit.run_dir.lock import LOCK, describe, holder, run_lock
 from peftkit.run_dir.log import setup_logging
 
 # Set in a child's environment by a process that starts runs (``peftkit compare`` does): the run stops at its
@@ -23,6 +23,7 @@ __all__ = [
     "RUN_FILES",
     "RunResult",
     "atomic_write",
+    "describe",
     "holder",
     "replace_dir",
     "run_lock",

@@ -35,8 +35,13 @@ def _read(fd: int) -> dict[str, Any] | None:
     return held if isinstance(held, dict) else None
 
 
+def describe(held: dict[str, Any]) -> str:
+    """A lock holder's facts as errors name them: ``pid 123 on host, since 2026-12-04 21:31:14``."""
+    return f"pid {held.get('pid')} on {held.get('host')}, since {held.get('started')}"
+
+
 def _busy(path: Path, held: dict[str, Any] | None) -> PeftkitError:
-    who = f"pid {held.get('pid')} on {held.get('host')}, since {held.get('started')}" if held else "starting now"
+    who = describe(held) if held else "starting now"
     return PeftkitError(
         f"{path} is being written by another peftkit run ({who}); wait for it or stop it, or choose another output_dir"
     )
