@@ -138,7 +138,8 @@ class MethodEntry(_Strict):
     )
     search: SearchSpec | None = Field(
         None,
-        description="This method's search, used instead of the grid's `search` (not merged with it); "
+        description="This method's search: its `space` replaces the grid's `search.space` (keys are not "
+        "merged), and what it leaves unset (`split`, `selection_fraction`, `seed`) comes from the grid's `search`; "
         "`{space: {}}` = no search for this method.",
     )
     _overrides = field_validator("overrides")(check_keys)
@@ -196,7 +197,7 @@ class CompareFile(_Strict):
         None,
         description="Search recipe keys (train.lr first) per task and method before the seeds run: the trials run "
         "on one seed, the best value by the selection metric is kept, then every seed runs with it. "
-        "Trials live in `<output_dir>/_search/<task>/<method>/trial<N>`; a method's own `search` replaces this one.",
+        "Trials live in `<output_dir>/_search/<task>/<method>/trial<N>`; a method's own `search` replaces its `space` and whatever else it sets.",
     )
     exclude: list[str] = Field(
         default_factory=list,
@@ -233,8 +234,13 @@ class CompareFile(_Strict):
         return v
 
     def search_for(self, method: MethodEntry) -> SearchSpec | None:
-        """The search a method's cells use (its own, else the grid's), or None when nothing is searched."""
-        spec = method.search if method.search is not None else self.search
+        """The search a method's cells use, or None when nothing is searched: the grid's, with what the method's
+        own search sets laid over it (its ``space`` as a whole). A method that only gives its own rates then
+        keeps the grid's ``split: dev``, where taking the defaults would score its trials on a selection split."""
+        spec = self.search
+        if method.search is not None:
+            own = {k: getattr(method.search, k) for k in method.search.model_fields_set}
+            spec = spec.model_copy(update=own) if spec is not None else method.search
         return spec if spec is not None and spec.space else None
 
 

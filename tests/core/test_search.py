@@ -13,6 +13,7 @@ from peftkit.build.setup import prepare
 from peftkit.compare import executors
 from peftkit.compare.execute import run_compare
 from peftkit.compare.grid import expand, load_compare
+from peftkit.compare.search import studies, trial_cell
 from peftkit.errors import RecipeError
 from peftkit.kit.tiny import sentiment_rows, tiny_recipe
 from peftkit.plugin.registry import get_registry
@@ -192,6 +193,27 @@ def test_a_method_s_own_search_replaces_the_grid_s(tmp_path, tiny_bert, tiny_dat
     assert [g.spec.search_for(m).trials if g.spec.search_for(m) else 0 for m in g.spec.methods] == [2, 3, 0]
     cells = expand(g)
     assert [c.pending for c in cells] == [True, True, True, True, False, False]
+
+
+def test_a_method_s_own_search_keeps_the_grid_s_split_unless_it_sets_its_own(tmp_path, tiny_bert, tiny_data):
+    """A method that only lists its own rates is scored like the grid's other methods (here on dev); before, it
+    fell back to the defaults and its trials were scored on a selection split the others never used."""
+    grid = grid_dict(
+        tiny_bert, tiny_data, tmp_path / "out", {"split": "dev", "seed": 1, "space": {"train.lr": [1e-4, 1e-3]}}
+    )
+    grid["seeds"] = [0, 1]
+    grid["methods"] = [
+        {"name": "full"},
+        {"name": "lora", "search": {"space": {"train.lr": [1e-3, 3e-3, 1e-2]}}},
+        {"name": "ia3", "search": {"split": "selection", "selection_fraction": 0.2, "space": {"train.lr": [1e-2]}}},
+    ]
+    g = load_compare(write_grid(tmp_path / "grid.yaml", grid))
+    full, lora, ia3 = (g.spec.search_for(m) for m in g.spec.methods)
+    assert (full.split, full.seed, full.space) == ("dev", 1, {"train.lr": [1e-4, 1e-3]})
+    assert (lora.split, lora.seed, lora.space) == ("dev", 1, {"train.lr": [1e-3, 3e-3, 1e-2]})
+    assert (ia3.split, ia3.selection_fraction, ia3.seed, ia3.trials) == ("selection", 0.2, 1, 1)
+    trials = {s.method.key: trial_cell(g, get_registry(), s, 0, {"train.lr": 1e-3}) for s in studies(g, get_registry())}
+    assert trials["lora"].recipe.eval.split == "dev" and trials["ia3"].recipe.eval.split == "selection"
 
 
 @pytest.mark.parametrize(
