@@ -9,6 +9,7 @@ a row the model trained on or a dev row (dev is never read).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from peftkit.build.batches import Encoded
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     import numpy as np
 
 SELECTION = "selection"
+FEW_SELECTION_ROWS = 100  # below this one row moves accuracy by more than a point: too coarse to rank settings on
+log = logging.getLogger("peftkit")
 
 
 def selection_indices(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -66,6 +69,16 @@ def carve_selection(splits: dict[str, Encoded], fraction: float, seed: int) -> N
         raise DataError(
             f"eval.split: selection: data.selection_fraction={fraction} of {len(train)} training rows leaves no "
             "selection or no training rows; use more training rows or another fraction"
+        )
+    if len(sel) < FEW_SELECTION_ROWS:
+        log.warning(
+            "eval.split: selection holds %d rows (data.selection_fraction=%g of %d training rows): one row moves "
+            "accuracy by %.1f points, too coarse to rank settings on; hold out more rows, or for a search on a "
+            "small training set score on dev (search.split: dev)",
+            len(sel),
+            fraction,
+            len(train),
+            100 / len(sel),
         )
     rest = np.setdiff1d(np.arange(len(train)), sel, assume_unique=True)
     splits["dev"], splits["train"] = subset(train, sel), subset(train, rest)

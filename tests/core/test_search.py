@@ -37,15 +37,17 @@ def _ids(enc) -> list[str]:
     return [e.id for e in enc.examples]
 
 
-def test_selection_split_is_held_out_from_training_and_dev(tiny_bert, own_ids, tmp_path):
+def test_selection_split_is_held_out_from_training_and_dev(tiny_bert, own_ids, tmp_path, caplog):
     reg = get_registry()
     plain = prepare(validate(tiny_recipe(tiny_bert, own_ids, tmp_path / "a"), registry=reg), reg)
+    assert "eval.split: selection holds" not in caplog.text
     data = tiny_recipe(tiny_bert, own_ids, tmp_path / "b")
     data["eval"] = {"split": "selection"}
     data["data"]["selection_fraction"] = 0.25
     s = prepare(validate(data, registry=reg), reg)
     sel, used, dev = set(_ids(s.data["dev"])), set(_ids(s.data["train"])), set(_ids(plain.data["dev"]))
     assert len(sel) == 16 and len(used) == 44  # 25% of each label's 30 rows, rounded: 8 + 8
+    assert "eval.split: selection holds 16 rows (data.selection_fraction=0.25 of 60 training rows)" in caplog.text
     assert not sel & used and not sel & dev  # never trained on, never a dev row
     assert sel | used == set(_ids(plain.data["train"]))  # every training row is in exactly one of them
     labels = s.data["dev"].labels
