@@ -13,6 +13,10 @@ Resumability rules (also in the docs, "Comparing methods"):
   folder is MOVED to ``<output_dir>/_stale/<task>/<method>/seed<N>-<old hash>`` with a warning in the log,
   then the cell runs again. Finished results are never deleted; ``peftkit report`` ignores ``_stale``.
 
+A seed's cell whose recipe hash equals a finished search trial's (``search.split: dev`` on the search's seed: the
+same recipe, so the same run) is not trained a second time: :func:`reuse_cell` links the trial's files into the
+cell's folder and records ``reused_from`` in its ``cell.json``.
+
 Search trials (``<output_dir>/_search/...``) are cells too and follow the same rules.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -88,6 +93,62 @@ def move_aside(cell: Cell, root: Path) -> Path:
     return dest
 
 
+def _held(cell: Cell) -> str:
+    """The failure of a cell whose folder, cell.json included, belongs to a live run: touch nothing."""
+    held = outputs.holder(cell.output_dir)  # None if that run ended since its status was read
+    who = outputs.describe(held) if held else "which has just ended"
+    why = f"being written by another peftkit run ({who}); run the compare again once it has finished"
+    log.error("%s: not run: %s", cell.name, why)
+    return f"failed: {why}"
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """A hard link (no second copy of a full fine-tune's checkpoints), a copy where links are not possible."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+REUSE_SKIPS = (outputs.LOCK, "cell.json", "cell.yaml", "recipe.yaml")  # the cell writes its own
+
+
+def reuse_cell(cell: Cell, status: str, root: Path, source: Cell) -> str:
+    """Give ``cell`` the finished run of ``source``, a cell with the same recipe hash (its search's trial), instead
+    of training it again; returns ``done`` or ``failed: <why>`` like :func:`run_cell`.
+
+    Files are hard-linked (every later write to a run folder replaces a file, so neither folder changes the other),
+    ``recipe.yaml`` is the cell's own (its ``output_dir``), and ``cell.json`` records ``reused_from``."""
+    if status == "running":
+        return _held(cell)
+    if source.hash != cell.hash or cell_status(source) != "done":
+        raise ValueError(f"{cell.name}: {source.name} is not a finished run of the same recipe")  # a caller's bug
+    if cell.output_dir.is_dir() and any(cell.output_dir.iterdir()):  # changed or broken: keep it, as run_cell does
+        dest = move_aside(cell, root)
+        log.warning("%s: moved the folder that was there to %s", cell.name, dest)
+    try:
+        shutil.copytree(
+            source.output_dir,
+            cell.output_dir,
+            ignore=shutil.ignore_patterns(*REUSE_SKIPS),
+            copy_function=_link_or_copy,
+            dirs_exist_ok=True,
+        )
+        outputs.write_recipe(cell.output_dir / "recipe.yaml", cell.resolved)
+    except OSError as exc:
+        why = f"could not reuse {source.output_dir}: {exc}"
+        write_cell(cell, status="failed", error=why, finished=time.time())
+        log.error("%s: failed: %s", cell.name, why)
+        return f"failed: {why}"
+    write_cell(cell, status="done", finished=time.time(), seconds=0.0, reused_from=str(source.output_dir))
+    log.info(
+        "%s: the same recipe as %s, which has finished: reused its run instead of training it again",
+        cell.name,
+        source.name,
+    )
+    return "done"
+
+
 def write_cell(cell: Cell, **info: Any) -> None:
     path = cell.output_dir / "cell.json"
     data = read_json(path) or {}
@@ -111,12 +172,8 @@ def run_cell(
 ) -> str:
     """Run one cell that is not ``done`` with ``execute(cell, device)``, keeping its ``cell.json`` up to date;
     returns ``done`` or ``failed: <why>`` (one failed cell never stops the others)."""
-    if status == "running":  # its folder, cell.json included, belongs to the live run: touch nothing
-        held = outputs.holder(cell.output_dir)  # None if that run ended since its status was read
-        who = outputs.describe(held) if held else "which has just ended"
-        why = f"being written by another peftkit run ({who}); run the compare again once it has finished"
-        log.error("%s: not run: %s", cell.name, why)
-        return f"failed: {why}"
+    if status == "running":
+        return _held(cell)
     if status == "changed":
         dest = move_aside(cell, root)
         log.warning("%s: finished run has a different recipe hash; moved it to %s and running again", cell.name, dest)

@@ -15,7 +15,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
-from peftkit.compare.cells import cell_status, plan_line, read_json, run_cell, write_cell
+from peftkit.compare.cells import cell_status, plan_line, read_json, reuse_cell, run_cell, write_cell
 from peftkit.compare.executors import EXECUTORS, cell_env, schedule, visible_devices
 from peftkit.compare.grid import Cell, Grid, expand
 from peftkit.compare.search import SEARCH_DIR, Study, run_study, studies
@@ -74,8 +74,11 @@ def run_compare(
     if dry_run:
         done = [run_study(grid, reg, s, None, echo) for s in found]
         cells = _selected(expand(grid, registry=reg, chosen=_chosen(done)), only)
+        same = _finished_trials(done)
         for c in cells:
-            echo(plan_line(c, "pending" if c.pending else cell_status(c)))
+            state = "pending" if c.pending else cell_status(c)
+            reusable = state not in ("pending", "done", "running") and c.hash in same
+            echo(plan_line(c, "reuse" if reusable else state))
         return CompareResult(cells, studies=done)
     handler = _compare_log(grid.output_dir)
     try:
@@ -101,6 +104,8 @@ def _run(
     def job(cell: Cell, state: str, device: str | None) -> str:
         if state == "done":
             status[cell.name] = "skipped"
+        elif cell.hash in same:  # its search already ran this very recipe
+            status[cell.name] = reuse_cell(cell, state, grid.output_dir, same[cell.hash])
         else:
             status[cell.name] = run_cell(
                 cell, state, grid.output_dir, device, lambda c, d: execute(c, d, reg, cell_env(experiment, c))
@@ -109,7 +114,9 @@ def _run(
 
     if found:
         log.info("%s: %d search(es) first: %s", grid.source, len(found), ", ".join(s.name for s in found))
+    same: dict[str, Cell] = {}  # trials are never reused: only seeds' cells, once the searches have finished
     done = schedule(found, devs, lambda s, d: run_study(grid, reg, s, lambda c, st: job(c, st, d), echo))
+    same.update(_finished_trials(done))
     every = expand(grid, registry=reg, chosen=_chosen(done))
     cells = _selected(every, only)
     states = {c.name: cell_status(c) for c in cells}
@@ -121,12 +128,14 @@ def _run(
         elif states[c.name] == "done" and _labels_changed(c):
             write_cell(c)  # a finished cell's labels follow the file (e.g. per_seed added after it ran)
     todo = [c for c in cells if not c.pending]
+    reused = sum(states[c.name] not in ("done", "running") and c.hash in same for c in todo)
     log.info(
-        "%s: %d cells, %d finished (skipped), %d to run",
+        "%s: %d cells, %d finished (skipped), %d the same run as a finished search trial (reused), %d to run",
         grid.source,
         len(cells),
         sum(states[c.name] == "done" for c in cells),
-        sum(states[c.name] != "done" for c in todo),
+        reused,
+        sum(states[c.name] != "done" for c in todo) - reused,
     )
     schedule(todo, devs, lambda c, d: job(c, states[c.name], d))
     result = CompareResult(cells, status, studies=done)
@@ -138,6 +147,12 @@ def _run(
 def _chosen(done: list[Study]) -> dict[tuple[str, str], dict[str, Any]]:
     """The values each search picked; a search counts once every trial has run (a dry run may stop before)."""
     return {s.key: s.best.params for s in done if s.best is not None and len(s.trials) == s.spec.trials}
+
+
+def _finished_trials(done: list[Study]) -> dict[str, Cell]:
+    """Finished trials by recipe hash: a seed's cell with one of these hashes is that very run (``split: dev``,
+    on the search's seed), so it reuses the trial instead of training it again."""
+    return {t.cell.hash: t.cell for s in done for t in s.trials if cell_status(t.cell) == "done"}
 
 
 def _labels_changed(cell: Cell) -> bool:

@@ -165,11 +165,56 @@ def test_a_range_search_resumes_without_rerunning_finished_trials(tmp_path, tiny
     (folder / "trial2" / "metrics.json").unlink()  # trial 2 killed before it finished
     calls.clear()
     second = run_compare(load_compare(grid_file), report=False)
-    assert calls == [str(folder / "trial2"), str(out / "sent" / "lora" / "seed0")]  # trials 0 and 1 are kept
+    assert calls == [str(folder / "trial2")]  # trials 0 and 1 are kept; seed 0 on dev is the best trial's run
     assert json.loads((folder / "trial2" / "metrics.json").read_text())["lr"] == lrs[2]  # the same proposal
     acc = [json.loads((folder / f"trial{i}" / "metrics.json").read_text())["final"]["accuracy"] for i in range(3)]
     best = max(range(3), key=lambda i: (acc[i], -i))  # the best score, the earliest trial among equals
     assert second.cells[0].recipe.train.lr == lrs[best]
+    info = json.loads((out / "sent" / "lora" / "seed0" / "cell.json").read_text())
+    assert info["reused_from"] == str(folder / f"trial{best}") and not second.failed
+
+
+def test_a_seed_that_is_its_search_s_best_trial_reuses_that_run(tmp_path, tiny_bert, tiny_data, monkeypatch, capsys):
+    """With split: dev, the best trial on the search's seed is the very recipe of that seed's cell: the cell gets the
+    trial's files instead of a second training of the same run; the other seeds train as before."""
+    from peftkit.cli import main
+    from peftkit.evaluation.runs import load_run
+
+    out = tmp_path / "out"
+    grid = grid_dict(tiny_bert, tiny_data, out, {"split": "dev", "space": {"train.lr": [1e-9, 3e-2]}})
+    grid["base"]["train"]["max_steps"] = 8
+    grid_file = write_grid(tmp_path / "grid.yaml", grid)
+    folder = out / "_search" / "sent" / "lora"
+    calls = _counting_run(monkeypatch)
+    run_compare(load_compare(grid_file), only=["*/trial*"], report=False)
+    assert calls == [str(folder / "trial0"), str(folder / "trial1")]
+    capsys.readouterr()
+    run_compare(load_compare(grid_file), dry_run=True)
+    plan = {line.split()[1]: line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    assert plan["sent/lora/seed0"] == "reuse" and plan["sent/lora/seed1"] == "new"  # the plan says so before
+    seed0, seed1 = out / "sent" / "lora" / "seed0", out / "sent" / "lora" / "seed1"
+    seed0.mkdir(parents=True)
+    (seed0 / "train.log").write_text("an interrupted run\n")  # a broken folder is moved aside, not mixed in
+    calls.clear()
+    res = run_compare(load_compare(grid_file), report=True)
+    assert calls == [str(seed1)] and not res.failed, res.status  # only seed 1 trained
+    best = json.loads((folder / "search.json").read_text())["best_trial"]
+    trial = folder / f"trial{best}"
+    info = json.loads((seed0 / "cell.json").read_text())
+    assert info["status"] == "done" and info["reused_from"] == str(trial) and info["role"] == "cell"
+    assert (seed0 / "metrics.json").read_text() == (trial / "metrics.json").read_text()
+    weights = next((trial / "model").glob("*.safetensors"))
+    assert (seed0 / "model" / weights.name).stat().st_ino == weights.stat().st_ino  # linked, not a second copy
+    assert yaml.safe_load((seed0 / "recipe.yaml").read_text())["output_dir"] == str(seed0)
+    assert json.loads((trial / "cell.json").read_text())["role"] == "trial"  # the trial's own files are untouched
+    assert list((out / "_stale").rglob("train.log"))  # what was in seed0 before
+    setup, _ = load_run(seed0)  # a finished run like any other (predict, serve, export)
+    assert setup.recipe.train.lr == json.loads((folder / "search.json").read_text())["chosen"]["train.lr"]
+    report = json.loads((res.report_dir / "report.json").read_text())
+    assert report["rows"][0]["seeds"] == [0, 1]  # both seeds in the table
+    calls.clear()
+    assert set(run_compare(load_compare(grid_file), report=False).status.values()) == {"skipped"} and calls == []
+    assert main(["report", str(out), "--out", str(tmp_path / "again")]) == 0
 
 
 def test_dry_run_lists_trials_and_pending_seeds(tmp_path, tiny_bert, tiny_data, capsys, monkeypatch):
