@@ -76,9 +76,7 @@ def run_compare(
         cells = _selected(expand(grid, registry=reg, chosen=_chosen(done)), only)
         same = _finished_trials(done)
         for c in cells:
-            state = "pending" if c.pending else cell_status(c)
-            reusable = state not in ("pending", "done", "running") and c.hash in same
-            echo(plan_line(c, "reuse" if reusable else state))
+            echo(plan_line(c, _shown(c, "pending" if c.pending else cell_status(c), same)))
         return CompareResult(cells, studies=done)
     handler = _compare_log(grid.output_dir)
     try:
@@ -121,14 +119,14 @@ def _run(
     cells = _selected(every, only)
     states = {c.name: cell_status(c) for c in cells}
     for c in cells:
-        echo(plan_line(c, "pending" if c.pending else states[c.name]))
+        echo(plan_line(c, _shown(c, "pending" if c.pending else states[c.name], same)))
     for c in cells:
         if c.pending:  # its search has no finished trial (every trial failed): nothing to run the seeds with
             status[c.name] = "failed: its search has no finished trial (see compare.log)"
         elif states[c.name] == "done" and _labels_changed(c):
             write_cell(c)  # a finished cell's labels follow the file (e.g. per_seed added after it ran)
     todo = [c for c in cells if not c.pending]
-    reused = sum(states[c.name] not in ("done", "running") and c.hash in same for c in todo)
+    reused = sum(_shown(c, states[c.name], same) == "reuse" for c in todo)
     log.info(
         "%s: %d cells, %d finished (skipped), %d the same run as a finished search trial (reused), %d to run",
         grid.source,
@@ -153,6 +151,11 @@ def _finished_trials(done: list[Study]) -> dict[str, Cell]:
     """Finished trials by recipe hash: a seed's cell with one of these hashes is that very run (``split: dev``,
     on the search's seed), so it reuses the trial instead of training it again."""
     return {t.cell.hash: t.cell for s in done for t in s.trials if cell_status(t.cell) == "done"}
+
+
+def _shown(cell: Cell, state: str, same: dict[str, Cell]) -> str:
+    """The state a plan line shows: ``reuse`` for a cell that will get a finished trial's run."""
+    return "reuse" if state not in ("pending", "done", "running") and cell.hash in same else state
 
 
 def _labels_changed(cell: Cell) -> bool:

@@ -198,6 +198,8 @@ def test_a_seed_that_is_its_search_s_best_trial_reuses_that_run(tmp_path, tiny_b
     calls.clear()
     res = run_compare(load_compare(grid_file), report=True)
     assert calls == [str(seed1)] and not res.failed, res.status  # only seed 1 trained
+    plan = {line.split()[1]: line.split()[0] for line in capsys.readouterr().out.splitlines()}
+    assert plan == {"sent/lora/seed0": "reuse", "sent/lora/seed1": "new"}  # what the run printed before it began
     best = json.loads((folder / "search.json").read_text())["best_trial"]
     trial = folder / f"trial{best}"
     info = json.loads((seed0 / "cell.json").read_text())
