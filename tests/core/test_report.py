@@ -563,3 +563,25 @@ def test_a_fraction_s_interval_is_shown_within_0_and_100():
 
     header, body = detail_table([_row("t", "a", [0.50, 0.98])])  # two seeds far apart: t = 12.7
     assert body[0][header.index("95% CI")][0] == "0.00 – 100.00"
+
+
+@pytest.mark.parametrize(
+    ("split", "on_test", "says"),
+    [
+        ("selection", False, "the dev numbers below did not choose the values"),
+        ("dev", False, "the dev numbers below also chose the values and flatter them a little"),
+        ("dev", True, "never by the test split, so the test numbers below did not choose the values"),
+    ],
+)
+def test_the_report_says_whether_the_split_it_shows_chose_the_searched_values(split, on_test, says):
+    """A few-shot grid searches on dev and reports test: its report must not call its test numbers flattered."""
+    from pathlib import Path
+
+    from peftkit.compare.report.runs import SearchRecord
+    from peftkit.compare.report.sections import _search_note
+
+    record = SearchRecord(
+        "eprstmt", "lora", {"train.lr": [1e-3]}, split, 0.1, 0, "accuracy", "maximize", "grid", [], None, True, Path()
+    )
+    (line,) = _search_note([record], on_test)
+    assert says in line and ("flatter" in line) == (split == "dev" and not on_test)
