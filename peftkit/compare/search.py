@@ -26,7 +26,7 @@ from typing import Any
 from peftkit import run_dir as outputs
 from peftkit.compare.cells import cell_status, plan_line, read_json
 from peftkit.compare.grid import Cell, Grid, build_cell, cell_data
-from peftkit.compare.spec import MethodEntry, Range, SearchSpec, TaskEntry
+from peftkit.compare.spec import MethodEntry, Range, SearchSpec, TaskEntry, at_edge
 
 log = logging.getLogger("peftkit")
 SEARCH_DIR = "_search"
@@ -194,6 +194,18 @@ def run_study(
         trial.value = score(trial, study.metric)
         log.info("%s: %s -> %s=%s", trial.cell.name, _show(params), study.metric, trial.value)
     write_summary(study)
+    if run is not None and study.finished and study.best is not None:
+        kept = " (at the end, so the finished trials keep their numbers and are not run again)"
+        for key, edge in at_edge(study.spec.space, study.best.params).items():
+            log.warning(
+                "%s: the best %s is the %s value tried, so the best may lie beyond it: add %s values to its list "
+                "in search.space%s and run the compare again",
+                study.name,
+                _show({key: study.best.params[key]}),
+                edge,
+                "larger" if edge == "largest" else "smaller",
+                kept if len(study.spec.space) == 1 else "",
+            )
     return study
 
 

@@ -122,6 +122,23 @@ class SearchSpec(_Strict):
         return {k: (v.low if isinstance(v, Range) else v[0]) for k, v in self.space.items()}
 
 
+def at_edge(space: dict[str, Any], chosen: dict[str, Any] | None) -> dict[str, str]:
+    """Searched keys whose chosen value is the ``largest`` or ``smallest`` of a list of three or more numbers: the
+    best value may lie outside what was tried. (Two values always choose an edge; ranges are left to the sampler.)"""
+    out = {}
+    for key, values in space.items():
+        numbers = isinstance(values, list) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        )
+        if not numbers or len(set(values)) < 3 or key not in (chosen or {}):
+            continue
+        if chosen[key] == max(values):
+            out[key] = "largest"
+        elif chosen[key] == min(values):
+            out[key] = "smallest"
+    return out
+
+
 class MethodEntry(_Strict):
     label: str | None = Field(
         None,

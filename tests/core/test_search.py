@@ -364,3 +364,31 @@ def test_a_failed_trial_is_passed_over_and_a_search_without_results_holds_its_se
     res = run_compare(load_compare(write_grid(grid_file, grid)), report=False)
     assert res.status["sent/lora/seed0"] == "failed: its search has no finished trial (see compare.log)"
     assert not (tmp_path / "other" / "sent").exists()  # no seed ran at a made-up rate
+
+
+def test_at_edge_names_a_chosen_value_at_either_end_of_three_or_more_numbers():
+    from peftkit.compare.spec import at_edge
+
+    space = {"train.lr": [1e-3, 3e-4, 3e-3], "method.params.r": [4, 8], "train.scheduler": ["linear", "cosine", "c"]}
+    assert at_edge(space, {"train.lr": 3e-3, "method.params.r": 8, "train.scheduler": "c"}) == {"train.lr": "largest"}
+    assert at_edge(space, {"train.lr": 3e-4}) == {"train.lr": "smallest"}  # list order does not matter
+    assert at_edge(space, {"train.lr": 1e-3}) == {} and at_edge(space, None) == {}
+    assert at_edge({"train.lr": {"low": 1e-4, "high": 1e-2, "log": True, "trials": 4}}, {"train.lr": 1e-2}) == {}
+
+
+def test_a_search_whose_best_value_is_the_largest_tried_says_so(tmp_path, tiny_bert, tiny_data):
+    """3e-2 learns and 1e-9 / 1e-8 leave the model where it started (see the first test): the best is the top of
+    the list, so the optimum may lie above it; the compare log and the report's Searches table both say so."""
+    out = tmp_path / "out"
+    search = {"space": {"train.lr": [1e-9, 1e-8, 3e-2]}, "selection_fraction": 0.25}
+    grid_file = write_grid(tmp_path / "grid.yaml", grid_dict(tiny_bert, tiny_data, out, search, seeds=[0]))
+    res = run_compare(load_compare(grid_file), only=["*/trial*"], report=False)
+    assert not res.failed and res.studies[0].best.params == {"train.lr": 3e-2}
+    log = (out / "compare.log").read_text()  # a run's own logging replaces pytest's capture, not compare's log
+    assert "WARNING sent/lora: the best train.lr=0.03 is the largest value tried" in log
+    assert "add larger values to its list in search.space (at the end," in log
+    from peftkit.compare.report.runs import load_searches
+    from peftkit.compare.report.sections import search_table
+
+    _, body = search_table(load_searches([out / "_search"]), pct=True)
+    assert body[0][6] == ("train.lr=0.03 (largest tried)", True)

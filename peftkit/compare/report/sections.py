@@ -8,6 +8,7 @@ from typing import Any
 from peftkit.compare.report.runs import SearchRecord
 from peftkit.compare.report.stats import INTERVAL, not_separated
 from peftkit.compare.report.tables import COLLAPSED_SHARE, F1_GAP, Row, fmt_metric, is_fraction, shows_f1
+from peftkit.compare.spec import at_edge
 
 MIB = 1024 * 1024
 Cell = tuple[str, bool]  # (text, bold)
@@ -132,12 +133,21 @@ def search_table(searches: list[SearchRecord], pct: bool) -> Table:
                 (f"{len(s.scored)} of {len(s.trials)} ({s.sampler})", False),
                 (_split_name(s), False),
                 (s.metric, False),
-                (", ".join(f"{key}={_values([v])}" for key, v in (s.chosen or {}).items()) or "—", True),
+                (_chosen(s) or "—", True),
                 (f"{best['value'] * k:.4g}" if best else "—", False),
                 (f"{min(scores):.4g} – {max(scores):.4g}" if scores else "—", False),
             ]
         )
     return header, body
+
+
+def _chosen(s: SearchRecord) -> str:
+    """``train.lr=0.03 (largest tried)``: an edge of the values tried says the best may lie beyond them."""
+    edges = at_edge(s.space, s.chosen)
+    return ", ".join(
+        f"{key}={_values([v])}" + (f" ({edges[key]} tried)" if key in edges else "")
+        for key, v in (s.chosen or {}).items()
+    )
 
 
 def _split_name(s: SearchRecord) -> str:
