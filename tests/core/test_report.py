@@ -578,10 +578,10 @@ def test_the_report_says_whether_the_split_it_shows_chose_the_searched_values(sp
     from pathlib import Path
 
     from peftkit.compare.report.runs import SearchRecord
-    from peftkit.compare.report.sections import _search_note
+    from peftkit.compare.report.sections import search_note
 
     record = SearchRecord(
         "eprstmt", "lora", {"train.lr": [1e-3]}, split, 0.1, 0, "accuracy", "maximize", "grid", [], None, True, Path()
     )
-    (line,) = _search_note([record], on_test)
+    (line,) = search_note([record], on_test)
     assert says in line and ("flatter" in line) == (split == "dev" and not on_test)

@@ -177,7 +177,7 @@ def intro(rows: list[Row], avg: dict[str, Any], settings: dict[str, Any], search
         "over seeds (n in the details, with the 95% Student t-interval of the mean); **bold** = best mean on that "
         "task (none when every method ties or only one ran)."
     ]
-    lines += _search_note(searches, settings.get("split") == "test")
+    lines += search_note(searches, settings.get("split") == "test")
     if any(shows_f1(rows, t) for t in tasks):
         lines.append(
             f"Macro-F1 stands beside accuracy on tasks where the two are at least {F1_GAP * 100:.0f} points apart in "
@@ -201,7 +201,7 @@ def intro(rows: list[Row], avg: dict[str, Any], settings: dict[str, Any], search
     return lines
 
 
-def _search_note(searches: list[SearchRecord], on_test: bool) -> list[str]:
+def search_note(searches: list[SearchRecord], on_test: bool) -> list[str]:
     if not searches:
         return []
     keys = ", ".join(dict.fromkeys(k for s in searches for k in s.space))
