@@ -102,6 +102,13 @@ def _held(cell: Cell) -> str:
     return f"failed: {why}"
 
 
+def _failed(cell: Cell, why: str) -> str:
+    """Record in ``cell.json`` and the log that the cell failed, and why; returns ``failed: <why>``."""
+    write_cell(cell, status="failed", error=why, finished=time.time())
+    log.error("%s: failed: %s", cell.name, why)
+    return f"failed: {why}"
+
+
 def _link_or_copy(src: str, dst: str) -> None:
     """A hard link (no second copy of a full fine-tune's checkpoints), a copy where links are not possible."""
     try:
@@ -123,7 +130,7 @@ def reuse_cell(cell: Cell, status: str, root: Path, source: Cell) -> str:
         return _held(cell)
     if source.hash != cell.hash or cell_status(source) != "done":
         raise ValueError(f"{cell.name}: {source.name} is not a finished run of the same recipe")  # a caller's bug
-    if cell.output_dir.is_dir() and any(cell.output_dir.iterdir()):  # changed or broken: keep it, as run_cell does
+    if cell.output_dir.is_dir() and any(cell.output_dir.iterdir()):  # changed or broken: moved aside, never mixed in
         dest = move_aside(cell, root)
         log.warning("%s: moved the folder that was there to %s", cell.name, dest)
     try:
@@ -137,9 +144,7 @@ def reuse_cell(cell: Cell, status: str, root: Path, source: Cell) -> str:
         outputs.write_recipe(cell.output_dir / "recipe.yaml", cell.resolved)
     except OSError as exc:
         why = f"could not reuse {source.output_dir}: {exc}"
-        write_cell(cell, status="failed", error=why, finished=time.time())
-        log.error("%s: failed: %s", cell.name, why)
-        return f"failed: {why}"
+        return _failed(cell, why)
     write_cell(cell, status="done", finished=time.time(), seconds=0.0, reused_from=str(source.output_dir))
     log.info(
         "%s: the same recipe as %s, which has finished: reused its run instead of training it again",
@@ -188,14 +193,10 @@ def run_cell(
         execute(cell, device)
     except Exception as exc:  # one failed cell must not stop the others; it is reported at the end
         why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        write_cell(cell, status="failed", error=why, finished=time.time())
-        log.error("%s: failed: %s", cell.name, why)
-        return f"failed: {why}"
+        return _failed(cell, why)
     if cell_status(cell) != "done":  # e.g. a runner plugin that returned early: never call that finished
         why = "the run ended without writing metrics.json with final metrics"
-        write_cell(cell, status="failed", error=why, finished=time.time())
-        log.error("%s: failed: %s", cell.name, why)
-        return f"failed: {why}"
+        return _failed(cell, why)
     seconds = round(time.time() - t0, 3)
     write_cell(cell, status="done", finished=time.time(), seconds=seconds)
     final = (read_json(cell.output_dir / "metrics.json") or {}).get("final") or {}

@@ -99,6 +99,8 @@ def _run(
     execute = EXECUTORS[grid.spec.executor]
     experiment = Path(grid.source).stem  # the grid's name: trackers make it one experiment, a run per cell
 
+    same: dict[str, Cell] = {}  # trials are never reused: only seeds' cells, once the searches have finished
+
     def job(cell: Cell, state: str, device: str | None) -> str:
         if state == "done":
             status[cell.name] = "skipped"
@@ -112,7 +114,6 @@ def _run(
 
     if found:
         log.info("%s: %d search(es) first: %s", grid.source, len(found), ", ".join(s.name for s in found))
-    same: dict[str, Cell] = {}  # trials are never reused: only seeds' cells, once the searches have finished
     done = schedule(found, devs, lambda s, d: run_study(grid, reg, s, lambda c, st: job(c, st, d), echo))
     same.update(_finished_trials(done))
     every = expand(grid, registry=reg, chosen=_chosen(done))
