@@ -43,7 +43,7 @@ from peftkit.recipe import (
 )
 from peftkit.recipe import set_dotted as recipe_set_dotted
 
-__all__ = ["CompareFile", "Grid", "Cell", "load_compare", "expand", "cell_data", "recipe_hash", "chosen_settings"]
+__all__ = ["CompareFile", "Grid", "Cell", "load_compare", "expand", "cell_data", "settings_hash", "chosen_settings"]
 
 
 @dataclass
@@ -174,9 +174,11 @@ def cell_data(
     return data, origin
 
 
-def recipe_hash(resolved: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of a resolved recipe without output_dir (where a run lives is not what it is)."""
-    body = {k: v for k, v in resolved.items() if k != "output_dir"}
+def settings_hash(settings: dict[str, Any]) -> str:
+    """A cell's identity: sha256 of the canonical JSON of its chosen settings (``chosen_settings``) without
+    output_dir (where a run lives is not what it is). Not the checkpoint's ``recipe_hash``, which hashes every
+    resolved default so that a resume refuses a checkpoint from any other recipe."""
+    body = {k: v for k, v in settings.items() if k != "output_dir"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
@@ -198,7 +200,14 @@ def build_cell(grid: Grid, reg: Any, data: dict[str, Any], origin: Origin, name:
         raise RecipeError([_locate(p, origin, grid) for p in exc.problems], grid.source, what="compare file") from None
     task, method, seed = info.pop("task"), info.pop("method"), info.pop("seed")
     return Cell(
-        name, task, method, seed, recipe, resolved_dict(recipe, reg), recipe_hash(chosen_settings(recipe, reg)), **info
+        name,
+        task,
+        method,
+        seed,
+        recipe,
+        resolved_dict(recipe, reg),
+        settings_hash(chosen_settings(recipe, reg)),
+        **info,
     )
 
 

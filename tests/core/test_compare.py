@@ -10,7 +10,7 @@ import yaml
 from peftkit.cli import main
 from peftkit.compare.cells import cell_status
 from peftkit.compare.execute import run_compare
-from peftkit.compare.grid import chosen_settings, expand, load_compare, recipe_hash
+from peftkit.compare.grid import chosen_settings, expand, load_compare, settings_hash
 from peftkit.errors import PeftkitError, RecipeError
 from peftkit.plugin.registry import get_registry
 from peftkit.train import loop as runner
@@ -68,7 +68,7 @@ def test_expansion_names_dirs_and_overrides(grid_file, tmp_path):
     assert [c.recipe.train.lr for c in cells] == [2e-2, 2e-2, 3e-2, 3e-2]  # the per-method override
     assert cells[3].output_dir == tmp_path / "out" / "sent" / "lora-r8" / "seed1"
     assert len({c.hash for c in cells}) == 4
-    assert cells[0].hash == recipe_hash(chosen_settings(cells[0].recipe, get_registry()))
+    assert cells[0].hash == settings_hash(chosen_settings(cells[0].recipe, get_registry()))
 
 
 def test_per_seed_values_go_with_their_seed_and_average_as_seeds(tmp_path, tiny_bert, tiny_data):
