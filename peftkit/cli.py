@@ -105,7 +105,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _validate_args(p: argparse.ArgumentParser) -> None:
     _add_recipe(p)
     p.add_argument(
-        "--strict", action="store_true", help="also fail (exit 2) when the data a run would read is missing here"
+        "--strict",
+        action="store_true",
+        help="also fail (exit 2) when the data a run would read is missing or unreadable here",
     )
 
 
@@ -120,7 +122,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if (missing or plugins) and args.strict:
         lines = "".join(f"\n  - {line}" for line in missing + plugins)
         what = " and ".join(
-            (["the data a run would read is missing on this machine"] if missing else [])
+            (["the data a run would read is missing or unreadable on this machine"] if missing else [])
             + (["an installed plugin could not be loaded"] if plugins else [])
         )
         raise PeftkitError(f"{args.recipe} is valid, but {what}:{lines}")

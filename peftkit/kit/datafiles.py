@@ -76,8 +76,9 @@ def field(row: dict[str, Any], name: str, path: Path | str, line: int) -> Any:
 def missing_files(
     params: Any, keys: tuple[str, ...] = ("train_file", "dev_file", "test_file")
 ) -> list[tuple[str, str]]:
-    """``(task.params.KEY, message)`` for each data file named by ``params.KEY`` that does not exist here; for a
-    task's ``check_data`` (``peftkit validate`` shows them as warnings)."""
+    """``(task.params.KEY, message)`` for each data file named by ``params.KEY`` that does not exist here, is empty,
+    or does not start as UTF-8 text (its first 64 KiB are read); for a task's ``check_data`` (``peftkit validate``
+    shows them as warnings, ``--strict`` as errors)."""
     out = []
     for key in keys:
         path = getattr(params, key)
@@ -90,6 +91,26 @@ def missing_files(
                 out.append((f"task.params.{key}", f"data file {path} does not exist{where}"))
             elif not found.is_file():
                 out.append((f"task.params.{key}", f"{path} is a folder, not a data file{where}; name the file in it"))
+            elif problem := _content_problem(found):
+                out.append((f"task.params.{key}", f"data file {path} {problem}"))
         except OSError as exc:  # a name too long for this OS, no permission to look
             out.append((f"task.params.{key}", f"data file {path[:120]} cannot be checked: {exc.strerror}"))
     return out
+
+
+def _content_problem(path: Path, size: int = 1 << 16) -> str | None:
+    """Why the start of a data file cannot be read as text: empty, or not UTF-8 (offset and byte named)."""
+    import codecs
+
+    with path.open("rb") as f:
+        head = f.read(size)
+    if not head.strip():
+        return "is empty" if not head else "holds only whitespace"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=len(head) < size)  # a cut character is fine
+    except UnicodeDecodeError as exc:
+        return (
+            f"is not UTF-8 text: byte 0x{head[exc.start]:02x} at offset {exc.start}; save it as UTF-8 "
+            "(iconv -f GBK -t UTF-8 for a GBK file)"
+        )
+    return None

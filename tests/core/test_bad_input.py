@@ -68,6 +68,28 @@ def test_validate_catches_what_run_would_refuse(write, tmp_path):
     _assert_user_error(cli("validate", str(path)), "eval.metric: 'f1' is not a metric of task 'text-classification'")
 
 
+def test_validate_strict_refuses_an_empty_or_non_utf8_data_file(write, tmp_path):
+    """A file that is there but that no run could read: empty, only whitespace, or GBK bytes (a common export
+    of Chinese text). The UTF-8 check reads the first 64 KiB, so a character cut at that boundary is no fault."""
+    (tmp_path / "empty.jsonl").write_bytes(b"")
+    (tmp_path / "blank.jsonl").write_bytes(b"\n  \n")
+    (tmp_path / "gbk.jsonl").write_bytes('{"text": "中文"}'.encode("gbk"))
+    (tmp_path / "long.jsonl").write_bytes(("中" * 30000).encode())  # 90,000 bytes: 64 KiB ends inside a character
+    for name, message in [
+        ("empty", "is empty"),
+        ("blank", "holds only whitespace"),
+        ("gbk", "is not UTF-8 text: byte 0xd6 at offset 10; save it as UTF-8"),
+    ]:
+        path = write(lambda r, n=name: r["task"]["params"].update(dev_file=str(tmp_path / f"{n}.jsonl")))
+        _assert_user_error(
+            cli("validate", "--strict", str(path)),
+            "the data a run would read is missing or unreadable",
+            f"task.params.dev_file: data file {tmp_path / f'{name}.jsonl'} {message}",
+        )
+    path = write(lambda r: r["task"]["params"].update(dev_file=str(tmp_path / "long.jsonl")))
+    assert cli("validate", "--strict", str(path)).returncode == 0
+
+
 def test_target_modules_matching_nothing_names_the_layers(write):
     path = write(lambda r: r["method"]["params"].update(target_modules=["nosuch"]))
     _assert_user_error(
