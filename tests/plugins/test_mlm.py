@@ -195,7 +195,7 @@ def _base_loss(recipe) -> float:
     return evaluate(model, s.data["dev"], s.task, 8, s.pad_id, "cpu")[0]["mlm_loss"]
 
 
-@pytest.mark.parametrize("method", ["lora", "adapters", "full", "bitfit", "ia3"])
+@pytest.mark.parametrize("method", ["lora", "adalora", "adapters", "full", "bitfit", "ia3"])
 def test_every_encoder_method_pretrains_a_masked_lm(method, tiny_bert, tmp_path):
     from peftkit.recipe import validate
     from peftkit.train.loop import run
