@@ -39,7 +39,8 @@ class QuantizationConfig(_Strict):
 class ModelConfig(_Strict):
     source: str = Field(
         description="Model reference `scheme:name`: `packaged:multilingual-e5-small`, `hub:bert-base-chinese`, "
-        "`local:/path` (a bare path also works). See `peftkit plugins` for the schemes installed."
+        "`local:/path` (a bare path also works), `run:runs/mlm-news` (a finished run's model, its method merged: "
+        "pretrain, then fine-tune). See `peftkit plugins` for the schemes installed."
     )
     revision: str | None = Field(None, description="Hub revision (branch, tag or commit) for `hub:` models.")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
