@@ -20,6 +20,7 @@ from peftkit.compare.executors import EXECUTORS, cell_env, schedule, visible_dev
 from peftkit.compare.grid import Cell, Grid, expand
 from peftkit.compare.search import SEARCH_DIR, Study, run_study, studies
 from peftkit.errors import PeftkitError
+from peftkit.train.stop import StopRequests
 
 __all__ = ["CompareResult", "run_compare", "cell_status", "write_grid_report"]
 log = logging.getLogger("peftkit")
@@ -80,7 +81,11 @@ def run_compare(
         return CompareResult(cells, studies=done)
     handler = _compare_log(grid.output_dir)
     try:
-        return _run(grid, reg, found, only, _devices(grid, devices), report, echo)
+        with StopRequests().installed():  # SIGTERM raises here as Ctrl-C does, and the cells' runs stop with it
+            return _run(grid, reg, found, only, _devices(grid, devices), report, echo)
+    except KeyboardInterrupt as exc:
+        log.warning("compare stopped (%s); run it again to go on: finished cells are kept", exc or "Ctrl-C")
+        raise
     finally:
         log.removeHandler(handler)
         handler.close()

@@ -8,14 +8,20 @@ so running them in parallel cannot change any result.
 Every cell's process sees ``PEFTKIT_EXPERIMENT`` (the grid's name: its compare file's stem) and
 ``PEFTKIT_RUN_NAME`` (the cell's name, ``task/method/seedN`` or ``task/method/trialN``): experiment trackers
 use them so that a grid is one experiment with a run per cell.
+
+A compare that stops (Ctrl-C, SIGTERM) stops the runs it started: each gets SIGTERM and up to
+:data:`STOP_GRACE_S` seconds to end (its run lock released), then SIGKILL. Left alone, a cell's run would
+train on as an orphan, holding its folder's lock against the compare started again.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -27,8 +33,11 @@ from peftkit.errors import TrainingError
 
 EXPERIMENT_ENV = "PEFTKIT_EXPERIMENT"
 RUN_NAME_ENV = "PEFTKIT_RUN_NAME"
+STOP_GRACE_S = 30.0
 T = TypeVar("T")
 R = TypeVar("R")
+_children: set[subprocess.Popen] = set()  # the cells' runs going now (one per device)
+_children_lock = threading.Lock()
 
 
 def cell_env(experiment: str, cell: Cell) -> dict[str, str]:
@@ -70,12 +79,20 @@ def run_subprocess(cell: Cell, device: str | None, registry: Any, env: dict[str,
     if device is not None:
         env["CUDA_VISIBLE_DEVICES"] = device
     with open(cell.output_dir / "cell.log", "w", encoding="utf-8") as logf:
-        rc = subprocess.call(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "peftkit", "run", str(recipe_file), "--overwrite"],
             stdout=logf,
             stderr=subprocess.STDOUT,
             env=env,
         )
+        with _children_lock:
+            _children.add(proc)
+        try:
+            rc = proc.wait()
+        finally:  # also when this compare is stopping (a signal raised here): the run stops with it
+            with _children_lock:
+                _children.discard(proc)
+            stop_process(proc)
     if rc != 0:
         tail = (cell.output_dir / "cell.log").read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
         raise TrainingError(f"exit status {rc}; last lines of {cell.output_dir / 'cell.log'}: " + " | ".join(tail))
@@ -114,4 +131,28 @@ def schedule(items: list[T], devices: list[str | None], job: Callable[[T, str | 
             free.put(device)
 
     with ThreadPoolExecutor(max_workers=len(devices)) as pool:
-        return list(pool.map(work, items))
+        try:
+            return list(pool.map(work, items))
+        except BaseException:  # stopping: the workers wait on their cells' runs, which must stop first
+            stop_children()
+            raise
+
+
+def stop_process(proc: subprocess.Popen, grace: float | None = None) -> None:
+    """End a cell's run that is still going: SIGTERM, up to ``grace`` seconds (:data:`STOP_GRACE_S`), SIGKILL."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=STOP_GRACE_S if grace is None else grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def stop_children() -> None:
+    """Stop every cell's run this compare has going (the worker threads' ones)."""
+    with _children_lock:
+        going = list(_children)
+    for proc in going:
+        stop_process(proc)

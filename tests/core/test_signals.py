@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from peftkit.kit.tiny import tiny_recipe
-from peftkit.run_dir import LOCK
+from peftkit.run_dir import LOCK, holder
 from peftkit.train import checkpoint
 
 
@@ -64,3 +64,30 @@ def test_a_signal_stops_at_a_step_with_a_checkpoint_and_resume_finishes(tmp_path
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["train"]["steps"] == 30 and m["train"]["samples"] == 30 * 2
+
+
+def test_sigterm_to_a_compare_stops_the_cell_it_is_running(tmp_path, tiny_bert, tiny_data):
+    """`kill <compare pid>` reaches only the compare; it passes SIGTERM on to its cell's run and waits for it, so
+    no orphan trains on holding the cell's lock (a compare started again found the cell 'being written by
+    another peftkit run' and counted it failed)."""
+    base = tiny_recipe(tiny_bert, tiny_data, tmp_path / "unused", max_steps=400, batch_size=2, log_every=1)
+    task, method = base.pop("task"), base.pop("method")
+    del base["output_dir"]
+    grid = {"output_dir": str(tmp_path / "grid"), "executor": "subprocess", "seeds": [0], "base": base}
+    grid.update(tasks=[{"name": task["name"], "params": task["params"]}], methods=[{"name": method["name"]}])
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(grid))
+    console = tmp_path / "console.txt"
+    cmd = [sys.executable, "-m", "peftkit", "compare", str(path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(console, "w"))
+    cell = tmp_path / "grid" / "text-classification" / "lora" / "seed0"
+    _wait_for("step 2/400", cell / "train.log", proc)
+    running = holder(cell)
+    assert running is not None, "the cell's run holds no lock while it trains"
+    os.kill(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143, console.read_text()[-3000:]
+    with pytest.raises(ProcessLookupError):  # the cell's run ended before the compare did
+        os.kill(int(running["pid"]), 0)
+    assert holder(cell) is None and "stopped by SIGTERM at step" in (cell / "train.log").read_text()
+    assert "compare stopped (stopped by SIGTERM)" in (tmp_path / "grid" / "compare.log").read_text()
+    assert "Traceback" not in console.read_text()
