@@ -144,7 +144,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 @command("plugins")
 def cmd_plugins(args: argparse.Namespace) -> int:
-    """List installed plugins as JSON: name, distribution, version, hooks, what they register.
+    """List installed plugins as JSON: name, distribution, version, hooks, what they register, and under
+    "summaries" each registered object's one-line summary by kind and name (a model source's names its models
+    and their licences: the packaged models' terms, Gemma's included).
 
     A plugin that failed to load is listed with its "error"; one switched off through PEFTKIT_DISABLE_PLUGINS
     with "disabled" (and without hooks or names: nothing of it is imported).
