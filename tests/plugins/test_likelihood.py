@@ -182,3 +182,27 @@ def test_task_objective_must_be_able_to_stand_in(tiny_llama, tmp_path, objective
 
     with pytest.raises(RecipeError, match=error):
         validate(_recipe(tiny_llama, _files(tmp_path), tmp_path / "o", objective))
+
+
+def test_a_method_is_checked_against_the_objective_task_objective_names(tiny_llama, tmp_path):
+    """fewclue/eprstmt's own objective is sequence classification, which prefix trains; with task.objective:
+    label-likelihood the run would train that instead, which prefix cannot: validate refuses it, saying so."""
+    from peftkit import RecipeError
+    from peftkit.recipe import validate
+
+    recipe = {
+        "model": {"source": f"local:{tiny_llama}"},
+        "method": {"name": "prefix"},
+        "task": {"name": "fewclue/eprstmt", "params": {"data_dir": str(tmp_path)}},
+        "output_dir": str(tmp_path / "o"),
+    }
+    validate(recipe)  # on its own objective prefix is fine
+    recipe["task"]["objective"] = "label-likelihood"
+    with pytest.raises(RecipeError) as info:
+        validate(recipe)
+    text = str(info.value)
+    assert "method 'prefix' cannot train task 'fewclue/eprstmt' with task.objective 'label-likelihood'" in text
+    assert "prefix trains only sequence-classification" in text and "multiple-choice" not in text
+    assert "Use one of: adalora, adapters, bitfit, full, ia3, lora" in text
+    recipe["method"]["name"] = "lora"
+    validate(recipe)
