@@ -112,7 +112,14 @@ def load_split(s: Setup, split: str) -> Any:
     enc.objective = objective
     truncated = getattr(enc, "truncated", 0)
     if truncated and s.recipe.data.truncation_warning:
-        log.info("%s: %d of %d examples truncated to data.max_length=%d", split, truncated, len(enc), ctx.max_length)
+        log.warning(
+            "%s: %d of %d examples are longer than data.max_length=%d tokens and were truncated (their ends are cut "
+            "off and never seen); raise data.max_length to keep them whole, or set data.truncation_warning: false",
+            split,
+            truncated,
+            len(enc),
+            ctx.max_length,
+        )
     if getattr(enc, "indistinct", 0):
         log.warning(
             "%s: in %d of %d rows every choice is the same after truncation to data.max_length=%d (the part where "

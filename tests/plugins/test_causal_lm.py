@@ -189,6 +189,32 @@ def test_long_prompts_are_counted_and_left_out_never_silently(tiny_llama, caplog
         _encode([rows[1]], tok, max_length=24, template="alpaca")
 
 
+def test_truncated_sft_rows_are_counted_in_a_warning_that_names_the_fix(tiny_llama, tmp_path, caplog):
+    """Rows whose answer runs past data.max_length lose its end (and the stop token): setup warns with the count
+    and says to raise data.max_length, unless data.truncation_warning is off."""
+    from peftkit.build.setup import prepare
+    from peftkit.plugin.registry import get_registry
+    from peftkit.recipe import validate
+
+    rows = [{"instruction": "good", "output": "good"}] * 3 + [{"instruction": "bad", "output": "bad " * 40}] * 2
+    files = {split: tmp_path / f"{split}.jsonl" for split in ("train", "dev")}
+    for f in files.values():
+        f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = sft_recipe(tiny_llama, files, tmp_path / "o")
+    with caplog.at_level(logging.WARNING, logger="peftkit"):
+        s = prepare(validate(recipe), get_registry(), ("train",))
+    assert s.data["train"].truncated == 2
+    warned = [r for r in caplog.records if "truncated" in r.getMessage()]
+    assert [r.levelno for r in warned] == [logging.WARNING]
+    assert "train: 2 of 5 examples are longer than data.max_length=32 tokens" in warned[0].getMessage()
+    assert "raise data.max_length" in warned[0].getMessage()
+    caplog.clear()
+    recipe["data"]["truncation_warning"] = False
+    with caplog.at_level(logging.WARNING, logger="peftkit"):
+        prepare(validate(recipe), get_registry(), ("train",))
+    assert "truncated" not in caplog.text
+
+
 def test_raw_text_is_packed_into_full_blocks(tiny_llama):
     from transformers import AutoTokenizer
 
