@@ -135,11 +135,30 @@ def test_a_model_without_logits_to_keep_is_refused_at_setup(tiny_llama):
         ({"messages": [{"role": "bot", "content": "hi"}]}, "unknown role 'bot'"),
         ({"conversations": [{"from": "human", "value": "q"}, {"from": "robot", "value": "a"}]}, "unknown from 'robot'"),
         ({"text": "hello"}, "needs 'messages'"),
+        ({"instruction": "Q", "output": None}, r"train.jsonl:3: field 'output' is null, not a string"),
+        ({"instruction": None, "output": "A"}, r"train.jsonl:3: field 'instruction' is null, not a string"),
+        ({"instruction": "Q", "output": ["A"]}, r"field 'output' is list \['A'\], not a string"),
+        ({"instruction": "Q", "input": 3, "output": "A"}, r"field 'input' is int 3, not a string, null or absent"),
     ],
 )
 def test_bad_rows_are_clear_errors(row, error):
     with pytest.raises(DataError, match=error):
         to_messages(row, "train.jsonl:3")
+
+
+def test_a_null_alpaca_answer_names_the_file_and_line_never_trains_none(tmp_path):
+    from peftkit.plugin.registry import get_registry
+
+    task = get_registry().tasks["lm/sft"]
+    f = tmp_path / "train.jsonl"
+    f.write_text(
+        json.dumps({"instruction": "Q", "output": "A"}) + "\n" + json.dumps({"instruction": "Q", "output": None})
+    )
+    with pytest.raises(DataError, match=f"{f}:2: field 'output' is null, not a string"):
+        task.load_split(task.params_model(train_file=str(f)), "train")
+    # input and system may be null (nothing added), as before
+    row = {"instruction": "Q", "input": None, "system": None, "output": "A"}
+    assert to_messages(row, "f:1") == [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
 
 
 def test_the_common_shapes_read_the_same():
