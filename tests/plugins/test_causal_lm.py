@@ -334,6 +334,28 @@ def test_sft_run_reports_generation_metrics_and_generate_streams(tiny_llama, tmp
     assert row["prompt"] == "the movie was good" and row["output"].strip() == streamed.strip()
 
 
+@pytest.mark.parametrize(
+    ("lines", "error"),
+    [
+        (['{"prompt": "a"}', "", '{"prompt": "b",}'], r"p.jsonl:3: not valid JSON \(Expecting property name"),
+        (['{"prompt": "a"}', '{"text": "b"}'], "p.jsonl:2 has no 'prompt' field holding a string"),
+        (['{"prompt": null}'], "p.jsonl:1 has no 'prompt' field holding a string"),
+    ],
+)
+def test_a_bad_prompt_file_is_a_clear_error_naming_file_and_line(tmp_path, capsys, lines, error):
+    """Read before the run is loaded (the run folder here does not exist): one line on stderr, exit 2, no
+    traceback."""
+    import re
+
+    from peftkit.cli import main
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("\n".join(lines) + "\n")
+    assert main(["generate", str(tmp_path / "no-run"), "--prompt-file", str(prompts)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(error, err) and err.startswith(f"error: --prompt-file: {prompts}") and "Traceback" not in err
+
+
 def test_prefix_tuning_is_refused_for_causal_lm_at_validate(tiny_llama, tmp_path):
     from peftkit import RecipeError
     from peftkit.recipe import validate
