@@ -6,19 +6,18 @@ from __future__ import annotations
 import json
 import logging
 import math
-from pathlib import Path
 
 import pytest
 
 from peftkit import DataError, EncodeContext, Example, PeftkitError
+from peftkit.kit.cache import MARKER, cache_root
 from peftkit_plugins.causal_lm.chat import ChatExample, to_messages
 from peftkit_plugins.causal_lm.objective import IGNORE, CausalLM
 from peftkit_plugins.causal_lm.textmetrics import corpus_bleu, generation_metrics, rouge_l, tokens
 
-GEMMA = sorted(Path("/tmp/pkcache/models").glob("gemma-3-270m-*/")) + sorted(
-    (Path.home() / ".cache/peftkit/models").glob("gemma-3-270m-*/")
-)
-GEMMA = [p for p in GEMMA if (p / "tokenizer.json").is_file()]
+# packaged:gemma-3-270m's converted folders where peftkit keeps them ($PEFTKIT_CACHE, else ~/.cache/peftkit), finished
+# ones only (their completeness marker is written last); the tests that need one are skipped without it.
+GEMMA = [p for p in sorted((cache_root() / "models").glob("gemma-3-270m-*/")) if (p / MARKER).is_file()]
 CHAT = [
     {"role": "system", "content": "你是客服。"},
     {"role": "user", "content": "怎么退款？"},
@@ -38,7 +37,9 @@ def _encode(examples, tok, split="train", max_length=64, **options):
     return CausalLM().encode(examples, tok, EncodeContext(max_length=max_length, split=split, options=options))
 
 
-@pytest.mark.skipif(not GEMMA, reason="no converted packaged:gemma-3-270m folder in the cache")
+@pytest.mark.skipif(
+    not GEMMA, reason=f"no converted packaged:gemma-3-270m folder in {cache_root() / 'models'} (set PEFTKIT_CACHE)"
+)
 def test_answer_only_labels_on_gemma_chat_template():
     """On Gemma's real template: the labelled tokens are exactly the assistant turns (content + <end_of_turn>),
     every other token (system, user turns, the template's role markers) carries -100, and the ids are the
@@ -61,27 +62,59 @@ def test_answer_only_labels_on_gemma_chat_template():
 
 def test_prompt_tokens_carry_no_loss(tiny_llama):
     """The model's loss on a collated batch equals cross-entropy over the answer tokens alone, and does not move
-    when every prompt token's prediction is made arbitrarily wrong."""
+    when every prediction of a prompt token is made arbitrarily wrong inside the model's forward (while wrecking
+    one answer prediction does move it). The prompt is found from the template, not from the labels under test."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from peftkit_plugins.causal_lm.chat import TEMPLATES
 
     tok = AutoTokenizer.from_pretrained(str(tiny_llama))
     msgs = [{"role": "user", "content": "the movie was good"}, {"role": "assistant", "content": "good"}]
     enc = _encode([ChatExample("x", messages=msgs)] * 2, tok, template="chatml")
     batch = enc.collate([0, 1], 0)
+    prompt_text = tok.apply_chat_template(
+        msgs[:1], chat_template=TEMPLATES["chatml"], add_generation_prompt=True, tokenize=False
+    )
+    prompt = tok(prompt_text, add_special_tokens=False)["input_ids"]
+    n = batch["input_ids"].shape[1]
+    assert batch["input_ids"][0, : len(prompt)].tolist() == prompt and 0 < len(prompt) < n - 1
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(str(tiny_llama))
     out = model(**batch)
     every = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # all positions
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE
-    assert 0 < int(keep.sum()) < labels.numel() / 2
+    assert keep.sum(1).tolist() == [n - len(prompt)] * 2  # exactly the tokens after the prompt are labelled
     by_hand = torch.nn.functional.cross_entropy(every[:, :-1][keep], labels[keep])
     assert torch.allclose(out.loss, by_hand, atol=1e-6)
-    logits = every.detach().clone()
-    logits[:, :-1][~keep] = torch.randn_like(logits[:, :-1][~keep]) * 100  # wreck every prompt prediction
-    wrecked = torch.nn.functional.cross_entropy(logits[:, :-1][keep], labels[keep])
-    assert torch.allclose(wrecked, by_hand.detach(), atol=1e-6)
+
+    # Wreck the model's own predictions inside its forward: noise (x100) on the final hidden state, which the
+    # output layer maps position by position, so only the logits at the chosen positions change. Both the
+    # training batch (output layer on answer positions only) and a plain forward with `labels` are checked.
+    def loss_with_wrecked(positions):
+        def hook(module, args, hidden):
+            hidden = hidden.clone()
+            hidden[positions] = torch.randn_like(hidden[positions]) * 100
+            return hidden
+
+        handle = model.model.norm.register_forward_hook(hook)
+        try:
+            plain = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+            return model(**batch).loss, plain.loss
+        finally:
+            handle.remove()
+
+    predicts_prompt = torch.zeros_like(batch["labels"], dtype=torch.bool)
+    predicts_prompt[:, : len(prompt) - 1] = True  # position t predicts token t+1, a prompt token up to here
+    torch.manual_seed(1)
+    trained, plain = loss_with_wrecked(predicts_prompt)
+    assert torch.allclose(trained, out.loss, atol=1e-5) and torch.allclose(plain, out.loss, atol=1e-5)
+    # the control: the same noise on the position that predicts the first answer token moves both losses
+    first_answer = torch.zeros_like(predicts_prompt)
+    first_answer[0, len(prompt) - 1] = True
+    trained, plain = loss_with_wrecked(first_answer)
+    assert abs(float(trained - out.loss)) > 0.1 and abs(float(plain - out.loss)) > 0.1
 
 
 def test_output_layer_runs_on_answer_positions_only_with_the_same_gradients(tiny_llama):
@@ -172,7 +205,9 @@ def test_the_common_shapes_read_the_same():
     assert alpaca == openai == sharegpt
 
 
-@pytest.mark.skipif(not GEMMA, reason="no converted packaged:gemma-3-270m folder in the cache")
+@pytest.mark.skipif(
+    not GEMMA, reason=f"no converted packaged:gemma-3-270m folder in {cache_root() / 'models'} (set PEFTKIT_CACHE)"
+)
 def test_a_template_that_does_not_render_names_the_row():
     """Gemma's template refuses two user turns in a row: a DataError naming the row, not a jinja traceback."""
     msgs = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]
