@@ -11,7 +11,7 @@ from typing import Any
 from peftkit.build.model import load_model, load_tokenizer, method_float_modules, objective_named, resolve_source
 from peftkit.build.selection import apply_selection
 from peftkit.plugin.contracts import ApplyContext, EncodeContext
-from peftkit.recipe import Recipe, method_params, task_params
+from peftkit.recipe import Recipe, method_params, objective_warnings, task_params
 
 log = logging.getLogger("peftkit")
 
@@ -88,6 +88,8 @@ def prepare(recipe: Recipe, registry: Any, splits: tuple[str, ...] = ("train", "
     _check_metric(recipe, task, len(labels))
     s = Setup(recipe, registry, method, task, mparams, tparams, path, tok, labels, _uses_token_types(path))
     s.objective = registry.objective_of(task, recipe.task.objective)
+    for line in objective_warnings(recipe, registry):
+        log.warning("%s", line)
     for split in splits:
         if split in task.splits:
             load_split(s, split)

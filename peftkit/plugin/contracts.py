@@ -274,6 +274,9 @@ class Objective(Protocol):
             with the stop token that ended it; greedy at temperature 0; ``on_token(ids so far) -> bool`` after
             each token, True to end the answer). It is called from a worker thread, one request at a time or
             several: it guards its own model.
+        recipe_warnings: ``recipe_warnings(*, task, params) -> list[str]``, what a user should hear about running
+            ``task`` with its validated ``params`` through this objective that does not make the recipe invalid (label
+            wordings that are bare numbers): ``peftkit validate`` prints each line as a warning, and a run logs it.
         overrides: True for an objective a recipe may put in place of a labelled task's own with
             ``task.objective`` (one that scores the same labels another way, such as by their likelihood).
     """
