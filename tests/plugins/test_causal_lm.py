@@ -344,29 +344,91 @@ def sft_recipe(model_dir, files, out, method="lora", params=None, **train):
     }
 
 
-def test_sft_run_reports_generation_metrics_and_generate_streams(tiny_llama, tmp_path, capsys):
-    """A tiny lm/sft run: loss, perplexity and generation metrics in metrics.json (from the reloaded model, equal
-    to training's best); then `peftkit generate` answers from the run."""
+@pytest.fixture(scope="module")
+def sft_run(tiny_llama, tmp_path_factory):
+    """A finished tiny lm/sft run (4 steps on the tiny Llama), shared by the tests that read or talk to one."""
     import peftkit
-    from peftkit.cli import main
     from peftkit.recipe import validate
 
-    files = _sft_files(tmp_path)
-    peftkit.run(validate(sft_recipe(tiny_llama, files, tmp_path / "run", max_steps=4)))
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    root = tmp_path_factory.mktemp("sft")
+    peftkit.run(validate(sft_recipe(tiny_llama, _sft_files(root), root / "run", max_steps=4)))
+    return root / "run"
+
+
+def test_sft_run_reports_generation_metrics_and_generate_streams(sft_run, tmp_path, capsys):
+    """A tiny lm/sft run: loss, perplexity and generation metrics in metrics.json (from the reloaded model, equal
+    to training's best); then `peftkit generate` answers from the run."""
+    from peftkit.cli import main
+
+    metrics = json.loads((sft_run / "metrics.json").read_text())
     final = metrics["final"]
     for key in ("eval_loss", "perplexity", "token_accuracy", "exact_match", "rouge_l", "bleu"):
         assert key in final and math.isfinite(final[key])
     assert final["perplexity"] == pytest.approx(math.exp(final["eval_loss"]))
     assert final["token_accuracy"] == pytest.approx(metrics["best"]["token_accuracy"])
     capsys.readouterr()
-    assert main(["generate", str(tmp_path / "run"), "--prompt", "the movie was good", "--max-new-tokens", "3"]) == 0
+    assert main(["generate", str(sft_run), "--prompt", "the movie was good", "--max-new-tokens", "3"]) == 0
     streamed = capsys.readouterr().out
     prompts = tmp_path / "p.txt"
     prompts.write_text("the movie was good\n")
-    assert main(["generate", str(tmp_path / "run"), "--prompt-file", str(prompts), "--max-new-tokens", "3"]) == 0
+    assert main(["generate", str(sft_run), "--prompt-file", str(prompts), "--max-new-tokens", "3"]) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["prompt"] == "the movie was good" and row["output"].strip() == streamed.strip()
+
+
+def test_chat_keeps_the_conversation_resets_and_ends(sft_run, capsys, monkeypatch):
+    """`peftkit chat` driven through stdin: each line is a user turn answered with the run's template, the next
+    turn's prompt carries the conversation so far, /reset starts over, blank lines are skipped, /exit ends (and so
+    does end of input). A first turn answers what `generate --prompt` answers (both greedy)."""
+    import io
+
+    from peftkit.cli import main
+    from peftkit_plugins.causal_lm.commands import Session
+
+    seen = []
+    real = Session.prompt_ids
+    monkeypatch.setattr(
+        Session, "prompt_ids", lambda self, messages: seen.append(list(messages)) or real(self, messages)
+    )
+    assert main(["generate", str(sft_run), "--prompt", "the movie was good", "--max-new-tokens", "3"]) == 0
+    alone = capsys.readouterr().out.strip()
+    seen.clear()
+    lines = ["the movie was good", "bad", "", "/reset", "the movie was good", "/exit", "never read"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+    assert main(["chat", str(sft_run), "--max-new-tokens", "3"]) == 0
+    out = capsys.readouterr()
+    answers = [a.split("\n")[0].strip() for a in out.out.split("model> ")[1:]]
+    assert alone and len(answers) == 3 and answers[0] == answers[2] == alone
+    user = [{"role": "user", "content": "the movie was good"}]
+    assert seen == [
+        user,
+        [*user, {"role": "assistant", "content": answers[0]}, {"role": "user", "content": "bad"}],
+        user,
+    ]
+    assert "/reset starts over" in out.err
+    monkeypatch.setattr("sys.stdin", io.StringIO("bad\n"))  # Ctrl-D after one turn
+    assert main(["chat", str(sft_run), "--max-new-tokens", "3"]) == 0
+    assert capsys.readouterr().out.count("model> ") == 1
+
+
+def test_zeroshot_scores_the_untrained_base_and_trains_nothing(tiny_llama, tmp_path, capsys):
+    """`peftkit zeroshot` on an lm/sft recipe: the base model's dev metrics (loss, perplexity, generation scores),
+    printed and written with --output; no run folder is made."""
+    import yaml
+
+    from peftkit.cli import main
+
+    recipe = sft_recipe(tiny_llama, _sft_files(tmp_path), tmp_path / "never")
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["zeroshot", str(path), "train.seed=1", "--output", str(tmp_path / "zs.json")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((tmp_path / "zs.json").read_text())
+    metrics = printed["zero_shot"]
+    for key in ("eval_loss", "perplexity", "exact_match", "rouge_l"):
+        assert math.isfinite(metrics[key]), key
+    assert metrics["perplexity"] == pytest.approx(math.exp(metrics["eval_loss"])) and metrics["eval_loss"] > 1
+    assert printed["samples"] == 8 and not (tmp_path / "never").exists()
 
 
 @pytest.mark.parametrize(
