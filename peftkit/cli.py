@@ -115,10 +115,11 @@ def _validate_args(p: argparse.ArgumentParser) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check a recipe (schema + plugin params) without loading any model; then whether its data is on this machine."""
     from peftkit.plugin.registry import get_registry
-    from peftkit.recipe import data_problems, load_recipe
+    from peftkit.recipe import data_problems, load_recipe, objective_warnings
 
     recipe = load_recipe(args.recipe, args.overrides)
     missing, plugins = data_problems(recipe), get_registry().problems()
+    advice = objective_warnings(recipe)
     if (missing or plugins) and args.strict:
         lines = "".join(f"\n  - {line}" for line in missing + plugins)
         what = " and ".join(
@@ -132,6 +133,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print(f"warning: {line} (a run on this machine would stop here; --strict makes this an error)", file=sys.stderr)
     for line in plugins:
         print(f"warning: {line} (--strict makes this an error)", file=sys.stderr)
+    for line in advice:  # the recipe runs as it is; it would do better changed
+        print(f"warning: {line}", file=sys.stderr)
     return 0
 
 
@@ -146,7 +149,9 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 @command("plugins")
 def cmd_plugins(args: argparse.Namespace) -> int:
-    """List installed plugins as JSON: name, distribution, version, hooks, what they register.
+    """List installed plugins as JSON: name, distribution, version, hooks, what they register, and under
+    "summaries" each registered object's one-line summary by kind and name (a model source's names its models
+    and their licences: the packaged models' terms, Gemma's included).
 
     A plugin that failed to load is listed with its "error"; one switched off through PEFTKIT_DISABLE_PLUGINS
     with "disabled" (and without hooks or names: nothing of it is imported).

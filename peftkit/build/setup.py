@@ -11,7 +11,7 @@ from typing import Any
 from peftkit.build.model import load_model, load_tokenizer, method_float_modules, objective_named, resolve_source
 from peftkit.build.selection import apply_selection
 from peftkit.plugin.contracts import ApplyContext, EncodeContext
-from peftkit.recipe import Recipe, method_params, task_params
+from peftkit.recipe import Recipe, method_params, objective_warnings, task_params
 
 log = logging.getLogger("peftkit")
 
@@ -88,6 +88,8 @@ def prepare(recipe: Recipe, registry: Any, splits: tuple[str, ...] = ("train", "
     _check_metric(recipe, task, len(labels))
     s = Setup(recipe, registry, method, task, mparams, tparams, path, tok, labels, _uses_token_types(path))
     s.objective = registry.objective_of(task, recipe.task.objective)
+    for line in objective_warnings(recipe, registry):
+        log.warning("%s", line)
     for split in splits:
         if split in task.splits:
             load_split(s, split)
@@ -112,7 +114,14 @@ def load_split(s: Setup, split: str) -> Any:
     enc.objective = objective
     truncated = getattr(enc, "truncated", 0)
     if truncated and s.recipe.data.truncation_warning:
-        log.info("%s: %d of %d examples truncated to data.max_length=%d", split, truncated, len(enc), ctx.max_length)
+        log.warning(
+            "%s: %d of %d examples are longer than data.max_length=%d tokens and were truncated (their ends are cut "
+            "off and never seen); raise data.max_length to keep them whole, or set data.truncation_warning: false",
+            split,
+            truncated,
+            len(enc),
+            ctx.max_length,
+        )
     if getattr(enc, "indistinct", 0):
         log.warning(
             "%s: in %d of %d rows every choice is the same after truncation to data.max_length=%d (the part where "

@@ -27,7 +27,7 @@ from pydantic import ValidationError
 
 # CompareFile and RESERVED are also importable from here, where they lived first
 from peftkit.compare.spec import RESERVED, CompareFile, MethodEntry, TaskEntry, file_problems, load_base
-from peftkit.errors import RecipeError
+from peftkit.errors import PeftkitError, RecipeError
 from peftkit.recipe import (
     Recipe,
     _format,
@@ -255,7 +255,6 @@ def _pair_cells(
     problems: dict[str, list[str]],
 ) -> list[Cell]:
     """The cells of one (task, method), one per seed not excluded; problems go into ``problems``."""
-    mismatch = _head_mismatch(reg, task.name, method.name)
     search = grid.spec.search_for(method)
     searched = (picked if picked is not None else search.placeholder()) if search else {}
     out = []
@@ -263,13 +262,15 @@ def _pair_cells(
         name = f"{task.key}/{method.key}/seed{seed}"
         if any(fnmatch(name, p) for p in grid.spec.exclude):
             continue
-        if mismatch:
-            hint = f'Leave the pair out of the grid with `exclude: ["{task.key}/{method.key}/*"]`'
-            problems.setdefault(f"{mismatch}. {hint}", []).append(name)
-            continue
         info = dict(task=task.key, method=method.key, seed=seed, seed_keys=tuple(sorted(task.per_seed)))
         try:
             data, origin = cell_data(grid, task, method, seed, searched)
+            own = data["task"].get("objective") if isinstance(data.get("task"), dict) else None
+            mismatch = _head_mismatch(reg, task.name, method.name, own)
+            if mismatch:
+                hint = f'Leave the pair out of the grid with `exclude: ["{task.key}/{method.key}/*"]`'
+                problems.setdefault(f"{mismatch}. {hint}", []).append(name)
+                continue
             pending = bool(search) and picked is None
             out.append(build_cell(grid, reg, data, origin, name, **info, searched=searched, pending=pending))
         except RecipeError as exc:
@@ -278,12 +279,21 @@ def _pair_cells(
     return out
 
 
-def _head_mismatch(reg: Any, task: str, method: str) -> str | None:
-    """:func:`peftkit.plugin.contracts.head_mismatch` for registered names (None when either is unknown: validation says so)."""
+def _head_mismatch(reg: Any, task: str, method: str, override: Any = None) -> str | None:
+    """:func:`peftkit.plugin.contracts.head_mismatch` for registered names and the cell's ``task.objective`` (None
+    when a name is unknown or the override cannot stand in: validation says so)."""
     from peftkit.plugin.contracts import head_mismatch
 
     t, m = reg.tasks.get(task), reg.methods.get(method)
-    return head_mismatch(t, m, reg) if t is not None and m is not None else None
+    if t is None or m is None:
+        return None
+    objective = None
+    if isinstance(override, str):
+        try:
+            objective = reg.objective_of(t, override).name
+        except PeftkitError:
+            return None
+    return head_mismatch(t, m, reg, objective)
 
 
 def _cells_note(names: list[str]) -> str:

@@ -7,7 +7,7 @@ methods, so that ``peftkit validate`` and ``peftkit plugins`` stay fast.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
@@ -53,17 +53,30 @@ def method_objectives(method: Any) -> frozenset[str] | None:
     return None if heads is None else frozenset(heads)
 
 
-def head_mismatch(task: Any, method: Any, registry: Any) -> str | None:
-    """``method X cannot train task Y, which needs a H head`` when the method's task_heads leave out the task's
-    objective (prefix tuning and a task whose rows carry choices), else None. ``registry`` gives the default
-    objective of a task that names none."""
+def head_mismatch(task: Any, method: Any, registry: Any, objective: str | None = None) -> str | None:
+    """``method X cannot train task Y, which needs a H head`` when the method's task_heads leave out the objective
+    the run would train (prefix tuning and a task whose rows carry choices), else None. ``objective`` is a recipe's
+    ``task.objective`` standing in for the task's own; ``registry`` gives the default objective of a task that names
+    none."""
     heads = method_objectives(method)
     if heads is None:
         return None
-    name = task_objective(task) or registry.default_objective
+    name = objective or task_objective(task) or registry.default_objective
     if name in heads:
         return None
+    if objective:
+        return f"method {method.name!r} cannot train task {task.name!r} with task.objective {name!r}"
     return f"method {method.name!r} cannot train task {task.name!r}, which needs a {name} head"
+
+
+def heads_note(method: Any, objective: str) -> str:
+    """Why ``method`` refuses ``objective``: the objectives it trains, then its ``task_heads_note`` (one text, or a
+    mapping from objective name to the reason for that objective)."""
+    note = getattr(method, "task_heads_note", "") or ""
+    if isinstance(note, Mapping):
+        note = note.get(objective, "")
+    trains = ", ".join(sorted(method_objectives(method) or ()))
+    return f"{method.name} trains only {trains}" + (f" ({note})" if note else "")
 
 
 def head_problem(obj: Any, protocol: str, objectives: Sequence[str]) -> str | None:
@@ -126,7 +139,8 @@ class Method(Protocol):
             parameters it adds, plus the task head. The conformance suite checks exactly this set trains.
         task_heads: the objectives (registered names) the method trains; absent = all. Prefix tuning lists only
             sequence classification: its virtual tokens are built per row, not per (row, choice).
-        task_heads_note: why an objective is missing from ``task_heads`` (shown when a recipe asks for it).
+        task_heads_note: why an objective is missing from ``task_heads`` (shown when a recipe asks for it): one text,
+            or a mapping from objective name to the reason that objective is missing.
         hooks: an object with ``@hookimpl`` lifecycle hooks that fire only in runs of this method (registered
             for the run, unregistered after; AdaLoRA's budget schedule). See the Hooks reference.
     """
@@ -260,6 +274,9 @@ class Objective(Protocol):
             with the stop token that ended it; greedy at temperature 0; ``on_token(ids so far) -> bool`` after
             each token, True to end the answer). It is called from a worker thread, one request at a time or
             several: it guards its own model.
+        recipe_warnings: ``recipe_warnings(*, task, params) -> list[str]``, what a user should hear about running
+            ``task`` with its validated ``params`` through this objective that does not make the recipe invalid (label
+            wordings that are bare numbers): ``peftkit validate`` prints each line as a warning, and a run logs it.
         overrides: True for an objective a recipe may put in place of a labelled task's own with
             ``task.objective`` (one that scores the same labels another way, such as by their likelihood).
     """

@@ -125,6 +125,7 @@ def add_plugin(reg: Any, name: str, plugin: object, info: Any) -> None:
             getattr(reg, table)[getattr(obj, key)] = obj
             reg.owners[(table, getattr(obj, key))] = name
             getattr(info, info_attr).append(getattr(obj, key))
+            info.summaries.setdefault(info_attr, {})[getattr(obj, key)] = str(obj.summary)
     info.hooks = sorted(c.name for c in pm.get_hookcallers(plugin) or [])
     reg.plugins[name] = info
 

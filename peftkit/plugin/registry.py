@@ -29,6 +29,10 @@ _CACHE: dict[tuple, Registry] = {}
 
 @dataclass
 class PluginInfo:
+    """What ``peftkit plugins`` lists about one plugin: where it comes from, its hooks, the names it registers
+    per kind, and ``summaries``: each registered object's ``summary`` by kind and name (a model source's says what
+    its models are and under which licence)."""
+
     name: str
     distribution: str | None
     version: str | None
@@ -39,6 +43,7 @@ class PluginInfo:
     objectives: list[str] = field(default_factory=list)
     model_sources: list[str] = field(default_factory=list)
     configs: list[str] = field(default_factory=list)
+    summaries: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from peftkit.recipe.schema import (
     TaskConfig,
     TrainConfig,
 )
-from peftkit.recipe.validation import data_problems, load_recipe, validate
+from peftkit.recipe.validation import data_problems, load_recipe, objective_warnings, validate
 from peftkit.recipe.yaml import RecipeLoader, line_index, parse_yaml, read_text
 
 __all__ = [
@@ -47,6 +47,7 @@ __all__ = [
     "load_recipe",
     "method_params",
     "metric_problem",
+    "objective_warnings",
     "override_keys",
     "parse_yaml",
     "pydantic_problems",

@@ -208,9 +208,10 @@ def _check_quantization(data: dict[str, Any], reg: Any) -> Problems:
 
 
 def _check_task_head(data: dict[str, Any], reg: Any) -> Problems:
-    """The task's objective needs a method that trains it (prefix tuning has no form that scores choices) and, when
-    transformers has its head for encoders only, an encoder."""
-    from peftkit.plugin.contracts import head_mismatch, method_objectives
+    """The objective the run trains (``task.objective`` when given, else the task's own) needs a method that trains
+    it (prefix tuning has no form that scores choices) and, when transformers has its head for encoders only, an
+    encoder."""
+    from peftkit.plugin.contracts import head_mismatch, heads_note
 
     method, task = data.get("method"), data.get("task")
     if not (isinstance(method, dict) and isinstance(task, dict)):
@@ -233,9 +234,11 @@ def _check_task_head(data: dict[str, Any], reg: Any) -> Problems:
                     f"encoders (bert, xlm-roberta, ...) but not for {decoder} models like this one; use an encoder",
                 )
             ]
-    mismatch = head_mismatch(t, m, reg) if m is not None and t is not None else None
+    # the objective the run trains: the recipe's task.objective when it gives one, else the task's own
+    name = objective.name if override is not None and objective is not None else None
+    mismatch = head_mismatch(t, m, reg, name) if m is not None and t is not None else None
     if mismatch is None:
         return []
-    ok = sorted(n for n, x in reg.methods.items() if head_mismatch(t, x, reg) is None)
-    why = getattr(m, "task_heads_note", "") or f"it lists only {', '.join(sorted(method_objectives(m)))} in task_heads"
+    ok = sorted(n for n, x in reg.methods.items() if head_mismatch(t, x, reg, name) is None)
+    why = heads_note(m, objective.name if objective is not None else "")
     return [(("method", "name"), f"{mismatch}: {why}. Use one of: {', '.join(ok)}")]

@@ -88,7 +88,9 @@ class DataConfig(_Strict):
     group_by_length: bool = Field(
         True, description="Batch examples of similar length (still shuffled) so less padding is computed: faster."
     )
-    truncation_warning: bool = Field(True, description="Log how many examples were truncated.")
+    truncation_warning: bool = Field(
+        True, description="Warn with how many examples were longer than max_length and truncated."
+    )
     selection_fraction: float = Field(
         0.1,
         gt=0,

@@ -1,5 +1,6 @@
 """Validation entry points: a recipe file (read, override, validate) or raw data → :class:`Recipe`, every problem
-in one :class:`RecipeError`; and what a run would miss on this machine (``validate --strict``)."""
+in one :class:`RecipeError`; what a run would miss on this machine (``validate --strict``); and the objective's
+warnings about the task's settings."""
 
 from __future__ import annotations
 
@@ -87,3 +88,20 @@ def data_problems(recipe: Recipe, registry: Any = None) -> list[str]:
     if check is None:
         return []
     return [f"{key}: {msg}" for key, msg in check(task.params_model.model_validate(recipe.task.params))]
+
+
+def objective_warnings(recipe: Recipe, registry: Any = None) -> list[str]:
+    """What the objective a run of ``recipe`` trains (``task.objective``, else the task's own) says about the task's
+    settings without making the recipe invalid, from the objective's optional ``recipe_warnings`` (label-likelihood:
+    labels that would be scored as bare numbers). ``peftkit validate`` prints them; a run logs them."""
+    from peftkit.errors import PeftkitError
+    from peftkit.plugin.registry import get_registry
+
+    reg = registry or get_registry()
+    task = reg.tasks[recipe.task.name]
+    try:
+        objective = reg.objective_of(task, recipe.task.objective)
+        check = getattr(objective, "recipe_warnings", None)
+        return list(check(task=task, params=task.params_model.model_validate(recipe.task.params))) if check else []
+    except PeftkitError:  # what is wrong with the task itself is the run's to report
+        return []

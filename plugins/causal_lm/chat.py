@@ -49,15 +49,29 @@ def to_messages(row: dict[str, Any], where: str) -> list[dict[str, str]]:
     if "conversations" in row:
         return _turns(row["conversations"], "from", "value", SHAREGPT_ROLES, where)
     if "instruction" in row and "output" in row:
-        prompt = str(row["instruction"])
-        if str(row.get("input") or "").strip():
-            prompt += "\n\n" + str(row["input"])
-        msgs = [{"role": "system", "content": str(row["system"])}] if row.get("system") else []
-        return [*msgs, {"role": "user", "content": prompt}, {"role": "assistant", "content": str(row["output"])}]
+        instruction, output = (_text(row, k, where, required=True) for k in ("instruction", "output"))
+        extra, system = (_text(row, k, where, required=False) for k in ("input", "system"))
+        prompt = instruction + ("\n\n" + extra if extra.strip() else "")
+        msgs = [{"role": "system", "content": system}] if system else []
+        return [*msgs, {"role": "user", "content": prompt}, {"role": "assistant", "content": output}]
     raise DataError(
         f"{where}: a row needs 'messages' (OpenAI), 'conversations' (ShareGPT) or 'instruction' + 'output' "
         f"(Alpaca); it has fields {', '.join(map(str, row)) or 'none'}"
     )
+
+
+def _text(row: dict[str, Any], key: str, where: str, *, required: bool) -> str:
+    """An Alpaca field as a string: ``instruction`` and ``output`` must be strings; ``input`` and ``system`` may also
+    be absent or null (empty). Anything else (null, a number, a list) is a DataError naming the field, not the text
+    ``None`` trained as an answer."""
+    value = row.get(key)
+    if isinstance(value, str):
+        return value
+    if value is None and not required:
+        return ""
+    got = "null" if value is None else f"{type(value).__name__} {value!r:.40}"
+    what = "a string" if required else "a string, null or absent"
+    raise DataError(f"{where}: field {key!r} is {got}, not {what}; fix the row or drop it")
 
 
 def _turns(turns: Any, role_key: str, text_key: str, roles: dict[str, str], where: str) -> list[dict[str, str]]:

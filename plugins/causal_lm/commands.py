@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from peftkit import PeftkitError
+from peftkit import DataError, PeftkitError
 
 
 def add_commands(sub: Any) -> None:
@@ -97,6 +97,7 @@ class Session:
 
 def cmd_generate(args: argparse.Namespace) -> int:
     """Answer prompts with a finished decoder run."""
+    prompts = _read_prompts(Path(args.prompt_file)) if not args.prompt else []  # a bad file fails before loading
     s = Session(args.run_dir, args)
     if args.prompt:
         for p in args.prompt:
@@ -105,7 +106,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
         return 0
     from peftkit_plugins.causal_lm.generation import generate_ids
 
-    prompts = _read_prompts(Path(args.prompt_file))
     ids = [s.prompt_ids([{"role": "user", "content": p}]) for p in prompts]
     answers, _ = generate_ids(
         s.model, ids, pad_id=int(s.tok.pad_token_id), stop=s.stop, max_new_tokens=args.max_new_tokens,
@@ -118,16 +118,29 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def _read_prompts(path: Path) -> list[str]:
+    """The prompts of a text file (one a line) or a jsonl file (``{"prompt": ...}`` a line); blank lines are
+    skipped. DataError naming the file and line for a line that is not JSON or holds no string ``prompt``."""
     if not path.is_file():
-        raise PeftkitError(f"--prompt-file: {path} does not exist")
-    lines = [ln for ln in path.read_text(encoding="utf-8-sig").splitlines() if ln.strip()]
-    if path.suffix == ".jsonl":
-        rows = [json.loads(ln) for ln in lines]
-        bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r, dict) or "prompt" not in r), None)
-        if bad:
-            raise PeftkitError(f"--prompt-file: {path}:{bad} has no 'prompt' field")
-        return [str(r["prompt"]) for r in rows]
-    return lines
+        raise DataError(f"--prompt-file: {path} does not exist")
+    try:
+        lines = [(n, ln) for n, ln in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1) if ln.strip()]
+    except UnicodeDecodeError as exc:
+        raise DataError(f"--prompt-file: {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if path.suffix != ".jsonl":
+        return [ln for _, ln in lines]
+    prompts = []
+    for n, ln in lines:
+        try:
+            row = json.loads(ln)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"--prompt-file: {path}:{n}: not valid JSON ({exc.msg}, column {exc.colno}); each line of a .jsonl "
+                'file must be one object such as {"prompt": "..."}'
+            ) from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str):
+            raise DataError(f"--prompt-file: {path}:{n} has no 'prompt' field holding a string")
+        prompts.append(row["prompt"])
+    return prompts
 
 
 def cmd_chat(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from peftkit import DataError, EncodeContext, Example, PeftkitError
-from peftkit.kit import check_labels, row_name, scores
+from peftkit.kit import MULTIPLE_CHOICE, check_labels, row_name, scores
 
 if TYPE_CHECKING:
     import numpy as np
@@ -115,6 +115,29 @@ class LabelLikelihood:
 
     def check_rows(self, examples: list[Example], where: str, split: str, n_labels: int) -> None:
         check_labels(examples, where, split, n_labels)
+
+    def recipe_warnings(self, *, task: Any, params: Any) -> list[str]:
+        """A task whose labels would be scored by their bare names when those are numbers (a label space of codes,
+        such as IFLYTEK's "0" … "118", with no wordings): the likelihood of "17" says nothing about an app category,
+        so the scores are close to chance. A task whose rows bring their own candidates (multiple choice) has none
+        to word. A wording the run would refuse (wrong count, a duplicate) is said here too."""
+        if (getattr(task, "objective", None) or getattr(task, "head", None)) == MULTIPLE_CHOICE:
+            return []
+        options = getattr(task, "objective_options", None)
+        opts = LikelihoodOptions.model_validate(dict(options(params)) if options else {})
+        try:
+            words = verbalizations(opts.verbalizers, list(task.label_names(params)))
+        except PeftkitError as exc:
+            return [f"{task.name}: {exc} (a run stops here)"]
+        bare = [w for w in words if w.strip().isdigit()]
+        if not bare:
+            return []
+        shown = ", ".join(map(repr, bare[:3])) + (", ..." if len(bare) > 3 else "")
+        return [
+            f"{task.name}: label-likelihood scores each label by the likelihood of its wording, but {len(bare)} of "
+            f"{len(words)} labels would be scored as bare numbers ({shown}), which tell a decoder nothing; give the "
+            "task one wording per label (its verbalizers, such as the dataset's label descriptions)"
+        ]
 
     def encode(self, examples: list[Example], tokenizer: Any, ctx: EncodeContext) -> CandidateSplit:
         """Prompt + candidate per (row, candidate); a training split keeps only the gold candidate."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from peftkit import ApplyContext
-from peftkit.kit import SEQUENCE_CLASSIFICATION, PeftMethod
+from peftkit.kit import MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION, PeftMethod
 
 log = logging.getLogger("peftkit")
 
@@ -78,10 +78,16 @@ class PrefixMethod(PeftMethod):
     """PeftMethod that binds the transformers-5 prefix forward to the models it builds and loads."""
 
     task_heads: ClassVar[frozenset[str]] = frozenset({SEQUENCE_CLASSIFICATION})
-    task_heads_note: ClassVar[str] = (
-        "peft builds one prefix per input row, while a multiple-choice model scores every (row, choice) pair as a "
-        "row of its own, so the shapes do not meet"
-    )
+    # why each objective a recipe may ask for is left out (the refusal names the objective it was given)
+    task_heads_note: ClassVar[dict[str, str]] = {
+        MULTIPLE_CHOICE: "peft builds one prefix per input row, while a multiple-choice model scores every "
+        "(row, choice) pair as a row of its own, so the shapes do not meet",
+        **dict.fromkeys(
+            ("causal-lm", "label-likelihood"),
+            "its peft config and forward are built for a classification head, TaskType.SEQ_CLS; a decoder that "
+            "generates or scores label wordings would need peft's causal-LM prefix form, which it does not build",
+        ),
+    }
 
     def apply(self, model: Any, params: Any, ctx: ApplyContext) -> Any:
         from peftkit.kit import MethodNotApplicable

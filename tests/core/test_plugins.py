@@ -141,6 +141,18 @@ def test_peftkit_plugins_cli_lists_third_party(third_party):
     assert names["acme_peftkit"]["tasks"] == ["acme/parity"] and names["lora"]["distribution"] == "peftkit"
 
 
+def test_peftkit_plugins_shows_every_summary_and_the_packaged_models_licences(capsys):
+    from peftkit.cli import main
+
+    assert main(["plugins"]) == 0
+    listed = {p["name"]: p for p in json.loads(capsys.readouterr().out)}
+    packaged = listed["packaged"]["summaries"]["model_sources"]["packaged"]
+    for model in ("multilingual-e5-small (licence: MIT)", "gemma-3-270m (licence: Gemma Terms of Use"):
+        assert model in packaged
+    assert listed["lora"]["summaries"]["methods"]["lora"].startswith("LoRA")
+    assert set(listed["causal_lm"]["summaries"]) == {"tasks", "objectives"}
+
+
 def test_disable_plugins_by_name(monkeypatch):
     monkeypatch.setenv("PEFTKIT_DISABLE_PLUGINS", "lora, tensorboard")
     reg = build_registry()

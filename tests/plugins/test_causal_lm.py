@@ -6,19 +6,18 @@ from __future__ import annotations
 import json
 import logging
 import math
-from pathlib import Path
 
 import pytest
 
 from peftkit import DataError, EncodeContext, Example, PeftkitError
+from peftkit.kit.cache import MARKER, cache_root
 from peftkit_plugins.causal_lm.chat import ChatExample, to_messages
 from peftkit_plugins.causal_lm.objective import IGNORE, CausalLM
 from peftkit_plugins.causal_lm.textmetrics import corpus_bleu, generation_metrics, rouge_l, tokens
 
-GEMMA = sorted(Path("/tmp/pkcache/models").glob("gemma-3-270m-*/")) + sorted(
-    (Path.home() / ".cache/peftkit/models").glob("gemma-3-270m-*/")
-)
-GEMMA = [p for p in GEMMA if (p / "tokenizer.json").is_file()]
+# packaged:gemma-3-270m's converted folders where peftkit keeps them ($PEFTKIT_CACHE, else ~/.cache/peftkit), finished
+# ones only (their completeness marker is written last); the tests that need one are skipped without it.
+GEMMA = [p for p in sorted((cache_root() / "models").glob("gemma-3-270m-*/")) if (p / MARKER).is_file()]
 CHAT = [
     {"role": "system", "content": "你是客服。"},
     {"role": "user", "content": "怎么退款？"},
@@ -38,7 +37,9 @@ def _encode(examples, tok, split="train", max_length=64, **options):
     return CausalLM().encode(examples, tok, EncodeContext(max_length=max_length, split=split, options=options))
 
 
-@pytest.mark.skipif(not GEMMA, reason="no converted packaged:gemma-3-270m folder in the cache")
+@pytest.mark.skipif(
+    not GEMMA, reason=f"no converted packaged:gemma-3-270m folder in {cache_root() / 'models'} (set PEFTKIT_CACHE)"
+)
 def test_answer_only_labels_on_gemma_chat_template():
     """On Gemma's real template: the labelled tokens are exactly the assistant turns (content + <end_of_turn>),
     every other token (system, user turns, the template's role markers) carries -100, and the ids are the
@@ -61,27 +62,61 @@ def test_answer_only_labels_on_gemma_chat_template():
 
 def test_prompt_tokens_carry_no_loss(tiny_llama):
     """The model's loss on a collated batch equals cross-entropy over the answer tokens alone, and does not move
-    when every prompt token's prediction is made arbitrarily wrong."""
+    when every prediction of a prompt token is made arbitrarily wrong inside the model's forward (while wrecking
+    one answer prediction does move it). The prompt is found from the template, not from the labels under test."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from peftkit_plugins.causal_lm.chat import TEMPLATES
 
     tok = AutoTokenizer.from_pretrained(str(tiny_llama))
     msgs = [{"role": "user", "content": "the movie was good"}, {"role": "assistant", "content": "good"}]
     enc = _encode([ChatExample("x", messages=msgs)] * 2, tok, template="chatml")
     batch = enc.collate([0, 1], 0)
+    prompt_text = tok.apply_chat_template(
+        msgs[:1], chat_template=TEMPLATES["chatml"], add_generation_prompt=True, tokenize=False
+    )
+    prompt = tok(prompt_text, add_special_tokens=False)["input_ids"]
+    n = batch["input_ids"].shape[1]
+    assert batch["input_ids"][0, : len(prompt)].tolist() == prompt and 0 < len(prompt) < n - 1
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(str(tiny_llama))
     out = model(**batch)
     every = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # all positions
     labels = batch["labels"][:, 1:]
     keep = labels != IGNORE
-    assert 0 < int(keep.sum()) < labels.numel() / 2
+    assert keep.sum(1).tolist() == [n - len(prompt)] * 2  # exactly the tokens after the prompt are labelled
     by_hand = torch.nn.functional.cross_entropy(every[:, :-1][keep], labels[keep])
     assert torch.allclose(out.loss, by_hand, atol=1e-6)
-    logits = every.detach().clone()
-    logits[:, :-1][~keep] = torch.randn_like(logits[:, :-1][~keep]) * 100  # wreck every prompt prediction
-    wrecked = torch.nn.functional.cross_entropy(logits[:, :-1][keep], labels[keep])
-    assert torch.allclose(wrecked, by_hand.detach(), atol=1e-6)
+
+    # Wreck the model's own predictions inside its forward: noise (x100) on the final hidden state, which the
+    # output layer maps position by position, so only the logits at the chosen positions change. Both the
+    # training batch (output layer on answer positions only) and a plain forward with `labels` are checked.
+    def loss_with_wrecked(positions):
+        def hook(module, args, hidden):
+            hidden = hidden.clone()
+            hidden[positions] = torch.randn_like(hidden[positions]) * 100
+            return hidden
+
+        handle = model.model.norm.register_forward_hook(hook)
+        try:
+            with torch.no_grad():
+                ids, mask = batch["input_ids"], batch["attention_mask"]
+                return model(**batch).loss, model(input_ids=ids, attention_mask=mask, labels=batch["labels"]).loss
+        finally:
+            handle.remove()
+
+    predicts_prompt = torch.zeros_like(batch["labels"], dtype=torch.bool)
+    predicts_prompt[:, : len(prompt) - 1] = True  # position t predicts token t+1, a prompt token up to here
+    ref = out.loss.detach()
+    torch.manual_seed(1)
+    trained, plain = loss_with_wrecked(predicts_prompt)
+    assert torch.allclose(trained, ref, atol=1e-5) and torch.allclose(plain, ref, atol=1e-5)
+    # the control: the same noise on the position that predicts the first answer token moves both losses
+    first_answer = torch.zeros_like(predicts_prompt)
+    first_answer[0, len(prompt) - 1] = True
+    trained, plain = loss_with_wrecked(first_answer)
+    assert abs(float(trained - ref)) > 0.1 and abs(float(plain - ref)) > 0.1
 
 
 def test_output_layer_runs_on_answer_positions_only_with_the_same_gradients(tiny_llama):
@@ -135,11 +170,30 @@ def test_a_model_without_logits_to_keep_is_refused_at_setup(tiny_llama):
         ({"messages": [{"role": "bot", "content": "hi"}]}, "unknown role 'bot'"),
         ({"conversations": [{"from": "human", "value": "q"}, {"from": "robot", "value": "a"}]}, "unknown from 'robot'"),
         ({"text": "hello"}, "needs 'messages'"),
+        ({"instruction": "Q", "output": None}, r"train.jsonl:3: field 'output' is null, not a string"),
+        ({"instruction": None, "output": "A"}, r"train.jsonl:3: field 'instruction' is null, not a string"),
+        ({"instruction": "Q", "output": ["A"]}, r"field 'output' is list \['A'\], not a string"),
+        ({"instruction": "Q", "input": 3, "output": "A"}, r"field 'input' is int 3, not a string, null or absent"),
     ],
 )
 def test_bad_rows_are_clear_errors(row, error):
     with pytest.raises(DataError, match=error):
         to_messages(row, "train.jsonl:3")
+
+
+def test_a_null_alpaca_answer_names_the_file_and_line_never_trains_none(tmp_path):
+    from peftkit.plugin.registry import get_registry
+
+    task = get_registry().tasks["lm/sft"]
+    f = tmp_path / "train.jsonl"
+    f.write_text(
+        json.dumps({"instruction": "Q", "output": "A"}) + "\n" + json.dumps({"instruction": "Q", "output": None})
+    )
+    with pytest.raises(DataError, match=f"{f}:2: field 'output' is null, not a string"):
+        task.load_split(task.params_model(train_file=str(f)), "train")
+    # input and system may be null (nothing added), as before
+    row = {"instruction": "Q", "input": None, "system": None, "output": "A"}
+    assert to_messages(row, "f:1") == [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
 
 
 def test_the_common_shapes_read_the_same():
@@ -153,7 +207,9 @@ def test_the_common_shapes_read_the_same():
     assert alpaca == openai == sharegpt
 
 
-@pytest.mark.skipif(not GEMMA, reason="no converted packaged:gemma-3-270m folder in the cache")
+@pytest.mark.skipif(
+    not GEMMA, reason=f"no converted packaged:gemma-3-270m folder in {cache_root() / 'models'} (set PEFTKIT_CACHE)"
+)
 def test_a_template_that_does_not_render_names_the_row():
     """Gemma's template refuses two user turns in a row: a DataError naming the row, not a jinja traceback."""
     msgs = [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, {"role": "assistant", "content": "c"}]
@@ -187,6 +243,32 @@ def test_long_prompts_are_counted_and_left_out_never_silently(tiny_llama, caplog
     assert max(enc.lengths) == 24
     with pytest.raises(DataError, match="nothing is left"):
         _encode([rows[1]], tok, max_length=24, template="alpaca")
+
+
+def test_truncated_sft_rows_are_counted_in_a_warning_that_names_the_fix(tiny_llama, tmp_path, caplog):
+    """Rows whose answer runs past data.max_length lose its end (and the stop token): setup warns with the count
+    and says to raise data.max_length, unless data.truncation_warning is off."""
+    from peftkit.build.setup import prepare
+    from peftkit.plugin.registry import get_registry
+    from peftkit.recipe import validate
+
+    rows = [{"instruction": "good", "output": "good"}] * 3 + [{"instruction": "bad", "output": "bad " * 40}] * 2
+    files = {split: tmp_path / f"{split}.jsonl" for split in ("train", "dev")}
+    for f in files.values():
+        f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    recipe = sft_recipe(tiny_llama, files, tmp_path / "o")
+    with caplog.at_level(logging.WARNING, logger="peftkit"):
+        s = prepare(validate(recipe), get_registry(), ("train",))
+    assert s.data["train"].truncated == 2
+    warned = [r for r in caplog.records if "truncated" in r.getMessage()]
+    assert [r.levelno for r in warned] == [logging.WARNING]
+    assert "train: 2 of 5 examples are longer than data.max_length=32 tokens" in warned[0].getMessage()
+    assert "raise data.max_length" in warned[0].getMessage()
+    caplog.clear()
+    recipe["data"]["truncation_warning"] = False
+    with caplog.at_level(logging.WARNING, logger="peftkit"):
+        prepare(validate(recipe), get_registry(), ("train",))
+    assert "truncated" not in caplog.text
 
 
 def test_raw_text_is_packed_into_full_blocks(tiny_llama):
@@ -264,37 +346,125 @@ def sft_recipe(model_dir, files, out, method="lora", params=None, **train):
     }
 
 
-def test_sft_run_reports_generation_metrics_and_generate_streams(tiny_llama, tmp_path, capsys):
-    """A tiny lm/sft run: loss, perplexity and generation metrics in metrics.json (from the reloaded model, equal
-    to training's best); then `peftkit generate` answers from the run."""
+@pytest.fixture(scope="module")
+def sft_run(tiny_llama, tmp_path_factory):
+    """A finished tiny lm/sft run (4 steps on the tiny Llama), shared by the tests that read or talk to one."""
     import peftkit
-    from peftkit.cli import main
     from peftkit.recipe import validate
 
-    files = _sft_files(tmp_path)
-    peftkit.run(validate(sft_recipe(tiny_llama, files, tmp_path / "run", max_steps=4)))
-    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    root = tmp_path_factory.mktemp("sft")
+    peftkit.run(validate(sft_recipe(tiny_llama, _sft_files(root), root / "run", max_steps=4)))
+    return root / "run"
+
+
+def test_sft_run_reports_generation_metrics_and_generate_streams(sft_run, tmp_path, capsys):
+    """A tiny lm/sft run: loss, perplexity and generation metrics in metrics.json (from the reloaded model, equal
+    to training's best); then `peftkit generate` answers from the run."""
+    from peftkit.cli import main
+
+    metrics = json.loads((sft_run / "metrics.json").read_text())
     final = metrics["final"]
     for key in ("eval_loss", "perplexity", "token_accuracy", "exact_match", "rouge_l", "bleu"):
         assert key in final and math.isfinite(final[key])
     assert final["perplexity"] == pytest.approx(math.exp(final["eval_loss"]))
     assert final["token_accuracy"] == pytest.approx(metrics["best"]["token_accuracy"])
     capsys.readouterr()
-    assert main(["generate", str(tmp_path / "run"), "--prompt", "the movie was good", "--max-new-tokens", "3"]) == 0
+    assert main(["generate", str(sft_run), "--prompt", "the movie was good", "--max-new-tokens", "3"]) == 0
     streamed = capsys.readouterr().out
     prompts = tmp_path / "p.txt"
     prompts.write_text("the movie was good\n")
-    assert main(["generate", str(tmp_path / "run"), "--prompt-file", str(prompts), "--max-new-tokens", "3"]) == 0
+    assert main(["generate", str(sft_run), "--prompt-file", str(prompts), "--max-new-tokens", "3"]) == 0
     row = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert row["prompt"] == "the movie was good" and row["output"].strip() == streamed.strip()
+
+
+def test_chat_keeps_the_conversation_resets_and_ends(sft_run, capsys, monkeypatch):
+    """`peftkit chat` driven through stdin: each line is a user turn answered with the run's template, the next
+    turn's prompt carries the conversation so far, /reset starts over, blank lines are skipped, /exit ends (and so
+    does end of input). A first turn answers what `generate --prompt` answers (both greedy)."""
+    import io
+
+    from peftkit.cli import main
+    from peftkit_plugins.causal_lm.commands import Session
+
+    seen = []
+    real = Session.prompt_ids
+    monkeypatch.setattr(
+        Session, "prompt_ids", lambda self, messages: seen.append(list(messages)) or real(self, messages)
+    )
+    assert main(["generate", str(sft_run), "--prompt", "the movie was good", "--max-new-tokens", "3"]) == 0
+    alone = capsys.readouterr().out.strip()
+    seen.clear()
+    lines = ["the movie was good", "bad", "", "/reset", "the movie was good", "/exit", "never read"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(lines) + "\n"))
+    assert main(["chat", str(sft_run), "--max-new-tokens", "3"]) == 0
+    out = capsys.readouterr()
+    answers = [a.split("\n")[0].strip() for a in out.out.split("model> ")[1:]]
+    assert alone and len(answers) == 3 and answers[0] == answers[2] == alone
+    user = [{"role": "user", "content": "the movie was good"}]
+    assert seen == [
+        user,
+        [*user, {"role": "assistant", "content": answers[0]}, {"role": "user", "content": "bad"}],
+        user,
+    ]
+    assert "/reset starts over" in out.err
+    monkeypatch.setattr("sys.stdin", io.StringIO("bad\n"))  # Ctrl-D after one turn
+    assert main(["chat", str(sft_run), "--max-new-tokens", "3"]) == 0
+    assert capsys.readouterr().out.count("model> ") == 1
+
+
+def test_zeroshot_scores_the_untrained_base_and_trains_nothing(tiny_llama, tmp_path, capsys):
+    """`peftkit zeroshot` on an lm/sft recipe: the base model's dev metrics (loss, perplexity, generation scores),
+    printed and written with --output; no run folder is made."""
+    import yaml
+
+    from peftkit.cli import main
+
+    recipe = sft_recipe(tiny_llama, _sft_files(tmp_path), tmp_path / "never")
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["zeroshot", str(path), "train.seed=1", "--output", str(tmp_path / "zs.json")]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == json.loads((tmp_path / "zs.json").read_text())
+    metrics = printed["zero_shot"]
+    for key in ("eval_loss", "perplexity", "exact_match", "rouge_l"):
+        assert math.isfinite(metrics[key]), key
+    assert metrics["perplexity"] == pytest.approx(math.exp(metrics["eval_loss"])) and metrics["eval_loss"] > 1
+    assert printed["samples"] == 8 and not (tmp_path / "never").exists()
+
+
+@pytest.mark.parametrize(
+    ("lines", "error"),
+    [
+        (['{"prompt": "a"}', "", '{"prompt": "b",}'], r"p.jsonl:3: not valid JSON \(Expecting property name"),
+        (['{"prompt": "a"}', '{"text": "b"}'], "p.jsonl:2 has no 'prompt' field holding a string"),
+        (['{"prompt": null}'], "p.jsonl:1 has no 'prompt' field holding a string"),
+    ],
+)
+def test_a_bad_prompt_file_is_a_clear_error_naming_file_and_line(tmp_path, capsys, lines, error):
+    """Read before the run is loaded (the run folder here does not exist): one line on stderr, exit 2, no
+    traceback."""
+    import re
+
+    from peftkit.cli import main
+
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text("\n".join(lines) + "\n")
+    assert main(["generate", str(tmp_path / "no-run"), "--prompt-file", str(prompts)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(error, err) and err.startswith(f"error: --prompt-file: {prompts}") and "Traceback" not in err
 
 
 def test_prefix_tuning_is_refused_for_causal_lm_at_validate(tiny_llama, tmp_path):
     from peftkit import RecipeError
     from peftkit.recipe import validate
 
-    with pytest.raises(RecipeError, match="prefix.*cannot train task 'lm/sft'"):
+    with pytest.raises(RecipeError, match="prefix.*cannot train task 'lm/sft'") as info:
         validate(sft_recipe(tiny_llama, _sft_files(tmp_path), tmp_path / "o", method="prefix"))
+    # it names the objective it was given and the one it trains, not multiple-choice's reason
+    text = str(info.value)
+    assert "which needs a causal-lm head: prefix trains only sequence-classification" in text
+    assert "multiple-choice" not in text and "causal-LM prefix form" in text
 
 
 def test_objective_conformance_on_the_tiny_llama():

@@ -182,3 +182,89 @@ def test_task_objective_must_be_able_to_stand_in(tiny_llama, tmp_path, objective
 
     with pytest.raises(RecipeError, match=error):
         validate(_recipe(tiny_llama, _files(tmp_path), tmp_path / "o", objective))
+
+
+def test_a_method_is_checked_against_the_objective_task_objective_names(tiny_llama, tmp_path):
+    """fewclue/eprstmt's own objective is sequence classification, which prefix trains; with task.objective:
+    label-likelihood the run would train that instead, which prefix cannot: validate refuses it, saying so."""
+    from peftkit import RecipeError
+    from peftkit.recipe import validate
+
+    recipe = {
+        "model": {"source": f"local:{tiny_llama}"},
+        "method": {"name": "prefix"},
+        "task": {"name": "fewclue/eprstmt", "params": {"data_dir": str(tmp_path)}},
+        "output_dir": str(tmp_path / "o"),
+    }
+    validate(recipe)  # on its own objective prefix is fine
+    recipe["task"]["objective"] = "label-likelihood"
+    with pytest.raises(RecipeError) as info:
+        validate(recipe)
+    text = str(info.value)
+    assert "method 'prefix' cannot train task 'fewclue/eprstmt' with task.objective 'label-likelihood'" in text
+    assert "prefix trains only sequence-classification" in text and "multiple-choice" not in text
+    assert "Use one of: adalora, adapters, bitfit, full, ia3, lora" in text
+    recipe["method"]["name"] = "lora"
+    validate(recipe)
+
+
+def test_every_clue_task_has_label_wordings_iflytek_its_own_label_des():
+    """No CLUE/FewCLUE task is scored by bare label codes: each has wordings (or Chinese label names, or rows
+    with their own candidates); IFLYTEK's are the label_des its data files carry for each label id."""
+    import os
+    from pathlib import Path
+
+    from peftkit.plugin.registry import get_registry
+
+    reg = get_registry()
+    clue = [t for name, t in reg.tasks.items() if name.startswith(("clue/", "fewclue/"))]
+    assert len(clue) == 16
+    for task in clue:
+        assert LabelLikelihood().recipe_warnings(task=task, params=task.params_model()) == [], task.name
+    iflytek = reg.tasks["fewclue/iflytek"]
+    words = iflytek.objective_options(iflytek.params_model())["verbalizers"]
+    assert reg.tasks["clue/iflytek"].objective_options(iflytek.params_model())["verbalizers"] == words
+    assert len(set(words)) == 119 and (words[0], words[23], words[118]) == ("打车", "MOBA", "其他")
+    folder = Path(os.environ.get("PEFTKIT_CLUE_DIR") or Path(__file__).parents[2] / ".." / "shared/data/clue")
+    files = sorted((folder / "fewclue" / "iflytek").glob("*.json"))
+    if not files:
+        pytest.skip(f"no FewCLUE iflytek files under {folder} to compare the wordings with")
+    seen = {}
+    for f in files:
+        for line in f.read_text(encoding="utf-8").split("\n"):  # not splitlines: rows hold U+2028
+            row = json.loads(line) if line.strip() else {}
+            if "label_des" in row:
+                seen[int(row["label"])] = row["label_des"]
+    assert seen == dict(enumerate(words))
+
+
+def test_labels_scored_as_bare_numbers_are_a_validate_warning(tiny_llama, tmp_path, capsys, caplog):
+    """A labelled task whose label names are numbers and that gives no wordings still validates and runs, but
+    `peftkit validate` (and the run's setup) warn that the decoder would score the digits themselves."""
+    import logging
+
+    import yaml
+
+    from peftkit.build.setup import prepare
+    from peftkit.cli import main
+    from peftkit.plugin.registry import get_registry
+    from peftkit.recipe import objective_warnings, validate
+
+    files = _files(tmp_path)
+    for f in files.values():  # labels "0" (bad) and "1" (good)
+        f.write_text(f.read_text().replace('"label": "bad"', '"label": "0"').replace('"label": "good"', '"label": "1"'))
+    recipe = _recipe(tiny_llama, files, tmp_path / "o", "label-likelihood")
+    recipe["task"]["params"]["labels"] = ["0", "1"]
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["validate", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: text-classification: label-likelihood scores each label by the likelihood of its wording" in err
+    assert "2 of 2 labels would be scored as bare numbers ('0', '1')" in err and "verbalizers" in err
+    with caplog.at_level(logging.WARNING, logger="peftkit"):
+        prepare(validate(recipe), get_registry(), ())  # (the tiny tokenizer cannot read digits: no split)
+    assert "would be scored as bare numbers" in caplog.text
+    # words as labels, or the task's own objective (a classification head has no wordings): nothing to say
+    assert objective_warnings(validate(_recipe(tiny_llama, _files(tmp_path), tmp_path / "o", "label-likelihood"))) == []
+    recipe["task"].pop("objective")
+    assert objective_warnings(validate(recipe)) == []

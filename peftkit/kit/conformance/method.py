@@ -15,7 +15,7 @@ from peftkit.kit.conformance.checks import ce, check_backward, check_count, chec
 from peftkit.kit.conformance.common import MODELS, Bench, ConformanceError, bench
 from peftkit.kit.conformance.common import base as fresh_base
 from peftkit.kit.peft_method import MethodNotApplicable
-from peftkit.plugin.contracts import ApplyContext, method_objectives
+from peftkit.plugin.contracts import ApplyContext, heads_note, method_objectives
 
 _UNSET: Any = object()
 
@@ -110,9 +110,7 @@ def _run(
         raise ConformanceError(f"{tag} the method does not list {bits} in quantized_bits; nothing to check")
     heads = method_objectives(m)
     if model == "bert-multiple-choice" and heads is not None and MULTIPLE_CHOICE not in heads:
-        raise MethodNotApplicable(
-            getattr(m, "task_heads_note", "") or "the method's task_heads leave out multiple-choice"
-        )
+        raise MethodNotApplicable(heads_note(m, MULTIPLE_CHOICE))
     p = m.params_model.model_validate(params or {})
     b = bench(model)
     base, heads = fresh_base(b, 0, bits)
