@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from peftkit.serve.inputs import InputError, _kind
+from peftkit.serve.inputs import InputError, _kind, check_unicode
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 # accepted only at their default value: anything else is refused by name rather than silently ignored
@@ -74,6 +74,7 @@ def _content(value: Any, where: str, max_chars: int) -> str:
         raise _bad(where, f"{where} must be a string (or a list of text parts), not {_kind(value)}")
     if len(value) > max_chars:
         raise _bad(where, f"{where} has {len(value)} characters; at most {max_chars} are accepted (--max-chars)")
+    check_unicode(value, where, 400)
     return value
 
 
@@ -104,6 +105,8 @@ def _stop(raw: Any) -> list[str]:
         raise _bad("stop", f"stop must be a non-empty string or a list of them, not {_kind(raw)}")
     if len(stops) > MAX_STOP:
         raise _bad("stop", f"stop has {len(stops)} strings; at most {MAX_STOP} are accepted")
+    for i, s in enumerate(stops):
+        check_unicode(s, f"stop[{i}]" if isinstance(raw, list) else "stop", 400)
     return stops
 
 

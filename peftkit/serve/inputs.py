@@ -73,7 +73,20 @@ def _text(value: Any, where: str, limits: Limits) -> str:
             422, where, f"{where} has {len(value)} characters; at most {limits.max_chars} are accepted "
             "(the model reads only its first max_length tokens anyway)",
         )  # fmt: skip
+    check_unicode(value, where)
     return value
+
+
+def check_unicode(value: str, where: str, status: int = 422) -> None:
+    """``status`` for a string that is not text: a lone surrogate (JSON allows ``"\\ud800"``, but no tokenizer reads
+    it, and it cannot be written out as UTF-8)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            status, where, f"{where} holds a lone surrogate (U+{ord(value[exc.start]):04X} at character {exc.start}), "
+            "which is not text: a \\uD800-\\uDFFF escape must be half of a surrogate pair",
+        ) from None  # fmt: skip
 
 
 def _kind(value: Any) -> str:

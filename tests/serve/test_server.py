@@ -121,6 +121,9 @@ BAD_INPUTS = [
     (json.dumps({"model": "a", "input": ["x"] * 9}).encode(), 413, "input"),
     (json.dumps({"model": "a", "input": "x" * 2001}).encode(), 422, "input[0]"),
     (json.dumps({"model": "a", "input": "x" * 30000}).encode(), 413, "body"),
+    # valid JSON, but a lone surrogate is no text: the tokenizer raised TypeError (a 500)
+    (b'{"model": "a", "input": ["ok", "fine", "\\ud800"]}', 422, "input[2]"),
+    (b'{"model": "a", "input": [["ok", "x\\udc00"]]}', 422, "input[0][1]"),
 ]
 
 
@@ -135,6 +138,23 @@ def test_bad_input_is_a_4xx_naming_the_field(server, keys, raw, status, field):
     err = r.json()["error"]
     assert err["field"] == field and err["message"]
     assert "Traceback" not in r.text
+
+
+def test_a_bad_text_fails_only_its_own_request_not_its_batch(server, keys):
+    """One request with a lone surrogate among five good ones sent at once (the 40 ms window gathers them):
+    it gets its 422, the others their answers (it used to fail the whole batch with 500s)."""
+    bad = b'{"model": "a", "input": ["ok", "fine", "\\ud800"]}'
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, headers=_auth(keys["all"]), timeout=30) as c:
+            good = [c.post("/v1/classify", json={"model": "a", "input": f"good day {i}"}) for i in range(5)]
+            odd = c.post("/v1/classify", content=bad, headers={"Content-Type": "application/json"})
+            return await asyncio.gather(*good[:2], odd, *good[2:])
+
+    rs = asyncio.run(burst())
+    assert [r.status_code for r in rs] == [200, 200, 422, 200, 200, 200], [r.text for r in rs]
+    assert rs[2].json()["error"]["field"] == "input[2]"
+    assert all(len(r.json()["data"]) == 1 for i, r in enumerate(rs) if i != 2)
 
 
 def test_server_keeps_serving_after_bad_inputs_and_logs_no_keys_or_texts(server, keys):
