@@ -178,3 +178,52 @@ def test_a_lone_request_does_not_wait_for_company_but_concurrent_ones_are_gather
     lone, (n_passes, n_inputs) = asyncio.run(go())
     assert lone < 0.4, f"three sequential requests took {lone:.2f} s: the batcher waited for company"
     assert n_inputs == 8 and n_passes <= 2, (n_passes, n_inputs)
+
+
+def test_a_request_that_fails_in_the_batch_fails_alone(tiny_runs, tiny_data):
+    """Six requests gathered into one batch; one breaks the tokenizer (a lone surrogate, past validation), one
+    breaks the forward pass: those two fail, the four others get the same answers as when sent alone."""
+    import asyncio
+    import dataclasses
+
+    import numpy as np
+
+    from peftkit.serve.batching import Batcher
+    from peftkit.serve.models import load_models
+
+    (m,) = load_models([("a", tiny_runs["a"])])
+    texts = _served_texts(tiny_data)[:4]
+    poison = m.engine.encode(["boom"], None, m.max_length)["input_ids"][0]
+
+    class Picky:
+        """The real engine, except that a forward pass holding the row of "boom" fails."""
+
+        def __init__(self, engine):
+            self.engine = engine
+
+        def encode(self, *args):
+            return self.engine.encode(*args)
+
+        def probabilities(self, adapter, rows):
+            if any(r["input_ids"] == poison for r in rows):
+                raise RuntimeError("forward failed")
+            return self.engine.probabilities(adapter, rows)
+
+    picky = dataclasses.replace(m, engine=Picky(m.engine))
+
+    async def go():
+        b = Batcher(max_batch=32, max_wait_ms=300, max_queue=64)
+        b.start()
+        alone = [(await b.submit(picky, [t], None))[0] for t in texts]
+        jobs = [b.submit(picky, [t], None) for t in texts[:2]]
+        jobs += [b.submit(picky, ["ok", "\ud800"], None), b.submit(picky, ["good", "boom"], None)]
+        jobs += [b.submit(picky, [t], None) for t in texts[2:]]
+        got = await asyncio.gather(*jobs, return_exceptions=True)
+        await b.stop()
+        return alone, got
+
+    alone, got = asyncio.run(go())
+    assert isinstance(got[2], TypeError) and isinstance(got[3], RuntimeError), got[2:4]
+    for want, res in zip(alone, got[:2] + got[4:]):
+        assert not isinstance(res, BaseException), res
+        np.testing.assert_allclose(res[0], want, atol=1e-5)
