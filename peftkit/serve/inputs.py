@@ -43,7 +43,8 @@ class Classify:
 
 
 def decode_body(raw: bytes, limits: Limits) -> dict[str, Any]:
-    """Bytes → JSON object; 413 over the limit, 400 for non-UTF-8 or non-JSON, 422 for a non-object."""
+    """Bytes → JSON object; 413 over the limit, 400 for non-UTF-8, non-JSON or JSON nested too deeply to parse,
+    422 for a non-object."""
     if len(raw) > limits.max_body:
         raise InputError(413, "body", f"request body is {len(raw)} bytes; at most {limits.max_body} are accepted")
     try:
@@ -58,6 +59,8 @@ def decode_body(raw: bytes, limits: Limits) -> dict[str, Any]:
         data = json.loads(text)
     except ValueError as exc:
         raise InputError(400, "body", f"request body is not JSON: {exc}") from None
+    except RecursionError:  # "[[[[..." deeper than the parser recurses, yet under the body limit
+        raise InputError(400, "body", "request body is not JSON this server reads: it is nested too deeply") from None
     if not isinstance(data, dict):
         raise InputError(422, "body", f"request body must be a JSON object, not {type(data).__name__}")
     return data

@@ -107,6 +107,8 @@ def test_keys_rotate_without_restart(server, keys):
 
 BAD_INPUTS = [
     (b"not json", 400, "body"),
+    (b"[" * 10_000, 400, "body"),  # nested past the JSON parser's depth (RecursionError, a 500) under the body limit
+    (b'{"model": "a", "input": ' + b"[" * 9_000 + b"]" * 9_000 + b"}", 400, "body"),
     (b"\xff\xfe{}", 400, "body"),
     (b"[1, 2]", 422, "body"),
     (b'{"model": "a"}', 422, "input"),
