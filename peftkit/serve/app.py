@@ -85,6 +85,11 @@ def _key_of(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
+def _visible(st: State, entry: Any) -> list[str]:
+    """The served models a key may use: what an error about the model name may list (as ``/v1/models`` does)."""
+    return [m for m in st.models if entry is None or entry.allows(m)]
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body, refusing (413) more than ``limit`` bytes without reading it all."""
     declared = request.headers.get("content-length")
@@ -116,12 +121,13 @@ def _answer(served: Any, probs: Any, request_id: str, tokens: int) -> dict[str, 
 
 async def classify(request: Request) -> Response:
     st: State = request.app.state.peftkit
+    entry = request.state.key = st.keys.authenticate(_key_of(request))  # 401 before anything about the body
     if not st.models:
         return _error(503, st.load_error or "models are still loading; see GET /ready", headers={"Retry-After": "2"})
     raw = await _read_body(request, st.limits.max_body)
-    req = parse_classify(decode_body(raw, st.limits), list(st.models), st.limits)
+    req = parse_classify(decode_body(raw, st.limits), list(st.models), st.limits, _visible(st, entry))
     request.state.model = req.model
-    request.state.key = st.keys.check(_key_of(request), req.model)
+    st.keys.authorize(entry, req.model)
     request.state.inputs = len(req.texts)
     if st.cfg.log_texts:
         request.state.texts = [mask(t) for t in req.texts + (req.pairs or [])]
@@ -141,12 +147,15 @@ async def classify(request: Request) -> Response:
 async def chat_completions(request: Request) -> Response:
     """OpenAI's chat completions (peftkit.serve.chat): the same auth, rate limit, metrics and logs as classify."""
     st: State = request.app.state.peftkit
+    entry = request.state.key = st.keys.authenticate(_key_of(request))  # 401 before anything about the body
     if not st.models:
         return _error(503, st.load_error or "models are still loading; see GET /ready", headers={"Retry-After": "2"})
     raw = await _read_body(request, st.limits.max_body)
-    req = parse_chat(decode_body(raw, st.limits), st.models, st.limits.max_chars, st.cfg.max_tokens)
+    req = parse_chat(
+        decode_body(raw, st.limits), st.models, st.limits.max_chars, st.cfg.max_tokens, _visible(st, entry)
+    )
     request.state.model = req.model
-    request.state.key = st.keys.check(_key_of(request), req.model)
+    st.keys.authorize(entry, req.model)
     request.state.inputs = len(req.messages)
     if st.cfg.log_texts:
         request.state.texts = [mask(m["content"]) for m in req.messages]

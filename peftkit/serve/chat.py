@@ -110,17 +110,22 @@ def _stop(raw: Any) -> list[str]:
     return stops
 
 
-def parse_chat(data: dict[str, Any], models: dict[str, Any], max_chars: int, max_tokens: int) -> ChatRequest:
+def parse_chat(
+    data: dict[str, Any], models: dict[str, Any], max_chars: int, max_tokens: int, visible: list[str] | None = None
+) -> ChatRequest:
     """A decoded body → :class:`ChatRequest`; InputError naming the field otherwise. ``models``: served name →
-    ServedModel; ``max_tokens``: the most a request may ask for (``--max-tokens``)."""
+    ServedModel; ``max_tokens``: the most a request may ask for (``--max-tokens``); ``visible``: the served
+    names an error may list (those the caller's key may use; default all)."""
+    shown = list(models) if visible is None else visible
     chat = [n for n, m in models.items() if m.chat is not None]
     model = data.get("model")
     if model is None and len(chat) == 1:
         model = chat[0]  # one chat model: the name may be left out
+    chat = [n for n in chat if n in shown]
     if not isinstance(model, str):
         raise _bad("model", f"model must be a string, one of {chat}, not {_kind(model)}")
     if model not in models:
-        raise _bad("model", f"model {model!r} is not served here; served: {', '.join(models)}", 404)
+        raise _bad("model", f"model {model!r} is not served here; served: {', '.join(shown) or 'none'}", 404)
     if models[model].chat is None:
         raise _bad("model", f"model {model!r} is a classifier: it answers POST /v1/classify, not chat completions; "
                    f"chat models here: {', '.join(chat) or 'none'}")  # fmt: skip

@@ -98,15 +98,19 @@ def _kind(value: Any) -> str:
     )
 
 
-def parse_classify(data: dict[str, Any], served: list[str], limits: Limits) -> Classify:
-    """A decoded body → (model, texts, pairs); InputError naming the field otherwise."""
+def parse_classify(
+    data: dict[str, Any], served: list[str], limits: Limits, visible: list[str] | None = None
+) -> Classify:
+    """A decoded body → (model, texts, pairs); InputError naming the field otherwise. ``visible``: the served
+    names an error may list (those the caller's key may use; default all)."""
+    shown = served if visible is None else visible
     model = data.get("model")
     if model is None and len(served) == 1:
         model = served[0]  # one model: the name may be left out
     if not isinstance(model, str):
-        raise InputError(422, "model", f"model must be a string, one of {served}, not {_kind(model)}")
+        raise InputError(422, "model", f"model must be a string, one of {shown}, not {_kind(model)}")
     if model not in served:
-        raise InputError(404, "model", f"model {model!r} is not served here; served: {', '.join(served)}")
+        raise InputError(404, "model", f"model {model!r} is not served here; served: {', '.join(shown) or 'none'}")
     key = "input" if "input" in data else "inputs"
     raw = data.get(key)
     if raw is None:

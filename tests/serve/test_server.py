@@ -93,6 +93,25 @@ def test_auth_401_403_429(server, keys):
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
 
 
+def test_the_key_is_checked_before_the_body(server, keys):
+    """No or a bad key: 401 whatever the body holds (it used to be parsed first: a 404 listing the served
+    models, a 422, a 413); a key's errors about the model name list only the models it may use."""
+    url = server.url + "/v1/classify"
+    bodies = [b"not json", b'{"model": "zz", "input": "x"}', b'{"model": "a", "input": 5}', b"x" * 30_000]
+    for headers in ({}, _auth("pk-not-a-key")):
+        for body in bodies:
+            r = httpx.post(url, content=body, headers={**headers, "Content-Type": "application/json"})
+            assert r.status_code == 401 and r.json()["error"]["field"] == "authorization", (body[:30], r.text)
+            assert "served" not in r.text
+        chat = httpx.post(server.url + "/v1/chat/completions", json={"model": "zz", "messages": []}, headers=headers)
+        assert chat.status_code == 401, chat.text
+    only_a = {"X-API-Key": keys["only_a"]}
+    unknown = httpx.post(url, json={"model": "zz", "input": "x"}, headers=only_a)
+    assert unknown.status_code == 404 and unknown.json()["error"]["message"].endswith("served: a")
+    assert httpx.post(url, json={"model": "a", "input": 5}, headers=only_a).status_code == 422  # then the body
+    assert httpx.post(url, json={"model": "b", "input": "x"}, headers=only_a).status_code == 403  # then the model
+
+
 def test_keys_rotate_without_restart(server, keys):
     from peftkit.serve.auth import add_key
 
