@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
 
 from peftkit.serve.auth import AuthError, KeyStore
 from peftkit.serve.batching import Batcher, QueueFull
@@ -223,10 +224,27 @@ def create_app(cfg: Any) -> FastAPI:
     async def playground() -> str:
         return PAGE
 
+    app.add_exception_handler(HTTPException, _http_error)  # unknown route (404), wrong method (405)
     app.add_exception_handler(InputError, _input_error)
     app.add_exception_handler(AuthError, _auth_error)
     app.middleware("http")(_access_log)
     return app
+
+
+ROUTES = "POST /v1/classify, POST /v1/chat/completions, GET /v1/models, GET /health, GET /ready, GET /metrics, GET /"
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    """Starlette's own errors in the shape of every other error here (not FastAPI's ``{"detail": ...}``)."""
+    where = f"{request.method} {request.url.path}"
+    if exc.status_code == 404:
+        message = f"no route {where}; this server answers {ROUTES}"
+    elif exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        message = f"{where}: method not allowed; use {allow or 'another method'}"
+    else:
+        message = str(exc.detail)
+    return _error(exc.status_code, message, headers=exc.headers)
 
 
 async def _input_error(request: Request, exc: InputError) -> Response:

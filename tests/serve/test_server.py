@@ -221,6 +221,16 @@ def test_concurrent_requests_are_batched_and_metrics_move(server, keys, metric):
     assert "peftkit_queue_depth" in after and "peftkit_request_seconds_bucket" in after
 
 
+def test_unknown_routes_and_wrong_methods_answer_in_the_error_shape(server, keys):
+    """404 and 405 come as {"error": {type, message}} like every other error (they were FastAPI's {"detail"})."""
+    for method, path, status in [("GET", "/v1/classify", 405), ("DELETE", "/v1/models", 405), ("GET", "/v2/x", 404)]:
+        r = httpx.request(method, server.url + path, headers=_auth(keys["all"]))
+        assert r.status_code == status and set(r.json()) == {"error"}, r.text
+        err = r.json()["error"]
+        assert err["type"] == "invalid_request_error" and path in err["message"], err
+    assert "POST" in httpx.get(server.url + "/v1/classify").headers["allow"]
+
+
 def test_playground_page_is_offline_html(server):
     r = httpx.get(server.url + "/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
