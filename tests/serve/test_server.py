@@ -231,6 +231,42 @@ def test_unknown_routes_and_wrong_methods_answer_in_the_error_shape(server, keys
     assert "POST" in httpx.get(server.url + "/v1/classify").headers["allow"]
 
 
+def test_a_full_queue_answers_503_with_retry_after_and_the_server_keeps_serving(
+    tiny_runs, tmp_path, server_cls, metric
+):
+    """--max-queue 8 holds one request of 8 inputs: of 16 such requests sent at once, those arriving while one
+    is queued or running are refused at once with 503 + Retry-After (no backlog). At most 5 bursts."""
+    srv = server_cls(
+        [f"a={tiny_runs['a']}", "--max-inputs", "8", "--max-queue", "8", "--max-batch", "8", "--threads", "1"],
+        tmp_path / "log", timeout=300,
+    )  # fmt: skip
+    body = {"model": "a", "input": [" ".join(["good movie"] * 15) + f" {i}" for i in range(8)]}
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=30) as c:
+            return await asyncio.gather(*(c.post("/v1/classify", json=body) for _ in range(16)))
+
+    try:
+        srv.wait_ready()
+        seen: list[httpx.Response] = []
+        for _ in range(5):
+            seen += asyncio.run(burst())
+            if any(r.status_code == 503 for r in seen):
+                break
+        codes = [r.status_code for r in seen]
+        assert set(codes) == {200, 503}, codes
+        for r in seen:
+            if r.status_code == 503:
+                assert int(r.headers["retry-after"]) >= 1
+                assert r.json()["error"]["type"] == "server_error" and "queue is full" in r.json()["error"]["message"]
+        assert httpx.post(srv.url + "/v1/classify", json=body, timeout=30).status_code == 200  # still serving
+        text = httpx.get(srv.url + "/metrics").text
+        assert metric(text, "peftkit_requests_total", model="a", route="/v1/classify", status="503") == codes.count(503)
+        assert metric(text, "peftkit_queue_depth") == 0  # nothing left behind
+    finally:
+        srv.stop()
+
+
 def test_playground_page_is_offline_html(server):
     r = httpx.get(server.url + "/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
