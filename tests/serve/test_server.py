@@ -18,27 +18,6 @@ def _texts(tiny_data) -> list[str]:
     return [json.loads(x)["text"] for x in tiny_data["test"].read_text().splitlines()]
 
 
-def _own_probabilities(run_dir, texts: list[str]) -> np.ndarray:
-    """What peftkit itself computes for ``texts`` with the run reloaded from disk (the predict path)."""
-    import torch
-
-    from peftkit.build.batches import encode
-    from peftkit.evaluation.evaluate import predict_logits
-    from peftkit.evaluation.runs import load_run
-    from peftkit.plugin.contracts import Example
-
-    s, model = load_run(run_dir)
-    data = encode(
-        [Example(text=t, label=None, id=i) for i, t in enumerate(texts)],
-        s.tokenizer,
-        s.recipe.data.max_length,
-        use_token_types=s.use_token_types,
-        split="test",
-    )
-    logits, _ = predict_logits(model, data, 8, s.pad_id, torch.device("cpu"))
-    return torch.softmax(torch.from_numpy(logits), -1).numpy()
-
-
 def test_classify_round_trip_equals_peftkit_predict(server, keys, tiny_runs, tiny_data):
     texts = _texts(tiny_data)
     r = httpx.post(server.url + "/v1/classify", json={"model": "a", "input": texts[:8]}, headers=_auth(keys["all"]))
@@ -52,10 +31,10 @@ def test_classify_round_trip_equals_peftkit_predict(server, keys, tiny_runs, tin
     assert body["usage"]["prompt_tokens"] >= 8 * 4  # tokens after encoding ([CLS] words [SEP]), not characters
 
 
-def test_each_adapter_gives_its_own_runs_predictions(server, keys, tiny_runs, tiny_data):
+def test_each_adapter_gives_its_own_runs_predictions(server, keys, tiny_runs, tiny_data, own_probs):
     """a and b share one base in the server; interleaved requests must still get each run's own numbers."""
     texts = _texts(tiny_data)[:6]
-    own = {name: _own_probabilities(tiny_runs[name], texts) for name in ("a", "b")}
+    own = {name: own_probs(tiny_runs[name], texts) for name in ("a", "b")}
     assert np.abs(own["a"] - own["b"]).max() > 1e-3  # the two runs really differ
     for name in ("a", "b", "a", "b"):
         r = httpx.post(server.url + "/v1/classify", json={"model": name, "input": texts}, headers=_auth(keys["all"]))
