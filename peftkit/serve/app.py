@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException
 
 from peftkit.serve.auth import AuthError, KeyStore
 from peftkit.serve.batching import Batcher, QueueFull
@@ -85,6 +86,11 @@ def _key_of(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
+def _visible(st: State, entry: Any) -> list[str]:
+    """The served models a key may use: what an error about the model name may list (as ``/v1/models`` does)."""
+    return [m for m in st.models if entry is None or entry.allows(m)]
+
+
 async def _read_body(request: Request, limit: int) -> bytes:
     """The body, refusing (413) more than ``limit`` bytes without reading it all."""
     declared = request.headers.get("content-length")
@@ -116,12 +122,13 @@ def _answer(served: Any, probs: Any, request_id: str, tokens: int) -> dict[str, 
 
 async def classify(request: Request) -> Response:
     st: State = request.app.state.peftkit
+    entry = request.state.key = st.keys.authenticate(_key_of(request))  # 401 before anything about the body
     if not st.models:
         return _error(503, st.load_error or "models are still loading; see GET /ready", headers={"Retry-After": "2"})
     raw = await _read_body(request, st.limits.max_body)
-    req = parse_classify(decode_body(raw, st.limits), list(st.models), st.limits)
+    req = parse_classify(decode_body(raw, st.limits), list(st.models), st.limits, _visible(st, entry))
     request.state.model = req.model
-    request.state.key = st.keys.check(_key_of(request), req.model)
+    st.keys.authorize(entry, req.model)
     request.state.inputs = len(req.texts)
     if st.cfg.log_texts:
         request.state.texts = [mask(t) for t in req.texts + (req.pairs or [])]
@@ -141,12 +148,15 @@ async def classify(request: Request) -> Response:
 async def chat_completions(request: Request) -> Response:
     """OpenAI's chat completions (peftkit.serve.chat): the same auth, rate limit, metrics and logs as classify."""
     st: State = request.app.state.peftkit
+    entry = request.state.key = st.keys.authenticate(_key_of(request))  # 401 before anything about the body
     if not st.models:
         return _error(503, st.load_error or "models are still loading; see GET /ready", headers={"Retry-After": "2"})
     raw = await _read_body(request, st.limits.max_body)
-    req = parse_chat(decode_body(raw, st.limits), st.models, st.limits.max_chars, st.cfg.max_tokens)
+    req = parse_chat(
+        decode_body(raw, st.limits), st.models, st.limits.max_chars, st.cfg.max_tokens, _visible(st, entry)
+    )
     request.state.model = req.model
-    request.state.key = st.keys.check(_key_of(request), req.model)
+    st.keys.authorize(entry, req.model)
     request.state.inputs = len(req.messages)
     if st.cfg.log_texts:
         request.state.texts = [mask(m["content"]) for m in req.messages]
@@ -214,10 +224,27 @@ def create_app(cfg: Any) -> FastAPI:
     async def playground() -> str:
         return PAGE
 
+    app.add_exception_handler(HTTPException, _http_error)  # unknown route (404), wrong method (405)
     app.add_exception_handler(InputError, _input_error)
     app.add_exception_handler(AuthError, _auth_error)
     app.middleware("http")(_access_log)
     return app
+
+
+ROUTES = "POST /v1/classify, POST /v1/chat/completions, GET /v1/models, GET /health, GET /ready, GET /metrics, GET /"
+
+
+async def _http_error(request: Request, exc: HTTPException) -> Response:
+    """Starlette's own errors in the shape of every other error here (not FastAPI's ``{"detail": ...}``)."""
+    where = f"{request.method} {request.url.path}"
+    if exc.status_code == 404:
+        message = f"no route {where}; this server answers {ROUTES}"
+    elif exc.status_code == 405:
+        allow = (exc.headers or {}).get("Allow", "")
+        message = f"{where}: method not allowed; use {allow or 'another method'}"
+    else:
+        message = str(exc.detail)
+    return _error(exc.status_code, message, headers=exc.headers)
 
 
 async def _input_error(request: Request, exc: InputError) -> Response:

@@ -131,8 +131,9 @@ class KeyStore:
         if (st.st_mtime_ns, st.st_size) != self._stamp:
             self._load()
 
-    def check(self, key: str | None, model: str | None) -> KeyEntry | None:
-        """The key's entry; AuthError 401/403/429. ``None`` when no keys are configured (open service)."""
+    def authenticate(self, key: str | None) -> KeyEntry | None:
+        """The key's entry, AuthError 401 for no or an unknown key; ``None`` when no keys are configured (open
+        service). Routes call it before they read the body: a caller without a key learns nothing about it."""
         if not self.enabled:
             return None
         with self._lock:
@@ -142,10 +143,22 @@ class KeyStore:
             entry = self.keys.get(hash_key(key))
             if entry is None:
                 raise AuthError(401, "unknown API key (revoked, or mistyped)")
-            if model is not None and not entry.allows(model):
-                raise AuthError(403, f"this API key ({entry.name}) may not use model {model!r}")
-            self._take(entry)
             return entry
+
+    def authorize(self, entry: KeyEntry | None, model: str | None) -> None:
+        """AuthError 403 when ``entry`` may not use ``model``, 429 over its rate; else the request's token is taken."""
+        if entry is None:
+            return
+        if model is not None and not entry.allows(model):
+            raise AuthError(403, f"this API key ({entry.name}) may not use model {model!r}")
+        with self._lock:
+            self._take(entry)
+
+    def check(self, key: str | None, model: str | None) -> KeyEntry | None:
+        """:meth:`authenticate` then :meth:`authorize`: the key's entry; AuthError 401/403/429."""
+        entry = self.authenticate(key)
+        self.authorize(entry, model)
+        return entry
 
     def _take(self, entry: KeyEntry) -> None:
         """Token bucket: ``rate`` tokens a second up to ``burst``; each request takes one."""

@@ -133,12 +133,21 @@ class Batcher:
                     job.future.set_result(res)
 
     def _run(self, jobs: list[Job]) -> list[Any]:
-        """(inference thread) Encode, group by engine and adapter, sort by length, run in chunks."""
+        """(inference thread) Encode, group by engine and adapter, sort by length, run in chunks.
+
+        One entry per job: its probabilities, or the exception that failed it. A job whose encoding or
+        forward pass fails fails alone: the other requests of the batch still get their answers."""
         rows: dict[tuple[int, str | None], list[tuple[int, int, dict[str, list[int]]]]] = {}
         engines: dict[int, Any] = {}
+        failed: dict[int, Exception] = {}
         for j, job in enumerate(jobs):
             sm = job.served
-            enc = sm.engine.encode(job.texts, job.pairs, sm.max_length)
+            try:
+                enc = sm.engine.encode(job.texts, job.pairs, sm.max_length)
+            except Exception as exc:
+                log.exception("encoding a request of %d inputs failed; the rest of its batch goes on", len(job.texts))
+                failed[j] = exc
+                continue
             job.tokens = sum(len(x) for x in enc["input_ids"])
             key = (id(sm.engine), sm.adapter)
             engines[id(sm.engine)] = sm.engine
@@ -148,12 +157,31 @@ class Batcher:
         for (eid, adapter), items in rows.items():
             items.sort(key=lambda t: len(t[2]["input_ids"]))
             for chunk in chunks(items, self.max_batch):
-                probs = engines[eid].probabilities(adapter, [r for _, _, r in chunk])
-                if self.metrics is not None:
-                    self.metrics.batch_size.observe(len(chunk))
-                for (j, i, _), p in zip(chunk, probs):
-                    out[j][i] = p
-        return out
+                self._forward(engines[eid], adapter, chunk, out, failed)
+        return [failed.get(j, out[j]) for j in range(len(jobs))]
+
+    def _forward(self, engine: Any, adapter: str | None, chunk: list[Any], out: list[Any], failed: dict) -> None:
+        """One forward pass over ``chunk`` into ``out``; if it fails and holds rows of several requests, each
+        request's rows run again on their own, so only the request that breaks it fails (into ``failed``)."""
+        chunk = [row for row in chunk if row[0] not in failed]
+        if not chunk:
+            return
+        try:
+            probs = engine.probabilities(adapter, [r for _, _, r in chunk])
+        except Exception as exc:
+            owners = sorted({j for j, _, _ in chunk})
+            if len(owners) == 1:
+                log.exception("a forward pass of %d inputs of one request failed", len(chunk))
+                failed[owners[0]] = exc
+                return
+            log.warning("a forward pass of %d requests failed (%s); running them one by one", len(owners), exc)
+            for j in owners:
+                self._forward(engine, adapter, [row for row in chunk if row[0] == j], out, failed)
+            return
+        if self.metrics is not None:
+            self.metrics.batch_size.observe(len(chunk))
+        for (j, i, _), p in zip(chunk, probs):
+            out[j][i] = p
 
 
 # a sorted batch is cut where the next row is this much longer than the chunk's first: padding stays

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from peftkit.serve.inputs import InputError, _kind
+from peftkit.serve.inputs import InputError, _kind, check_unicode
 
 ROLES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 # accepted only at their default value: anything else is refused by name rather than silently ignored
@@ -74,6 +74,7 @@ def _content(value: Any, where: str, max_chars: int) -> str:
         raise _bad(where, f"{where} must be a string (or a list of text parts), not {_kind(value)}")
     if len(value) > max_chars:
         raise _bad(where, f"{where} has {len(value)} characters; at most {max_chars} are accepted (--max-chars)")
+    check_unicode(value, where, 400)
     return value
 
 
@@ -104,20 +105,27 @@ def _stop(raw: Any) -> list[str]:
         raise _bad("stop", f"stop must be a non-empty string or a list of them, not {_kind(raw)}")
     if len(stops) > MAX_STOP:
         raise _bad("stop", f"stop has {len(stops)} strings; at most {MAX_STOP} are accepted")
+    for i, s in enumerate(stops):
+        check_unicode(s, f"stop[{i}]" if isinstance(raw, list) else "stop", 400)
     return stops
 
 
-def parse_chat(data: dict[str, Any], models: dict[str, Any], max_chars: int, max_tokens: int) -> ChatRequest:
+def parse_chat(
+    data: dict[str, Any], models: dict[str, Any], max_chars: int, max_tokens: int, visible: list[str] | None = None
+) -> ChatRequest:
     """A decoded body → :class:`ChatRequest`; InputError naming the field otherwise. ``models``: served name →
-    ServedModel; ``max_tokens``: the most a request may ask for (``--max-tokens``)."""
+    ServedModel; ``max_tokens``: the most a request may ask for (``--max-tokens``); ``visible``: the served
+    names an error may list (those the caller's key may use; default all)."""
+    shown = list(models) if visible is None else visible
     chat = [n for n, m in models.items() if m.chat is not None]
     model = data.get("model")
     if model is None and len(chat) == 1:
         model = chat[0]  # one chat model: the name may be left out
+    chat = [n for n in chat if n in shown]
     if not isinstance(model, str):
         raise _bad("model", f"model must be a string, one of {chat}, not {_kind(model)}")
     if model not in models:
-        raise _bad("model", f"model {model!r} is not served here; served: {', '.join(models)}", 404)
+        raise _bad("model", f"model {model!r} is not served here; served: {', '.join(shown) or 'none'}", 404)
     if models[model].chat is None:
         raise _bad("model", f"model {model!r} is a classifier: it answers POST /v1/classify, not chat completions; "
                    f"chat models here: {', '.join(chat) or 'none'}")  # fmt: skip

@@ -43,7 +43,8 @@ class Classify:
 
 
 def decode_body(raw: bytes, limits: Limits) -> dict[str, Any]:
-    """Bytes → JSON object; 413 over the limit, 400 for non-UTF-8 or non-JSON, 422 for a non-object."""
+    """Bytes → JSON object; 413 over the limit, 400 for non-UTF-8, non-JSON or JSON nested too deeply to parse,
+    422 for a non-object."""
     if len(raw) > limits.max_body:
         raise InputError(413, "body", f"request body is {len(raw)} bytes; at most {limits.max_body} are accepted")
     try:
@@ -58,6 +59,8 @@ def decode_body(raw: bytes, limits: Limits) -> dict[str, Any]:
         data = json.loads(text)
     except ValueError as exc:
         raise InputError(400, "body", f"request body is not JSON: {exc}") from None
+    except RecursionError:  # "[[[[..." deeper than the parser recurses, yet under the body limit
+        raise InputError(400, "body", "request body is not JSON this server reads: it is nested too deeply") from None
     if not isinstance(data, dict):
         raise InputError(422, "body", f"request body must be a JSON object, not {type(data).__name__}")
     return data
@@ -73,7 +76,20 @@ def _text(value: Any, where: str, limits: Limits) -> str:
             422, where, f"{where} has {len(value)} characters; at most {limits.max_chars} are accepted "
             "(the model reads only its first max_length tokens anyway)",
         )  # fmt: skip
+    check_unicode(value, where)
     return value
+
+
+def check_unicode(value: str, where: str, status: int = 422) -> None:
+    """``status`` for a string that is not text: a lone surrogate (JSON allows ``"\\ud800"``, but no tokenizer reads
+    it, and it cannot be written out as UTF-8)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InputError(
+            status, where, f"{where} holds a lone surrogate (U+{ord(value[exc.start]):04X} at character {exc.start}), "
+            "which is not text: a \\uD800-\\uDFFF escape must be half of a surrogate pair",
+        ) from None  # fmt: skip
 
 
 def _kind(value: Any) -> str:
@@ -82,15 +98,19 @@ def _kind(value: Any) -> str:
     )
 
 
-def parse_classify(data: dict[str, Any], served: list[str], limits: Limits) -> Classify:
-    """A decoded body → (model, texts, pairs); InputError naming the field otherwise."""
+def parse_classify(
+    data: dict[str, Any], served: list[str], limits: Limits, visible: list[str] | None = None
+) -> Classify:
+    """A decoded body → (model, texts, pairs); InputError naming the field otherwise. ``visible``: the served
+    names an error may list (those the caller's key may use; default all)."""
+    shown = served if visible is None else visible
     model = data.get("model")
     if model is None and len(served) == 1:
         model = served[0]  # one model: the name may be left out
     if not isinstance(model, str):
-        raise InputError(422, "model", f"model must be a string, one of {served}, not {_kind(model)}")
+        raise InputError(422, "model", f"model must be a string, one of {shown}, not {_kind(model)}")
     if model not in served:
-        raise InputError(404, "model", f"model {model!r} is not served here; served: {', '.join(served)}")
+        raise InputError(404, "model", f"model {model!r} is not served here; served: {', '.join(shown) or 'none'}")
     key = "input" if "input" in data else "inputs"
     raw = data.get(key)
     if raw is None:

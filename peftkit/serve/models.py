@@ -301,10 +301,9 @@ def _load_export(name: str, path: Path, precision: str | None) -> ServedModel:
     meta_file = path / EXPORT_FILE
     meta = json.loads(meta_file.read_text(encoding="utf-8")) if meta_file.is_file() else {}
     if (path / "adapter_config.json").is_file():
-        from peft import AutoPeftModelForSequenceClassification as auto
+        model = _load_adapter_export(path, meta)
     else:
-        auto = AutoModelForSequenceClassification
-    model = auto.from_pretrained(str(path), dtype="float32")
+        model = AutoModelForSequenceClassification.from_pretrained(str(path), dtype="float32")
     tok = AutoTokenizer.from_pretrained(str(path))
     precision = precision or ("int8" if meta.get("quantize") == "int8" else "float32")
     model = to_precision(model, precision).eval()
@@ -316,4 +315,22 @@ def _load_export(name: str, path: Path, precision: str | None) -> ServedModel:
     return ServedModel(
         name, path, labels, max_length, engine, None, _kind("export", precision),
         task=meta.get("task", ""), method=meta.get("method", ""), base=meta.get("source", ""),
+    )  # fmt: skip
+
+
+def _load_adapter_export(path: Path, meta: dict[str, Any]) -> Any:
+    """An ``export --adapter`` folder over its base. The base's own config knows nothing of the task's labels
+    (its head would be the default 2 LABEL_0/LABEL_1, and a head of another size would not load), so the
+    labels come from ``peftkit_export.json``, as the card tells users to pass them."""
+    from peft import AutoPeftModelForSequenceClassification
+
+    labels = meta.get("labels")
+    if not labels:  # a peft folder not made by `peftkit export`: the base config's labels are all there is
+        from peftkit.serve.export import EXPORT_FILE
+
+        log.warning("serve: %s has no %s; its labels are the base config's", path, EXPORT_FILE)
+        return AutoPeftModelForSequenceClassification.from_pretrained(str(path), dtype="float32")
+    return AutoPeftModelForSequenceClassification.from_pretrained(
+        str(path), dtype="float32", num_labels=len(labels), id2label=dict(enumerate(labels)),
+        label2id={name: i for i, name in enumerate(labels)},
     )  # fmt: skip

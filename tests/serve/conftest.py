@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -67,9 +68,11 @@ class Server:
         return self.proc.returncode
 
 
-def train_tiny(bert: Path, data: dict[str, Path], out: Path, flip: bool = False) -> Path:
+def train_tiny(
+    bert: Path, data: dict[str, Path], out: Path, flip: bool = False, labels: list[str] | None = None
+) -> Path:
     """A finished LoRA run on the tiny BERT in a few steps; ``flip`` swaps pos/neg in the data (so the two
-    runs learn different answers on the same base)."""
+    runs learn different answers on the same base); ``labels`` replaces the task's ["neg", "pos"]."""
     from peftkit.recipe import validate
     from peftkit.train.loop import run
 
@@ -87,8 +90,43 @@ def train_tiny(bert: Path, data: dict[str, Path], out: Path, flip: bool = False)
         data = swapped
     recipe = tiny_recipe(bert, data, out, max_steps=4, batch_size=16, lr=5e-2, seed=1 if flip else 0)
     recipe["eval"] = {"predict": True}
+    if labels is not None:
+        recipe["task"]["params"]["labels"] = labels
     run(validate(recipe))
     return out
+
+
+def own_probabilities(run_dir: Path, texts: list[str]) -> Any:
+    """What peftkit itself computes for ``texts`` with the run reloaded from disk (the predict path)."""
+    import torch
+
+    from peftkit.build.batches import encode
+    from peftkit.evaluation.evaluate import predict_logits
+    from peftkit.evaluation.runs import load_run
+    from peftkit.plugin.contracts import Example
+
+    s, model = load_run(run_dir)
+    data = encode(
+        [Example(text=t, label=None, id=i) for i, t in enumerate(texts)],
+        s.tokenizer,
+        s.recipe.data.max_length,
+        use_token_types=s.use_token_types,
+        split="test",
+    )
+    logits, _ = predict_logits(model, data, 8, s.pad_id, torch.device("cpu"))
+    return torch.softmax(torch.from_numpy(logits), -1).numpy()
+
+
+@pytest.fixture
+def trainer():
+    """:func:`train_tiny`, for tests that train a run of their own."""
+    return train_tiny
+
+
+@pytest.fixture
+def own_probs():
+    """``own_probs(run_dir, texts)``: the run's own probabilities for ``texts`` (numpy, one row per text)."""
+    return own_probabilities
 
 
 @pytest.fixture(scope="session")

@@ -143,6 +143,8 @@ BAD_CHATS = [
     ({"n": 2}, 400, "n"),
     ({"stop": ["a", "b", "c", "d", "e"]}, 400, "stop"),
     ({"stop": 3}, 400, "stop"),
+    ({"stop": ["a", "\ud800"]}, 400, "stop[1]"),  # a lone surrogate: valid JSON, not text
+    ({"messages": [{"role": "user", "content": "hi \udfff"}]}, 400, "messages[0].content"),
     ({"seed": 1.5}, 400, "seed"),
     ({"stream": "yes"}, 400, "stream"),
     ({"tools": [{"type": "function"}]}, 400, "tools"),
@@ -158,9 +160,10 @@ BAD_CHATS = [
 @pytest.mark.parametrize(("change", "status", "field"), BAD_CHATS, ids=[f"{s}-{f}" for _, s, f in BAD_CHATS])
 def test_bad_chat_input_is_a_4xx_naming_the_field(chat_server, keys, change, status, field):
     body = {"model": "chat", "messages": MESSAGES, **change}
-    r = httpx.post(
+    r = httpx.post(  # json.dumps escapes lone surrogates as \udXXX, which httpx's json= cannot encode
         chat_server.url + "/v1/chat/completions",
-        json={k: v for k, v in body.items() if v is not None}, headers=_auth(keys["all"]),
+        content=json.dumps({k: v for k, v in body.items() if v is not None}),
+        headers={**_auth(keys["all"]), "Content-Type": "application/json"},
     )  # fmt: skip
     assert r.status_code == status, r.text
     err = r.json()["error"]

@@ -62,6 +62,34 @@ def test_adapter_export_is_peft_format(tiny_runs, tmp_path):
     assert model.peft_config["default"].peft_type.value == "LORA"
 
 
+def test_serving_adapter_exports_answers_in_the_tasks_labels(
+    tiny_runs, tiny_bert, tiny_data, tmp_path, server_cls, own_probs, trainer
+):
+    """`export --adapter` folders served: a 2-label run answers neg/pos (not the base config's LABEL_0/1), a
+    3-label one loads at all (its head is not the base config's 2 rows), each with its run's probabilities."""
+    import httpx
+    import numpy as np
+
+    three = trainer(tiny_bert, tiny_data, tmp_path / "run-three", labels=["neg", "pos", "mid"])
+    runs = {"two": tiny_runs["b"], "three": three}
+    for name, run_dir in runs.items():
+        assert main(["export", str(run_dir), "--out", str(tmp_path / name), "--adapter"]) == 0
+    srv = server_cls([f"{n}={tmp_path / n}" for n in runs] + ["--threads", "1"], tmp_path / "log", timeout=300)
+    try:
+        srv.wait_ready()
+        listed = {m["id"]: m["labels"] for m in httpx.get(srv.url + "/v1/models").json()["data"]}
+        assert listed == {"two": ["neg", "pos"], "three": ["neg", "pos", "mid"]}
+        texts = [json.loads(x)["text"] for x in tiny_data["test"].read_text().splitlines()][:6]
+        for name, run_dir in runs.items():
+            r = httpx.post(srv.url + "/v1/classify", json={"model": name, "input": texts}, timeout=30)
+            assert r.status_code == 200, r.text
+            got = np.array([d["probs"] for d in r.json()["data"]])
+            np.testing.assert_allclose(got, own_probs(run_dir, texts), atol=1e-5)
+            assert {d["label"] for d in r.json()["data"]} <= set(listed[name])
+    finally:
+        srv.stop()
+
+
 def test_export_refuses_a_non_empty_folder_and_a_non_run(tiny_runs, tmp_path, capsys):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "keep.txt").write_text("mine")

@@ -8,6 +8,9 @@ the other worker keeps answering, and uvicorn's supervisor starts a replacement.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 
 import httpx
@@ -39,7 +42,7 @@ def _wait_workers(srv, n: int, seconds: float = 60.0) -> list[psutil.Process]:
     raise AssertionError(f"expected {n} workers, have {len(_workers(srv))}:\n{srv.log.read_text()[-2000:]}")
 
 
-def test_killing_one_of_two_workers_loses_only_its_in_flight_requests(tiny_runs, tmp_path, server_cls):
+def test_killing_one_of_two_workers_loses_only_its_in_flight_requests(tiny_runs, tmp_path, server_cls, metric):
     srv = server_cls([f"a={tiny_runs['a']}", "--workers", "2", "--threads", "1"], tmp_path / "log")
     try:
         srv.wait_ready()
@@ -77,10 +80,39 @@ def test_killing_one_of_two_workers_loses_only_its_in_flight_requests(tiny_runs,
         assert sum(1 for t, _ in codes if t > killed_at + 0.5) > CLIENTS  # and the survivor kept answering
         replacement = _wait_workers(srv, 2)
         assert victim.pid not in {p.pid for p in replacement}
+        # nothing is queued on the living workers; what the victim held when it died is not counted
+        assert metric(httpx.get(srv.url + "/metrics").text, "peftkit_queue_depth") == 0
         for _ in range(10):  # both workers answer again
             assert (
                 httpx.post(srv.url + "/v1/classify", json={"model": "a", "input": "太差了"}, timeout=30).status_code
                 == 200
             )
+    finally:
+        srv.stop()
+
+
+def test_a_dead_workers_gauges_leave_the_multiprocess_sums(tiny_runs, tmp_path, server_cls, metric, monkeypatch):
+    """A process that wrote peftkit's gauges into the metrics folder (queue depth 5, 7 models ready) and died,
+    as a worker SIGKILLed mid-batch does: /metrics of the living workers no longer counts it."""
+    folder = tmp_path / "metrics"
+    folder.mkdir()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(folder))  # peftkit serve keeps one it is given
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; from peftkit.serve.metrics import Metrics; m = Metrics(); "
+         "m.queue_depth.set(5); m.ready.set(7); print(os.getpid())"],
+        capture_output=True, text=True, check=True, env=os.environ.copy(),
+    )  # fmt: skip
+    pid = int(dead.stdout)
+    assert any(f.name.endswith(f"_{pid}.db") for f in folder.iterdir())
+    srv = server_cls([f"a={tiny_runs['a']}", "--workers", "2", "--threads", "1"], tmp_path / "log", timeout=300)
+    try:
+        srv.wait_ready()
+        text = httpx.get(srv.url + "/metrics").text
+        assert metric(text, "peftkit_queue_depth") == 0 and metric(text, "peftkit_models_ready") == 1
+        assert not any(f.name.startswith("gauge_live") and f.name.endswith(f"_{pid}.db") for f in folder.iterdir())
+        assert httpx.post(srv.url + "/v1/classify", json={"model": "a", "input": "不错"}, timeout=30).status_code == 200
+        requests = metric(httpx.get(srv.url + "/metrics").text, "peftkit_requests_total", model="a",
+                          route="/v1/classify", status="200")  # fmt: skip
+        assert requests == 1  # counters of the living workers still add up across processes
     finally:
         srv.stop()

@@ -32,10 +32,40 @@ REPO = Path(__file__).resolve().parents[2]
         ("订单号1234567890123456不是卡号", "订单号1234567890123456不是卡号"),  # fails Luhn: an order id, kept
         ("手机１３８１２３４５６７８", "手机１３８****５６７８"),  # full-width digits
         ("价格12345元，电话12345678901", "价格12345元，电话12345678901"),  # not a mobile number (12...)
+        # landlines: the area code and the last 4 digits stay
+        ("北京办公室电话010-62345678，欢迎来电", "北京办公室电话010-****5678，欢迎来电"),
+        ("深圳分公司：0755-12345678转8001", "深圳分公司：0755-****5678转8001"),
+        ("分机010-62345678-8001", "分机010-****5678-8001"),
+        ("座机(021)64381234", "座机(021)****1234"),
+        ("固话01062345678", "固话010****5678"),
+        ("海外请拨+86-755-8765-4321", "海外请拨+86-755-****4321"),
+        ("请拨打（０２０）８７６５４３２１", "请拨打（０２０）****４３２１"),  # full-width
+        # the old 15-digit ID cards (province code, YYMMDD)
+        ("老身份证号码110105900307123已过期", "老身份证号码[ID]已过期"),
+        # full-width ID, card and +86
+        ("身份证号：１１０１０５１９９０１２０１１２３Ｘ", "身份证号：[ID]"),
+        ("卡号６２２２　０２１２　３４５６　７８９０　１２８", "卡号[CARD ****０１２８]"),
+        ("手机＋８６ １３８１２３４５６７８", "手机１３８****５６７８"),
     ],
 )
 def test_masking_on_chinese_examples(text, expected):
     assert mask(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "我2023年买的，1998年出生，2024-01-01 09:30到货",
+        "价格￥1299.00，原价3999元，优惠12345元",
+        "订购 20000 件，库存 0755 件，共12台",
+        "交易流水号202312010000123已退款",  # 15 digits, but 20 is no province code
+        "快递单号773123456789012",
+        "邮编010010，股票代码002594，会议号 0531 2024",
+        "订单号:0123456789，发票号码 04400170021112345678",
+    ],
+)
+def test_masking_keeps_ordinary_numbers(text):
+    assert mask(text) == text
 
 
 def test_luhn():
@@ -178,3 +208,52 @@ def test_a_lone_request_does_not_wait_for_company_but_concurrent_ones_are_gather
     lone, (n_passes, n_inputs) = asyncio.run(go())
     assert lone < 0.4, f"three sequential requests took {lone:.2f} s: the batcher waited for company"
     assert n_inputs == 8 and n_passes <= 2, (n_passes, n_inputs)
+
+
+def test_a_request_that_fails_in_the_batch_fails_alone(tiny_runs, tiny_data):
+    """Six requests gathered into one batch; one breaks the tokenizer (a lone surrogate, past validation), one
+    breaks the forward pass: those two fail, the four others get the same answers as when sent alone."""
+    import asyncio
+    import dataclasses
+
+    import numpy as np
+
+    from peftkit.serve.batching import Batcher
+    from peftkit.serve.models import load_models
+
+    (m,) = load_models([("a", tiny_runs["a"])])
+    texts = _served_texts(tiny_data)[:4]
+    poison = m.engine.encode(["boom"], None, m.max_length)["input_ids"][0]
+
+    class Picky:
+        """The real engine, except that a forward pass holding the row of "boom" fails."""
+
+        def __init__(self, engine):
+            self.engine = engine
+
+        def encode(self, *args):
+            return self.engine.encode(*args)
+
+        def probabilities(self, adapter, rows):
+            if any(r["input_ids"] == poison for r in rows):
+                raise RuntimeError("forward failed")
+            return self.engine.probabilities(adapter, rows)
+
+    picky = dataclasses.replace(m, engine=Picky(m.engine))
+
+    async def go():
+        b = Batcher(max_batch=32, max_wait_ms=300, max_queue=64)
+        b.start()
+        alone = [(await b.submit(picky, [t], None))[0] for t in texts]
+        jobs = [b.submit(picky, [t], None) for t in texts[:2]]
+        jobs += [b.submit(picky, ["ok", "\ud800"], None), b.submit(picky, ["good", "boom"], None)]
+        jobs += [b.submit(picky, [t], None) for t in texts[2:]]
+        got = await asyncio.gather(*jobs, return_exceptions=True)
+        await b.stop()
+        return alone, got
+
+    alone, got = asyncio.run(go())
+    assert isinstance(got[2], TypeError) and isinstance(got[3], RuntimeError), got[2:4]
+    for want, res in zip(alone, got[:2] + got[4:]):
+        assert not isinstance(res, BaseException), res
+        np.testing.assert_allclose(res[0], want, atol=1e-5)

@@ -18,27 +18,6 @@ def _texts(tiny_data) -> list[str]:
     return [json.loads(x)["text"] for x in tiny_data["test"].read_text().splitlines()]
 
 
-def _own_probabilities(run_dir, texts: list[str]) -> np.ndarray:
-    """What peftkit itself computes for ``texts`` with the run reloaded from disk (the predict path)."""
-    import torch
-
-    from peftkit.build.batches import encode
-    from peftkit.evaluation.evaluate import predict_logits
-    from peftkit.evaluation.runs import load_run
-    from peftkit.plugin.contracts import Example
-
-    s, model = load_run(run_dir)
-    data = encode(
-        [Example(text=t, label=None, id=i) for i, t in enumerate(texts)],
-        s.tokenizer,
-        s.recipe.data.max_length,
-        use_token_types=s.use_token_types,
-        split="test",
-    )
-    logits, _ = predict_logits(model, data, 8, s.pad_id, torch.device("cpu"))
-    return torch.softmax(torch.from_numpy(logits), -1).numpy()
-
-
 def test_classify_round_trip_equals_peftkit_predict(server, keys, tiny_runs, tiny_data):
     texts = _texts(tiny_data)
     r = httpx.post(server.url + "/v1/classify", json={"model": "a", "input": texts[:8]}, headers=_auth(keys["all"]))
@@ -52,10 +31,10 @@ def test_classify_round_trip_equals_peftkit_predict(server, keys, tiny_runs, tin
     assert body["usage"]["prompt_tokens"] >= 8 * 4  # tokens after encoding ([CLS] words [SEP]), not characters
 
 
-def test_each_adapter_gives_its_own_runs_predictions(server, keys, tiny_runs, tiny_data):
+def test_each_adapter_gives_its_own_runs_predictions(server, keys, tiny_runs, tiny_data, own_probs):
     """a and b share one base in the server; interleaved requests must still get each run's own numbers."""
     texts = _texts(tiny_data)[:6]
-    own = {name: _own_probabilities(tiny_runs[name], texts) for name in ("a", "b")}
+    own = {name: own_probs(tiny_runs[name], texts) for name in ("a", "b")}
     assert np.abs(own["a"] - own["b"]).max() > 1e-3  # the two runs really differ
     for name in ("a", "b", "a", "b"):
         r = httpx.post(server.url + "/v1/classify", json={"model": name, "input": texts}, headers=_auth(keys["all"]))
@@ -93,6 +72,25 @@ def test_auth_401_403_429(server, keys):
     assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
 
 
+def test_the_key_is_checked_before_the_body(server, keys):
+    """No or a bad key: 401 whatever the body holds (it used to be parsed first: a 404 listing the served
+    models, a 422, a 413); a key's errors about the model name list only the models it may use."""
+    url = server.url + "/v1/classify"
+    bodies = [b"not json", b'{"model": "zz", "input": "x"}', b'{"model": "a", "input": 5}', b"x" * 30_000]
+    for headers in ({}, _auth("pk-not-a-key")):
+        for body in bodies:
+            r = httpx.post(url, content=body, headers={**headers, "Content-Type": "application/json"})
+            assert r.status_code == 401 and r.json()["error"]["field"] == "authorization", (body[:30], r.text)
+            assert "served" not in r.text
+        chat = httpx.post(server.url + "/v1/chat/completions", json={"model": "zz", "messages": []}, headers=headers)
+        assert chat.status_code == 401, chat.text
+    only_a = {"X-API-Key": keys["only_a"]}
+    unknown = httpx.post(url, json={"model": "zz", "input": "x"}, headers=only_a)
+    assert unknown.status_code == 404 and unknown.json()["error"]["message"].endswith("served: a")
+    assert httpx.post(url, json={"model": "a", "input": 5}, headers=only_a).status_code == 422  # then the body
+    assert httpx.post(url, json={"model": "b", "input": "x"}, headers=only_a).status_code == 403  # then the model
+
+
 def test_keys_rotate_without_restart(server, keys):
     from peftkit.serve.auth import add_key
 
@@ -107,6 +105,8 @@ def test_keys_rotate_without_restart(server, keys):
 
 BAD_INPUTS = [
     (b"not json", 400, "body"),
+    (b"[" * 10_000, 400, "body"),  # nested past the JSON parser's depth (RecursionError, a 500) under the body limit
+    (b'{"model": "a", "input": ' + b"[" * 9_000 + b"]" * 9_000 + b"}", 400, "body"),
     (b"\xff\xfe{}", 400, "body"),
     (b"[1, 2]", 422, "body"),
     (b'{"model": "a"}', 422, "input"),
@@ -121,6 +121,9 @@ BAD_INPUTS = [
     (json.dumps({"model": "a", "input": ["x"] * 9}).encode(), 413, "input"),
     (json.dumps({"model": "a", "input": "x" * 2001}).encode(), 422, "input[0]"),
     (json.dumps({"model": "a", "input": "x" * 30000}).encode(), 413, "body"),
+    # valid JSON, but a lone surrogate is no text: the tokenizer raised TypeError (a 500)
+    (b'{"model": "a", "input": ["ok", "fine", "\\ud800"]}', 422, "input[2]"),
+    (b'{"model": "a", "input": [["ok", "x\\udc00"]]}', 422, "input[0][1]"),
 ]
 
 
@@ -135,6 +138,23 @@ def test_bad_input_is_a_4xx_naming_the_field(server, keys, raw, status, field):
     err = r.json()["error"]
     assert err["field"] == field and err["message"]
     assert "Traceback" not in r.text
+
+
+def test_a_bad_text_fails_only_its_own_request_not_its_batch(server, keys):
+    """One request with a lone surrogate among five good ones sent at once (the 40 ms window gathers them):
+    it gets its 422, the others their answers (it used to fail the whole batch with 500s)."""
+    bad = b'{"model": "a", "input": ["ok", "fine", "\\ud800"]}'
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=server.url, headers=_auth(keys["all"]), timeout=30) as c:
+            good = [c.post("/v1/classify", json={"model": "a", "input": f"good day {i}"}) for i in range(5)]
+            odd = c.post("/v1/classify", content=bad, headers={"Content-Type": "application/json"})
+            return await asyncio.gather(*good[:2], odd, *good[2:])
+
+    rs = asyncio.run(burst())
+    assert [r.status_code for r in rs] == [200, 200, 422, 200, 200, 200], [r.text for r in rs]
+    assert rs[2].json()["error"]["field"] == "input[2]"
+    assert all(len(r.json()["data"]) == 1 for i, r in enumerate(rs) if i != 2)
 
 
 def test_server_keeps_serving_after_bad_inputs_and_logs_no_keys_or_texts(server, keys):
@@ -166,6 +186,7 @@ def test_concurrent_requests_are_batched_and_metrics_move(server, keys, metric):
         return [r.status_code for r in rs]
 
     assert asyncio.run(burst()) == [200] * 12
+    assert httpx.post(server.url + "/v1/classify", json={"model": "a", "input": "x"}).status_code == 401
     after = httpx.get(server.url + "/metrics").text
     n = metric(after, "peftkit_batch_size_count") - metric(before, "peftkit_batch_size_count")
     total = metric(after, "peftkit_batch_size_sum") - metric(before, "peftkit_batch_size_sum")
@@ -174,10 +195,61 @@ def test_concurrent_requests_are_batched_and_metrics_move(server, keys, metric):
     assert ones < n  # at least one pass held more than one request
     ok = dict(model="a", route="/v1/classify", status="200")
     assert metric(after, "peftkit_requests_total", **ok) - metric(before, "peftkit_requests_total", **ok) == 12
-    labels = sum(metric(after, "peftkit_predicted_label_total", model="a", label=x) for x in ("neg", "pos"))
-    assert labels >= 12 and metric(after, "peftkit_top_probability_count", model="a") >= 12
-    assert metric(after, "peftkit_requests_total", model="", route="/v1/classify", status="401") >= 0
+
+    def moved(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert sum(moved("peftkit_predicted_label_total", model="a", label=x) for x in ("neg", "pos")) == 12
+    assert moved("peftkit_top_probability_count", model="a") == 12
+    # the refused request is counted, without a model: the key is checked before the body is read
+    assert moved("peftkit_requests_total", model="", route="/v1/classify", status="401") == 1
     assert "peftkit_queue_depth" in after and "peftkit_request_seconds_bucket" in after
+
+
+def test_unknown_routes_and_wrong_methods_answer_in_the_error_shape(server, keys):
+    """404 and 405 come as {"error": {type, message}} like every other error (they were FastAPI's {"detail"})."""
+    for method, path, status in [("GET", "/v1/classify", 405), ("DELETE", "/v1/models", 405), ("GET", "/v2/x", 404)]:
+        r = httpx.request(method, server.url + path, headers=_auth(keys["all"]))
+        assert r.status_code == status and set(r.json()) == {"error"}, r.text
+        err = r.json()["error"]
+        assert err["type"] == "invalid_request_error" and path in err["message"], err
+    assert "POST" in httpx.get(server.url + "/v1/classify").headers["allow"]
+
+
+def test_a_full_queue_answers_503_with_retry_after_and_the_server_keeps_serving(
+    tiny_runs, tmp_path, server_cls, metric
+):
+    """--max-queue 8 holds one request of 8 inputs: of 16 such requests sent at once, those arriving while one
+    is queued or running are refused at once with 503 + Retry-After (no backlog). At most 5 bursts."""
+    srv = server_cls(
+        [f"a={tiny_runs['a']}", "--max-inputs", "8", "--max-queue", "8", "--max-batch", "8", "--threads", "1"],
+        tmp_path / "log", timeout=300,
+    )  # fmt: skip
+    body = {"model": "a", "input": [" ".join(["good movie"] * 15) + f" {i}" for i in range(8)]}
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=srv.url, timeout=30) as c:
+            return await asyncio.gather(*(c.post("/v1/classify", json=body) for _ in range(16)))
+
+    try:
+        srv.wait_ready()
+        seen: list[httpx.Response] = []
+        for _ in range(5):
+            seen += asyncio.run(burst())
+            if any(r.status_code == 503 for r in seen):
+                break
+        codes = [r.status_code for r in seen]
+        assert set(codes) == {200, 503}, codes
+        for r in seen:
+            if r.status_code == 503:
+                assert int(r.headers["retry-after"]) >= 1
+                assert r.json()["error"]["type"] == "server_error" and "queue is full" in r.json()["error"]["message"]
+        assert httpx.post(srv.url + "/v1/classify", json=body, timeout=30).status_code == 200  # still serving
+        text = httpx.get(srv.url + "/metrics").text
+        assert metric(text, "peftkit_requests_total", model="a", route="/v1/classify", status="503") == codes.count(503)
+        assert metric(text, "peftkit_queue_depth") == 0  # nothing left behind
+    finally:
+        srv.stop()
 
 
 def test_playground_page_is_offline_html(server):
