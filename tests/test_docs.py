@@ -192,6 +192,7 @@ TUTORIAL_FILES = {
         )
     },
     "docs/examples/loha/loha.py": "test_the_tutorials_loha_method_passes_the_conformance_suite",
+    "docs/examples/keep-end/keep_end.py": "test_the_tutorials_keep_end_objective_passes_and_keeps_the_end",
 }
 SNIPPET = re.compile(r'^--8<-- "(?P<path>[^"]+)"$')
 CODE_FENCE = re.compile(r"^```(?P<lang>\w*)[^\n]*\n(?P<body>.*?)^```$", re.MULTILINE | re.DOTALL)
@@ -222,6 +223,26 @@ def tutorial_loha():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_the_tutorials_keep_end_objective_passes_and_keeps_the_end(tmp_path):
+    from transformers import AutoTokenizer
+
+    from peftkit import EncodeContext, Example
+    from peftkit.kit.conformance import check_objective
+    from peftkit.kit.tiny import make_tiny_bert
+
+    spec = importlib.util.spec_from_file_location("tutorial_keep_end", EXAMPLES / "keep-end" / "keep_end.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    objective = module.peftkit_register_objectives()[0]
+    reports = check_objective(objective)  # raises ConformanceError naming what is wrong
+    assert set(reports) == {"bert", "llama"}
+    tok = AutoTokenizer.from_pretrained(make_tiny_bert(tmp_path / "tiny-bert"))
+    row = Example("the food was good the day was fine the movie was very bad", label=0)  # the tiny vocabulary
+    ids = objective.encode([row], tok, EncodeContext(max_length=8)).input_ids[0]
+    assert tok.decode(ids) == "[CLS] fine the movie was very bad [SEP]"  # its end, not its start
+    assert tok.truncation_side == "right"  # the tokenizer is left as it was
 
 
 def test_the_tutorials_loha_method_passes_the_conformance_suite(tmp_path):

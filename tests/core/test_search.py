@@ -300,7 +300,7 @@ def test_the_command_line_cannot_override_a_searched_key(tmp_path, tiny_bert, ti
 def test_every_cell_s_process_is_named_for_trackers(tmp_path, tiny_bert, tiny_data, monkeypatch):
     """PEFTKIT_EXPERIMENT = the grid's name, PEFTKIT_RUN_NAME = the cell's: in process and in a subprocess."""
     seen: list[tuple[str, str]] = []
-    real_run, real_call = runner.run, subprocess.call
+    real_run, real_popen = runner.run, subprocess.Popen
 
     def run(recipe, **kw):
         import os
@@ -308,12 +308,14 @@ def test_every_cell_s_process_is_named_for_trackers(tmp_path, tiny_bert, tiny_da
         seen.append((os.environ["PEFTKIT_EXPERIMENT"], os.environ["PEFTKIT_RUN_NAME"]))
         return real_run(recipe, **kw)
 
-    def call(cmd, **kw):
-        seen.append((kw["env"]["PEFTKIT_EXPERIMENT"], kw["env"]["PEFTKIT_RUN_NAME"]))
-        return real_call(cmd, **kw)
+    def popen(cmd, **kw):  # subprocess.Popen is the module's: anything else that starts a process passes through
+        env = kw.get("env") or {}
+        if "PEFTKIT_RUN_NAME" in env:
+            seen.append((env["PEFTKIT_EXPERIMENT"], env["PEFTKIT_RUN_NAME"]))
+        return real_popen(cmd, **kw)
 
     monkeypatch.setattr(runner, "run", run)
-    monkeypatch.setattr(executors.subprocess, "call", call)
+    monkeypatch.setattr(executors.subprocess, "Popen", popen)
     grid = grid_dict(tiny_bert, tiny_data, tmp_path / "out", {"space": {"train.lr": [1e-2]}}, seeds=[0])
     grid["base"]["train"]["max_steps"] = 1
     res = run_compare(load_compare(write_grid(tmp_path / "my-grid.yaml", grid)), report=False)
