@@ -231,14 +231,18 @@ def create_app(cfg: Any) -> FastAPI:
     return app
 
 
-ROUTES = "POST /v1/classify, POST /v1/chat/completions, GET /v1/models, GET /health, GET /ready, GET /metrics, GET /"
+def _routes(app: Any) -> str:
+    """What the app answers, from its own route table (``POST /v1/classify, ..., GET /``)."""
+    return ", ".join(
+        f"{'/'.join(sorted(set(r.methods) - {'HEAD'}))} {r.path}" for r in app.routes if getattr(r, "methods", None)
+    )
 
 
 async def _http_error(request: Request, exc: HTTPException) -> Response:
     """Starlette's own errors in the shape of every other error here (not FastAPI's ``{"detail": ...}``)."""
     where = f"{request.method} {request.url.path}"
     if exc.status_code == 404:
-        message = f"no route {where}; this server answers {ROUTES}"
+        message = f"no route {where}; this server answers {_routes(request.app)}"
     elif exc.status_code == 405:
         allow = (exc.headers or {}).get("Allow", "")
         message = f"{where}: method not allowed; use {allow or 'another method'}"

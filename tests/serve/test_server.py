@@ -214,6 +214,10 @@ def test_unknown_routes_and_wrong_methods_answer_in_the_error_shape(server, keys
         err = r.json()["error"]
         assert err["type"] == "invalid_request_error" and path in err["message"], err
     assert "POST" in httpx.get(server.url + "/v1/classify").headers["allow"]
+    routes = (
+        "POST /v1/classify, POST /v1/chat/completions, GET /v1/models, GET /health, GET /ready, GET /metrics, GET /"
+    )
+    assert f"this server answers {routes}" in httpx.get(server.url + "/v2/x").json()["error"]["message"]
 
 
 def test_a_full_queue_answers_503_with_retry_after_and_the_server_keeps_serving(
