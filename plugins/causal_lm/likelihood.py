@@ -10,13 +10,14 @@ label-likelihood``; the task's ``objective_options`` may give ``verbalizers`` an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
 from peftkit import DataError, EncodeContext, Example, PeftkitError
 from peftkit.kit import MULTIPLE_CHOICE, check_labels, row_name, scores
+from peftkit_plugins.causal_lm.generation import generate_ids
 
 if TYPE_CHECKING:
     import numpy as np
@@ -33,6 +34,7 @@ class LikelihoodOptions(BaseModel):
     verbalizers: list[str] | dict[str, str] | None = None
     prompt: str = DEFAULT_PROMPT
     normalize: Literal["mean", "sum"] = "mean"
+    generate: bool = False
 
 
 @dataclass
@@ -46,6 +48,9 @@ class CandidateSplit:
     normalize: str = "mean"
     truncated: int = 0
     objective: Any = None
+    prompts: list[list[int]] = field(default_factory=list)  # per row its prompt alone (``generate``, eval splits)
+    words: list[str] | None = None  # the label wordings (None: rows bring their own choices)
+    tokenizer: Any = None
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -149,6 +154,9 @@ class LabelLikelihood:
         words = None if examples[0].choices is not None else verbalizations(opts.verbalizers, ctx.labels)
         split = CandidateSplit([], [], np.array([-1 if e.label is None else e.label for e in examples]), examples)
         split.normalize = opts.normalize
+        generate = opts.generate and ctx.split != "train" and words is not None
+        if generate:
+            split.words, split.tokenizer = words, tokenizer
         for i, e in enumerate(examples):
             cands = list(e.choices) if e.choices is not None else words
             if ctx.split == "train":
@@ -164,6 +172,9 @@ class LabelLikelihood:
             split.truncated += any(cut for _, _, cut in seqs)
             split.input_ids.append([s for s, _, _ in seqs])
             split.targets.append([t for _, t, _ in seqs])
+            if generate:  # the prompt as the longest candidate left it (a truncated prompt is cut the most there)
+                head = min(t.count(IGNORE) for _, t, _ in seqs)
+                split.prompts.append(next(s[:head] for s, t, _ in seqs if t.count(IGNORE) == head))
         return split
 
     def model_kwargs(self, labels: list[str]) -> dict[str, Any]:
@@ -196,7 +207,10 @@ class LabelLikelihood:
         left-padded batches whose output layer runs only on the positions that predict a candidate token: with
         Gemma's 262k-token vocabulary that layer is most of the cost of a full-sequence forward."""
         rows = max(1, batch_size // max(data.choices, 1))
-        return self.score(_tail_batches(model, data, rows, pad_id, device, precision), data, task)
+        metrics, preds = self.score(_tail_batches(model, data, rows, pad_id, device, precision), data, task)
+        if data.prompts and metrics:
+            metrics.update(generated_answers(model, data, batch_size=rows, pad_id=pad_id, device=device))
+        return metrics, preds
 
     def sample_examples(self, n: int, seed: int) -> list[Example]:
         """Sentiment rows whose choices are the words "bad" and "good" (the label: the right word's position)."""
@@ -240,6 +254,37 @@ def _tail_batches(model: Any, data: CandidateSplit, rows: int, pad_id: int, devi
                 yield idx, {"labels": batch["labels"][:, -keep:]}, out.logits.float()
     finally:
         m.train(was_training)
+
+
+def generated_answers(model: Any, data: CandidateSplit, *, batch_size: int, pad_id: int, device: Any) -> dict:
+    """OpenCompass's gen protocol beside its PPL one: each dev prompt answered greedily with as many tokens as the
+    longest wording has. The answer is the wording the text starts with (the longest, after stripping spaces; the
+    objective never teaches the model to stop after a wording, so what follows it is not judged). ``exact_match``:
+    the share of rows answered with the gold wording; ``answer_invalid``: the share that starts with no wording."""
+    tok = data.tokenizer
+    steps = max(len(tok(w, add_special_tokens=False)["input_ids"]) for w in data.words)
+    stop = [tok.eos_token_id] if tok.eos_token_id is not None else []
+    answers, seconds = generate_ids(
+        model, data.prompts, pad_id=pad_id, stop=stop, max_new_tokens=steps, batch_size=batch_size, device=device
+    )
+    picked = [answer_label(tok.decode(a, skip_special_tokens=True), data.words) for a in answers]
+    n = max(len(picked), 1)
+    return {
+        "exact_match": sum(p == g for p, g in zip(picked, data.labels.tolist())) / n,
+        "answer_invalid": sum(p < 0 for p in picked) / n,
+        "generated_tokens_per_second": sum(map(len, answers)) / max(seconds, 1e-9),
+    }
+
+
+def answer_label(text: str, words: list[str]) -> int:
+    """The index of the longest wording ``text`` starts with (spaces at both ends ignored), or -1."""
+    text = text.strip()
+    best, size = -1, 0
+    for k, w in enumerate(words):
+        w = w.strip()
+        if w and text.startswith(w) and len(w) > size:
+            best, size = k, len(w)
+    return best
 
 
 def verbalizations(given: list[str] | dict[str, str] | None, labels: list[str]) -> list[str]:

@@ -44,6 +44,12 @@ class _Caps(BaseModel):
         None,
         description="Decoder runs: the prompt before the wording, with {text} and {text_pair}; null = the default.",
     )
+    generate: bool = Field(
+        False,
+        description="Decoder runs: also answer each dev row by greedy generation and report exact_match (the "
+        "answer starts with the gold wording) and answer_invalid (with no wording), OpenCompass's gen protocol "
+        "beside the likelihood one; costs one short generation per row at each evaluation.",
+    )
 
 
 class ClueParams(_Caps):

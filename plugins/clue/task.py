@@ -73,6 +73,7 @@ class ClueTask:
             out["verbalizers"] = params.verbalizers
         if params.prompt is not None:
             out["prompt"] = params.prompt
+        out["generate"] = params.generate
         return out
 
     def label_names(self, params: BaseModel) -> list[str]:

@@ -109,7 +109,71 @@ def test_clue_tasks_ship_wordings_that_the_recipe_overrides():
     assert ocnli.objective_options(ocnli.params_model())["verbalizers"] == ["中立", "蕴含", "矛盾"]
     eprstmt = reg.tasks["fewclue/eprstmt"]
     given = eprstmt.params_model(verbalizers={"Positive": "好评"}, prompt="{text} 这是")
-    assert eprstmt.objective_options(given) == {"prompt": "{text} 这是", "verbalizers": {"Positive": "好评"}}
+    assert eprstmt.objective_options(given) == {
+        "prompt": "{text} 这是", "verbalizers": {"Positive": "好评"}, "generate": False,
+    }  # fmt: skip
+
+
+def _greedy(model, tok, text, steps):
+    """Greedy tokens after ``text``, one unpadded sequence and one argmax at a time."""
+    import torch
+
+    ids = tok(text)["input_ids"]
+    out = []
+    with torch.no_grad():
+        for _ in range(steps):
+            t = int(model(input_ids=torch.as_tensor([ids + out])).logits[0, -1].argmax())
+            if t == tok.eos_token_id:
+                break
+            out.append(t)
+    return tok.decode(out, skip_special_tokens=True)
+
+
+def test_generated_answers_equal_greedy_decoding_by_hand(tiny_llama):
+    from peftkit_plugins.causal_lm.likelihood import answer_label
+
+    model, tok = _model(tiny_llama)
+    o = LabelLikelihood()
+    # the untrained model answers noise; the wordings are two rows' own one-token answers, so those rows answer
+    # their gold wording and the others (another answer, or an empty one) answer none
+    first = [_greedy(model, tok, e.text + "\n", 1).strip() for e in ROWS]
+    answered = [i for i, t in enumerate(first) if t]
+    if len(set(first[i] for i in answered)) < 2:
+        pytest.skip("the tiny model gives fewer than two distinct answers")
+    i, j = answered[0], next(k for k in answered if first[k] != first[answered[0]])
+    rows = [Example(e.text, label=int(k == j), id=e.id) for k, e in enumerate(ROWS)]
+    words = [first[i], first[j]]
+    ctx = EncodeContext(32, split="dev", labels=["neg", "pos"], options={"verbalizers": words, "generate": True})
+    data = o.encode(rows, tok, ctx)
+    assert [tok.decode(p) for p in data.prompts] == [tok.decode(tok(e.text + "\n")["input_ids"]) for e in rows]
+
+    class Acc:
+        def compute_metrics(self, p, r):
+            return {"accuracy": float((p == r).mean())}
+
+    metrics, _ = o.evaluate(model, data, Acc(), batch_size=4, pad_id=0, device="cpu")
+    steps = max(len(tok(w, add_special_tokens=False)["input_ids"]) for w in words)
+    hand = [answer_label(_greedy(model, tok, e.text + "\n", steps), words) for e in rows]
+    assert hand[i] == 0 and hand[j] == 1
+    assert metrics["exact_match"] == pytest.approx(np.mean([h == e.label for h, e in zip(hand, rows)]))
+    assert metrics["answer_invalid"] == pytest.approx(np.mean([h < 0 for h in hand]))
+    plain = EncodeContext(32, split="dev", labels=["neg", "pos"], options={"verbalizers": words})
+    assert (
+        "exact_match"
+        not in o.evaluate(model, o.encode(rows, tok, plain), Acc(), batch_size=4, pad_id=0, device="cpu")[0]
+    )
+    train = o.encode(rows, tok, EncodeContext(32, split="train", labels=["neg", "pos"], options=ctx.options))
+    assert train.prompts == []  # training rows are never answered
+
+
+def test_answer_label_takes_the_longest_wording_the_answer_starts_with():
+    from peftkit_plugins.causal_lm.likelihood import answer_label
+
+    words = ["负面", "正面", "正面评价"]
+    assert answer_label(" 正面评价。", words) == 2
+    assert answer_label("正面的", words) == 1
+    assert answer_label("负", words) == -1
+    assert answer_label("这条评论", words) == -1
 
 
 def _files(tmp_path):
