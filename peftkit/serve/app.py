@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -36,7 +37,7 @@ class State:
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
-        self.keys = KeyStore(cfg.keys)
+        self.keys = KeyStore(cfg.keys, rate_dir=cfg.rate_dir)
         self.metrics = Metrics()
         self.limits = Limits(cfg.max_body, cfg.max_inputs, cfg.max_chars)
         self.models: dict[str, Any] = {}
@@ -286,7 +287,7 @@ async def _access_log(request: Request, call_next: Any) -> Response:
         "ts": round(time.time(), 3), "request_id": rid, "method": request.method, "path": route,
         "status": response.status_code, "ms": round(seconds * 1000, 2), "model": model or None,
         "key": key.name if key is not None else None, "inputs": getattr(request.state, "inputs", None),
-        "client": request.client.host if request.client else None,
+        "client": request.client.host if request.client else None, "pid": os.getpid(),
     }  # fmt: skip
     if getattr(request.state, "texts", None) is not None:
         line["texts"] = request.state.texts

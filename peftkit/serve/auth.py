@@ -7,6 +7,9 @@ Keys file (JSON)::
     {"keys": [{"name": "crm-bot", "sha256": "<hex of sha256(key)>", "models": ["intent"], "rate": 20, "burst": 40}]}
 
 ``models`` may hold ``"*"`` (every model). The same JSON in ``PEFTKIT_API_KEYS`` works without a file.
+
+With ``--workers N`` the buckets live in a folder the workers share (:class:`SharedBuckets`: one 16-byte file a
+key, read and updated under an exclusive ``flock``), so a key's rate is its rate across the whole service.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import logging
 import os
 import secrets
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -81,15 +85,79 @@ def parse_keys(text: str, where: str) -> dict[str, KeyEntry]:
     return out
 
 
+class LocalBuckets:
+    """Token buckets in this process's memory (one worker)."""
+
+    def __init__(self) -> None:
+        self._buckets: dict[str, _Bucket] = {}
+
+    def take(self, entry: KeyEntry) -> float:
+        """Take one token from ``entry``'s bucket; 0.0 when taken, else the seconds until one is there."""
+        now = time.monotonic()
+        b = self._buckets.setdefault(entry.name, _Bucket(float(entry.burst), now))
+        b.tokens, b.stamp = refill(b.tokens, b.stamp, now, entry)
+        if b.tokens < 1:
+            return (1 - b.tokens) / entry.rate
+        b.tokens -= 1
+        return 0.0
+
+
+class SharedBuckets:
+    """Token buckets shared by the worker processes of one service: a file per key (its name hashed) in
+    ``folder`` holding the tokens left and when they were counted (``time.monotonic``, one clock for the whole
+    machine on Linux), read and rewritten under an exclusive ``flock``, so concurrent workers take turns."""
+
+    RECORD = struct.Struct("<dd")
+
+    def __init__(self, folder: str | Path) -> None:
+        import fcntl  # POSIX; serve() keeps per-worker buckets where it is missing
+
+        self.folder, self._flock = Path(folder), fcntl
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def take(self, entry: KeyEntry) -> float:
+        path = self.folder / hashlib.sha256(entry.name.encode("utf-8")).hexdigest()[:32]
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self._flock.flock(fd, self._flock.LOCK_EX)
+            raw = os.pread(fd, self.RECORD.size, 0)
+            now = time.monotonic()
+            tokens, stamp = self.RECORD.unpack(raw) if len(raw) == self.RECORD.size else (float(entry.burst), now)
+            tokens, stamp = refill(tokens, stamp, now, entry)
+            wait = (1 - tokens) / entry.rate if tokens < 1 else 0.0
+            os.pwrite(fd, self.RECORD.pack(tokens - (wait == 0.0), stamp), 0)
+            return wait
+        finally:
+            os.close(fd)  # closing releases the lock
+
+
+def refill(tokens: float, stamp: float, now: float, entry: KeyEntry) -> tuple[float, float]:
+    """The bucket ``rate`` tokens a second fuller since ``stamp``, up to ``burst``."""
+    return min(float(entry.burst), tokens + max(now - stamp, 0.0) * entry.rate), now
+
+
+def buckets(folder: str | None) -> LocalBuckets | SharedBuckets:
+    """Shared buckets in ``folder`` (several workers), else this process's own."""
+    if folder is None:
+        return LocalBuckets()
+    try:
+        return SharedBuckets(folder)
+    except ImportError:
+        log.warning("no fcntl on this system: each worker keeps its own rate-limit buckets")
+        return LocalBuckets()
+
+
 class KeyStore:
     """The keys in force; ``check`` authenticates, authorizes and rate-limits one request."""
 
-    def __init__(self, path: str | Path | None = None, env_text: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path | None = None, env_text: str | None = None, *, rate_dir: str | None = None
+    ) -> None:
         self.path = Path(path) if path else None
         self.env_text = env_text if env_text is not None else os.environ.get(ENV)
         self._lock = threading.Lock()
         self._stamp: tuple[int, int] | None = None
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets = buckets(rate_dir)
         self.keys: dict[str, KeyEntry] = {}
         self._load(initial=True)
 
@@ -162,14 +230,10 @@ class KeyStore:
 
     def _take(self, entry: KeyEntry) -> None:
         """Token bucket: ``rate`` tokens a second up to ``burst``; each request takes one."""
-        now = time.monotonic()
-        b = self._buckets.setdefault(entry.name, _Bucket(float(entry.burst), now))
-        b.tokens = min(entry.burst, b.tokens + (now - b.stamp) * entry.rate)
-        b.stamp = now
-        if b.tokens < 1:
+        wait = self._buckets.take(entry)
+        if wait:
             raise AuthError(429, f"rate limit of {entry.rate:g} requests/s for key {entry.name} exceeded",
-                            retry_after=(1 - b.tokens) / entry.rate)  # fmt: skip
-        b.tokens -= 1
+                            retry_after=wait)  # fmt: skip
 
 
 def add_key(path: Path, name: str, models: list[str], *, rate: float = 20.0, burst: int = 40) -> str:

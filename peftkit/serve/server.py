@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -44,6 +45,7 @@ class ServeConfig:
     graceful_seconds: int = 30
     max_tokens: int = 1024
     max_chat_queue: int = 16
+    rate_dir: str | None = None  # set by run_server for --workers N: the rate-limit buckets all workers share
 
     @classmethod
     def from_args(cls, args: Any) -> ServeConfig:
@@ -117,8 +119,12 @@ def run_server(cfg: ServeConfig) -> int:
         _logging()
         uvicorn.run(create_app(cfg), **common)
         return 0
-    os.environ[CONFIG_ENV] = json.dumps(asdict(cfg))
+    rate_dir = tempfile.mkdtemp(prefix="peftkit-rates-")  # one bucket a key for the whole service
+    os.environ[CONFIG_ENV] = json.dumps({**asdict(cfg), "rate_dir": rate_dir})
     # every worker writes its metrics here; /metrics of any worker sums them (prometheus-client multiprocess)
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="peftkit-metrics-"))
-    uvicorn.run("peftkit.serve.server:app_from_env", factory=True, workers=cfg.workers, **common)
+    try:
+        uvicorn.run("peftkit.serve.server:app_from_env", factory=True, workers=cfg.workers, **common)
+    finally:
+        shutil.rmtree(rate_dir, ignore_errors=True)
     return 0

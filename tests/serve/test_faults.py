@@ -8,6 +8,7 @@ the other worker keeps answering, and uvicorn's supervisor starts a replacement.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -114,5 +115,43 @@ def test_a_dead_workers_gauges_leave_the_multiprocess_sums(tiny_runs, tmp_path, 
         requests = metric(httpx.get(srv.url + "/metrics").text, "peftkit_requests_total", model="a",
                           route="/v1/classify", status="200")  # fmt: skip
         assert requests == 1  # counters of the living workers still add up across processes
+    finally:
+        srv.stop()
+
+
+def test_two_workers_share_a_keys_rate_limit(tiny_runs, tmp_path, server_cls):
+    """16 requests at once, each on a connection of its own, so both workers accept some: a key with burst
+    2 gets 2 answers (plus what its rate refills meanwhile) from the service, not 2 from each worker."""
+    from peftkit.serve.auth import add_key
+
+    keys = tmp_path / "keys.json"
+    key = add_key(keys, "slow", ["*"], rate=0.2, burst=2)
+    srv = server_cls(
+        [f"a={tiny_runs['a']}", "--workers", "2", "--threads", "1", "--keys", str(keys)], tmp_path / "log", timeout=300
+    )
+    try:
+        srv.wait_ready()
+        t0 = time.monotonic()
+
+        async def one() -> int:
+            async with httpx.AsyncClient() as client:  # a connection each, opened together
+                r = await client.post(srv.url + "/v1/classify", json={"model": "a", "input": "不错"},
+                                      headers={"X-API-Key": key}, timeout=30)  # fmt: skip
+                return r.status_code
+
+        async def many() -> list[int]:
+            return list(await asyncio.gather(*(one() for _ in range(16))))
+
+        codes: list[int] = []
+        for _ in range(6):  # until the access log shows both workers answering the key
+            codes += asyncio.run(many())
+            lines = [json.loads(x) for x in srv.log.read_text().splitlines() if x.startswith('{"ts"')]
+            pids = {x["pid"] for x in lines if x["path"] == "/v1/classify"}
+            if len(pids) == 2:
+                break
+        assert len(pids) == 2, "every request reached one worker; the test cannot tell shared from per-worker"
+        refilled = int((time.monotonic() - t0) * 0.2)
+        assert set(codes) <= {200, 429}
+        assert codes.count(200) <= 2 + refilled, codes
     finally:
         srv.stop()

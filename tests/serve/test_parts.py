@@ -257,3 +257,33 @@ def test_a_request_that_fails_in_the_batch_fails_alone(tiny_runs, tiny_data):
     for want, res in zip(alone, got[:2] + got[4:]):
         assert not isinstance(res, BaseException), res
         np.testing.assert_allclose(res[0], want, atol=1e-5)
+
+
+def _take_many(folder: str, n: int, out) -> None:
+    from peftkit.serve.auth import KeyEntry, SharedBuckets
+
+    b, entry = SharedBuckets(folder), KeyEntry("k", frozenset("*"), 1e-6, 30)
+    out.put(sum(b.take(entry) == 0.0 for _ in range(n)))
+
+
+def test_shared_buckets_hold_one_limit_across_processes(tmp_path):
+    """Three processes take 40 tokens each from one key's bucket of 30 (and a rate that refills nothing):
+    30 are granted in all, as one process alone would grant; per-process buckets would grant 90."""
+    import multiprocessing as mp
+
+    from peftkit.serve.auth import KeyEntry, LocalBuckets, SharedBuckets
+
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_take_many, args=(str(tmp_path), 40, out)) for _ in range(3)]
+    for p in procs:
+        p.start()
+    granted = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert sum(granted) == 30
+    entry = KeyEntry("k", frozenset("*"), 10.0, 1)
+    local = LocalBuckets()
+    assert local.take(entry) == 0.0 and 0.09 < local.take(entry) <= 0.1  # the wait: one token at 10/s
+    shared = SharedBuckets(tmp_path / "other")
+    assert shared.take(entry) == 0.0 and 0.09 < shared.take(entry) <= 0.1
