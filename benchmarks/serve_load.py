@@ -7,7 +7,7 @@ Run (a benchmark, not a test; numbers go into docs/serving.md):
     nice -n 10 python benchmarks/serve_load.py RUN_DIR --memory
     nice -n 10 python benchmarks/serve_load.py RUN_DIR --precisions float32,bfloat16,int8
 
-Both servers run on 127.0.0.1, one at a time, on the same exported model; a closed-loop asyncio client
+Both servers run on 127.0.0.1 at once, on the same exported model, their windows interleaved; a closed-loop asyncio client
 keeps ``concurrency`` requests of one text each in flight for ``seconds`` and records every latency.
 """
 
@@ -158,20 +158,31 @@ def speed(args: argparse.Namespace, work: Path) -> None:
             "warning",
         ],  # fmt: skip
     }
-    for name, cmd in targets.items():
-        port = free_port()
-        env = {"PEER_MODEL": str(exp), **threads_env(args.threads)}  # the same torch threads for both
-        proc = start(cmd(port), port, env=env, log=work / f"{name.split()[0]}.log")
-        try:
-            for c in levels:
-                windows = [asyncio.run(load(f"http://127.0.0.1:{port}", texts, c, args.seconds, "m"))
-                           for _ in range(args.repeat)]  # fmt: skip
+    # both servers up at once and their windows interleaved (ours, peer, ours, peer, ...): a slower or faster
+    # moment of a shared machine then falls on both sides, not on whichever ran second
+    procs, ports = {}, {}
+    try:
+        for name, cmd in targets.items():
+            ports[name] = port = free_port()
+            env = {"PEER_MODEL": str(exp), **threads_env(args.threads)}  # the same torch threads for both
+            procs[name] = start(cmd(port), port, env=env, log=work / f"{name.split()[0]}.log")
+        for c in levels:
+            windows: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
+            for _ in range(args.repeat):
+                for name in targets:
+                    windows[name].append(
+                        asyncio.run(load(f"http://127.0.0.1:{ports[name]}", texts, c, args.seconds, "m"))
+                    )
+            pairs = [a["rps"] / b["rps"] for a, b in zip(*windows.values())]
+            for name, ws in windows.items():
                 # the window with the median throughput (its own latencies), so one noisy window does not decide
-                results.setdefault(name, {})[c] = r = sorted(windows, key=lambda w: w["rps"])[len(windows) // 2]
-                r["all_rps"] = [w["rps"] for w in windows]
+                results.setdefault(name, {})[c] = r = sorted(ws, key=lambda w: w["rps"])[len(ws) // 2]
+                r["all_rps"] = [w["rps"] for w in ws]
                 print(f"{name:28s} c={c:<3d} {r['rps']:7.1f} req/s  p50 {r['p50']:7.1f}  p95 {r['p95']:7.1f}  "
                       f"p99 {r['p99']:7.1f} ms  errors {r['errors']}  windows {[round(x, 1) for x in r['all_rps']]}", flush=True)  # fmt: skip
-        finally:
+            print(f"{'window pairs, ours / peer':28s} c={c:<3d} {[round(x, 2) for x in pairs]}", flush=True)
+    finally:
+        for proc in procs.values():
             stop(proc)
     ours, peer = results["peftkit serve"], results["peer (FastAPI + pipeline)"]
     print(

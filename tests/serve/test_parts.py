@@ -287,3 +287,32 @@ def test_shared_buckets_hold_one_limit_across_processes(tmp_path):
     assert local.take(entry) == 0.0 and 0.09 < local.take(entry) <= 0.1  # the wait: one token at 10/s
     shared = SharedBuckets(tmp_path / "other")
     assert shared.take(entry) == 0.0 and 0.09 < shared.take(entry) <= 0.1
+
+
+def test_access_log_answers_an_unhandled_error_as_json_500_and_logs_it(caplog):
+    """The ASGI access-log middleware: a route that raises gets a JSON 500 naming the request id, with the id in
+    X-Request-ID; the access line says 500; an answer that went fine is logged once with its status."""
+    from types import SimpleNamespace
+
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+    from starlette.testclient import TestClient
+
+    from peftkit.serve.app import AccessLog
+    from peftkit.serve.metrics import Metrics
+
+    def boom(request):
+        raise RuntimeError("a bug")
+
+    app = Starlette(routes=[Route("/v1/models", boom), Route("/health", lambda r: PlainTextResponse("ok"))])
+    app.state.peftkit = SimpleNamespace(metrics=Metrics())
+    app.add_middleware(AccessLog)
+    with caplog.at_level("INFO", logger="peftkit.serve.access"), TestClient(app) as client:
+        r = client.get("/v1/models", headers={"X-Request-ID": "abc123"})
+        ok = client.get("/health")
+    assert r.status_code == 500 and r.headers["x-request-id"] == "abc123"
+    assert "abc123" in r.json()["error"]["message"] and "a bug" not in r.text
+    assert ok.status_code == 200 and ok.headers["x-request-id"]
+    lines = [json.loads(m.getMessage()) for m in caplog.records if m.name == "peftkit.serve.access"]
+    assert [(x["path"], x["status"]) for x in lines] == [("/v1/models", 500), ("/health", 200)]
