@@ -297,11 +297,10 @@ class AccessLog:
             raise
         except Exception:  # never a traceback to the client; the log has it
             log.exception("request %s failed", rid)
-            if status:  # the answer had begun: it can only be cut short
-                return
-            await _error(500, f"internal error (request id {rid}); the server log has the details")(
-                scope, receive, send_with_id
-            )
+            if not status:  # an answer already begun can only be cut short; it is logged with its status
+                await _error(500, f"internal error (request id {rid}); the server log has the details")(
+                    scope, receive, send_with_id
+                )
         _log_request(st, request, rid, status[0] if status else 500, time.perf_counter() - t0)
 
 

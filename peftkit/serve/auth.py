@@ -95,11 +95,8 @@ class LocalBuckets:
         """Take one token from ``entry``'s bucket; 0.0 when taken, else the seconds until one is there."""
         now = time.monotonic()
         b = self._buckets.setdefault(entry.name, _Bucket(float(entry.burst), now))
-        b.tokens, b.stamp = refill(b.tokens, b.stamp, now, entry)
-        if b.tokens < 1:
-            return (1 - b.tokens) / entry.rate
-        b.tokens -= 1
-        return 0.0
+        b.tokens, b.stamp, wait = take_token(b.tokens, b.stamp, now, entry)
+        return wait
 
 
 class SharedBuckets:
@@ -123,17 +120,20 @@ class SharedBuckets:
             raw = os.pread(fd, self.RECORD.size, 0)
             now = time.monotonic()
             tokens, stamp = self.RECORD.unpack(raw) if len(raw) == self.RECORD.size else (float(entry.burst), now)
-            tokens, stamp = refill(tokens, stamp, now, entry)
-            wait = (1 - tokens) / entry.rate if tokens < 1 else 0.0
-            os.pwrite(fd, self.RECORD.pack(tokens - (wait == 0.0), stamp), 0)
+            tokens, stamp, wait = take_token(tokens, stamp, now, entry)
+            os.pwrite(fd, self.RECORD.pack(tokens, stamp), 0)
             return wait
         finally:
             os.close(fd)  # closing releases the lock
 
 
-def refill(tokens: float, stamp: float, now: float, entry: KeyEntry) -> tuple[float, float]:
-    """The bucket ``rate`` tokens a second fuller since ``stamp``, up to ``burst``."""
-    return min(float(entry.burst), tokens + max(now - stamp, 0.0) * entry.rate), now
+def take_token(tokens: float, stamp: float, now: float, entry: KeyEntry) -> tuple[float, float, float]:
+    """The token bucket's step: refilled at ``rate`` a second since ``stamp`` (up to ``burst``), then one token
+    taken if there is one. ``(tokens left, now, 0.0)``, or with no token ``(tokens, now, seconds until one)``."""
+    tokens = min(float(entry.burst), tokens + max(now - stamp, 0.0) * entry.rate)
+    if tokens < 1:
+        return tokens, now, (1 - tokens) / entry.rate
+    return tokens - 1, now, 0.0
 
 
 def buckets(folder: str | None) -> LocalBuckets | SharedBuckets:

@@ -80,20 +80,13 @@ class Batcher:
         if self.pending + n > self.max_queue:
             wait = self.pending * self._seconds_per_input
             raise QueueFull(max(1, int(wait + 0.999)))
-        loop = asyncio.get_running_loop()
-        job = Job(served, texts, pairs, loop.create_future())
+        job = Job(served, texts, pairs, asyncio.get_running_loop().create_future())
         alone = self.pending == 0 and self._last_requests <= 1  # nothing queued or running, no concurrent clients
         self.pending += n
         self._gauge()
         try:
             if alone:  # straight to an inference thread: no queue hop and no loop task to wake
-                t0 = time.perf_counter()
-                try:
-                    (res,) = await loop.run_in_executor(self._executor, self._run, [job])
-                except Exception as exc:  # a bug or an OOM in the forward: fail this request, keep serving
-                    log.exception("a request of %d inputs failed", n)
-                    res = exc
-                self._seconds_per_input = 0.8 * self._seconds_per_input + 0.2 * (time.perf_counter() - t0) / n
+                (res,) = await self._execute([job])
                 if isinstance(res, Exception):
                     raise res
                 return res, job.tokens
@@ -124,19 +117,23 @@ class Batcher:
         self._last_requests = len(jobs)
         return jobs
 
+    async def _execute(self, jobs: list[Job]) -> list[Any]:
+        """:meth:`_run` on an inference thread: one result (or exception) per job; updates the time per input."""
+        t0 = time.perf_counter()
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self._executor, self._run, jobs)
+        except Exception as exc:  # a bug or an OOM in the forward: fail these requests, keep serving
+            log.exception("batch of %d requests failed", len(jobs))
+            results = [exc] * len(jobs)
+        n = sum(len(j.texts) for j in jobs)
+        spent = (time.perf_counter() - t0) / max(n, 1)
+        self._seconds_per_input = 0.8 * self._seconds_per_input + 0.2 * spent
+        return results
+
     async def _loop(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             jobs = await self._gather()
-            t0 = time.perf_counter()
-            try:
-                results = await loop.run_in_executor(self._executor, self._run, jobs)
-            except Exception as exc:  # a bug or an OOM in the forward: fail these requests, keep serving
-                log.exception("batch of %d requests failed", len(jobs))
-                results = [exc] * len(jobs)
-            n = sum(len(j.texts) for j in jobs)
-            spent = (time.perf_counter() - t0) / max(n, 1)
-            self._seconds_per_input = 0.8 * self._seconds_per_input + 0.2 * spent
+            results = await self._execute(jobs)
             for job, res in zip(jobs, results):
                 if job.future.done():  # the client went away
                     continue
