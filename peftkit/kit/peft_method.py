@@ -69,10 +69,15 @@ class PeftMethod:
     merge_note: str = ""
     facts_fn: Callable[[Any], dict[str, Any]] | None = None
 
+    def configure(self, model: Any, params: Any, ctx: ApplyContext) -> Any:
+        """The ``peft.PeftConfig`` to apply to ``model``: ``make_config(params, ctx)``. A method whose config
+        depends on the model itself (e.g. on whether it generates text) overrides this."""
+        return self.make_config(params, ctx)
+
     def apply(self, model: Any, params: Any, ctx: ApplyContext) -> Any:
         from peft import get_peft_model
 
-        config = self.make_config(params, ctx)
+        config = self.configure(model, params, ctx)
         if hasattr(config, "modules_to_save"):
             config.modules_to_save = heads_with(config.modules_to_save, ctx)
         try:

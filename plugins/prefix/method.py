@@ -1,10 +1,25 @@
-"""Prefix tuning (Li & Liang, 2021) for sequence classification through peft.
+"""Prefix tuning (Li & Liang, 2021) through peft, for classification heads and for decoders that generate.
 
 peft 0.21 hands the prefix to the model as ``past_key_values``, checking the backbone's signature for
 that name; transformers 5 renamed the argument ``cache`` (keeping ``past_key_values`` only as a
 deprecated alias), so peft refuses every classification model ("Model does not support past key
-values"). :func:`_prefix_forward` passes the prefix as ``cache`` instead; it is bound on each model
-this method builds or loads. Everything else — the prompt encoder, saving, loading — is peft's.
+values"). :func:`_prefix_forward` passes the prefix as ``cache`` instead.
+
+On a decoder (a model that generates: the ``causal-lm`` and ``label-likelihood`` objectives) the peft
+model is peft's causal-LM form, with two repairs bound in its place:
+
+- :func:`_causal_forward` gives each sequence's first real token position ``num_virtual_tokens`` (the
+  prefix holds 0..n-1, where the real tokens it is initialised from were), padded or not. peft's forward
+  leaves positions to the model, which counts them from the first column, padding included, while
+  ``generate()`` and left-padded likelihood scoring count them from 0 at the first real token: the prefix
+  would be trained at one set of positions and used at another.
+- :func:`_prepare_for_generation` puts the prefix into the cache that ``generate()`` passes (transformers
+  5.25 calls it ``cache``). peft's version puts it into ``past_key_values`` beside that cache, which
+  transformers drops with a warning ("Both `past_key_values` and `cache` are set"), so every answer was
+  generated as if there were no prefix (checked on Gemma 3 270M, 2026-12-07).
+
+They are bound on each model this method builds or loads. Everything else — the prompt encoder, saving,
+loading — is peft's.
 """
 
 from __future__ import annotations
@@ -15,13 +30,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from peftkit import ApplyContext
+from peftkit import ApplyContext, PeftkitError
 from peftkit.kit import MULTIPLE_CHOICE, SEQUENCE_CLASSIFICATION, PeftMethod
 
 log = logging.getLogger("peftkit")
 
 
 def make_config(p: Any, ctx: ApplyContext) -> Any:
+    """The config for a classification head; :meth:`PrefixMethod.configure` makes it causal-LM on a decoder."""
     from peft import PrefixTuningConfig, TaskType
 
     return PrefixTuningConfig(
@@ -66,6 +82,85 @@ def _prefix_forward(
     )
 
 
+def _causal_forward(
+    self: Any,
+    input_ids: Any = None,
+    attention_mask: Any = None,
+    inputs_embeds: Any = None,
+    labels: Any = None,
+    output_attentions: Any = None,
+    output_hidden_states: Any = None,
+    return_dict: Any = None,
+    task_ids: Any = None,
+    position_ids: Any = None,
+    **kwargs: Any,
+) -> Any:
+    """peft's causal-LM prefix forward, with position ids counted from each sequence's first real token, past the
+    prefix (see the module docstring), and the prefix passed as ``cache``."""
+    import torch
+    from peft.peft_model import _get_batch_size
+
+    n = self.active_peft_config.num_virtual_tokens
+    rows = _get_batch_size(input_ids, inputs_embeds)
+    length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+    device = (input_ids if input_ids is not None else inputs_embeds).device
+    if position_ids is None:
+        position_ids = (
+            (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+            if attention_mask is not None
+            else torch.arange(length, device=device).expand(rows, -1)
+        )
+    position_ids = position_ids + n  # the prefix holds positions 0..n-1, as the tokens it is initialised from did
+    if attention_mask is not None:
+        attention_mask = torch.cat((attention_mask.new_ones(rows, n), attention_mask), dim=1)
+    flags = {
+        "output_attentions": output_attentions,
+        "output_hidden_states": output_hidden_states,
+        "return_dict": return_dict,
+    }
+    kwargs.update({k: v for k, v in flags.items() if v is not None})
+    return self.base_model(
+        input_ids=input_ids,
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        position_ids=position_ids,
+        labels=labels,
+        cache=self.get_prompt(rows, max_cache_len=length + n),
+        **kwargs,
+    )
+
+
+def _prepare_for_generation(self: Any, *args: Any, task_ids: Any = None, **kwargs: Any) -> Any:
+    """Each ``generate()`` step's model inputs, the prefix in the step's cache: put there before the first step (while
+    the cache is empty) and kept by the cache from then on; the attention mask gets ones in front for it. Position
+    ids are ``generate()``'s own (from 0 at each first real token), shifted past the prefix as in
+    :func:`_causal_forward`."""
+    import torch
+
+    inputs = self.base_model_prepare_inputs_for_generation(*args, **kwargs)
+    cache = inputs.get("cache")
+    if cache is None:
+        raise PeftkitError(
+            "method 'prefix': generate() was called without a key/value cache (use_cache=False), which prefix tuning "
+            "needs to hold its vectors; generate with use_cache=True"
+        )
+    ids = inputs["input_ids"] if inputs.get("input_ids") is not None else inputs["inputs_embeds"]
+    if not cache.get_seq_length():
+        inputs["cache"] = self.get_prompt(ids.shape[0], max_cache_len=-1)
+    mask = inputs.get("attention_mask")
+    if mask is not None:
+        if not isinstance(mask, torch.Tensor) or mask.dim() != 2:
+            raise PeftkitError(
+                "method 'prefix': generate() built a 4-D attention mask (a compiled or static cache); prefix tuning "
+                "generates with the default dynamic cache only (cache_implementation=None)"
+            )
+        n = self.active_peft_config.num_virtual_tokens
+        inputs["attention_mask"] = torch.cat((mask.new_ones(mask.shape[0], n), mask), dim=1)
+    if inputs.get("position_ids") is not None:
+        inputs["position_ids"] = inputs["position_ids"] + self.active_peft_config.num_virtual_tokens
+    return inputs
+
+
 def _accepts_cache(model: Any) -> bool:
     import inspect
 
@@ -77,17 +172,20 @@ def _accepts_cache(model: Any) -> bool:
 class PrefixMethod(PeftMethod):
     """PeftMethod that binds the transformers-5 prefix forward to the models it builds and loads."""
 
-    task_heads: ClassVar[frozenset[str]] = frozenset({SEQUENCE_CLASSIFICATION})
+    task_heads: ClassVar[frozenset[str]] = frozenset({SEQUENCE_CLASSIFICATION, "causal-lm", "label-likelihood"})
     # why each objective a recipe may ask for is left out (the refusal names the objective it was given)
     task_heads_note: ClassVar[dict[str, str]] = {
         MULTIPLE_CHOICE: "peft builds one prefix per input row, while a multiple-choice model scores every "
         "(row, choice) pair as a row of its own, so the shapes do not meet",
-        **dict.fromkeys(
-            ("causal-lm", "label-likelihood"),
-            "its peft config and forward are built for a classification head, TaskType.SEQ_CLS; a decoder that "
-            "generates or scores label wordings would need peft's causal-LM prefix form, which it does not build",
-        ),
     }
+
+    def configure(self, model: Any, params: Any, ctx: ApplyContext) -> Any:
+        from peft import TaskType
+
+        config = self.make_config(params, ctx)
+        if _generates(model):
+            config.task_type = TaskType.CAUSAL_LM
+        return config
 
     def apply(self, model: Any, params: Any, ctx: ApplyContext) -> Any:
         from peftkit.kit import MethodNotApplicable
@@ -106,8 +204,19 @@ class PrefixMethod(PeftMethod):
         return _bind(super().load(base, directory))
 
 
+def _generates(model: Any) -> bool:
+    can = getattr(model, "can_generate", None)
+    return bool(can is not None and can())
+
+
 def _bind(model: Any) -> Any:
-    model._prefix_tuning_forward = types.MethodType(_prefix_forward, model)
+    from peft import PeftModelForCausalLM
+
+    if isinstance(model, PeftModelForCausalLM):
+        model.forward = types.MethodType(_causal_forward, model)
+        model.prepare_inputs_for_generation = types.MethodType(_prepare_for_generation, model)
+    else:
+        model._prefix_tuning_forward = types.MethodType(_prefix_forward, model)
     return model
 
 

@@ -373,21 +373,26 @@ def test_a_method_that_cannot_train_a_task_s_head_points_at_exclude(tmp_path, ti
 
 
 def test_a_grid_checks_the_method_against_the_cell_s_task_objective(tmp_path, tiny_llama):
+    """fewclue/chid's own objective is multiple choice, which prefix cannot train; scored by label likelihood (the
+    cell's task.objective) it can: the check goes by the objective the cell trains, not the task's default."""
     grid = {
         "output_dir": str(tmp_path / "out"),
         "base": {"model": {"source": f"local:{tiny_llama}"}},
         "methods": [{"name": "lora"}, {"name": "prefix"}],
-        "tasks": [{"name": "fewclue/eprstmt", "params": {"data_dir": str(tmp_path)}}],
+        "tasks": [{"name": "fewclue/chid", "params": {"data_dir": str(tmp_path)}}],
         "seeds": [0],
     }
-    assert len(expand(load_compare(write_grid(tmp_path / "g.yaml", grid)))) == 2
-    grid["tasks"][0]["overrides"] = {"task.objective": "label-likelihood"}
     with pytest.raises(RecipeError) as info:
         expand(load_compare(write_grid(tmp_path / "g.yaml", grid)))
     assert (
-        "method 'prefix' cannot train task 'fewclue/eprstmt' with task.objective 'label-likelihood'. Leave the pair "
-        'out of the grid with `exclude: ["eprstmt/prefix/*"]` [cell eprstmt/prefix/seed0]'
+        "method 'prefix' cannot train task 'fewclue/chid', which needs a multiple-choice head. Leave the pair "
+        'out of the grid with `exclude: ["chid/prefix/*"]` [cell chid/prefix/seed0]'
     ) in str(info.value)
+    grid["tasks"][0]["overrides"] = {"task.objective": "label-likelihood"}
+    assert [c.name for c in expand(load_compare(write_grid(tmp_path / "g.yaml", grid)))] == [
+        "chid/lora/seed0",
+        "chid/prefix/seed0",
+    ]
 
 
 def test_the_shipped_fewclue_grid_covers_every_fewclue_task_but_prefix_on_chid():

@@ -455,18 +455,6 @@ def test_a_bad_prompt_file_is_a_clear_error_naming_file_and_line(tmp_path, capsy
     assert re.search(error, err) and err.startswith(f"error: --prompt-file: {prompts}") and "Traceback" not in err
 
 
-def test_prefix_tuning_is_refused_for_causal_lm_at_validate(tiny_llama, tmp_path):
-    from peftkit import RecipeError
-    from peftkit.recipe import validate
-
-    with pytest.raises(RecipeError, match="prefix.*cannot train task 'lm/sft'") as info:
-        validate(sft_recipe(tiny_llama, _sft_files(tmp_path), tmp_path / "o", method="prefix"))
-    # it names the objective it was given and the one it trains, not multiple-choice's reason
-    text = str(info.value)
-    assert "which needs a causal-lm head: prefix trains only sequence-classification" in text
-    assert "multiple-choice" not in text and "causal-LM prefix form" in text
-
-
 def test_objective_conformance_on_the_tiny_llama():
     from peftkit.kit.conformance import check_objective
 

@@ -248,12 +248,18 @@ def test_task_objective_must_be_able_to_stand_in(tiny_llama, tmp_path, objective
         validate(_recipe(tiny_llama, _files(tmp_path), tmp_path / "o", objective))
 
 
-def test_a_method_is_checked_against_the_objective_task_objective_names(tiny_llama, tmp_path):
-    """fewclue/eprstmt's own objective is sequence classification, which prefix trains; with task.objective:
-    label-likelihood the run would train that instead, which prefix cannot: validate refuses it, saying so."""
+def test_a_method_is_checked_against_the_objective_task_objective_names(tiny_llama, tmp_path, monkeypatch):
+    """fewclue/eprstmt's own objective is sequence classification; with task.objective: label-likelihood the run
+    trains that instead. A method that trains classification heads only (prefix, as it was before it learned
+    decoders) is fine on the first and refused on the second by validate, saying why."""
     from peftkit import RecipeError
+    from peftkit.kit import SEQUENCE_CLASSIFICATION
+    from peftkit.plugin.registry import get_registry
     from peftkit.recipe import validate
 
+    prefix = type(get_registry().methods["prefix"])
+    monkeypatch.setattr(prefix, "task_heads", frozenset({SEQUENCE_CLASSIFICATION}))
+    monkeypatch.setattr(prefix, "task_heads_note", {"label-likelihood": "its forward is built for a classifier"})
     recipe = {
         "model": {"source": f"local:{tiny_llama}"},
         "method": {"name": "prefix"},
@@ -266,7 +272,7 @@ def test_a_method_is_checked_against_the_objective_task_objective_names(tiny_lla
         validate(recipe)
     text = str(info.value)
     assert "method 'prefix' cannot train task 'fewclue/eprstmt' with task.objective 'label-likelihood'" in text
-    assert "prefix trains only sequence-classification" in text and "multiple-choice" not in text
+    assert "prefix trains only sequence-classification (its forward is built for a classifier)" in text
     assert "Use one of: adalora, adapters, bitfit, full, ia3, lora" in text
     recipe["method"]["name"] = "lora"
     validate(recipe)

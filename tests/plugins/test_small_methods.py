@@ -151,3 +151,70 @@ def test_prefix_projection_reloads_exactly(tiny_bert, tmp_path):
 def test_default_learning_rates_are_method_appropriate():
     lr = {n: m.default_lr for n, m in get_registry().methods.items()}
     assert lr["full"] <= 5e-5 < lr["bitfit"] <= lr["lora"] == lr["adalora"] == lr["adapters"] < lr["ia3"] < lr["prefix"]
+
+
+def _causal_prefix(path, n=4):
+    """Prefix tuning on the tiny Llama as a language model, its prefix moved well away from its init."""
+    from peftkit.build.model import load_model, load_tokenizer
+    from peftkit.recipe import ModelConfig
+
+    cfg = ModelConfig(source=f"local:{path}")
+    torch.manual_seed(0)
+    base, heads = load_model(path, cfg, LABELS, load_tokenizer(path, cfg), head="causal-lm")
+    m = get_registry().methods["prefix"]
+    model = m.apply(base, m.params_model(num_virtual_tokens=n), ApplyContext(heads, base.config.model_type, 10))
+    with torch.no_grad():
+        emb = model.prompt_encoder["default"].embedding.weight
+        emb.add_(torch.randn(emb.shape, generator=torch.Generator().manual_seed(1)) * 3 * emb.std())
+    return m, model.eval()
+
+
+def _greedy_by_hand(model, ids, mask, steps):
+    """Greedy decoding one argmax at a time, each step a full forward over the whole sequence (no cache)."""
+    with torch.no_grad():
+        for _ in range(steps):
+            nxt = model(input_ids=ids, attention_mask=mask).logits[:, -1].argmax(-1, keepdim=True)
+            ids, mask = torch.cat([ids, nxt], 1), torch.cat([mask, torch.ones_like(nxt)], 1)
+    return ids
+
+
+def test_prefix_on_a_decoder_generates_with_its_prefix(tiny_llama, tmp_path):
+    """generate() answers as the training forward does: equal to greedy decoding by hand through that forward, on a
+    left-padded batch, after save and load too; and not as the base does (transformers 5.25 drops the prefix peft
+    hands generate() as past_key_values, so without the repair it answered as the base)."""
+    import warnings
+
+    from peft import PeftModelForCausalLM
+
+    m, model = _causal_prefix(tiny_llama)
+    assert isinstance(model, PeftModelForCausalLM)
+    ids = torch.tensor([[5, 9, 11, 7, 3], [0, 0, 4, 8, 12]])
+    mask = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "Both `past_key_values` and `cache` are set"
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
+        with model.disable_adapter():
+            plain = model.get_base_model().generate(
+                input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0
+            )
+    assert torch.equal(out, _greedy_by_hand(model, ids, mask, 6))
+    assert not torch.equal(out[:, 5:], plain[:, 5:])
+    m.save(model, tmp_path / "p")
+    _, fresh = _causal_prefix(tiny_llama)  # another (random) prefix, replaced by the saved one
+    with torch.no_grad():
+        fresh = m.load(fresh.get_base_model(), tmp_path / "p").eval()
+        again = fresh.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(again, out)
+
+
+def test_prefix_on_a_decoder_counts_positions_from_the_first_real_token(tiny_llama):
+    """A left-padded row scores as it does alone (positions from its first real token, as generate() counts them),
+    and a right-padded one too: the prefix is trained at the positions it is used at."""
+    _, model = _causal_prefix(tiny_llama)
+    row = torch.tensor([[4, 8, 12]])
+    with torch.no_grad():
+        alone = model(input_ids=row, attention_mask=torch.ones_like(row)).logits[0]
+        left = model(input_ids=torch.tensor([[0, 0, 4, 8, 12]]), attention_mask=torch.tensor([[0, 0, 1, 1, 1]]))
+        right = model(input_ids=torch.tensor([[4, 8, 12, 0, 0]]), attention_mask=torch.tensor([[1, 1, 1, 0, 0]]))
+    assert torch.allclose(left.logits[0, 2:], alone, atol=1e-5)
+    assert torch.allclose(right.logits[0, :3], alone, atol=1e-5)
