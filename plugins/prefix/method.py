@@ -87,12 +87,8 @@ def _causal_forward(
     input_ids: Any = None,
     attention_mask: Any = None,
     inputs_embeds: Any = None,
-    labels: Any = None,
-    output_attentions: Any = None,
-    output_hidden_states: Any = None,
-    return_dict: Any = None,
-    task_ids: Any = None,
     position_ids: Any = None,
+    task_ids: Any = None,
     **kwargs: Any,
 ) -> Any:
     """peft's causal-LM prefix forward, with position ids counted from each sequence's first real token, past the
@@ -113,20 +109,13 @@ def _causal_forward(
     position_ids = position_ids + n  # the prefix holds positions 0..n-1, as the tokens it is initialised from did
     if attention_mask is not None:
         attention_mask = torch.cat((attention_mask.new_ones(rows, n), attention_mask), dim=1)
-    flags = {
-        "output_attentions": output_attentions,
-        "output_hidden_states": output_hidden_states,
-        "return_dict": return_dict,
-    }
-    kwargs.update({k: v for k, v in flags.items() if v is not None})
     return self.base_model(
         input_ids=input_ids,
         inputs_embeds=inputs_embeds,
         attention_mask=attention_mask,
         position_ids=position_ids,
-        labels=labels,
         cache=self.get_prompt(rows, max_cache_len=length + n),
-        **kwargs,
+        **{k: v for k, v in kwargs.items() if v is not None},  # labels, output_* flags, logits_to_keep, ...
     )
 
 
