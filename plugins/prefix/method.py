@@ -98,13 +98,13 @@ def _causal_forward(
 
     n = self.active_peft_config.num_virtual_tokens
     rows = _get_batch_size(input_ids, inputs_embeds)
-    length = (input_ids if input_ids is not None else inputs_embeds).shape[1]
-    device = (input_ids if input_ids is not None else inputs_embeds).device
+    tokens = input_ids if input_ids is not None else inputs_embeds
+    length = tokens.shape[1]
     if position_ids is None:
         position_ids = (
             (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
             if attention_mask is not None
-            else torch.arange(length, device=device).expand(rows, -1)
+            else torch.arange(length, device=tokens.device).expand(rows, -1)
         )
     position_ids = position_ids + n  # the prefix holds positions 0..n-1, as the tokens it is initialised from did
     if attention_mask is not None:
@@ -126,6 +126,7 @@ def _prepare_for_generation(self: Any, *args: Any, task_ids: Any = None, **kwarg
     :func:`_causal_forward`."""
     import torch
 
+    n = self.active_peft_config.num_virtual_tokens
     inputs = self.base_model_prepare_inputs_for_generation(*args, **kwargs)
     cache = inputs.get("cache")
     if cache is None:
@@ -143,10 +144,9 @@ def _prepare_for_generation(self: Any, *args: Any, task_ids: Any = None, **kwarg
                 "method 'prefix': generate() built a 4-D attention mask (a compiled or static cache); prefix tuning "
                 "generates with the default dynamic cache only (cache_implementation=None)"
             )
-        n = self.active_peft_config.num_virtual_tokens
         inputs["attention_mask"] = torch.cat((mask.new_ones(mask.shape[0], n), mask), dim=1)
     if inputs.get("position_ids") is not None:
-        inputs["position_ids"] = inputs["position_ids"] + self.active_peft_config.num_virtual_tokens
+        inputs["position_ids"] = inputs["position_ids"] + n
     return inputs
 
 
