@@ -11,7 +11,7 @@ from typing import Any
 from peftkit.errors import ModelSourceError, PeftkitError
 from peftkit.plugin.architectures import HEAD_NAMES
 from peftkit.plugin.contracts import ApplyContext
-from peftkit.recipe import ModelConfig, split_source
+from peftkit.recipe import ModelConfig, family_refusal, folder_model_type, split_source
 
 log = logging.getLogger("peftkit")
 
@@ -226,6 +226,13 @@ def load_model(
     if cfg.trust_remote_code:
         log.warning("model.trust_remote_code is on: code shipped with %s will run", path)
     _check_weights(path, cfg.allow_pickle)
+    # transformers refuses an encoder-only head on a decoder itself (load_problem explains it below); an encoder
+    # under a decoder objective it loads all the same, so that is refused here
+    refusal = getattr(objective, "decoder_only", False) and family_refusal(
+        objective, folder_model_type(path), "this run"
+    )
+    if refusal:
+        raise PeftkitError(f"model.source: {refusal}")
     kwargs: dict[str, Any] = dict(
         **objective.model_kwargs(labels),
         trust_remote_code=cfg.trust_remote_code,

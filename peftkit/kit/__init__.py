@@ -21,7 +21,7 @@ from peftkit.kit.trackers import plugin_settings
 from peftkit.kit.weights import load_safetensors_into
 from peftkit.plugin.architectures import FAMILIES, Family, family, resolve_targets
 from peftkit.plugin.contracts import ConfigSection, EncodeContext, Objective
-from peftkit.recipe import selection_metric
+from peftkit.recipe import folder_model_type, selection_metric
 
 # The names of the built-in objectives (plugins/classification), for plugins that refer to them (prefix tuning's
 # task_heads, tasks' objective); the core itself names no objective.
@@ -46,6 +46,7 @@ __all__ = [
     "encode",
     "family",
     "field",
+    "folder_model_type",
     "forward_batches",
     "linear_names",
     "load_safetensors_into",

@@ -253,6 +253,8 @@ class Objective(Protocol):
     Optional attributes (read with ``getattr``):
         default: True for the one objective a task without ``objective`` gets.
         encoder_only: transformers has this head for encoders only; ``peftkit validate`` refuses a decoder.
+        decoder_only: the objective needs a decoder (causal attention), though its Auto class loads encoders too;
+            ``peftkit validate`` and loading refuse an encoder.
         float_modules: module names kept unquantized on a 4/8-bit base (the head, when it trains).
         load_problem: ``load_problem(exc) -> str | None``, a clearer message when the Auto class refuses a model.
         collapse_wording: ``collapse_wording(top, labels) -> (answer, what)`` for the collapsed-model warning.
@@ -316,6 +318,11 @@ class ModelSource(Protocol):
     Attributes:
         scheme: the prefix recipes use in ``model.source`` (``local``, ``hub``, ``packaged``).
         summary: one line for ``peftkit plugins`` and the docs.
+
+    Optional (read with ``getattr``): ``model_type(reference, *, revision=None) -> str | None``, the ``model_type``
+    the resolved folder will have when that is known without downloading or converting anything (a local
+    config.json, the hub cache, a packaged model's known type); ``peftkit validate`` checks the objective's
+    ``encoder_only`` / ``decoder_only`` against it.
     """
 
     scheme: str

@@ -10,9 +10,9 @@ index) → ``overrides`` (dotted keys) → ``places`` (model sources, output_dir
 
 from __future__ import annotations
 
-from peftkit.recipe.checks import metric_problem, reported_metrics
+from peftkit.recipe.checks import family_refusal, metric_problem, reported_metrics
 from peftkit.recipe.overrides import apply_overrides, flatten, override_keys, set_dotted
-from peftkit.recipe.places import split_source
+from peftkit.recipe.places import folder_model_type, split_source
 from peftkit.recipe.problems import _format as _format  # compare files format their problems the same way
 from peftkit.recipe.problems import pydantic_problems
 from peftkit.recipe.resolve import json_schema, method_params, resolved_dict, selection_metric, task_params
@@ -30,6 +30,8 @@ from peftkit.recipe.validation import data_problems, load_recipe, objective_warn
 from peftkit.recipe.yaml import RecipeLoader, line_index, parse_yaml, read_text
 
 __all__ = [
+    "family_refusal",
+    "folder_model_type",
     "DataConfig",
     "EvalConfig",
     "MethodConfig",

@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from peftkit.errors import PeftkitError
-from peftkit.recipe.places import _check_output_dir, _check_source, _local_decoder, _owner, os_problem
+from peftkit.recipe.places import _check_output_dir, _check_source, _owner, model_type_of, os_problem
 from peftkit.recipe.problems import _closest, pydantic_problems, shown
 from peftkit.recipe.schema import MAX_INT
 
@@ -207,6 +207,33 @@ def _check_quantization(data: dict[str, Any], reg: Any) -> Problems:
     ]
 
 
+def family_refusal(objective: Any, model_type: str | None, who: str, override: str | None = None) -> str | None:
+    """Why ``objective`` cannot train a ``model_type`` model (``who``: what trains it, "task 'x'"), from the objective's ``encoder_only`` / ``decoder_only``
+    and the type's architecture family; None when it can or the family is unknown. Validation (when the source knows
+    the type) and loading (from the folder's config.json) both ask."""
+    from peftkit.plugin.architectures import DECODER, ENCODER, FAMILIES
+
+    fam = FAMILIES.get(model_type or "")
+    if objective is None or fam is None:
+        return None
+    if getattr(objective, "encoder_only", False) and fam is DECODER:
+        return (
+            f"{who} needs a {objective.name} head, which transformers has for encoders (bert, xlm-roberta, "
+            f"...) but not for {model_type} models like this one; use an encoder"
+        )
+    if getattr(objective, "decoder_only", False) and fam is ENCODER:
+        instead = (
+            "; or remove task.objective to train the task's own head on this encoder" if override is not None else ""
+        )
+        return (
+            f"{who} trains the {objective.name} objective, which needs a decoder (a model that generates "
+            f"text: llama, qwen2, gemma3, ...), and this is a {model_type} encoder: transformers loads it as a causal LM all "
+            f"the same, but it attends in both directions, so every position sees the tokens it is to predict. Use a "
+            f"decoder{instead}"
+        )
+    return None
+
+
 def _check_task_head(data: dict[str, Any], reg: Any) -> Problems:
     """The objective the run trains (``task.objective`` when given, else the task's own) needs a method that trains
     it (prefix tuning has no form that scores choices) and, when transformers has its head for encoders only, an
@@ -224,16 +251,11 @@ def _check_task_head(data: dict[str, Any], reg: Any) -> Problems:
         objective = reg.objective_of(t, override) if t is not None else None
     except PeftkitError as exc:  # its objective's plugin is disabled or broken
         return [(("task", "name"), str(exc))]
-    if getattr(objective, "encoder_only", False):
-        decoder = _local_decoder(data.get("model"))
-        if decoder:
-            return [
-                (
-                    ("model", "source"),
-                    f"task {t.name!r} needs a {objective.name} head, which transformers has for "
-                    f"encoders (bert, xlm-roberta, ...) but not for {decoder} models like this one; use an encoder",
-                )
-            ]
+    refusal = family_refusal(
+        objective, model_type_of(data.get("model"), reg), f"task {t.name!r}" if t else "", override
+    )
+    if refusal:
+        return [(("model", "source"), refusal)]
     # the objective the run trains: the recipe's task.objective when it gives one, else the task's own
     name = objective.name if override is not None and objective is not None else None
     mismatch = head_mismatch(t, m, reg, name) if m is not None and t is not None else None

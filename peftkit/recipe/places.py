@@ -47,23 +47,36 @@ def _check_output_dir(output_dir: str) -> list[tuple[tuple, str]]:
     return []
 
 
-def _local_decoder(model: Any) -> str | None:
-    """The model_type of a ``local:`` model folder when it is a decoder family (read from config.json, nothing imported)."""
+def folder_model_type(folder: Path) -> str | None:
+    """``model_type`` from a model folder's config.json; None when it has none or it cannot be read (the run says
+    what is wrong with the folder when it loads it)."""
     import json
 
-    from peftkit.plugin.architectures import DECODER, FAMILIES
+    config = folder / "config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8")) if config.is_file() else None
+    except (OSError, ValueError):
+        return None
+    kind = data.get("model_type") if isinstance(data, dict) else None
+    return kind if isinstance(kind, str) else None
 
+
+def model_type_of(model: Any, reg: Any) -> str | None:
+    """The ``model_type`` the recipe's model will have, when its source can tell without downloading or converting
+    anything (the source's optional ``model_type``: a local folder's config.json, a model already in the hub cache,
+    a packaged model's known type); None when it cannot, or the section is not a source string."""
     if not isinstance(model, dict) or not isinstance(model.get("source"), str):
         return None
     scheme, rest = split_source(model["source"])
-    if scheme != "local":
+    peek = getattr(reg.sources.get(scheme), "model_type", None)
+    if peek is None:
         return None
+    revision = model.get("revision") if isinstance(model.get("revision"), str) else None
     try:
-        config = Path(rest).expanduser() / "config.json"
-        kind = json.loads(config.read_text(encoding="utf-8")).get("model_type") if config.is_file() else None
-    except (OSError, ValueError, AttributeError):  # unreadable, not JSON, JSON that is not an object
+        kind = peek(rest, revision=revision)
+    except Exception:  # a source's best guess must not break validation; the run reports what is wrong
         return None
-    return kind if FAMILIES.get(kind) is DECODER else None
+    return kind if isinstance(kind, str) else None
 
 
 def _owner(reg: Any, section: str, name: str) -> str | None:

@@ -116,6 +116,7 @@ class LabelLikelihood:
     summary = "A labelled task on a decoder: each label scored by the likelihood of its wording (OpenCompass PPL)."
     auto_class = "AutoModelForCausalLM"
     labelled = True
+    decoder_only = True  # transformers loads BERT-like encoders as causal LMs too, attending both ways
     overrides = True
 
     def check_rows(self, examples: list[Example], where: str, split: str, n_labels: int) -> None:

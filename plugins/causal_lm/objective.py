@@ -112,6 +112,7 @@ class CausalLM:
     summary = "Next-token prediction on a decoder (AutoModelForCausalLM): chat/instruction SFT with answer-only loss, raw text."
     auto_class = "AutoModelForCausalLM"
     labelled = False
+    decoder_only = True  # transformers loads BERT-like encoders as causal LMs too, attending both ways
 
     def check_rows(self, examples: list[Example], where: str, split: str, n_labels: int) -> None:
         if examples and not any(e.text.strip() or getattr(e, "messages", None) for e in examples):

@@ -30,6 +30,7 @@ class PackagedModel:
         data_file: the file inside the package the model is made from ("" = the package gives a folder).
         resolve: turns the located package folder into a ready Hugging Face folder.
         licence: the weights' licence, as users must be told it.
+        model_type: the ``model_type`` of the folder it becomes (known before any conversion).
     """
 
     name: str
@@ -39,6 +40,7 @@ class PackagedModel:
     data_file: str
     resolve: Callable[[Path], Path]
     licence: str
+    model_type: str
 
 
 def package_dir(package: str) -> Path | None:
@@ -98,6 +100,7 @@ MODELS: dict[str, PackagedModel] = {
             "e5-small-q4.bin",
             _resolve_e5,
             "MIT",
+            "bert",
         ),
         PackagedModel(
             "all-MiniLM-L6-v2",
@@ -107,6 +110,7 @@ MODELS: dict[str, PackagedModel] = {
             "model/config.json",
             _resolve_minilm,
             "Apache-2.0",
+            "bert",
         ),
         PackagedModel(
             "gemma-3-270m",
@@ -117,6 +121,7 @@ MODELS: dict[str, PackagedModel] = {
             "data/SHA256SUMS",
             _resolve_gemma,
             "Gemma Terms of Use (https://ai.google.dev/gemma/terms)",
+            "gemma3_text",
         ),
     )
 }
@@ -162,6 +167,11 @@ class PackagedSource:
     def check(self, reference: str) -> str | None:
         """Name known and package installed with its data file; converts nothing."""
         return self._problem(reference)[2]
+
+    def model_type(self, reference: str, *, revision: str | None = None) -> str | None:
+        """The known ``model_type`` of a packaged model (nothing converted or imported)."""
+        model = MODELS.get(reference)
+        return model.model_type if model is not None else None
 
     def resolve(self, reference: str, *, revision: str | None = None) -> Path:
         """The model's Hugging Face folder (converted into the cache on first use)."""

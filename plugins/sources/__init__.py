@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from peftkit import ModelSourceError, hookimpl
+from peftkit.kit import folder_model_type
 from peftkit_plugins.sources.run import RunSource
 
 
@@ -21,6 +22,10 @@ class LocalSource:
         if not (p / "config.json").is_file():
             return f"{reference!r} has no config.json; point model.source at a Hugging Face model folder"
         return None
+
+    def model_type(self, reference: str, *, revision: str | None = None) -> str | None:
+        """The folder's ``model_type`` from its config.json."""
+        return folder_model_type(Path(os.path.expanduser(reference)))
 
     def resolve(self, reference: str, *, revision: str | None = None) -> Path:
         msg = self.check(reference)
@@ -37,6 +42,13 @@ class HubSource:
         if not reference or reference.count("/") > 1 or reference.startswith("/"):
             return f"{reference!r} is not a hub model id (expected 'name' or 'org/name')"
         return None
+
+    def model_type(self, reference: str, *, revision: str | None = None) -> str | None:
+        """The ``model_type`` of a model already in the HF cache (its config.json there); None when it is not."""
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(reference, "config.json", revision=revision)
+        return folder_model_type(Path(found).parent) if isinstance(found, str) else None
 
     def resolve(self, reference: str, *, revision: str | None = None) -> Path:
         from huggingface_hub import snapshot_download

@@ -338,3 +338,57 @@ def test_labels_scored_as_bare_numbers_are_a_validate_warning(tiny_llama, tmp_pa
     assert objective_warnings(validate(_recipe(tiny_llama, _files(tmp_path), tmp_path / "o", "label-likelihood"))) == []
     recipe["task"].pop("objective")
     assert objective_warnings(validate(recipe)) == []
+
+
+def test_an_encoder_is_refused_for_a_decoder_objective_before_and_at_loading(tiny_llama, tiny_bert, tmp_path):
+    """label-likelihood (and causal-lm) on a BERT folder: transformers would load it as a causal LM attending both
+    ways. validate refuses it from the folder's config.json, and so does loading (a hub model first downloaded at
+    run time); the tiny Llama passes both."""
+    from peftkit import RecipeError
+    from peftkit.build.model import load_model
+    from peftkit.recipe import ModelConfig, validate
+
+    files = _files(tmp_path)
+    with pytest.raises(RecipeError) as info:
+        validate(_recipe(tiny_bert, files, tmp_path / "o", "label-likelihood"))
+    assert (
+        "model.source: task 'text-classification' trains the label-likelihood objective, which needs a decoder"
+    ) in str(info.value)
+    assert "this is a bert encoder" in str(info.value) and "or remove task.objective" in str(info.value)
+    validate(_recipe(tiny_llama, files, tmp_path / "o", "label-likelihood"))
+    validate(_recipe(tiny_bert, files, tmp_path / "o"))  # its own head on the encoder
+
+    with pytest.raises(
+        PeftkitError, match="model.source: this run trains the causal-lm objective, which needs a decoder"
+    ):
+        load_model(tiny_bert, ModelConfig(source=str(tiny_bert)), [], None, head="causal-lm")
+    model, _ = load_model(tiny_llama, ModelConfig(source=str(tiny_llama)), [], None, head="causal-lm")
+    assert model.can_generate()
+
+
+def test_a_hub_model_already_in_the_cache_is_checked_by_validate(tiny_bert, tmp_path, monkeypatch):
+    """hub:org/name whose config.json is in the HF cache: validate reads its model_type there (no network)."""
+    import shutil
+
+    from peftkit import RecipeError
+    from peftkit.plugin.registry import get_registry
+    from peftkit.recipe import validate
+
+    snapshot = tmp_path / "hf" / "models--acme--bert-tiny" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    shutil.copy(tiny_bert / "config.json", snapshot / "config.json")
+    (tmp_path / "hf" / "models--acme--bert-tiny" / "refs").mkdir()
+    (tmp_path / "hf" / "models--acme--bert-tiny" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    hub = get_registry().sources["hub"]
+    assert hub.model_type("acme/bert-tiny") == "bert" and hub.model_type("acme/not-cached") is None
+    recipe = {
+        **_recipe(tiny_bert, _files(tmp_path), tmp_path / "o", "label-likelihood"),
+        "model": {"source": "hub:acme/bert-tiny"},
+    }
+    with pytest.raises(RecipeError, match="this is a bert encoder"):
+        validate(recipe)
+    validate({**recipe, "model": {"source": "hub:acme/not-cached"}})  # unknown until downloaded: the run checks

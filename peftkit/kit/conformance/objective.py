@@ -1,7 +1,8 @@
 """The objective conformance suite (``check_objective``): what the core relies on when it loads, batches and
 evaluates through an Objective, on the tiny models.
 
-For each tiny model (the tiny Llama only when the objective is not ``encoder_only``) it checks that: the
+For each tiny model (the tiny Llama unless the objective is ``encoder_only``, the tiny BERT unless it is
+``decoder_only``) it checks that: the
 objective's own ``sample_examples`` pass its ``check_rows`` (with the label space ``LABELS``, which an objective
 without labels ignores and a token-classification one tags units with); ``encode`` gives a split with one length per row;
 ``collate`` gives tensors sharing the batch dimension, with ``labels``, the same for the same (epoch, batch) and
@@ -145,7 +146,8 @@ def run_objective(objective: Any, model: str = "bert") -> ObjectiveReport:
 
 
 def check_objective(objective: Any, models: tuple[str, ...] = OBJECTIVE_MODELS) -> dict[str, ObjectiveReport | str]:
-    """The suite on every tiny model the objective can load (an ``encoder_only`` one skips the tiny Llama).
+    """The suite on every tiny model the objective can load (an ``encoder_only`` one skips the tiny Llama, a
+    ``decoder_only`` one the tiny BERT).
 
     Returns:
         ``{model: report}``, or ``{model: reason}`` where skipped.
@@ -158,6 +160,9 @@ def check_objective(objective: Any, models: tuple[str, ...] = OBJECTIVE_MODELS) 
     for kind in models:
         if kind == "llama" and getattr(o, "encoder_only", False):
             out[kind] = "encoder_only: transformers has this head for encoders only"
+            continue
+        if kind == "bert" and getattr(o, "decoder_only", False):
+            out[kind] = "decoder_only: the objective needs a decoder (an encoder attends both ways)"
             continue
         out[kind] = run_objective(o, kind)
     return out
