@@ -46,17 +46,40 @@ def _common(p: argparse.ArgumentParser) -> None:
 class Session:
     """A loaded run: model, tokenizer, template and stop tokens."""
 
-    def __init__(self, run_dir: str, args: argparse.Namespace) -> None:
+    def __init__(self, run_dir: str, args: argparse.Namespace, *, chat: bool = False) -> None:
         import torch
 
         from peftkit import load_run
         from peftkit_plugins.causal_lm.chat import run_template, stop_ids
+        from peftkit_plugins.causal_lm.likelihood import LabelLikelihood
 
         setup, model = load_run(run_dir)
         if "CausalLM" not in type(getattr(model, "base_model", model)).__name__ and not hasattr(model, "generate"):
             raise PeftkitError(f"{run_dir}: the run's model cannot generate text (it is not a decoder language model)")
         self.tok, self.args = setup.tokenizer, args
         self.template = run_template(self.tok, setup.tparams)
+        # a label-likelihood run learnt the task's plain prompts (BOS, then the text): a chat template it never saw
+        # can change its answers (a prefix-tuned run's most of all), so its prompts go in as written
+        self.plain = isinstance(setup.objective, LabelLikelihood)
+        self.raw = args.raw or self.plain
+        if chat and self.plain:
+            raise PeftkitError(
+                f"{run_dir} scores {setup.recipe.task.name} by label likelihood on plain prompts, so there is no "
+                f"conversation to keep in a chat template: answer prompts with `peftkit generate {run_dir} --prompt "
+                f"...`, or write the test split's labels with `peftkit predict {run_dir}`"
+            )
+        if self.raw and args.system:
+            raise PeftkitError(
+                "--system puts a system turn into the chat template, and these prompts go in without one "
+                + ("(--raw)" if args.raw else f"({run_dir} trained on plain prompts)")
+                + "; write the instruction into the prompt instead"
+            )
+        if self.plain and not args.raw:
+            print(
+                f"note: {run_dir} scores {setup.recipe.task.name} by label likelihood and trained on plain prompts, not "
+                "chat turns: prompts go in as written (after the BOS token), without the chat template",
+                file=sys.stderr,
+            )
         self.stop = stop_ids(self.tok, self.template)
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device)
@@ -65,7 +88,7 @@ class Session:
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         from peftkit_plugins.causal_lm.chat import render
 
-        if self.args.raw:
+        if self.raw:
             return list(self.tok(messages[-1]["content"])["input_ids"])
         sys_msg = [{"role": "system", "content": self.args.system}] if self.args.system else []
         text = render(self.tok, sys_msg + messages, self.template, prompt=True)
@@ -145,7 +168,7 @@ def _read_prompts(path: Path) -> list[str]:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     """Talk to a finished decoder run: each line you type is a user turn; /reset starts over, /exit ends."""
-    s = Session(args.run_dir, args)
+    s = Session(args.run_dir, args, chat=True)
     messages: list[dict[str, str]] = []
     print("peftkit chat: type a message; /reset starts over, /exit (or Ctrl-D) ends.", file=sys.stderr)
     while True:

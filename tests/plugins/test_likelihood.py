@@ -236,6 +236,35 @@ def test_a_classification_task_on_a_decoder_by_likelihood(tiny_llama, tiny_bert,
     assert {r["label"] for r in rows_d} <= {"bad", "good"}
 
 
+def test_generate_on_a_likelihood_run_sends_plain_prompts_and_chat_refuses(tiny_llama, tmp_path, capsys, monkeypatch):
+    """A label-likelihood run learnt plain prompts: `generate` sends them as written (the same answer as --raw, said
+    on stderr) and not through the chat template; `chat`, which keeps a conversation in the template, refuses."""
+    import peftkit
+    from peftkit.cli import build_parser, main
+    from peftkit.recipe import validate
+    from peftkit_plugins.causal_lm.commands import Session
+
+    run = tmp_path / "dec"
+    peftkit.run(validate(_recipe(tiny_llama, _files(tmp_path), run, "label-likelihood")))
+    capsys.readouterr()
+    answers = {}
+    for flags in ([], ["--raw"]):
+        assert main(["generate", str(run), *flags, "--prompt", "the movie was good", "--max-new-tokens", "3"]) == 0
+        out = capsys.readouterr()
+        answers[tuple(flags)] = out.out
+        assert ("trained on plain prompts" in out.err) == (not flags)
+    assert answers[()] == answers[("--raw",)] and answers[()].strip()
+    args = build_parser().parse_args(["generate", str(run), "--prompt", "x"])
+    s = Session(str(run), args)
+    rendered = s.prompt_ids([{"role": "user", "content": "the movie was good"}])
+    assert rendered == s.tok("the movie was good")["input_ids"]  # BOS + the text, as the run was trained
+    assert main(["generate", str(run), "--system", "be brief", "--prompt", "x"]) == 2
+    assert "--system puts a system turn into the chat template" in capsys.readouterr().err
+    monkeypatch.setattr("builtins.input", lambda _: "/exit")
+    assert main(["chat", str(run)]) == 2
+    assert "there is no conversation to keep in a chat template" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("objective", "error"),
     [("causal-lm", "cannot stand in.*use one of: label-likelihood"), ("nope", "'nope' cannot stand in")],
