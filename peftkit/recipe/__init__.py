@@ -30,8 +30,6 @@ from peftkit.recipe.validation import data_problems, load_recipe, objective_warn
 from peftkit.recipe.yaml import RecipeLoader, line_index, parse_yaml, read_text
 
 __all__ = [
-    "family_refusal",
-    "folder_model_type",
     "DataConfig",
     "EvalConfig",
     "MethodConfig",
@@ -43,7 +41,9 @@ __all__ = [
     "TrainConfig",
     "apply_overrides",
     "data_problems",
+    "family_refusal",
     "flatten",
+    "folder_model_type",
     "json_schema",
     "line_index",
     "load_recipe",

@@ -208,9 +208,10 @@ def _check_quantization(data: dict[str, Any], reg: Any) -> Problems:
 
 
 def family_refusal(objective: Any, model_type: str | None, who: str, override: str | None = None) -> str | None:
-    """Why ``objective`` cannot train a ``model_type`` model (``who``: what trains it, "task 'x'"), from the objective's ``encoder_only`` / ``decoder_only``
-    and the type's architecture family; None when it can or the family is unknown. Validation (when the source knows
-    the type) and loading (from the folder's config.json) both ask."""
+    """Why ``objective`` cannot train a ``model_type`` model (``who``: what trains it, "task 'x'"), from the
+    objective's ``encoder_only`` / ``decoder_only`` and the type's architecture family; None when it can or the
+    family is unknown. Validation (when the source knows the type) and loading (from the folder's config.json)
+    both ask."""
     from peftkit.plugin.architectures import DECODER, ENCODER, FAMILIES
 
     fam = FAMILIES.get(model_type or "")
@@ -226,10 +227,10 @@ def family_refusal(objective: Any, model_type: str | None, who: str, override: s
             "; or remove task.objective to train the task's own head on this encoder" if override is not None else ""
         )
         return (
-            f"{who} trains the {objective.name} objective, which needs a decoder (a model that generates "
-            f"text: llama, qwen2, gemma3, ...), and this is a {model_type} encoder: transformers loads it as a causal LM all "
-            f"the same, but it attends in both directions, so every position sees the tokens it is to predict. Use a "
-            f"decoder{instead}"
+            f"{who} trains the {objective.name} objective, which needs a decoder (a model that generates text: "
+            f"llama, qwen2, gemma3, ...), and this is a {model_type} encoder: transformers loads it as a causal LM "
+            f"all the same, but it attends in both directions, so every position sees the tokens it is to predict. "
+            f"Use a decoder{instead}"
         )
     return None
 
